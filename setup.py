@@ -1,0 +1,42 @@
+"""fourm-hf: 4M (Massively Multimodal Masked Modeling) as a Hugging Face model package.
+
+torch is deliberately given as a range that any recent build satisfies: install the build you
+want first (CPU: ``pip install torch==2.13.0``; GPU: the CUDA wheel for your driver), and
+``pip install -e .`` will keep it instead of pulling another one.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fourm-hf",
+    version="0.1.0",
+    description="4M: Massively Multimodal Masked Modeling as a Hugging Face transformers model",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.21",
+        "safetensors>=0.4",
+        "huggingface_hub>=1.0",
+        "datasets>=3.0",
+        "accelerate>=1.0",
+        "evaluate>=0.4",
+        "numpy>=1.24",
+        "pillow>=10.0",
+        "tqdm>=4.60",
+        "pyyaml>=6.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0"],
+        "peft": ["peft>=0.13"],
+        "demo": ["scikit-image>=0.22"],
+        "all": ["pytest>=8.0", "peft>=0.13", "scikit-image>=0.22"],
+    },
+    entry_points={"console_scripts": ["fourm-hf=fourm_hf.cli:main"]},
+)
