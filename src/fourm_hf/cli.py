@@ -1,0 +1,43 @@
+"""The ``fourm-hf`` command.
+
+Each subcommand lives next to the code it drives: the module named in ``COMMANDS`` defines
+``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported only when their
+subcommand runs, so ``fourm-hf --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "convert-ml4m": ("fourm_hf.modeling.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fourm-hf", description="4M (Massively Multimodal Masked Modeling) tools.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv or ["--help"])  # prints help or a usage error and exits
+        return 2
+    module_name, help_text = COMMANDS[argv[0]]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"fourm-hf {argv[0]}", description=help_text)
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

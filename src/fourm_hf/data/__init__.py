@@ -1,0 +1,1 @@
+"""Where training data comes from: rendered scenes, pseudo-labels, corpora and masking."""

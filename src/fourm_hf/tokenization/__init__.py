@@ -1,0 +1,1 @@
+"""Modality <-> tokens: the text tokenizer, VQ-VAEs, the image processor and the processor."""

@@ -1,0 +1,1 @@
+"""Trainer glue, metrics and model cards."""
