@@ -6,5 +6,12 @@ Importing the package registers the 4M classes with the transformers Auto classe
 
 from .configuration_fourm import SIZE_PRESETS, FourMConfig
 from .modalities import ModalitySpec, get_modality, register_modality, registered_modalities
+from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, text_to_boxes, train_text_tokenizer
+
+# AutoTokenizer: a saved folder's tokenizer_config.json names "FourMTextTokenizer"; without this
+# registration transformers silently falls back to the generic TokenizersBackend.
+from transformers import AutoTokenizer as _AutoTokenizer  # noqa: E402
+
+_AutoTokenizer.register(FourMConfig, tokenizer_class=FourMTextTokenizer, exist_ok=True)
 
 __version__ = "0.1.0"
