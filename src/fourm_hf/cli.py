@@ -14,6 +14,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "convert-ml4m": ("fourm_hf.modeling.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
+    "make-scenes": ("fourm_hf.data.scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
     "train-text-tokenizer": ("fourm_hf.tokenization.tokenization_fourm", "train the WordPiece text tokenizer (4M id layout) on a caption corpus"),
 }
 
