@@ -81,6 +81,10 @@ class FourMConfig(PreTrainedConfig):
                 spec = spec.to_dict()
             specs[name] = ModalitySpec.from_dict(spec).to_dict() if spec is not None else get_modality(name).to_dict()
         self.modality_specs = specs
+        if getattr(self, "auto_map", None) is None:
+            # Saved folders carry the model code (see remote_code.py), so trust_remote_code=True works
+            # without fourm_hf installed; with it installed, the registered classes are used.
+            self.auto_map = {"AutoConfig": "configuration_fourm.FourMConfig", "AutoModel": "modeling_fourm.FourMModel"}
         super().__post_init__(**kwargs)
         self._check()
 

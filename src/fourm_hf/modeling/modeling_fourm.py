@@ -26,6 +26,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..configuration_fourm import FourMConfig
+from ..remote_code import write_remote_code
 from .embeddings import FourMDecoderEmbeddings, FourMEncoderEmbeddings, ModalityEmbedding, position_table
 from .layers import DecoderBlock, EncoderBlock, KVCache, layer_norm, mask_to_bias
 from .validation import validate_packed_inputs
@@ -83,6 +84,12 @@ class FourMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["EncoderBlock", "DecoderBlock"]
     # The loss is a per-modality mean: it must not be rescaled by the Trainer's num_items_in_batch.
     accepts_loss_kwargs = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus the flat model code ``auto_map`` points at."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory)
 
     def _init_weights(self, module: nn.Module):
         """4M init: xavier-uniform linears (fused q/k/v and k/v as separate matrices), N(0, 0.02) tables."""
