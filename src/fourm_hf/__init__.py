@@ -6,6 +6,13 @@ Importing the package registers the 4M classes with the transformers Auto classe
 
 from .configuration_fourm import SIZE_PRESETS, FourMConfig
 from .modalities import ModalitySpec, get_modality, register_modality, registered_modalities
+from .modeling.modeling_fourm import FourMModel, FourMOutput, FourMPreTrainedModel
+from .modeling.conversion import convert_ml4m_checkpoint, load_reference_model, reference_batch_to_packed
+
+from transformers import AutoConfig as _AutoConfig, AutoModel as _AutoModel  # noqa: E402
+
+_AutoConfig.register("fourm", FourMConfig, exist_ok=True)
+_AutoModel.register(FourMConfig, FourMModel, exist_ok=True)
 from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, text_to_boxes, train_text_tokenizer
 
 # AutoTokenizer: a saved folder's tokenizer_config.json names "FourMTextTokenizer"; without this
@@ -13,5 +20,11 @@ from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, 
 from transformers import AutoTokenizer as _AutoTokenizer  # noqa: E402
 
 _AutoTokenizer.register(FourMConfig, tokenizer_class=FourMTextTokenizer, exist_ok=True)
+
+# VQ-VAE tokenizers: AutoConfig / AutoModel load a saved tokenizer folder (model_type "fourm_vqvae").
+from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig  # noqa: E402
+
+_AutoConfig.register("fourm_vqvae", FourMVQVAEConfig, exist_ok=True)
+_AutoModel.register(FourMVQVAEConfig, FourMVQVAE, exist_ok=True)
 
 __version__ = "0.1.0"
