@@ -460,8 +460,9 @@ def text_to_boxes(
     Reads ``v0= v1= v2= v3= label`` groups left to right. A box is kept only when its four
     coordinates come in order, each bin is below ``coord_bins``, xmin <= xmax, ymin <= ymax, the
     label is non-empty (and, with ``class_names``, a known class). Anything else (incomplete or
-    out-of-order boxes, unknown or special tokens, trailing garbage) is skipped; text after
-    ``[EOS]`` is ignored. Never raises for malformed text.
+    out-of-order boxes, trailing garbage) is skipped; ``[UNK]`` words are left out of labels;
+    a sentinel or other bracketed special token ends the box being read; text after ``[EOS]``
+    is ignored. Never raises for malformed text.
 
     Args:
         text_or_ids: the text, or token ids (then ``tokenizer`` is required).
@@ -501,8 +502,10 @@ def text_to_boxes(
             continue
         if word == EOS_TOKEN:
             break
+        if word == UNK_TOKEN:
+            continue  # an unknown word: skipped; a label made only of them is empty and drops its box
         if _BRACKETED_PATTERN.match(word):
-            # [UNK], sentinels, [PAD], [SOS]: close a finished box, drop a partial one
+            # sentinels, [PAD], [SOS], other bracketed tokens: close a finished box, drop a partial one
             finish_box(bins, label_words)
             bins, label_words = None, []
             continue
