@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -98,6 +99,16 @@ def write_scene_dataset(path, num_rows=48, size=SIZE, seed=0):
     )
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(path))
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """The test machines are small and shared: two threads contending for a busy core are far
+    slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +243,8 @@ def test_save_load_through_auto_classes_same_and_fresh_process(tmp_path):
         "ids = model.encode(torch.load(sys.argv[1] + '/inputs.pt'))\n"
         "print(json.dumps(ids.tolist()))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True, env=env)
     assert torch.equal(torch.tensor(json.loads(result.stdout.strip().splitlines()[-1])), ids)
 
 
