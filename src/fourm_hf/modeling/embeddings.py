@@ -107,11 +107,12 @@ class DecoderEmbedding(ModalityEmbedding):
 
     Image targets enter the decoder as the shared mask token, so an image modality has no decoder
     token table (unless its output projection is tied to one). The modality embedding is the
-    encoder's when ``share_modality_embeddings`` is set.
+    encoder's when ``share_modality_embeddings`` is set and the modality is also an input.
     """
 
     def __init__(self, config: FourMConfig, spec: ModalitySpec):
-        super().__init__(config, spec, with_modality_embedding=not config.share_modality_embeddings)
+        shares = config.share_modality_embeddings and spec.name in config.input_modalities
+        super().__init__(config, spec, with_modality_embedding=not shares)
         needs_table = spec.is_sequence or config.tie_output_embeddings
         self.token_emb = nn.Embedding(spec.vocab_size, config.hidden_size) if needs_table else None
         self.to_logits = None if config.tie_output_embeddings else nn.Linear(config.hidden_size, spec.vocab_size, bias=False)
