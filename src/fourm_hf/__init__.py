@@ -27,4 +27,12 @@ from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig  # noqa: E402
 _AutoConfig.register("fourm_vqvae", FourMVQVAEConfig, exist_ok=True)
 _AutoModel.register(FourMVQVAEConfig, FourMVQVAE, exist_ok=True)
 
+# Image processor: a saved folder's preprocessor_config.json names "FourMImageProcessor"; it is a
+# PIL/numpy processor, registered as the "pil" backend (transformers picks it without torchvision).
+from transformers import AutoImageProcessor as _AutoImageProcessor  # noqa: E402
+
+from .tokenization.image_processing_fourm import FourMImageProcessor  # noqa: E402
+
+_AutoImageProcessor.register(FourMConfig, image_processor_classes={"pil": FourMImageProcessor}, exist_ok=True)
+
 __version__ = "0.1.0"
