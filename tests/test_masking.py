@@ -429,3 +429,16 @@ def test_trainer_callback_sets_the_epoch():
     state.epoch = 1.5  # resumed in the middle of epoch 1
     callback.on_epoch_begin(None, state, TrainerControl())
     assert collator.epoch == 1
+
+
+def test_model_accepts_the_collated_batch():
+    modeling = pytest.importorskip("fourm_hf.modeling.modeling_fourm", reason="FourMModel is not available")
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = modeling.FourMModel(config)
+    collator = FourMMaskingCollator(config, input_budget=24, target_budget=24, strategy="4m7", seed=0)
+    batch = collator([make_sample(config, i) for i in range(4)])
+    assert "pixel_values" in batch or not (batch["input_modality_ids"] == config.modality_id("rgb")).any()
+    output = model(**batch)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()

@@ -372,7 +372,12 @@ class FourMMaskingCollator:
         self.spec_by_name = dict(zip(self.modality_names, self.specs))
         self.kinds = [spec.kind for spec in self.specs]
         self.num_cells = config.grid_size**2
-        self.is_input = np.array([name in config.input_modalities for name in self.modality_names])
+        self.input_names = frozenset(config.input_modalities)
+        self.output_names = frozenset(config.output_modalities)
+        self.is_input = np.array([name in self.input_names for name in self.modality_names])
+        self.is_image = np.array([kind != "sequence" for kind in self.kinds])
+        self.has_targets = np.array([kind != "pixels" for kind in self.kinds])
+        self.image_size = config.image_size
         self.is_output = np.array([name in config.output_modalities for name in self.modality_names])
         self.image_ids = [i for i, kind in enumerate(self.kinds) if kind != "sequence"]
         self.sequence_ids = [i for i, kind in enumerate(self.kinds) if kind == "sequence"]
@@ -503,19 +508,17 @@ class FourMMaskingCollator:
             else:
                 arrays[name] = self._check_tokens(name, spec, value, where)
 
-        available_inputs = sum(self._available(n, a, "input") for n, a in arrays.items() if n in self.config.input_modalities)
-        available_targets = sum(
-            self._available(n, a, "target") for n, a in arrays.items() if n in self.config.output_modalities
-        )
+        available_inputs = sum(self._available(n, a, "input") for n, a in arrays.items() if n in self.input_names)
+        available_targets = sum(self._available(n, a, "target") for n, a in arrays.items() if n in self.output_names)
         if available_inputs < self.input_budget:
             raise ValueError(
                 f"{where}: input_budget {self.input_budget} is larger than the {available_inputs} tokens its input "
-                f"modalities {sorted(n for n in arrays if n in self.config.input_modalities)} hold."
+                f"modalities {sorted(n for n in arrays if n in self.input_names)} hold."
             )
         if available_targets < self.target_budget:
             raise ValueError(
                 f"{where}: target_budget {self.target_budget} is larger than the {available_targets} tokens its "
-                f"output modalities {sorted(n for n in arrays if n in self.config.output_modalities)} hold."
+                f"output modalities {sorted(n for n in arrays if n in self.output_names)} hold."
             )
         return arrays
 
@@ -526,13 +529,13 @@ class FourMMaskingCollator:
 
     def _check_pixels(self, name: str, value, where: str) -> np.ndarray:
         pixels = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        expected = (self.spec_by_name[name].num_channels, self.config.image_size, self.config.image_size)
+        expected = (self.spec_by_name[name].num_channels, self.image_size, self.image_size)
         if pixels.shape != expected:
             raise ValueError(
                 f"{where}: modality {name!r} field {PIXEL_VALUES_FIELD!r} has shape {pixels.shape}, expected {expected} "
                 f"(channels, image_size, image_size)."
             )
-        if not np.issubdtype(pixels.dtype, np.floating):
+        if pixels.dtype.kind != "f":
             raise TypeError(f"{where}: modality {name!r} field {PIXEL_VALUES_FIELD!r} must be float, got {pixels.dtype}.")
         return pixels
 
@@ -540,7 +543,7 @@ class FourMMaskingCollator:
         tokens = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         if tokens.ndim != 1:
             raise ValueError(f"{where}: modality {name!r} field {name!r} must be 1-D token ids, got shape {tokens.shape}.")
-        if tokens.size and not np.issubdtype(tokens.dtype, np.integer):
+        if tokens.size and tokens.dtype.kind not in "iu":
             raise TypeError(f"{where}: modality {name!r} field {name!r} must hold integer ids, got dtype {tokens.dtype}.")
         tokens = tokens.astype(np.int64, copy=False)
         if spec.kind == "image_tokens" and len(tokens) != self.num_cells:
@@ -588,8 +591,7 @@ class FourMMaskingCollator:
         lengths = np.array(
             [len(arrays[n]) if (present[i] and self.kinds[i] == "sequence") else 0 for i, n in enumerate(self.modality_names)]
         )
-        is_image = np.array([kind != "sequence" for kind in self.kinds])
-        has_targets = np.array([kind != "pixels" for kind in self.kinds])
+        is_image, has_targets = self.is_image, self.has_targets
         input_alpha = np.where(present & self.is_input, self.input_alphas[component], 0.0)
         target_alpha = np.where(present & self.is_output & has_targets, self.target_alphas[component], 0.0)
         input_share = self._dirichlet(rng, input_alpha)
@@ -792,8 +794,8 @@ class FourMMaskingCollator:
         return batch
 
     def _stack_pixels(self, samples: Sequence[Mapping]) -> torch.Tensor:
-        channels = self.config.modality(self.pixel_name).num_channels
-        size = self.config.image_size
+        channels = self.spec_by_name[self.pixel_name].num_channels
+        size = self.image_size
         pixels = np.zeros((len(samples), channels, size, size), dtype=np.float32)
         for row, sample in enumerate(samples):
             value = sample.get(PIXEL_VALUES_FIELD)
