@@ -228,6 +228,19 @@ def test_targets_cut_only_at_sentinel_boundaries():
             assert decoder_ids[0] == SENTINEL_OFFSET + 1 and is_sentinel(labels[-1])
 
 
+def test_sentinels_never_leave_the_sentinel_range():
+    config = tiny_config()
+    strategy = DirichletMasking({"caption": 1.0}, {"caption": 1.0})
+    collator = FourMMaskingCollator(config, input_budget=40, target_budget=41, strategy=strategy, num_sentinels=4)
+    batch = collator([make_sample(config, i, caption_length=40) for i in range(30)])
+    text = torch.cat([batch["input_ids"].flatten(), batch["decoder_input_ids"].flatten(), batch["labels"].flatten()])
+    sentinels = text[(text > SENTINEL_OFFSET) & (text < WORD_LOW)]
+    assert len(sentinels) > 0
+    assert sentinels.max() == SENTINEL_OFFSET + 3  # [S_3], the last of [S_0]..[S_3]: at most 2 spans
+    with pytest.raises(ValueError, match="num_sentinels must be >= 3"):
+        FourMMaskingCollator(config, num_sentinels=2)
+
+
 # ---- determinism -------------------------------------------------------------------------------
 def test_same_seed_epoch_index_gives_same_masks_in_any_batch():
     config = tiny_config()

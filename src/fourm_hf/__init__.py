@@ -35,4 +35,13 @@ from .tokenization.image_processing_fourm import FourMImageProcessor  # noqa: E4
 
 _AutoImageProcessor.register(FourMConfig, image_processor_classes={"pil": FourMImageProcessor}, exist_ok=True)
 
+# Training data collator (4M masking) and its helpers.
+from .data.masking import (  # noqa: E402
+    DirichletMasking,
+    FourMMaskingCollator,
+    MaskingEpochCallback,
+    masking_preset,
+    with_sample_index,
+)
+
 __version__ = "0.1.0"

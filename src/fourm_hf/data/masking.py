@@ -334,7 +334,8 @@ class FourMMaskingCollator:
         seed: base seed; a sample's masks depend only on ``(seed, epoch, sample_index)``.
         allow_missing_modalities: accept samples without some configured modality (it gets no
             tokens). Off by default: a corpus missing a modality is usually a bug.
-        num_sentinels: sentinels of the text tokenizer ([S_0].. have ids 4..); bounds the spans.
+        num_sentinels: sentinels of the text tokenizer ([S_0].. have ids 4..); a sequence gets at
+            most ``num_sentinels - 2`` spans (further dropped tokens stay visible).
         validate: check every sample's ids and shapes in ``__call__`` (cheap; keep it on).
 
     Call it on a list of sample dicts (each with ``sample_index``); it returns the packed batch of
@@ -434,8 +435,8 @@ class FourMMaskingCollator:
                     f"Modality {spec.name!r}: vocab_size {spec.vocab_size} cannot hold {self.num_sentinels} sentinels "
                     f"starting at id {SENTINEL_OFFSET}; pass a smaller num_sentinels."
                 )
-        if self.sequence_ids and self.num_sentinels < 2:
-            raise ValueError(f"num_sentinels must be >= 2 for span masking, got {self.num_sentinels}.")
+        if self.sequence_ids and self.num_sentinels < 3:
+            raise ValueError(f"num_sentinels must be >= 3 ([S_1] and [S_2] for one span), got {self.num_sentinels}.")
 
     def _capacity(self, name: str, side: str) -> int:
         spec = self.spec_by_name[name]
@@ -722,7 +723,9 @@ class FourMMaskingCollator:
             dropped = np.ones(len(tokens), dtype=bool)
         else:
             dropped = keep_draws >= keep_probability
-        masked_input, target, sentinel_positions = span_mask_sequence(tokens, dropped, max_spans=self.num_sentinels - 1)
+        # k spans use [S_1]..[S_{k+1}], so the last sentinel [S_{num_sentinels-1}] allows k = num_sentinels - 2.
+        max_spans = self.num_sentinels - 2
+        masked_input, target, sentinel_positions = span_mask_sequence(tokens, dropped, max_spans=max_spans)
         target = cut_target_at_sentinel(target, sentinel_positions, n_target)
         return masked_input[:n_input], target
 
