@@ -107,7 +107,9 @@ def masking_preset(name: str, config: FourMConfig) -> list[DirichletMasking]:
       (caption input alpha 1000, others 0; targets 0.5) and ``all2all``.
 
     Pixel modalities always get target alpha 0. ``rgb2all`` needs a pixels modality named
-    ``"rgb"`` (or, failing that, ``tok_rgb``); caption->all needs ``"caption"``.
+    ``"rgb"`` (or, failing that, ``tok_rgb``); caption->all needs ``"caption"``. As its inputs are
+    RGB only, an ``rgb2all`` sample has at most ``grid_size**2`` input tokens: on a grid smaller
+    than the input budget (8x8 = 64 < 128) the rest of its encoder row is padding.
     """
     inputs, outputs = list(config.input_modalities), list(config.output_modalities)
 
