@@ -146,6 +146,10 @@ def test_average_precision_all_point_interpolation():
     # TP, FP, TP with 2 references: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
     ap = average_precision(np.array([True, False, True]), num_references=2)
     assert ap == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+    # TP, FP, TP, TP with 3 references: precision 1, 1/2, 2/3, 3/4; the envelope lifts 2/3 to 3/4
+    ap = average_precision(np.array([True, False, True, True]), num_references=3)
+    assert ap == pytest.approx((1.0 + 0.75 + 0.75) / 3)
+    assert average_precision(np.array([], dtype=bool), num_references=2) == 0.0
 
 
 def test_detection_map_hand_computed():

@@ -254,6 +254,10 @@ class FourMImageProcessor(BaseImageProcessor):
             outputs.append(self.apply_crop(decoded, size, sample_crop, sample_flip))
         return self._collate(outputs, return_tensors)
 
+    def preprocess(self, *args, **kwargs) -> BatchFeature:
+        """Same as calling the processor (the base class's single-image pipeline does not apply)."""
+        return self(*args, **kwargs)
+
     # ----------------------------------------------------------------------------- decoding
 
     def decode_sample(self, index: int = 0, images=None, depth=None, normal=None, semseg=None, boxes=None):
