@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModel
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf.cli import main as cli_main
-from fourm_hf.tokenization.train_vqvae import evaluate_model, split_dataset, train_tokenizer
+from fourm_hf.tokenization.train_vqvae import evaluate_model, horizontal_flip, resize_batch, split_dataset, train_tokenizer
 from fourm_hf.tokenization.vqvae import (
     FSQ_LEVELS,
     FiniteScalarQuantizer,
@@ -299,6 +299,20 @@ def test_cli_train_tokenizer(scene_dataset, tmp_path):
     assert code == 0
     model = AutoModel.from_pretrained(out)
     assert model.config.image_size == 8 and model.config.vocab_size == 512 and model.config.modality == "tok_rgb"
+
+
+def test_flip_mirrors_normals_and_resize_keeps_class_ids():
+    normals = example_inputs("normal")
+    flipped = horizontal_flip(normals, torch.tensor([True, False]), "normal")
+    assert torch.equal(flipped[1], normals[1])
+    assert torch.equal(flipped[0, 0], -normals[0, 0].flip(-1))  # x (right) component changes sign
+    assert torch.equal(flipped[0, 1:], normals[0, 1:].flip(-1))
+    classes = example_inputs("semseg")
+    resized = resize_batch(classes, SIZE // 2, "semseg")
+    assert resized.dtype == torch.int64 and torch.equal(resized, classes[:, ::2, ::2])
+    smaller = resize_batch(normals, SIZE // 2, "normal")
+    assert smaller.shape == (2, 3, SIZE // 2, SIZE // 2)
+    assert torch.allclose(smaller.norm(dim=1), torch.ones(2, SIZE // 2, SIZE // 2), atol=1e-5)
 
 
 def test_train_rejects_unknown_column(scene_dataset, tmp_path):
