@@ -44,4 +44,11 @@ from .data.masking import (  # noqa: E402
     with_sample_index,
 )
 
+# Processor (image processor + text tokenizer + the VQ-VAEs, saved in vqvae/<modality>/ subfolders).
+from transformers import AutoProcessor as _AutoProcessor  # noqa: E402
+
+from .tokenization.processing_fourm import FourMProcessor  # noqa: E402
+
+_AutoProcessor.register(FourMConfig, FourMProcessor, exist_ok=True)
+
 __version__ = "0.1.0"
