@@ -23,9 +23,11 @@ argmax class.
 Quantizer: finite scalar quantization (FSQ, Mentzer et al. 2023). The encoder emits
 ``len(levels)`` channels per grid cell; each channel is bounded and rounded to one of ``levels[i]``
 values, and the code id is the mixed-radix number of the rounded values, so the vocabulary is
-``prod(levels)``. We chose FSQ over the paper's EMA codebook because it cannot collapse (every id is
-a fixed point of the grid, nothing to restart), has no codebook loss, commitment weight or EMA
-state to tune, and is deterministic, which keeps resumed training bit-identical.
+``prod(levels)``. We chose FSQ over the paper's EMA codebook because it has no learned codebook
+that can collapse (every id is a fixed point of the grid, so there are no dead codes to restart),
+no codebook loss, commitment weight or EMA state to tune, and it is deterministic, which keeps
+resumed training bit-identical. Usage is still measured (``codebook_usage_stats``): an encoder can
+use few of the grid's cells, it just cannot lose them.
 """
 
 from __future__ import annotations
