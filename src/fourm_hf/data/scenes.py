@@ -71,7 +71,7 @@ SKY_DEPTH = 100.0
 SKY_NORMAL = (0.0, 0.0, -1.0)
 """Camera-frame normal given to sky pixels (pointing back at the camera)."""
 
-MIN_VISIBLE_FRACTION = 0.005
+MIN_VISIBLE_FRACTION = 0.008
 """Every object covers at least this fraction of the image (checked at LAYOUT_CHECK_SIZE)."""
 
 LAYOUT_CHECK_SIZE = 64
@@ -92,7 +92,7 @@ _EPS = 1e-4
 
 # base dimensions in metres per shape and size word: sphere radius, cube half side,
 # cylinder radius, cone base radius
-_BASE_SIZE = {"small": 0.32, "large": 0.52}
+_BASE_SIZE = {"small": 0.34, "large": 0.54}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def _look_at(position: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _sample_camera(rng: np.random.Generator) -> Camera:
     azimuth = rng.uniform(0.0, 2.0 * np.pi)
-    distance = rng.uniform(5.5, 7.5)
+    distance = rng.uniform(4.5, 6.5)
     height = rng.uniform(2.5, 4.0)
     position = np.array([distance * np.cos(azimuth), distance * np.sin(azimuth), height])
     # jittering the look-at point jitters pitch and yaw by a few degrees
@@ -191,7 +191,7 @@ def _sample_object(rng: np.random.Generator, used_labels: set[str]) -> SceneObje
         height = 2.0 * radius * rng.uniform(0.8, 1.6)
     else:  # cone
         height = 2.0 * radius * rng.uniform(1.1, 1.8)
-    placement_radius = 2.2 * np.sqrt(rng.uniform())
+    placement_radius = 1.9 * np.sqrt(rng.uniform())
     placement_angle = rng.uniform(0.0, 2.0 * np.pi)
     return SceneObject(
         shape=shape,
