@@ -1,0 +1,407 @@
+"""Tokenize a labeled image dataset into the 4M training corpus: a ``datasets`` dataset of token arrays.
+
+Input: a dataset with the scene schema of ``data/scenes.py`` (pseudo-labeled datasets use the same
+one): ``rgb`` (image), ``depth`` (H, W) metres, ``normal`` (H, W, 3), ``semseg`` (H, W) class ids,
+``boxes`` ``[{"label", "box"}]`` (normalised xyxy), ``caption`` (str). Columns may be missing; a
+modality is written when its column is there and the processor can tokenize it.
+
+Each source image gives ``crops`` rows (K crops, configurable). Crop ``k`` of image ``i`` is chosen
+by the image processor with its own generator ``numpy.random.default_rng((seed, i, k))`` and is
+SHARED by every modality of that row: the same pixel window of the RGB image, depth, normals and
+segmentation, and the boxes are mapped into it. One row (``corpus_features``)::
+
+    tok_rgb / tok_depth / tok_normal / tok_semseg   List(int32, length=G*G)  VQ-VAE ids, raster order
+    caption                                        List(int32)  text ids + [EOS]
+    det                                            List(int32)  ids of the boxes after the crop + [EOS]
+    rgb_image                                      Array3D((S, S, 3), uint8)  the cropped RGB image
+    source_index                                   int64   row of the source dataset
+    crop_index                                     int32   k in 0..K-1
+    crop_box                                       List(int32, length=4)  (left, top, right, bottom)
+                                                   in source pixels, right/bottom exclusive
+
+The ``rgb`` pixels modality is stored compactly as the cropped uint8 image (4x smaller than float32
+pixels); :func:`to_training_format` (applied by :func:`load_corpus` with ``set_transform`` / a lazy
+``map``) turns it into ImageNet-normalised float32 ``pixel_values`` (3, S, S) on access. Those
+differ from ``FourMProcessor(images=...)["pixel_values"]`` only by the uint8 rounding of the crop
+(at most half a grey level). ``tok_rgb`` is encoded from the float crop, before that rounding.
+
+Building (:func:`build_corpus`, ``fourm-hf build-corpus``) encodes in batches (``batch_size``
+source images, i.e. ``batch_size * crops`` maps per VQ-VAE call), writes shards of ``shard_size``
+source images atomically under ``<out>.shards/``, skips finished shards when rerun after a kill
+(the result equals an uninterrupted run: shard and batch boundaries are fixed by the arguments),
+then saves the concatenation with ``save_to_disk`` at ``out`` and removes the shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..tokenization.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
+
+CORPUS_INFO_FILE = "corpus_info.json"
+PARAMS_FILE = "build_corpus.json"
+RGB_IMAGE_COLUMN = "rgb_image"
+CROP_MODES = ("random", "center", "none")
+# Dense-map columns of the scene schema -> the image processor's argument for them.
+MAP_COLUMNS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg"}
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+
+def corpus_modalities(processor, column_names) -> dict:
+    """What a corpus built from a dataset with ``column_names`` holds.
+
+    Returns ``{"maps": [dense-map columns read], "tokens": [VQ-VAE modalities written],
+    "caption": bool, "det": bool, "rgb_image": bool}``.
+    """
+    columns = set(column_names)
+    maps = [column for column in MAP_COLUMNS if column in columns and (column == "rgb" or processor.vqvaes_for(column))]
+    tokens = [name for name, vqvae in processor.vqvaes.items() if vqvae.config.target in maps]
+    if not maps:
+        raise ValueError(
+            f"build-corpus: the dataset has none of the map columns {list(MAP_COLUMNS)} that the processor can use "
+            f"(columns {sorted(columns)}, VQ-VAEs {sorted(processor.vqvaes)})"
+        )
+    return {"maps": maps, "tokens": tokens, "caption": "caption" in columns, "det": "boxes" in columns,
+            "rgb_image": "rgb" in columns}
+
+
+def corpus_features(processor, modalities: dict):
+    """Explicit ``datasets.Features`` of a corpus row (see the module docstring)."""
+    from datasets import Array3D, Features, List, Value
+
+    size = processor.image_size
+    features = {}
+    for name in modalities["tokens"]:
+        grid = processor.vqvaes[name].config.grid_size
+        features[name] = List(Value("int32"), length=grid * grid)
+    if modalities["caption"]:
+        features["caption"] = List(Value("int32"))
+    if modalities["det"]:
+        features["det"] = List(Value("int32"))
+    if modalities["rgb_image"]:
+        features[RGB_IMAGE_COLUMN] = Array3D((size, size, 3), "uint8")
+    features["source_index"] = Value("int64")
+    features["crop_index"] = Value("int32")
+    features["crop_box"] = List(Value("int32"), length=4)
+    return Features(features)
+
+
+# --------------------------------------------------------------------------------------- tokenizing
+
+
+def crop_generator(seed: int, source_index: int, crop_index: int) -> np.random.Generator:
+    """The generator that picks crop ``crop_index`` of source image ``source_index``."""
+    return np.random.default_rng((int(seed), int(source_index), int(crop_index)))
+
+
+def _image_size(sample: dict) -> tuple[int, int]:
+    for column in MAP_COLUMNS:
+        if column in sample:
+            return tuple(np.asarray(sample[column]).shape[:2])
+    raise ValueError("build-corpus: a sample without any map column")
+
+
+def tokenize_rows(processor, rows: dict, source_indices, modalities: dict, crops: int, seed: int, crop: str) -> dict:
+    """Tokenize a batch of source rows into ``len(source_indices) * crops`` corpus rows (column lists).
+
+    Args:
+        rows: column -> list of values (maps as numpy arrays / PIL images), as a dataset slice gives them.
+        source_indices: the dataset row of each entry.
+    """
+    samples = []  # one per (source, crop): the map arguments of the image processor
+    crop_boxes, sources, crop_indices, box_lists = [], [], [], []
+    for position, source_index in enumerate(source_indices):
+        sample = {column: np.asarray(rows[column][position]) for column in modalities["maps"]}
+        height, width = _image_size(sample)
+        for crop_index in range(crops):
+            if crop == "none":
+                box = (0, 0, width, height)
+            else:
+                generator = crop_generator(seed, source_index, crop_index)
+                box = processor.image_processor.choose_crop_box((height, width), crop, generator)
+            samples.append(sample)
+            crop_boxes.append(box)
+            sources.append(int(source_index))
+            crop_indices.append(crop_index)
+            if modalities["det"]:
+                box_lists.append(rows["boxes"][position])
+    arguments = {MAP_COLUMNS[column]: [s[column] for s in samples] for column in modalities["maps"]}
+    if modalities["det"]:
+        arguments["boxes"] = [list(boxes or []) for boxes in box_lists]
+    processed = processor.image_processor(**arguments, crop_box=np.asarray(crop_boxes, dtype=np.int64), flip=False)
+    tokens = processor.encode_maps(processed)
+
+    columns = {name: tokens[name].numpy().astype(np.int32) for name in modalities["tokens"]}
+    if modalities["caption"]:
+        captions = []
+        for position, source_index in enumerate(source_indices):
+            text = rows["caption"][position]
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"build-corpus: row {source_index} field 'caption' is {text!r}; expected non-empty text")
+            captions.append(processor.tokenizer.encode_for_model(text, "caption", processor.max_text_length))
+        columns["caption"] = [ids for ids in captions for _ in range(crops)]
+    if modalities["det"]:
+        columns["det"] = [
+            processor.tokenizer.encode_boxes([{"label": b["label"], "box": b["box"]} for b in boxes],
+                                             f"det (row {source})", processor.max_text_length)
+            for boxes, source in zip(processed["boxes"], sources)
+        ]
+    if modalities["rgb_image"]:
+        rgb = np.asarray(processed["tokenizer_rgb"]).transpose(0, 2, 3, 1)
+        columns[RGB_IMAGE_COLUMN] = np.clip(np.round((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    columns["source_index"] = sources
+    columns["crop_index"] = crop_indices
+    columns["crop_box"] = [list(box) for box in crop_boxes]
+    return columns
+
+
+# --------------------------------------------------------------------------------- building (resumable)
+
+
+def _shard_name(shard: int, num_shards: int) -> str:
+    return f"shard-{shard:05d}-of-{num_shards:05d}"
+
+
+def _concatenate_columns(parts: list[dict]) -> dict:
+    merged = {}
+    for name in parts[0]:
+        values = []
+        for part in parts:
+            value = part[name]
+            values.extend(list(value) if isinstance(value, np.ndarray) else value)
+        merged[name] = values
+    return merged
+
+
+def _write_shard(dataset, processor, modalities, features, shards_dir: Path, shard: int, num_shards: int,
+                 start: int, stop: int, crops: int, seed: int, crop: str, batch_size: int, progress) -> None:
+    """Tokenize source rows ``start..stop-1`` in batches and save them atomically as one shard."""
+    from datasets import Dataset
+
+    columns = [c for c in MAP_COLUMNS if c in modalities["maps"]]
+    view = dataset.with_format("numpy", columns=columns, output_all_columns=True)
+    parts = []
+    for batch_start in range(start, stop, batch_size):
+        batch_stop = min(stop, batch_start + batch_size)
+        rows = view[batch_start:batch_stop]
+        parts.append(tokenize_rows(processor, rows, range(batch_start, batch_stop), modalities, crops, seed, crop))
+        progress.update(batch_stop - batch_start)
+    final_dir = shards_dir / _shard_name(shard, num_shards)
+    temp_dir = shards_dir / f"{final_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    Dataset.from_dict(_concatenate_columns(parts), features=features).save_to_disk(str(temp_dir))
+    os.replace(temp_dir, final_dir)
+
+
+def _check_params(path: Path, params: dict, what: str) -> None:
+    if path.is_file():
+        existing = json.loads(path.read_text())
+        if existing != params:
+            raise ValueError(f"build-corpus: {path.parent} holds {what} made with {existing}, not {params}; "
+                             f"use the same arguments or another --out")
+
+
+def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 16, shard_size: int = 1024,
+                 seed: int = 0, crop: str = "random", progress: bool = True, _stop_after_shards: int | None = None):
+    """Tokenize ``dataset`` with ``processor`` into a corpus saved at ``out_dir``; returns it (``load_from_disk``).
+
+    Args:
+        dataset: a ``datasets.Dataset`` with the scene schema.
+        processor: a :class:`FourMProcessor` (image processor, text tokenizer, VQ-VAEs).
+        crops: K crops per source image (rows ``i*K .. i*K+K-1`` come from source ``i``).
+        batch_size: source images per VQ-VAE batch.
+        shard_size: source images per resumable shard.
+        seed: crop ``k`` of image ``i`` uses ``crop_generator(seed, i, k)``.
+        crop: ``"random"`` (RandomResizedCrop-style, the processor's ``crop_scale`` / ``crop_ratio``),
+            ``"center"`` or ``"none"`` (whole image).
+    ``_stop_after_shards`` (tests only) raises ``KeyboardInterrupt`` after writing that many new shards.
+    If ``out_dir`` already holds the finished corpus for the same arguments it is loaded as is.
+    """
+    from datasets import concatenate_datasets, load_from_disk
+    from datasets import utils as datasets_utils
+    from tqdm.auto import tqdm
+
+    for name, value in (("crops", crops), ("batch_size", batch_size), ("shard_size", shard_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"build-corpus: {name} must be an int >= 1, got {value!r}")
+    if crop not in CROP_MODES:
+        raise ValueError(f"build-corpus: crop must be one of {CROP_MODES}, got {crop!r}")
+    if len(dataset) == 0:
+        raise ValueError("build-corpus: the dataset is empty")
+    modalities = corpus_modalities(processor, dataset.column_names)
+    features = corpus_features(processor, modalities)
+    out_dir = Path(out_dir)
+    # A rerun must see the same dataset: its length and the arguments are checked, not its content.
+    params = {"num_sources": len(dataset), "crops": int(crops),
+              "seed": int(seed), "crop": crop, "image_size": processor.image_size, "modalities": modalities}
+    if out_dir.exists():
+        _check_params(out_dir / PARAMS_FILE, params, "a corpus")
+        if (out_dir / PARAMS_FILE).is_file():
+            return load_from_disk(str(out_dir))
+        if any(out_dir.iterdir()):
+            raise ValueError(f"build-corpus: --out {out_dir} exists and is not a corpus; choose an empty or new directory")
+
+    shards_dir = out_dir.parent / f"{out_dir.name}.shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    run_params = {**params, "shard_size": int(shard_size), "batch_size": int(batch_size)}
+    _check_params(shards_dir / PARAMS_FILE, run_params, "an unfinished run")
+    (shards_dir / PARAMS_FILE).write_text(json.dumps(run_params))
+
+    total = len(dataset)
+    num_shards = (total + shard_size - 1) // shard_size
+    bounds = [(k, k * shard_size, min(total, (k + 1) * shard_size)) for k in range(num_shards)]
+    todo = [b for b in bounds if not (shards_dir / _shard_name(b[0], num_shards)).is_dir()]
+    done = total - sum(stop - start for _, start, stop in todo)
+    if _stop_after_shards is not None:
+        todo = todo[:_stop_after_shards]
+    was_disabled = datasets_utils.are_progress_bars_disabled()
+    datasets_utils.disable_progress_bars()  # our bar counts images; hide the per-save bars
+    try:
+        with tqdm(total=total, initial=done, desc="build-corpus", unit="image", disable=not progress) as bar:
+            for shard, start, stop in todo:
+                _write_shard(dataset, processor, modalities, features, shards_dir, shard, num_shards,
+                             start, stop, crops, seed, crop, batch_size, bar)
+        if _stop_after_shards is not None:
+            raise KeyboardInterrupt(f"stopped after {len(todo)} shards (test hook)")
+        shards = [load_from_disk(str(shards_dir / _shard_name(k, num_shards))) for k in range(num_shards)]
+        temp_out = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
+        shutil.rmtree(temp_out, ignore_errors=True)
+        concatenate_datasets(shards).save_to_disk(str(temp_out))
+    finally:
+        if not was_disabled:
+            datasets_utils.enable_progress_bars()
+    info = {"crops": int(crops), "image_size": processor.image_size, "image_mean": processor.image_processor.image_mean,
+            "image_std": processor.image_processor.image_std, "modalities": modalities}
+    (temp_out / CORPUS_INFO_FILE).write_text(json.dumps(info, indent=2))
+    (temp_out / PARAMS_FILE).write_text(json.dumps(params))
+    if out_dir.exists():
+        out_dir.rmdir()  # empty (checked above)
+    os.replace(temp_out, out_dir)
+    shutil.rmtree(shards_dir)
+    return load_from_disk(str(out_dir))
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def to_training_format(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD):
+    """A batched transform: ``rgb_image`` uint8 (S, S, 3) -> ``pixel_values`` float32 (3, S, S),
+    ``(x / 255 - mean) / std``; token columns become int64 numpy arrays. Other columns pass through."""
+    mean = np.asarray(image_mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(image_std, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def transform(batch: dict) -> dict:
+        out = {}
+        for name, values in batch.items():
+            if name == RGB_IMAGE_COLUMN:
+                images = np.asarray(values, dtype=np.float32).transpose(0, 3, 1, 2) / 255.0
+                out["pixel_values"] = list((images - mean) / std)
+            elif name == "crop_box" or name == "caption" or name == "det" or name.startswith("tok_"):
+                out[name] = [np.asarray(value, dtype=np.int64) for value in values]
+            else:
+                out[name] = values
+        return out
+
+    return transform
+
+
+def load_corpus(path, streaming: bool = False, rank: int | None = None, world_size: int | None = None,
+                training_format: bool = True, add_sample_index: bool = False):
+    """Open a corpus written by :func:`build_corpus`.
+
+    Args:
+        streaming: return an ``IterableDataset`` over the Arrow files (nothing loaded up front).
+        rank / world_size: keep only this node's part (``datasets.distributed.split_dataset_by_node``);
+            the parts of all ranks are disjoint and cover the corpus.
+        training_format: apply :func:`to_training_format` (``pixel_values`` on access).
+        add_sample_index: add the ``sample_index`` column that seeds the masking collator: the row
+            index of the whole corpus (``masking.with_sample_index``, applied before the split by
+            node); streaming computes the same number as ``source_index * crops + crop_index``.
+    """
+    from datasets import load_dataset, load_from_disk
+    from datasets.distributed import split_dataset_by_node
+
+    path = Path(path)
+    info_file = path / CORPUS_INFO_FILE
+    if not info_file.is_file():
+        raise ValueError(f"load_corpus: {path} has no {CORPUS_INFO_FILE}; not a corpus written by build_corpus")
+    info = json.loads(info_file.read_text())
+    if (rank is None) != (world_size is None):
+        raise ValueError("load_corpus: give both rank and world_size, or neither")
+    if world_size is not None and not 0 <= rank < world_size:
+        raise ValueError(f"load_corpus: rank must be in [0, world_size={world_size}), got {rank}")
+    transform = to_training_format(info["image_mean"], info["image_std"]) if training_format else None
+    if not streaming:
+        corpus = load_from_disk(str(path))
+        if add_sample_index:
+            from .masking import with_sample_index
+
+            corpus = with_sample_index(corpus)
+        if world_size is not None:
+            corpus = split_dataset_by_node(corpus, rank=rank, world_size=world_size)
+        if transform is not None:
+            corpus.set_transform(transform)
+        return corpus
+    files = sorted(glob.glob(str(path / "data-*.arrow")))
+    if not files:
+        raise ValueError(f"load_corpus: no data-*.arrow files in {path}")
+    features = load_from_disk(str(path)).features  # memory-mapped: reads only the schema
+    corpus = load_dataset("arrow", data_files=files, split="train", streaming=True, features=features)
+    if add_sample_index:
+        crops = int(info["crops"])
+        corpus = corpus.map(lambda row: {"sample_index": row["source_index"] * crops + row["crop_index"]})
+    if world_size is not None:
+        corpus = split_dataset_by_node(corpus, rank=rank, world_size=world_size)
+    if transform is not None:
+        corpus = corpus.map(transform, batched=True)
+    return corpus
+
+
+# ------------------------------------------------------------------------------- fourm-hf build-corpus
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="labeled dataset (save_to_disk folder, scene schema)")
+    parser.add_argument("--split", default="train", help="split to read when --dataset is a DatasetDict")
+    parser.add_argument("--processor", required=True, help="a saved FourMProcessor folder (with its VQ-VAEs)")
+    parser.add_argument("--out", required=True, help="output folder (datasets.save_to_disk format)")
+    parser.add_argument("--crops", type=int, default=1, help="crops per source image")
+    parser.add_argument("--crop", choices=CROP_MODES, default="random", help="how crops are chosen")
+    parser.add_argument("--seed", type=int, default=0, help="crop k of image i uses default_rng((seed, i, k))")
+    parser.add_argument("--batch-size", type=int, default=16, help="source images per VQ-VAE batch")
+    parser.add_argument("--shard-size", type=int, default=1024, help="source images per resumable shard")
+    parser.add_argument("--device", default=None, help="device for the VQ-VAEs (e.g. cuda)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from datasets import DatasetDict, load_from_disk
+
+    from ..tokenization.processing_fourm import FourMProcessor
+
+    try:
+        dataset = load_from_disk(args.dataset)
+        if isinstance(dataset, DatasetDict):
+            if args.split not in dataset:
+                raise ValueError(f"--dataset {args.dataset}: no split {args.split!r}; splits are {sorted(dataset)}")
+            dataset = dataset[args.split]
+        processor = FourMProcessor.from_pretrained(args.processor, device=args.device)
+        corpus = build_corpus(dataset, processor, args.out, crops=args.crops, batch_size=args.batch_size,
+                              shard_size=args.shard_size, seed=args.seed, crop=args.crop)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"fourm-hf: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(corpus)} rows ({len(dataset)} images x {args.crops} crops) to {args.out}: {sorted(corpus.features)}")
+    return 0
+
+
+__all__ = ["build_corpus", "corpus_features", "crop_generator", "load_corpus", "to_training_format", "tokenize_rows"]
