@@ -51,4 +51,7 @@ from .tokenization.processing_fourm import FourMProcessor  # noqa: E402
 
 _AutoProcessor.register(FourMConfig, FourMProcessor, exist_ok=True)
 
+# Corpus builder (tokenized training data) and its reader.
+from .data.corpus import build_corpus, load_corpus  # noqa: E402
+
 __version__ = "0.1.0"
