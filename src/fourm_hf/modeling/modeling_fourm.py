@@ -209,8 +209,22 @@ class FourMModel(FourMPreTrainedModel):
         decoder_positions: torch.Tensor,
         decoder_attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        *,
+        context_key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        kv_caches: list[KVCache] | None = None,
+        self_attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Packed target tokens (B, T) attending to ``encoded`` -> decoder states (B, T, D)."""
+        """Packed target tokens (B, T) attending to ``encoded`` -> decoder states (B, T, D).
+
+        Cached decoding (generation) passes, all optional:
+            context_key_values: per-block cross-attention (keys, values) from
+                :meth:`decoder_context_key_values` (the encoder output is fixed while one target decodes).
+            kv_caches: one :class:`KVCache` per block; the T new tokens' self-attention keys/values are
+                appended to it and the new tokens attend to everything cached before them.
+            self_attention_mask: (B, T, S) bool, True where new token i may attend to key j of the
+                S = cached + T self-attention keys. Default: the modality rule among the new tokens and
+                every cached key allowed (one sequence decoded token by token).
+        """
         if decoder_attention_mask is None:
             decoder_attention_mask = torch.ones_like(decoder_input_ids)
         content, placement = self.decoder_embeddings(
@@ -222,15 +236,33 @@ class FourMModel(FourMPreTrainedModel):
             self.encoder_modality_embeddings(),
         )
         hidden_states = content + placement
-        context = self.encoder_context(encoded)
-        self_bias = mask_to_bias(self.decoder_self_attention_mask(decoder_modality_ids, decoder_attention_mask), hidden_states.dtype)
+        if self_attention_mask is None:
+            self_attention_mask = self.decoder_self_attention_mask(decoder_modality_ids, decoder_attention_mask)
+            cached = len(kv_caches[0]) if kv_caches is not None else 0
+            if cached:
+                seen = torch.ones(*self_attention_mask.shape[:2], cached, dtype=torch.bool, device=self_attention_mask.device)
+                self_attention_mask = torch.cat([seen, self_attention_mask], dim=-1)
+        self_bias = mask_to_bias(self_attention_mask, hidden_states.dtype)
         cross_bias = mask_to_bias(encoded.attention_mask.bool()[:, None, :], hidden_states.dtype)
+        context = self.encoder_context(encoded) if context_key_values is None else None
         all_states = (hidden_states,) if output_hidden_states else None
-        for block in self.decoder:
-            hidden_states = block(hidden_states, self_bias, cross_bias, context)
+        for index, block in enumerate(self.decoder):
+            hidden_states = block(
+                hidden_states, self_bias, cross_bias, context,
+                context_key_value=None if context_key_values is None else context_key_values[index],
+                kv_cache=None if kv_caches is None else kv_caches[index],
+            )
             if output_hidden_states:
                 all_states += (hidden_states,)
         return self.decoder_norm(hidden_states), all_states
+
+    def decoder_context_key_values(self, encoded: FourMEncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder block, the cross-attention (keys, values), each (B, H, L, d), of ``encoded``.
+
+        Computed once per encoder output and reused by every step of autoregressive decoding.
+        """
+        context = self.encoder_context(encoded)
+        return [block.context_key_value(context) for block in self.decoder]
 
     def encoder_modality_embeddings(self) -> dict[str, torch.Tensor]:
         """Modality name -> the encoder's learned modality embedding (1, 1, D), shared with the decoder."""
