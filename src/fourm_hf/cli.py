@@ -16,6 +16,7 @@ COMMANDS = {
     "build-corpus": ("fourm_hf.data.corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),
     "convert-ml4m": ("fourm_hf.modeling.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
     "make-scenes": ("fourm_hf.data.scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
+    "pseudo-label": ("fourm_hf.data.pseudo_label", "add pseudo-labels (depth, normals, semseg, boxes, feature maps, captions) to images with transformers models"),
     "train-text-tokenizer": ("fourm_hf.tokenization.tokenization_fourm", "train the WordPiece text tokenizer (4M id layout) on a caption corpus"),
     "train-tokenizer": ("fourm_hf.tokenization.train_vqvae", "train a VQ-VAE tokenizer for one dense modality on a scene dataset"),
 }
