@@ -1,0 +1,537 @@
+"""4M pretraining from a YAML config: ``fourm-hf train --config CONFIG.yaml``.
+
+The config has four sections (every key is checked; an unknown one is a ``ValueError``)::
+
+    model:      # a FourMConfig: `preset` (tiny/small/base/large/xlarge) and/or explicit sizes,
+                # image_size, patch_size, input_modalities, output_modalities, loss_averaging, ...
+                # vocab_sizes: {tok_rgb: 1024, caption: 30000}   max_lengths: {caption: 64}
+                # text_tokenizer: DIR  (FourMTextTokenizer folder: vocab of caption/det, sentinels)
+                # vqvae: {tok_rgb: DIR, ...}  (FourMVQVAE folders: vocab of each image modality)
+                # processor: DIR  (a saved FourMProcessor: its tokenizer and vqvae/<modality>/ folders)
+                # pretrained: DIR  (continue from a saved FourMModel instead of a fresh init)
+    masking:    # strategy (a preset name of fourm_hf.data.masking.MASKING_PRESETS, or a list of
+                # {input_alphas, target_alphas, weight, name}), input_budget, target_budget, seed,
+                # allow_missing_modalities, num_sentinels
+    data:       # train: DIR (datasets.save_to_disk), eval: DIR, train_split / eval_split (for a
+                # DatasetDict folder), repeat_sampling, validate_samples, max_train_samples,
+                # max_eval_samples
+    training:   # any transformers.TrainingArguments field (output_dir, max_steps, learning_rate, ...)
+
+Overrides on the command line are dotted ``key=value`` pairs parsed as YAML values, e.g.
+``training.max_steps=100 masking.seed=3 data.repeat_sampling=4``.
+
+**Corpus format.** One row per sample, one column per modality: image-token modalities
+(``tok_rgb``, ``tok_depth``, ...) hold ``grid_size**2`` ids in raster order; sequences (``caption``,
+``det``) hold the text ids followed by [EOS] (3); a pixels modality (``rgb``) reads the column
+``pixel_values``, float32 (3, image_size, image_size), already normalised (run the image processor
+when building the corpus, or attach it with ``dataset.with_transform``). Other columns are ignored.
+
+**Repeated sampling.** ``data.repeat_sampling = r`` makes an epoch visit every loaded sample ``r``
+times; copy ``k`` of row ``i`` has sample index ``k * len(corpus) + i``, so each copy gets its own
+masks (the masks depend on (seed, epoch, sample index)).
+
+**Checks before training.** The corpus must have a column for every configured modality, not be
+empty, hold ids inside each modality's vocabulary (checked over the whole corpus with pyarrow when
+possible) and, for the first ``validate_samples`` rows, pass every check of the collator (shapes,
+lengths, enough tokens for the budgets). Any failure is a ``ValueError`` naming the field.
+
+**Defaults** (any can be overridden in ``training``): ``remove_unused_columns=False``,
+``optim="adamw_torch_fused"`` (CPU and GPU), ``lr_scheduler_type="cosine"``, ``warmup_steps=0.05``
+(a ratio of the total steps), ``adam_beta2=0.95``, ``weight_decay=0.05``, ``report_to=[]``.
+Checkpoints are safetensors (the only format of transformers 5). Resuming
+(``--resume-from-checkpoint``) is exact: same data order (``seed``/``data_seed``), same masks
+(per-sample generators), same optimizer, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..configuration_fourm import FOURM7_INPUTS, FOURM7_OUTPUTS, FourMConfig
+from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator
+from ..modalities import get_modality
+from .trainer import FourMTrainer
+
+SECTIONS = ("model", "masking", "data", "training")
+MODEL_EXTRA_KEYS = ("preset", "pretrained", "vocab_sizes", "max_lengths", "processor", "text_tokenizer", "vqvae")
+MASKING_KEYS = ("strategy", "input_budget", "target_budget", "seed", "allow_missing_modalities", "num_sentinels")
+DATA_KEYS = (
+    "train", "eval", "train_split", "eval_split", "repeat_sampling", "validate_samples",
+    "max_train_samples", "max_eval_samples",
+)
+TRAINING_DEFAULTS = {
+    "remove_unused_columns": False,
+    "optim": "adamw_torch_fused",
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,
+    "learning_rate": 1e-4,
+    "adam_beta2": 0.95,
+    "weight_decay": 0.05,
+    "report_to": [],
+}
+DEFAULT_VALIDATE_SAMPLES = 256
+SAVED_CONFIG_NAME = "fourm_pretrain.yaml"
+
+
+# ------------------------------------------------------------------------------------------------
+# The YAML config
+# ------------------------------------------------------------------------------------------------
+def _model_keys() -> set[str]:
+    return set(FourMConfig.__annotations__) | set(MODEL_EXTRA_KEYS)
+
+
+def _training_keys() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _allowed_keys(section: str) -> set[str]:
+    return {
+        "model": _model_keys,
+        "masking": lambda: set(MASKING_KEYS),
+        "data": lambda: set(DATA_KEYS),
+        "training": _training_keys,
+    }[section]()
+
+
+def validate_settings(settings: Mapping) -> dict[str, dict]:
+    """Check the sections and keys of a pretraining config; returns it with every section present.
+
+    Raises ValueError naming an unknown section or key (``model.hiden_size``), or a section that is
+    not a mapping.
+    """
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"A pretraining config must be a mapping with sections {SECTIONS}, got {type(settings).__name__}.")
+    unknown = sorted(set(settings) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"Unknown config section(s) {unknown}; expected some of {list(SECTIONS)}.")
+    checked = {}
+    for section in SECTIONS:
+        values = settings.get(section) or {}
+        if not isinstance(values, Mapping):
+            raise ValueError(f"Config section {section!r} must be a mapping of keys to values, got {type(values).__name__}.")
+        allowed = _allowed_keys(section)
+        for key in values:
+            if key not in allowed:
+                raise ValueError(
+                    f"Unknown key {section}.{key} in the pretraining config; {section!r} accepts: {sorted(allowed)}."
+                )
+        checked[section] = dict(values)
+    return checked
+
+
+def apply_overrides(settings: Mapping, overrides: Sequence[str]) -> dict[str, dict]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML: ``10``, ``true``, ``[a, b]``)."""
+    result = {section: dict(settings.get(section) or {}) for section in SECTIONS}
+    result.update({k: v for k, v in settings.items() if k not in SECTIONS})  # kept so validation names them
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"Override {override!r} must look like section.key=value (e.g. training.max_steps=10).")
+        dotted, raw_value = override.split("=", 1)
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise ValueError(f"Override {override!r}: the key must be <section>.<name> with section in {list(SECTIONS)}.")
+        result[section][key] = yaml.safe_load(raw_value)
+    return result
+
+
+def load_settings(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, dict]:
+    """Read a pretraining YAML file, apply overrides, check every key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Config file {str(path)!r} does not exist.")
+    with open(path, encoding="utf-8") as handle:
+        settings = yaml.safe_load(handle) or {}
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"Config file {str(path)!r} must hold a mapping with sections {list(SECTIONS)}.")
+    return validate_settings(apply_overrides(settings, overrides))
+
+
+# ------------------------------------------------------------------------------------------------
+# Model and collator
+# ------------------------------------------------------------------------------------------------
+def build_model_config(model_settings: Mapping, masking_settings: Mapping | None = None) -> FourMConfig:
+    """FourMConfig from the ``model`` section (+ the budgets of the ``masking`` section)."""
+    model_settings = dict(model_settings)
+    masking_settings = dict(masking_settings or {})
+    preset = model_settings.pop("preset", None)
+    vocab_sizes = dict(model_settings.pop("vocab_sizes", None) or {})
+    max_lengths = dict(model_settings.pop("max_lengths", None) or {})
+    text_tokenizer = model_settings.pop("text_tokenizer", None)
+    vqvae_dirs = dict(model_settings.pop("vqvae", None) or {})
+    processor = model_settings.pop("processor", None)
+    if processor is not None:
+        text_tokenizer = text_tokenizer or processor
+        for folder in sorted((Path(processor) / "vqvae").glob("*")) if Path(processor).is_dir() else ():
+            vqvae_dirs.setdefault(folder.name, folder)
+    model_settings.pop("pretrained", None)
+    for key in ("input_budget", "target_budget"):
+        if masking_settings.get(key) is not None:
+            model_settings[key] = int(masking_settings[key])
+
+    if processor is not None and not Path(processor).is_dir():
+        raise ValueError(f"model.processor: {str(processor)!r} is not a folder with a saved FourMProcessor.")
+    if text_tokenizer is not None:
+        tokenizer = _load_text_tokenizer(text_tokenizer)
+        for name in ("caption", "det"):
+            vocab_sizes.setdefault(name, len(tokenizer))
+    names = list(dict.fromkeys(
+        list(model_settings.get("input_modalities") or FOURM7_INPUTS)
+        + list(model_settings.get("output_modalities") or FOURM7_OUTPUTS)
+    ))
+    for name, folder in vqvae_dirs.items():
+        if processor is None or name in names:  # a processor may carry VQ-VAEs the model does not use
+            vocab_sizes.setdefault(name, _vqvae_vocab_size(name, folder))
+    for field, values in (("vocab_sizes", vocab_sizes), ("max_lengths", max_lengths)):
+        for name in values:
+            if name not in names:
+                raise ValueError(f"model.{field} names {name!r}, which is not among the model's modalities {names}.")
+    if vocab_sizes or max_lengths:
+        specs = dict(model_settings.get("modality_specs") or {})
+        for name in names:
+            spec = get_modality(name) if name not in specs else None
+            changes = {}
+            if name in vocab_sizes:
+                changes["vocab_size"] = int(vocab_sizes[name])
+            if name in max_lengths:
+                changes["max_length"] = int(max_lengths[name])
+            if changes:
+                specs[name] = (spec.replace(**changes).to_dict() if spec is not None else {**specs[name], **changes})
+        model_settings["modality_specs"] = specs
+    if preset is not None:
+        return FourMConfig.from_preset(preset, **model_settings)
+    return FourMConfig(**model_settings)
+
+
+def _load_text_tokenizer(folder):
+    from ..tokenization.tokenization_fourm import FourMTextTokenizer
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"model.text_tokenizer: {str(folder)!r} is not a folder with a saved FourMTextTokenizer.")
+    return FourMTextTokenizer.from_pretrained(folder)
+
+
+def _vqvae_vocab_size(name: str, folder) -> int:
+    from ..tokenization.vqvae import FourMVQVAEConfig
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"model.vqvae.{name}: {str(folder)!r} is not a folder with a saved FourMVQVAE.")
+    return int(FourMVQVAEConfig.from_pretrained(folder).vocab_size)
+
+
+def build_model(model_settings: Mapping, config: FourMConfig):
+    """A fresh FourMModel for ``config``, or ``model.pretrained`` loaded (its config must match the modalities)."""
+    from ..modeling.modeling_fourm import FourMModel
+
+    pretrained = model_settings.get("pretrained")
+    if pretrained is None:
+        return FourMModel(config)
+    model = FourMModel.from_pretrained(pretrained)
+    for field in ("input_modalities", "output_modalities", "image_size", "patch_size"):
+        if getattr(model.config, field) != getattr(config, field):
+            raise ValueError(
+                f"model.pretrained {str(pretrained)!r} has {field}={getattr(model.config, field)!r}, but the config "
+                f"asks for {getattr(config, field)!r}; make them agree (fine-tuning on new modalities is not pretraining)."
+            )
+    return model
+
+
+def build_collator(config: FourMConfig, masking_settings: Mapping, text_tokenizer=None) -> FourMMaskingCollator:
+    """The masking collator of the ``masking`` section."""
+    settings = dict(masking_settings)
+    strategy = settings.pop("strategy", "4m7")
+    if isinstance(strategy, list):
+        components = []
+        for index, component in enumerate(strategy):
+            if not isinstance(component, Mapping):
+                raise ValueError(f"masking.strategy[{index}] must be a mapping with input_alphas/target_alphas, got {component!r}.")
+            unknown = set(component) - {f.name for f in dataclasses.fields(DirichletMasking)}
+            if unknown:
+                raise ValueError(f"masking.strategy[{index}] has unknown key(s) {sorted(unknown)}.")
+            components.append(DirichletMasking(**component))
+        strategy = components
+    elif not isinstance(strategy, str):
+        raise ValueError(f"masking.strategy must be a preset name or a list of components, got {strategy!r}.")
+    if text_tokenizer is not None and "num_sentinels" not in settings:
+        settings["num_sentinels"] = text_tokenizer.num_sentinels
+    return FourMMaskingCollator(config, strategy=strategy, **settings)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+class RepeatedSampleDataset(torch.utils.data.Dataset):
+    """A corpus seen ``repeats`` times per epoch, each copy with its own ``sample_index``.
+
+    Item ``j`` is row ``j % len(corpus)`` plus ``sample_index = j``, so the ``repeats`` copies of a
+    row get different masks. With ``repeats = 1`` this is just the corpus with row indices.
+    """
+
+    def __init__(self, corpus, repeats: int = 1):
+        if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+            raise ValueError(f"data.repeat_sampling must be an int >= 1, got {repeats!r}.")
+        self.corpus = corpus
+        self.repeats = repeats
+
+    def __len__(self):
+        return len(self.corpus) * self.repeats
+
+    def __getitem__(self, index):
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples.")
+        sample = self.corpus[index % len(self.corpus)]
+        return {**sample, SAMPLE_INDEX_FIELD: index}
+
+
+def corpus_columns(config: FourMConfig) -> dict[str, str]:
+    """Modality name -> the corpus column it is read from."""
+    return {
+        name: PIXEL_VALUES_FIELD if config.modality(name).kind == "pixels" else name for name in config.modality_names
+    }
+
+
+def load_corpus(path, split: str | None, field: str):
+    """A ``datasets.Dataset`` from a ``save_to_disk`` folder (a DatasetDict folder needs ``split``)."""
+    import datasets
+
+    if not Path(path).exists():
+        raise ValueError(f"data.{field}: {str(path)!r} does not exist (expected a datasets.save_to_disk folder).")
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is None or split not in loaded:
+            raise ValueError(
+                f"data.{field}: {str(path)!r} is a DatasetDict with splits {list(loaded)}; set data.{field}_split to one."
+            )
+        loaded = loaded[split]
+    return loaded
+
+
+def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modalities: bool = False):
+    """Columns, emptiness and (for a ``datasets.Dataset``) the id range of every token column.
+
+    Returns the corpus restricted to the columns the collator reads, in numpy format.
+    """
+    import datasets
+
+    if len(corpus) == 0:
+        raise ValueError(f"data.{field}: the dataset is empty; there is nothing to train or evaluate on.")
+    columns = corpus_columns(config)
+    if not isinstance(corpus, datasets.Dataset):
+        return corpus
+    present = {}
+    for name, column in columns.items():
+        if column in corpus.column_names:
+            present[name] = column
+        elif not allow_missing_modalities:
+            raise ValueError(
+                f"data.{field}: modality {name!r} has no column {column!r} in the corpus (columns: {corpus.column_names}); "
+                f"add it or remove the modality from model.input_modalities/output_modalities."
+            )
+    if corpus._indices is None:  # a selected/shuffled view would also scan the rows it hides
+        for name, column in present.items():
+            spec = config.modality(name)
+            if spec.kind != "pixels":
+                _check_id_range(corpus, column, spec.vocab_size, field, name)
+    return corpus.with_format("numpy", columns=list(present.values()))
+
+
+def _check_id_range(corpus, column: str, vocab_size: int, field: str, name: str) -> None:
+    """Min and max id of a list column over the whole Arrow table (fast, no Python loop)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = corpus.data.column(column)
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        array = pc.list_flatten(array)
+    if not pa.types.is_integer(array.type):
+        raise ValueError(f"data.{field}: modality {name!r} column {column!r} must hold integer ids, got {array.type}.")
+    extremes = pc.min_max(array).as_py()
+    low, high = extremes["min"], extremes["max"]
+    if low is not None and (low < 0 or high >= vocab_size):
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"data.{field}: modality {name!r} column {column!r} holds token id {bad}, outside the vocabulary "
+            f"[0, {vocab_size}) of the model config."
+        )
+
+
+def prepare_dataset(corpus, config, collator, field: str, repeats: int = 1, validate_samples=DEFAULT_VALIDATE_SAMPLES,
+                    max_samples: int | None = None) -> RepeatedSampleDataset:
+    """Check a corpus and wrap it for the Trainer (sample indices, repeated sampling)."""
+    if max_samples is not None:
+        if len(corpus) == 0:
+            raise ValueError(f"data.{field}: the dataset is empty; there is nothing to train or evaluate on.")
+        corpus = corpus.select(range(min(int(max_samples), len(corpus))))
+    corpus = check_corpus(corpus, config, field, collator.allow_missing_modalities)
+    dataset = RepeatedSampleDataset(corpus, repeats)
+    count = len(corpus) if validate_samples in (None, -1) else min(len(corpus), int(validate_samples))
+    for index in range(count):
+        try:
+            collator.validate_sample(dataset[index])
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"data.{field}: {error}") from None
+    return dataset
+
+
+def random_corpus(config: FourMConfig, num_samples: int, seed: int = 0, caption_length: tuple[int, int] = (4, 12)):
+    """A synthetic corpus in the pretraining format (random ids; for smoke tests and examples).
+
+    Image-token columns get ids that depend on a per-sample "scene" value so there is structure
+    to learn (tokens of one sample are correlated across modalities); sequences end with [EOS] = 3.
+    """
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    cells = config.grid_size**2
+    rows = {name: [] for name in corpus_columns(config).values()}
+    for _ in range(num_samples):
+        scene = rng.integers(0, 4)
+        for name, column in corpus_columns(config).items():
+            spec = config.modality(name)
+            if spec.kind == "pixels":
+                rows[column].append(rng.normal(scene - 1.5, 0.5, (spec.num_channels, config.image_size, config.image_size)).astype(np.float32))
+            elif spec.kind == "image_tokens":
+                base = (scene * spec.vocab_size) // 4
+                rows[column].append((base + rng.integers(0, max(1, spec.vocab_size // 8), cells)).astype(np.int32))
+            else:
+                length = int(rng.integers(caption_length[0], min(caption_length[1], spec.max_length - 1) + 1))
+                words = 10 + scene * 4 + rng.integers(0, 4, length)
+                rows[column].append(np.append(np.minimum(words, spec.vocab_size - 1), 3).astype(np.int32))
+    features = {}
+    for name, column in corpus_columns(config).items():
+        spec = config.modality(name)
+        if spec.kind == "pixels":
+            features[column] = datasets.Array3D((spec.num_channels, config.image_size, config.image_size), "float32")
+        elif spec.kind == "image_tokens":
+            features[column] = datasets.List(datasets.Value("int32"), length=cells)
+        else:
+            features[column] = datasets.List(datasets.Value("int32"))
+    return datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+
+
+# ------------------------------------------------------------------------------------------------
+# Trainer
+# ------------------------------------------------------------------------------------------------
+def build_training_arguments(training_settings: Mapping, output_dir: str | None = None):
+    """TrainingArguments from the ``training`` section over the 4M defaults."""
+    from transformers import TrainingArguments
+
+    values = {**TRAINING_DEFAULTS, **dict(training_settings)}
+    if output_dir is not None:
+        values["output_dir"] = str(output_dir)
+    if not values.get("output_dir"):
+        raise ValueError("training.output_dir is not set; give it in the config or with --output-dir.")
+    if values["remove_unused_columns"]:
+        raise ValueError("training.remove_unused_columns must be false: the collator reads the modality columns.")
+    return TrainingArguments(**values)
+
+
+def build_trainer(settings: Mapping, output_dir: str | None = None, train_dataset=None, eval_dataset=None) -> FourMTrainer:
+    """Everything of a pretraining run from validated settings; datasets may be given in memory.
+
+    ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` in the corpus format) replace
+    ``data.train`` / ``data.eval``. All corpus checks run here, before any training step.
+    """
+    settings = validate_settings(settings)
+    model_settings, masking_settings, data_settings = settings["model"], settings["masking"], settings["data"]
+    config = build_model_config(model_settings, masking_settings)
+    tokenizer_dir = model_settings.get("text_tokenizer") or model_settings.get("processor")
+    text_tokenizer = _load_text_tokenizer(tokenizer_dir) if tokenizer_dir else None
+    collator = build_collator(config, masking_settings, text_tokenizer)
+    args = build_training_arguments(settings["training"], output_dir)
+
+    if train_dataset is None:
+        if not data_settings.get("train"):
+            raise ValueError("data.train is not set: give the path of a corpus saved with datasets.save_to_disk.")
+        train_dataset = load_corpus(data_settings["train"], data_settings.get("train_split", "train"), "train")
+    if eval_dataset is None and data_settings.get("eval"):
+        eval_dataset = load_corpus(data_settings["eval"], data_settings.get("eval_split", "validation"), "eval")
+    validate_samples = data_settings.get("validate_samples", DEFAULT_VALIDATE_SAMPLES)
+    train_dataset = prepare_dataset(
+        train_dataset, config, collator, "train", int(data_settings.get("repeat_sampling", 1)), validate_samples,
+        data_settings.get("max_train_samples"),
+    )
+    if eval_dataset is not None:
+        eval_dataset = prepare_dataset(
+            eval_dataset, config, collator, "eval", 1, validate_samples, data_settings.get("max_eval_samples")
+        )
+    elif args.eval_strategy != "no":
+        raise ValueError(f"training.eval_strategy is {args.eval_strategy!r} but data.eval is not set.")
+
+    model = build_model(model_settings, config)
+    return FourMTrainer(
+        model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset
+    )
+
+
+def save_settings(settings: Mapping, output_dir: str) -> str:
+    """Write the resolved config next to the checkpoints (atomically); returns its path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, SAVED_CONFIG_NAME)
+    handle = tempfile.NamedTemporaryFile("w", dir=output_dir, suffix=".tmp", delete=False, encoding="utf-8")
+    with handle:
+        yaml.safe_dump(dict(settings), handle, sort_keys=False)
+    os.replace(handle.name, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="pretraining YAML (sections model, masking, data, training)")
+    parser.add_argument("--output-dir", default=None, help="checkpoints and the final model (overrides training.output_dir)")
+    parser.add_argument(
+        "--resume-from-checkpoint", nargs="?", const=True, default=None, metavar="PATH",
+        help="resume from PATH, or without PATH from the last checkpoint in the output dir",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. training.max_steps=10")
+
+
+def main(args) -> int:
+    try:
+        settings = load_settings(args.config, args.overrides)
+        trainer = build_trainer(settings, output_dir=args.output_dir)
+    except ValueError as error:
+        print(f"fourm-hf train: {error}", file=sys.stderr)
+        return 2
+    output_dir = trainer.args.output_dir
+    if trainer.args.should_save:
+        save_settings({**settings, "training": {**settings["training"], "output_dir": output_dir}}, output_dir)
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(output_dir)
+    metrics = dict(result.metrics)
+    if trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.args.should_save:
+        trainer.save_metrics("all", metrics)
+        print(yaml.safe_dump({k: float(v) if isinstance(v, (int, float)) else v for k, v in metrics.items()}, sort_keys=True))
+    return 0
+
+
+__all__ = [
+    "RepeatedSampleDataset",
+    "apply_overrides",
+    "build_collator",
+    "build_model",
+    "build_model_config",
+    "build_trainer",
+    "build_training_arguments",
+    "check_corpus",
+    "load_settings",
+    "prepare_dataset",
+    "random_corpus",
+    "validate_settings",
+]

@@ -1,0 +1,222 @@
+"""FourMTrainer: ``transformers.Trainer`` with the few changes 4M pretraining needs.
+
+What differs from the stock ``Trainer`` and why:
+
+1. **The loss of one optimizer step is the 4M loss of the whole global batch.** 4M averages the
+   cross-entropy per modality (then over modalities). The mean of per-process (or per-micro-batch)
+   means is *not* that when processes hold different numbers of target tokens of a modality,
+   which the Dirichlet budgets make the rule. So when ``world_size > 1`` or
+   ``gradient_accumulation_steps > 1`` (and ``global_loss_normalization`` is on, the default),
+   :meth:`FourMTrainer.get_batch_samples` counts each output modality's target tokens over all
+   micro-batches of the step and all-reduces the counts across processes; then
+   :meth:`FourMTrainer.compute_loss` divides each process's *summed* per-modality loss by the
+   global count and multiplies by the world size (DDP averages gradients over processes). The
+   gradients then equal those of one process that sees the whole global batch at once. The model
+   sets ``accepts_loss_kwargs = False``, so the Trainer's own ``num_items_in_batch`` scaling never
+   touches this loss.
+2. **Evaluation reports the loss per modality** (``eval_loss_tok_rgb``, ..., token-weighted over
+   the whole eval set, summed across processes) and ``eval_loss`` combines them the way the model
+   does (mean over output modalities, or over tokens with ``loss_averaging="token"``). The stock
+   evaluation loop would try to concatenate the logits, which here are dicts of tensors of
+   different lengths; :meth:`prediction_step` returns the loss only.
+3. **Training logs show per-modality losses** (``loss_tok_rgb``, ...), token-weighted over the
+   logging window and across processes.
+4. **Masks**: with a :class:`~fourm_hf.data.masking.FourMMaskingCollator`, the
+   :class:`~fourm_hf.data.masking.MaskingEpochCallback` is added automatically (masks change per
+   epoch and a resumed run is identical), and evaluation uses its own copy of the collator frozen
+   at epoch 0, so eval masks are the same at every evaluation.
+
+Not supported: ``torch.nn.DataParallel`` (several GPUs in one process); launch one process per
+device with ``torchrun`` / ``accelerate launch`` instead. ``predict`` returns no logits.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import Trainer
+
+from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
+
+IGNORE_INDEX = -100
+
+
+def target_token_counts(batch: dict, modality_ids: torch.Tensor) -> torch.Tensor:
+    """Number of target tokens (labels != -100, not padding) per modality in a packed batch.
+
+    Args:
+        batch: packed batch with ``labels``, ``decoder_modality_ids``, ``decoder_attention_mask`` (B, T).
+        modality_ids: (M,) model modality ids to count.
+    Returns:
+        (M,) int64 counts, counted exactly like ``FourMModel.compute_loss`` does.
+    """
+    labels = batch["labels"]
+    valid = (labels != IGNORE_INDEX) & batch["decoder_attention_mask"].bool()
+    modality_ids = modality_ids.to(labels.device)
+    matches = (batch["decoder_modality_ids"][..., None] == modality_ids) & valid[..., None]
+    return matches.sum(dim=(0, 1))
+
+
+class FourMTrainer(Trainer):
+    """``Trainer`` for 4M pretraining (see the module docstring for what it changes).
+
+    Args (besides the ``Trainer`` ones):
+        eval_data_collator: collator for evaluation; default: a copy of ``data_collator`` fixed at
+            epoch 0 when that is a :class:`FourMMaskingCollator`, else ``data_collator`` itself.
+        global_loss_normalization: normalise each modality's loss by its token count over the whole
+            global batch (all processes, all accumulation steps), so distributed / accumulated
+            training computes exactly the single-process full-batch loss. Only acts when
+            ``world_size > 1`` or ``gradient_accumulation_steps > 1``; otherwise the model's loss
+            is used as is.
+    """
+
+    def __init__(self, *args, eval_data_collator=None, global_loss_normalization: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.remove_unused_columns:
+            raise ValueError(
+                "TrainingArguments.remove_unused_columns must be False for 4M: the modality columns "
+                "(tok_rgb, caption, ...) are read by the masking collator, not by the model's forward."
+            )
+        if self.args.n_gpu > 1:
+            raise ValueError(
+                f"FourMTrainer does not support torch.nn.DataParallel ({self.args.n_gpu} GPUs in one process); "
+                "launch one process per GPU with torchrun or accelerate launch."
+            )
+        config = self.accelerator.unwrap_model(self.model).config
+        self.output_modality_names = list(config.output_modalities)
+        self.loss_averaging = config.loss_averaging
+        self._modality_ids = torch.tensor([config.modality_id(name) for name in self.output_modality_names])
+        self.global_loss_normalization = bool(global_loss_normalization)
+        # Our globally normalised loss already covers all accumulation steps: the Trainer must not
+        # divide it again; the model's own per-batch mean must be divided (stock behaviour).
+        self.loss_is_scaled_for_ga = self.normalizes_globally
+
+        if eval_data_collator is None and isinstance(self.data_collator, FourMMaskingCollator):
+            eval_data_collator = copy.copy(self.data_collator)
+            eval_data_collator.set_epoch(0)
+        self.eval_data_collator = eval_data_collator if eval_data_collator is not None else self.data_collator
+        if isinstance(self.data_collator, FourMMaskingCollator) and not any(
+            isinstance(cb, MaskingEpochCallback) and cb.collator is self.data_collator
+            for cb in self.callback_handler.callbacks
+        ):
+            self.add_callback(MaskingEpochCallback(self.data_collator))
+
+        self._step_target_counts = None
+        self._log_sums, self._log_counts = self._zeros()
+        self._eval_sums, self._eval_counts = self._zeros()
+
+    # ---- helpers -------------------------------------------------------------------------------------
+    @property
+    def normalizes_globally(self) -> bool:
+        """True when the loss is normalised by global per-modality token counts (see the class docstring)."""
+        return self.global_loss_normalization and (
+            self.accelerator.num_processes > 1 or self.args.gradient_accumulation_steps > 1
+        )
+
+    def _zeros(self) -> tuple[torch.Tensor, torch.Tensor]:
+        size = len(self.output_modality_names)
+        return (
+            torch.zeros(size, dtype=torch.float64, device=self.args.device),
+            torch.zeros(size, dtype=torch.int64, device=self.args.device),
+        )
+
+    def _sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.contiguous(), reduction="sum")
+
+    def _modality_sums(self, outputs, counts: torch.Tensor) -> torch.Tensor:
+        """(M,) summed cross-entropy per output modality = the model's per-modality mean x its count."""
+        return torch.stack(
+            [outputs.modality_losses[name] * counts[i] for i, name in enumerate(self.output_modality_names)]
+        )
+
+    def _combine(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Total loss from (M,) summed losses and (M,) token counts, as ``FourMModel.compute_loss`` combines them."""
+        counts = counts.to(sums.dtype)
+        if self.loss_averaging == "modality":
+            return (sums / counts.clamp(min=1)).sum() / len(self.output_modality_names)
+        return sums.sum() / counts.sum().clamp(min=1)
+
+    # ---- training ------------------------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Fetch the micro-batches of one optimizer step; count their target tokens per modality globally."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.normalizes_globally:
+            counts = torch.zeros(len(self.output_modality_names), dtype=torch.int64, device=self.args.device)
+            for batch in batch_samples:
+                counts += target_token_counts(batch, self._modality_ids).to(counts.device)
+            self._step_target_counts = self._sum_across_processes(counts)
+        return batch_samples, num_items_in_batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss, or (distributed / accumulated) its globally normalised version; logs per modality."""
+        outputs = model(**inputs)
+        counts = target_token_counts(inputs, self._modality_ids)
+        sums = self._modality_sums(outputs, counts)
+        self._log_sums += sums.detach().to(self._log_sums)
+        self._log_counts += counts.to(self._log_counts)
+        if self.normalizes_globally and model.training:
+            if self._step_target_counts is None:
+                raise RuntimeError("FourMTrainer.compute_loss: global token counts of this step were not computed.")
+            loss = self._combine(sums, self._step_target_counts) * self.accelerator.num_processes
+        else:
+            loss = outputs.loss
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add ``loss_<modality>`` (token-weighted over the logging window, all processes) to training logs."""
+        if "loss" in logs:
+            sums = self._sum_across_processes(self._log_sums)
+            counts = self._sum_across_processes(self._log_counts)
+            for name, total, count in zip(self.output_modality_names, sums.tolist(), counts.tolist()):
+                if count > 0:
+                    logs[f"loss_{name}"] = total / count
+            self._log_sums, self._log_counts = self._zeros()
+        super().log(logs, start_time)
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+    def get_eval_dataloader(self, eval_dataset=None):
+        """The stock eval dataloader, built with the eval collator (masks fixed across evaluations)."""
+        train_collator = self.data_collator
+        self.data_collator = self.eval_data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Loss of one eval batch; accumulates per-modality summed losses and counts. Returns no logits."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            outputs = model(**inputs)
+        counts = target_token_counts(inputs, self._modality_ids)
+        self._eval_sums += self._modality_sums(outputs, counts).to(self._eval_sums)
+        self._eval_counts += counts.to(self._eval_counts)
+        return outputs.loss.detach(), None, None
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        """Stock loop with ``prediction_loss_only``; then ``<prefix>_loss`` and ``<prefix>_loss_<modality>``.
+
+        Per-modality losses are token-weighted over the whole eval set and all processes (a modality
+        with no target tokens in the eval set gets no key). Under several processes, accelerate may
+        repeat a few samples to even out the last batch; they count like the others.
+        """
+        self._eval_sums, self._eval_counts = self._zeros()
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only=True, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+        sums = self._sum_across_processes(self._eval_sums)
+        counts = self._sum_across_processes(self._eval_counts)
+        metrics = output.metrics
+        if int(counts.sum()) > 0:
+            metrics[f"{metric_key_prefix}_loss"] = float(self._combine(sums, counts))
+        for name, total, count in zip(self.output_modality_names, sums.tolist(), counts.tolist()):
+            if count > 0:
+                metrics[f"{metric_key_prefix}_loss_{name}"] = total / count
+        metrics[f"{metric_key_prefix}_target_tokens"] = int(counts.sum())
+        return output
+
+
+__all__ = ["FourMTrainer", "target_token_counts"]
