@@ -366,7 +366,7 @@ class FourMProcessor(ProcessorMixin):
     def to_dict(self):
         # The VQ-VAEs are saved as their own folders, not in processor_config.json; leave them out
         # of the base class's deep copy of __dict__.
-        vqvaes = self.__dict__.pop("vqvaes")
+        vqvaes = self.__dict__.pop("vqvaes", {})
         try:
             output = super().to_dict()
         finally:
