@@ -271,3 +271,27 @@ def test_bad_arguments_raise_clear_errors(tmp_path, capsys):
     assert cli.main(["make-scenes", "--num", "-3", "--out", str(tmp_path / "b")]) == 2
     assert "num must be an int >= 1" in capsys.readouterr().err
     assert not Path(tmp_path / "b").exists()
+
+
+def test_intersections_and_shadows_match_the_geometry():
+    light_from_above = np.array([0.0, 0.0, 1.0])
+    for shape in SHAPES:
+        obj = scenes.SceneObject(shape=shape, color="red", size="large", x=1.0, y=-2.0, radius=0.5, height=1.2 if shape in ("cylinder", "cone") else 1.0, angle=0.3)
+        # a ray straight down through the axis hits the top of the object
+        origins = np.array([[1.0, -2.0, 5.0], [1.0 + 0.25, -2.0, 5.0], [4.0, 4.0, 5.0]])
+        dirs = np.array([[0.0, 0.0, -1.0]] * 3)
+        t, normals = scenes._intersect_object(obj, origins, dirs)
+        assert t[0] == pytest.approx(5.0 - obj.height), shape
+        assert np.isinf(t[2]), shape  # far away: miss
+        if shape == "cone":  # halfway out from the axis the side is at half the height
+            assert t[1] == pytest.approx(5.0 - obj.height / 2.0), shape
+            expected = np.array([obj.height, 0.0, obj.radius]) / np.hypot(obj.height, obj.radius)
+            np.testing.assert_allclose(normals[1], expected, atol=1e-9)
+        elif shape == "sphere":
+            assert t[1] == pytest.approx(5.0 - (0.5 + np.sqrt(0.5**2 - 0.25**2))), shape
+        else:
+            assert t[1] == pytest.approx(5.0 - obj.height), shape
+            np.testing.assert_allclose(normals[1], [0.0, 0.0, 1.0], atol=1e-9)
+        scene = scenes.Scene(objects=[obj], camera=sample_scene(0).camera, light=light_from_above)
+        shadowed = scenes._in_shadow(scene, np.array([[1.0, -2.0, 1e-3], [3.0, -2.0, 1e-3]]))
+        assert shadowed.tolist() == [True, False], shape

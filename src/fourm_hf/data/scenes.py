@@ -267,7 +267,7 @@ def _sample_scene_and_trace(seed: int):
 # ----------------------------------------------------------------------------------------------
 
 
-def _first_valid(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Smallest candidate t per ray (inf if none) and which candidate it was."""
     stacked = np.stack(candidates)
     which = np.argmin(stacked, axis=0)
@@ -275,7 +275,8 @@ def _first_valid(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _quadratic_roots(a, half_b, c):
-    """Both roots of a t^2 + 2 half_b t + c = 0 (nan where there is none)."""
+    """Both roots of a t^2 + 2 half_b t + c = 0 (nan where there is none; a ~ 0, a ray exactly
+    parallel to a cone's side or a cylinder's axis, counts as a miss of that surface)."""
     disc = half_b * half_b - a * c
     with np.errstate(invalid="ignore", divide="ignore"):
         sqrt_disc = np.sqrt(np.where(disc >= 0.0, disc, np.nan))
@@ -292,7 +293,7 @@ def _intersect_sphere(obj: SceneObject, origins: np.ndarray, dirs: np.ndarray):
     oc = origins - center
     a = np.einsum("ij,ij->i", dirs, dirs)
     t1, t2 = _quadratic_roots(a, np.einsum("ij,ij->i", oc, dirs), np.einsum("ij,ij->i", oc, oc) - obj.radius**2)
-    t, _ = _first_valid([_valid(t1, np.isfinite(t1)), _valid(t2, np.isfinite(t2))])
+    t, _ = _nearest([_valid(t1, True), _valid(t2, True)])
     normals = (oc + np.where(np.isfinite(t), t, 0.0)[:, None] * dirs) / obj.radius
     return t, normals
 
@@ -309,7 +310,7 @@ def _intersect_cube(obj: SceneObject, origins: np.ndarray, dirs: np.ndarray):
     t_near = t_near_axes.max(axis=1)
     t_far = np.maximum(t_low, t_high).min(axis=1)
     hit = t_near <= t_far
-    t, which = _first_valid([_valid(t_near, hit), _valid(t_far, hit)])
+    t, which = _nearest([_valid(t_near, hit), _valid(t_far, hit)])
     axis = np.argmax(t_near_axes, axis=1)
     local_normals = np.zeros_like(local_dirs)
     rows = np.arange(len(axis))
@@ -330,7 +331,7 @@ def _intersect_cylinder(obj: SceneObject, origins: np.ndarray, dirs: np.ndarray)
         t_cap = (z_cap - oz) / safe_dz
         px, py = ox + t_cap * dx, oy + t_cap * dy
         candidates.append(_valid(t_cap, px * px + py * py <= obj.radius**2))
-    t, which = _first_valid(candidates)
+    t, which = _nearest(candidates)
     t_hit = np.where(np.isfinite(t), t, 0.0)
     side_normals = np.stack([(ox + t_hit * dx) / obj.radius, (oy + t_hit * dy) / obj.radius, np.zeros_like(t)], axis=1)
     cap_normals = np.zeros_like(side_normals)
@@ -353,7 +354,7 @@ def _intersect_cone(obj: SceneObject, origins: np.ndarray, dirs: np.ndarray):
     t_base = -oz / np.where(np.abs(dz) > 1e-12, dz, 1e-12)
     px, py = ox + t_base * dx, oy + t_base * dy
     candidates.append(_valid(t_base, px * px + py * py <= obj.radius**2))
-    t, which = _first_valid(candidates)
+    t, which = _nearest(candidates)
     t_hit = np.where(np.isfinite(t), t, 0.0)
     gradient = np.stack([ox + t_hit * dx, oy + t_hit * dy, k2 * (w - t_hit * dz)], axis=1)
     side_normals = gradient / np.maximum(np.linalg.norm(gradient, axis=1, keepdims=True), 1e-12)
@@ -412,7 +413,7 @@ def _camera_rays(camera: Camera, size: int) -> tuple[np.ndarray, np.ndarray]:
 def _trace(scene: Scene, origins: np.ndarray, dirs: np.ndarray):
     """Nearest surface per ray: t (N,), world normals (N, 3), surface id (N,) (0 sky, 1 floor, 2 + i object i)."""
     results = [_intersect_floor(origins, dirs)] + [_intersect_object(o, origins, dirs) for o in scene.objects]
-    t, surface = _first_valid([r[0] for r in results])
+    t, surface = _nearest([r[0] for r in results])
     normals = np.stack([r[1] for r in results])[surface, np.arange(len(t))]
     surface = np.where(np.isfinite(t), surface + 1, 0)
     return t, normals, surface
