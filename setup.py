@@ -24,7 +24,7 @@ setup(
         "tokenizers>=0.21",
         "safetensors>=0.4",
         "huggingface_hub>=1.0",
-        "datasets>=3.0",
+        "datasets>=4.0",
         "accelerate>=1.0",
         "evaluate>=0.4",
         "numpy>=1.24",
