@@ -230,6 +230,12 @@ def test_unknown_config_keys_are_named(tmp_path):
                       train_dataset=random_corpus(tiny_config(), 2))
     with pytest.raises(ValueError, match="section.key=value"):
         load_settings(EXAMPLE_CONFIG, ["max_steps"])
+    # YAML reads a bare `no` as false; strategies take it as "no"
+    from fourm_hf.training.pretrain import build_training_arguments
+
+    assert build_training_arguments({"eval_strategy": False, "save_strategy": False}, str(tmp_path)).eval_strategy == "no"
+    with pytest.raises(ValueError, match="output_dir"):
+        build_training_arguments({})
     with pytest.raises(ValueError, match="model.vocab_sizes names 'tok_edges'"):
         build_model_config({**TINY_MODEL, "vocab_sizes": {"tok_edges": 8}})
 
@@ -279,3 +285,20 @@ def test_trainer_refuses_remove_unused_columns(tmp_path, config, corpus):
     args = TrainingArguments(str(tmp_path), remove_unused_columns=True, **QUIET)
     with pytest.raises(ValueError, match="remove_unused_columns"):
         FourMTrainer(model=FourMModel(config), args=args, data_collator=collator, train_dataset=corpus)
+
+
+def test_uint8_rgb_image_column_of_built_corpora(tmp_path, corpus, config):
+    """A build-corpus style row stores the rgb crop as uint8 ``rgb_image``; it becomes pixel_values."""
+    import datasets
+
+    images = np.random.default_rng(0).integers(0, 256, (len(corpus), 32, 32, 3), dtype=np.uint8)
+    columns = {name: corpus[name] for name in corpus.column_names if name != "pixel_values"}
+    features = datasets.Features({**{n: corpus.features[n] for n in columns}, "rgb_image": datasets.Array3D((32, 32, 3), "uint8")})
+    built = datasets.Dataset.from_dict({**columns, "rgb_image": images}, features=features)
+    trainer = build_trainer(tiny_settings(tmp_path, masking={"strategy": "rgb2all"}), train_dataset=built)
+    sample = trainer.train_dataset[4]
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    expected = (images[4].transpose(2, 0, 1) / 255.0 - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(sample["pixel_values"], expected, atol=1e-5)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    assert batch["pixel_values"].shape == (3, 3, 32, 32)

@@ -23,8 +23,12 @@ Overrides on the command line are dotted ``key=value`` pairs parsed as YAML valu
 **Corpus format.** One row per sample, one column per modality: image-token modalities
 (``tok_rgb``, ``tok_depth``, ...) hold ``grid_size**2`` ids in raster order; sequences (``caption``,
 ``det``) hold the text ids followed by [EOS] (3); a pixels modality (``rgb``) reads the column
-``pixel_values``, float32 (3, image_size, image_size), already normalised (run the image processor
-when building the corpus, or attach it with ``dataset.with_transform``). Other columns are ignored.
+``pixel_values``, float32 (3, image_size, image_size), already normalised, or else the uint8
+``rgb_image`` (image_size, image_size, 3) column of a ``fourm-hf build-corpus`` corpus, which
+:func:`fourm_hf.data.corpus.to_training_format` normalises on access (a corpus folder with
+``corpus_info.json`` is opened with :func:`fourm_hf.data.corpus.load_corpus`, with its own mean/std;
+an in-memory dataset with ``rgb_image`` gets the ImageNet mean/std). A dataset that already has a
+transform (``set_transform``/``with_transform``) is used as is. Other columns are ignored.
 
 **Repeated sampling.** ``data.repeat_sampling = r`` makes an epoch visit every loaded sample ``r``
 times; copy ``k`` of row ``i`` has sample index ``k * len(corpus) + i``, so each copy gets its own
@@ -306,8 +310,13 @@ def load_corpus(path, split: str | None, field: str):
     """A ``datasets.Dataset`` from a ``save_to_disk`` folder (a DatasetDict folder needs ``split``)."""
     import datasets
 
+    from ..data.corpus import CORPUS_INFO_FILE
+    from ..data.corpus import load_corpus as load_built_corpus
+
     if not Path(path).exists():
         raise ValueError(f"data.{field}: {str(path)!r} does not exist (expected a datasets.save_to_disk folder).")
+    if (Path(path) / CORPUS_INFO_FILE).is_file():  # written by fourm-hf build-corpus: uint8 rgb_image + transform
+        return load_built_corpus(path)
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
         if split is None or split not in loaded:
@@ -325,6 +334,8 @@ def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modaliti
     """
     import datasets
 
+    from ..data.corpus import RGB_IMAGE_COLUMN, to_training_format
+
     if len(corpus) == 0:
         raise ValueError(f"data.{field}: the dataset is empty; there is nothing to train or evaluate on.")
     columns = corpus_columns(config)
@@ -332,6 +343,8 @@ def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modaliti
         return corpus
     present = {}
     for name, column in columns.items():
+        if column == PIXEL_VALUES_FIELD and column not in corpus.column_names and RGB_IMAGE_COLUMN in corpus.column_names:
+            column = RGB_IMAGE_COLUMN  # build-corpus stores uint8 crops; to_training_format makes pixel_values
         if column in corpus.column_names:
             present[name] = column
         elif not allow_missing_modalities:
@@ -344,6 +357,10 @@ def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modaliti
             spec = config.modality(name)
             if spec.kind != "pixels":
                 _check_id_range(corpus, column, spec.vocab_size, field, name)
+    if corpus.format["type"] == "custom":  # the caller's transform (e.g. load_corpus's) makes the samples
+        return corpus
+    if RGB_IMAGE_COLUMN in present.values():
+        return corpus.with_transform(to_training_format(), columns=list(present.values()))
     return corpus.with_format("numpy", columns=list(present.values()))
 
 
@@ -429,6 +446,9 @@ def build_training_arguments(training_settings: Mapping, output_dir: str | None 
     from transformers import TrainingArguments
 
     values = {**TRAINING_DEFAULTS, **dict(training_settings)}
+    for key, value in values.items():
+        if key.endswith("_strategy") and value is False:
+            values[key] = "no"  # YAML 1.1 reads a bare `no` as false
     if output_dir is not None:
         values["output_dir"] = str(output_dir)
     if not values.get("output_dir"):
