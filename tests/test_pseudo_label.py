@@ -298,6 +298,39 @@ def test_labellers_match_direct_model_calls(models, labellers):
     assert all(caption.split() for caption in labels["caption"]), labels["caption"]  # real words, not empty strings
 
 
+def test_metric_depth_is_stored_as_predicted(models):
+    images = _images(2)
+    metric = pl.DepthLabeller(models["depth"], depth_kind="metric")
+    stored = metric.label(images, {})["depth"]
+    predicted = metric.pipeline(images, batch_size=metric.batch_size)
+    for i in range(2):
+        np.testing.assert_array_equal(stored[i], predicted[i]["predicted_depth"].numpy())
+    assert metric.metadata()["depth_kind"] == "metric"
+    with pytest.raises(ValueError, match="depth_kind must be"):
+        pl.DepthLabeller(models["depth"], depth_kind="disparity")
+
+
+def test_feature_labeller_uses_the_vision_tower_of_a_full_clip_model(tmp_path):
+    import transformers as T
+
+    config = T.CLIPConfig(
+        text_config=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, bos_token_id=0, eos_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    model = T.CLIPModel(config).eval()
+    model.save_pretrained(tmp_path)
+    _processor("CLIPImageProcessor", size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    labeller = pl.FeatureLabeller(str(tmp_path), dtype="float32")
+    images = _images(2)
+    maps = labeller.label(images, {})["clip"]
+    pixel_values = T.AutoImageProcessor.from_pretrained(tmp_path)(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        hidden = model.vision_model(pixel_values=pixel_values).last_hidden_state
+    np.testing.assert_allclose(np.stack(maps), hidden[:, 1:].reshape(2, 4, 4, 32).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_detection_threshold_filters(models):
     strict = pl.DetectionLabeller(models["detection"], threshold=1.0)
     assert strict.label(_images(2), {})["boxes"] == [[], []]
@@ -344,9 +377,9 @@ def test_folder_to_dataset_schema_and_metadata(labellers, image_dir, tmp_path):
     assert set(np.unique(row["semseg"])) <= set(range(len(SEG_CLASSES)))
     assert all(b["label"] in DET_CLASSES and len(b["box"]) == 4 for b in dataset[0]["boxes"])
     metadata = pl.load_metadata(tmp_path / "out")
-    assert metadata["labellers"]["SegmentationLabeller"]["semseg_classes"] == SEG_CLASSES
-    assert metadata["labellers"]["DepthLabeller"]["depth_kind"] == "relative-inverse"
-    assert json.loads(dataset.info.description)["fourm_hf_pseudo_label"]["NormalsFromDepthLabeller"]["field_of_view_degrees"] == 60.0
+    assert metadata["labellers"]["semseg"]["semseg_classes"] == SEG_CLASSES
+    assert metadata["labellers"]["depth"]["depth_kind"] == "relative-inverse"
+    assert json.loads(dataset.info.description)["fourm_hf_pseudo_label"]["normal"]["field_of_view_degrees"] == 60.0
     assert (tmp_path / "out" / "skipped.jsonl").read_text() == ""
     assert not (tmp_path / "out.shards").exists()
     # a rerun with the same arguments returns the finished dataset

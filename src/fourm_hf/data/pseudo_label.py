@@ -735,7 +735,7 @@ def pseudo_label_dataset(
     params = {
         "images": str(Path(images).resolve()), "num_items": len(source), "items_sha256": source.fingerprint(),
         "size": size, "batch_size": batch_size, "shard_size": shard_size,
-        "labellers": {type(labeller).__name__: labeller.metadata() for labeller in labellers},
+        "labellers": {",".join(labeller.columns): {"labeller": type(labeller).__name__, **labeller.metadata()} for labeller in labellers},
         "features": features.to_dict(),
     }
     if (out_dir / _PARAMS_FILE).is_file() and json.loads((out_dir / _PARAMS_FILE).read_text()) == json.loads(json.dumps(params)):
@@ -823,7 +823,9 @@ def merge_shards(out_dir):
 
 
 def load_metadata(out_dir) -> dict:
-    """Run parameters and labeller metadata (``semseg_classes``, ``depth_kind``...) of a labelled dataset."""
+    """Run parameters and labeller metadata of a labelled dataset, e.g.
+    ``load_metadata(out)["labellers"]["semseg"]["semseg_classes"]`` or ``[...]["depth"]["depth_kind"]``
+    (labellers are keyed by the columns they write)."""
     return json.loads((Path(out_dir) / _PARAMS_FILE).read_text())
 
 
