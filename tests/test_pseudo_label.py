@@ -358,10 +358,17 @@ def test_wrong_task_models_raise_clear_errors(models):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_folder_to_dataset_schema_and_metadata(labellers, image_dir, tmp_path):
+@pytest.fixture(scope="module")
+def labelled(labellers, image_dir, tmp_path_factory):
+    """All labellers over ``image_dir`` in one uninterrupted run (shards of 4): (dataset, out folder)."""
+    out = tmp_path_factory.mktemp("labelled") / "out"
+    return pl.pseudo_label_dataset(image_dir, out, labellers, size=SIZE, batch_size=2, shard_size=4), out
+
+
+def test_folder_to_dataset_schema_and_metadata(labellers, labelled, image_dir):
     from datasets import Array2D, Array3D, Image as ImageFeature
 
-    dataset = pl.pseudo_label_dataset(image_dir, tmp_path / "out", labellers, size=SIZE, batch_size=2, shard_size=4)
+    dataset, out = labelled
     assert len(dataset) == 4
     assert dataset["source"] == [f"img_{i:02d}.png" for i in range(4)]
     assert isinstance(dataset.features["rgb"], ImageFeature)
@@ -376,20 +383,21 @@ def test_folder_to_dataset_schema_and_metadata(labellers, image_dir, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(row["normal"], axis=-1), 1.0, atol=1e-5)
     assert set(np.unique(row["semseg"])) <= set(range(len(SEG_CLASSES)))
     assert all(b["label"] in DET_CLASSES and len(b["box"]) == 4 for b in dataset[0]["boxes"])
-    metadata = pl.load_metadata(tmp_path / "out")
+    metadata = pl.load_metadata(out)
     assert metadata["labellers"]["semseg"]["semseg_classes"] == SEG_CLASSES
     assert metadata["labellers"]["depth"]["depth_kind"] == "relative-inverse"
     assert json.loads(dataset.info.description)["fourm_hf_pseudo_label"]["normal"]["field_of_view_degrees"] == 60.0
-    assert (tmp_path / "out" / "skipped.jsonl").read_text() == ""
-    assert not (tmp_path / "out.shards").exists()
+    assert (out / "skipped.jsonl").read_text() == ""
+    assert not out.with_name("out.shards").exists()
     # a rerun with the same arguments returns the finished dataset
-    again = pl.pseudo_label_dataset(image_dir, tmp_path / "out", labellers, size=SIZE, batch_size=2, shard_size=4)
+    again = pl.pseudo_label_dataset(image_dir, out, labellers, size=SIZE, batch_size=2, shard_size=4)
     assert len(again) == 4
 
 
-def test_interrupted_run_resumes_to_the_same_dataset(labellers, image_dir, tmp_path):
+def test_interrupted_run_resumes_to_the_same_dataset(labellers, labelled, image_dir, tmp_path):
+    # shards of 2 here, of 4 in the reference: the same batches of 2, so the same values
     kwargs = dict(size=SIZE, batch_size=2, shard_size=2)
-    reference = pl.pseudo_label_dataset(image_dir, tmp_path / "ref", labellers, **kwargs)
+    reference = labelled[0]
     with pytest.raises(KeyboardInterrupt):
         pl.pseudo_label_dataset(image_dir, tmp_path / "out", labellers, _stop_after_shards=1, **kwargs)
     shards = tmp_path / "out.shards"
