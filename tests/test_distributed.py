@@ -43,10 +43,9 @@ def run_steps(out_dir: str, per_device_batch: int, gradient_accumulation_steps: 
               steps: int = 1) -> dict:
     """Train ``steps`` steps of a tiny 4M (1 CPU thread); returns gradients of step 1, weights, losses."""
     from fourm_hf.testing_utils import tiny_config
-    from fourm_hf.training.pretrain import build_collator, prepare_dataset, random_corpus
+    from fourm_hf.training.pretrain import build_collator, build_training_arguments, prepare_dataset, random_corpus
     from fourm_hf.training.trainer import FourMTrainer
     from fourm_hf import FourMModel
-    from transformers import TrainingArguments
 
     torch.set_num_threads(1)
     config = tiny_config()
@@ -54,13 +53,13 @@ def run_steps(out_dir: str, per_device_batch: int, gradient_accumulation_steps: 
     dataset = prepare_dataset(random_corpus(config, NUM_SAMPLES, seed=5), config, collator, "train")
     torch.manual_seed(0)  # the model init is the only consumer of the global RNG here
     model = FourMModel(config)
-    args = TrainingArguments(
+    # fourm-hf train's arguments: under torchrun on this GPU-less machine they must turn on use_cpu (gloo)
+    args = build_training_arguments(dict(
         output_dir=out_dir, max_steps=steps, per_device_train_batch_size=per_device_batch,
         gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=1e-2, optim="sgd", lr_scheduler_type="constant",
-        max_grad_norm=0.0, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,
-        dataloader_num_workers=0, dataloader_pin_memory=False, use_cpu=True, seed=11,
-        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-    )
+        max_grad_norm=0.0, logging_steps=1, save_strategy="no", disable_tqdm=True,
+        dataloader_num_workers=0, dataloader_pin_memory=False, seed=11,
+    ))
     recorder = GradientRecorder()
     trainer = FourMTrainer(
         model=model, args=args, data_collator=collator, train_dataset=dataset, callbacks=[recorder],
@@ -73,6 +72,7 @@ def run_steps(out_dir: str, per_device_batch: int, gradient_accumulation_steps: 
         "weights": {name: param.detach().clone() for name, param in trainer.model.named_parameters()},
         "losses": losses,
         "rank": trainer.args.process_index,
+        "world_size": trainer.accelerator.num_processes,
     }
 
 
@@ -136,6 +136,7 @@ def test_gradient_accumulation_equals_full_batch(tmp_path):
 
 def _worker(out_dir: str):
     result = run_steps(out_dir, per_device_batch=GLOBAL_BATCH // 2)
+    assert result["world_size"] == 2, "torchrun did not give a distributed Trainer"
     if result["rank"] == 0:
         save_file({k: v.contiguous() for k, v in result["gradients"].items()}, str(Path(out_dir) / "gradients.safetensors"))
         save_file({k: v.contiguous() for k, v in result["weights"].items()}, str(Path(out_dir) / "weights.safetensors"))

@@ -33,8 +33,10 @@ device with ``torchrun`` / ``accelerate launch`` instead. ``predict`` returns no
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import Trainer
 
 from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
@@ -77,6 +79,12 @@ class FourMTrainer(Trainer):
             raise ValueError(
                 "TrainingArguments.remove_unused_columns must be False for 4M: the modality columns "
                 "(tok_rgb, caption, ...) are read by the masking collator, not by the model's forward."
+            )
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and self.accelerator.distributed_type == DistributedType.NO:
+            raise ValueError(
+                f"Launched with WORLD_SIZE={os.environ['WORLD_SIZE']} but the Trainer is not distributed, so every "
+                "process would train alone. On a machine without GPUs pass TrainingArguments(use_cpu=True) "
+                "(fourm-hf train does this by default)."
             )
         if self.args.n_gpu > 1:
             raise ValueError(
