@@ -266,6 +266,23 @@ def test_weighted_guidance(model, config, inputs):
     assert torch.equal(run(model, inputs, sequence, seed=4)["caption"], run(model, inputs, sequence, seed=4, naive=True)["caption"])
 
 
+def test_guidance_over_a_text_condition_blanks_it_to_a_sentinel(model, config, inputs):
+    tokens, _ = inputs
+    caption = torch.tensor([[40, 41, EOS_ID]] * BATCH)
+    schedule = build_generation_schedule(config, ["tok_rgb", "caption"], ["tok_depth"], guidance={"caption": 3.0, "tok_rgb": -0.5},
+                                         decoding_steps=2)
+    state = prepare_state(config, {**tokens, "caption": caption}, schedule)
+    views = guidance_views(state, schedule.targets[0])
+    assert views == [[], ["caption"], ["tok_rgb"]]
+    unconditional = pack_encoder_inputs(state, views[0])
+    assert unconditional["input_ids"].tolist() == [[START_SENTINEL_ID]] * BATCH
+    assert unconditional["input_modality_ids"].tolist() == [[config.modality_id("caption")]] * BATCH
+    assert pack_encoder_inputs(state, views[1])["attention_mask"].sum(dim=1).tolist() == [3] * BATCH
+    out = generate(model, {**tokens, "caption": caption}, schedule, seeded(0))
+    naive = generate(model, {**tokens, "caption": caption}, schedule, seeded(0), naive=True)
+    assert torch.equal(out["tok_depth"], naive["tok_depth"])
+
+
 # ---- chaining -----------------------------------------------------------------------------------------
 def test_chained_generation_feeds_outputs_as_inputs(model, config, inputs):
     tokens, _ = inputs

@@ -22,8 +22,8 @@ the target modalities filled in, one target after the other:
 ``naive=True`` runs the same algorithm without any of the speed-ups (full recomputation of the
 decoder prefix and its cross-attention keys/values at every autoregressive step, one forward per
 guidance pass); tests and ``benchmarks/bench_generate.py`` compare both. Randomness only comes from
-the ``torch.Generator`` passed in: sampling uses the exponential-race (Gumbel-max) trick with noise
-drawn for the whole (rows, vocab) block, so both paths draw the same numbers.
+the ``torch.Generator`` passed in (one uniform number per sampled token, so both paths draw the
+same numbers).
 
 Text ids follow the 4M layout: 0 ``[PAD]``, 3 ``[EOS]``, ``[S_i]`` = 4 + i.
 """
@@ -313,8 +313,8 @@ def sample_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(R, V) logits -> sampled ids (R,) and their probability under the sampling distribution (R,).
 
-    Sampling is an exponential race: ``argmax(p / E)`` with ``E ~ Exp(1)`` drawn from ``generator``
-    for the whole (R, V) block, so the random numbers used do not depend on the logits.
+    Sampling inverts the cumulative distribution at one uniform number per row drawn from
+    ``generator``, so how many random numbers are used does not depend on the logits.
     """
     logits = logits.float()
     if greedy:
@@ -322,8 +322,10 @@ def sample_tokens(
         confidence, ids = probs.max(dim=-1)
         return ids, confidence
     probs = filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
-    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    ids = (probs / race).argmax(dim=-1)
+    cumulative = probs.cumsum(dim=-1)
+    uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+    # right=True: the first id whose cumulative mass exceeds u, so zero-probability ids are never picked
+    ids = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)[:, 0].clamp(max=probs.shape[1] - 1)
     return ids, probs.gather(-1, ids[:, None])[:, 0]
 
 
@@ -457,11 +459,17 @@ def pack_encoder_inputs(
     """Packed encoder batch (B, L) of the known tokens of the ``visible`` modalities.
 
     ``open_sequence = (name, prefix_lengths (B,))`` adds ``[S_1]`` after that sequence's given prefix
-    (rows whose prefix already fills the sequence get none).
+    (rows whose prefix already fills the sequence get none). A given sequence that is hidden from
+    this view (guidance) enters as ``[S_1]`` alone, the way 4M sees a fully masked text.
     """
     config, batch = state.config, state.batch_size
     empty = torch.zeros(batch, 0, dtype=torch.long)
     pieces = [{"ids": empty, "modality": empty, "position": empty, "valid": empty.bool()}]
+    open_name = open_sequence[0] if open_sequence is not None else None
+    for name in state.available():
+        if name not in visible and name != open_name and config.modality(name).is_sequence:
+            pieces.append({"ids": torch.full((batch, 1), START_SENTINEL_ID), "modality": torch.full((batch, 1), config.modality_id(name)),
+                           "position": torch.zeros(batch, 1, dtype=torch.long), "valid": torch.ones(batch, 1, dtype=torch.bool)})
     uses_pixels = False
     for name in visible:
         spec = config.modality(name)
