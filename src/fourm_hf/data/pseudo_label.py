@@ -413,7 +413,6 @@ class FeatureLabeller(Labeller):
     task = "image feature map"
 
     def __init__(self, model_id: str, device: str = "cpu", batch_size: int = 8, column: str = "clip", dtype: str = "float16"):
-        import torch
         from transformers import AutoImageProcessor, AutoModel
 
         if dtype not in ("float16", "float32"):
@@ -435,13 +434,16 @@ class FeatureLabeller(Labeller):
         except (OSError, ValueError) as error:
             raise ValueError(f"{column}: model {model_id!r} has no image processor: {error}") from error
         self.model = model.to(device).eval()
-        self.device, self.torch = device, torch
-        self.model_id, self.batch_size, self.column, self.dtype = model_id, batch_size, column, dtype
-        self._grid_shape = None
+        self.model_id, self.device, self.batch_size, self.dtype = model_id, device, batch_size, dtype
+        self.column, self.columns = column, (column,)
+        self._grid_shapes = {}  # image size -> (h, w, C)
 
     def _feature_maps(self, images) -> list[np.ndarray]:
+        """(h, w, C) arrays of ``dtype``, one per image."""
+        import torch
+
         pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
-        with self.torch.no_grad():
+        with torch.no_grad():
             hidden = self.model(pixel_values=pixel_values).last_hidden_state.float()
         if hidden.ndim == 4:  # convolutional backbone: (B, C, h, w)
             maps = hidden.permute(0, 2, 3, 1)
@@ -464,19 +466,15 @@ class FeatureLabeller(Labeller):
         from datasets import Array3D
         from PIL import Image
 
-        if self._grid_shape is None:
-            self._grid_shape = self._feature_maps([Image.new("RGB", (size, size))])[0].shape
-        return {self.column: Array3D(self._grid_shape, self.dtype)}
+        if size not in self._grid_shapes:  # the grid depends on the processor: run it once on a blank image
+            self._grid_shapes[size] = self._feature_maps([Image.new("RGB", (size, size))])[0].shape
+        return {self.column: Array3D(self._grid_shapes[size], self.dtype)}
 
     def label(self, images, labels):
         maps = []
         for start in range(0, len(images), self.batch_size):
             maps.extend(self._feature_maps(images[start : start + self.batch_size]))
         return {self.column: maps}
-
-    @property
-    def columns(self):
-        return (self.column,)
 
     def metadata(self):
         return {"model": self.model_id, "source": "last_hidden_state without prefix tokens, (h, w, C)", "dtype": self.dtype}
