@@ -72,6 +72,25 @@ def test_model_section_reproduces_tiny_config(config):
     assert (config.hidden_size, config.grid_size, config.input_budget) == (reference.hidden_size, reference.grid_size, 24)
 
 
+def test_vocab_sizes_from_tokenizer_folders(tmp_path):
+    from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+    from fourm_hf.tokenization.vqvae import FourMVQVAEConfig
+
+    text = train_text_tokenizer(["a red cube left of a blue sphere"] * 4, vocab_size=40, num_sentinels=8, coord_bins=16)
+    text.save_pretrained(tmp_path / "text")
+    FourMVQVAEConfig(input_kind="depth", image_size=32, patch_size=8, vocab_size=256).save_pretrained(tmp_path / "depth")
+    model = {**TINY_MODEL, "vocab_sizes": {"tok_rgb": 64}, "max_lengths": {"caption": 24}, "text_tokenizer": str(tmp_path / "text"),
+             "vqvae": {"tok_depth": str(tmp_path / "depth")}, "input_modalities": ["tok_rgb", "tok_depth", "caption"],
+             "output_modalities": ["tok_depth", "caption"]}
+    config = build_model_config(model)
+    assert config.modality("caption").vocab_size == len(text) and config.modality("tok_depth").vocab_size == 256
+    assert config.modality("caption").max_length == 24 and config.modality("tok_rgb").vocab_size == 64
+    collator = build_collator(config, {"strategy": "uniform", "input_budget": 24, "target_budget": 24}, text_tokenizer=text)
+    assert collator.num_sentinels == 8
+    with pytest.raises(ValueError, match="model.text_tokenizer"):
+        build_model_config({**model, "text_tokenizer": str(tmp_path / "missing")})
+
+
 # ---- training and evaluation -------------------------------------------------------------------------
 def test_loss_falls_and_metrics_are_per_modality(tmp_path, corpus, eval_corpus, config):
     settings = tiny_settings(tmp_path / "run", max_steps=40, per_device_train_batch_size=8, per_device_eval_batch_size=6,
@@ -157,7 +176,7 @@ def test_resume_is_exact(tmp_path, config, corpus):
     def settings(out):
         result = tiny_settings(out, max_steps=10, per_device_train_batch_size=4, learning_rate=2e-3, warmup_steps=3,
                                save_strategy="steps", save_steps=3, logging_steps=1, data_seed=7)
-        result["model"]["pretrained"] = str(init_dir)
+        result["model"] = {"pretrained": str(init_dir)}
         return result
 
     uninterrupted = build_trainer(settings(tmp_path / "a"), train_dataset=train)
@@ -236,6 +255,8 @@ def test_unknown_config_keys_are_named(tmp_path):
     assert build_training_arguments({"eval_strategy": False, "save_strategy": False}, str(tmp_path)).eval_strategy == "no"
     with pytest.raises(ValueError, match="output_dir"):
         build_training_arguments({})
+    with pytest.raises(ValueError, match="remove model.hidden_size"):
+        build_model_config({"pretrained": str(tmp_path), "hidden_size": 64})
     with pytest.raises(ValueError, match="model.vocab_sizes names 'tok_edges'"):
         build_model_config({**TINY_MODEL, "vocab_sizes": {"tok_edges": 8}})
 

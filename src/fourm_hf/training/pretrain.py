@@ -8,7 +8,8 @@ The config has four sections (every key is checked; an unknown one is a ``ValueE
                 # text_tokenizer: DIR  (FourMTextTokenizer folder: vocab of caption/det, sentinels)
                 # vqvae: {tok_rgb: DIR, ...}  (FourMVQVAE folders: vocab of each image modality)
                 # processor: DIR  (a saved FourMProcessor: its tokenizer and vqvae/<modality>/ folders)
-                # pretrained: DIR  (continue from a saved FourMModel instead of a fresh init)
+                # pretrained: DIR  (continue from a saved FourMModel; then no other model key: the
+                #                   architecture and modalities come from the checkpoint)
     masking:    # strategy (a preset name of fourm_hf.data.masking.MASKING_PRESETS, or a list of
                 # {input_alphas, target_alphas, weight, name}), input_budget, target_budget, seed,
                 # allow_missing_modalities, num_sentinels
@@ -170,6 +171,15 @@ def build_model_config(model_settings: Mapping, masking_settings: Mapping | None
     """FourMConfig from the ``model`` section (+ the budgets of the ``masking`` section)."""
     model_settings = dict(model_settings)
     masking_settings = dict(masking_settings or {})
+    budgets = {key: int(masking_settings[key]) for key in ("input_budget", "target_budget") if masking_settings.get(key) is not None}
+    if model_settings.get("pretrained") is not None:
+        others = sorted(set(model_settings) - {"pretrained"})
+        if others:
+            raise ValueError(
+                f"model.pretrained takes the architecture and modalities from the checkpoint; remove model.{others[0]} "
+                f"(set budgets in the masking section)."
+            )
+        return FourMConfig.from_pretrained(model_settings["pretrained"], **budgets)
     preset = model_settings.pop("preset", None)
     vocab_sizes = dict(model_settings.pop("vocab_sizes", None) or {})
     max_lengths = dict(model_settings.pop("max_lengths", None) or {})
@@ -181,20 +191,23 @@ def build_model_config(model_settings: Mapping, masking_settings: Mapping | None
         for folder in sorted((Path(processor) / "vqvae").glob("*")) if Path(processor).is_dir() else ():
             vqvae_dirs.setdefault(folder.name, folder)
     model_settings.pop("pretrained", None)
-    for key in ("input_budget", "target_budget"):
-        if masking_settings.get(key) is not None:
-            model_settings[key] = int(masking_settings[key])
+    model_settings.update(budgets)
 
     if processor is not None and not Path(processor).is_dir():
         raise ValueError(f"model.processor: {str(processor)!r} is not a folder with a saved FourMProcessor.")
-    if text_tokenizer is not None:
-        tokenizer = _load_text_tokenizer(text_tokenizer)
-        for name in ("caption", "det"):
-            vocab_sizes.setdefault(name, len(tokenizer))
     names = list(dict.fromkeys(
         list(model_settings.get("input_modalities") or FOURM7_INPUTS)
         + list(model_settings.get("output_modalities") or FOURM7_OUTPUTS)
     ))
+    specs = {name: spec if isinstance(spec, dict) else spec.to_dict()
+             for name, spec in dict(model_settings.get("modality_specs") or {}).items()}
+    for name in names:
+        specs.setdefault(name, get_modality(name).to_dict())
+    if text_tokenizer is not None:
+        tokenizer = _load_text_tokenizer(text_tokenizer)
+        for name in names:
+            if specs[name]["tokenizer"] == "text":
+                vocab_sizes.setdefault(name, len(tokenizer))
     for name, folder in vqvae_dirs.items():
         if processor is None or name in names:  # a processor may carry VQ-VAEs the model does not use
             vocab_sizes.setdefault(name, _vqvae_vocab_size(name, folder))
@@ -202,18 +215,11 @@ def build_model_config(model_settings: Mapping, masking_settings: Mapping | None
         for name in values:
             if name not in names:
                 raise ValueError(f"model.{field} names {name!r}, which is not among the model's modalities {names}.")
-    if vocab_sizes or max_lengths:
-        specs = dict(model_settings.get("modality_specs") or {})
-        for name in names:
-            spec = get_modality(name) if name not in specs else None
-            changes = {}
-            if name in vocab_sizes:
-                changes["vocab_size"] = int(vocab_sizes[name])
-            if name in max_lengths:
-                changes["max_length"] = int(max_lengths[name])
-            if changes:
-                specs[name] = (spec.replace(**changes).to_dict() if spec is not None else {**specs[name], **changes})
-        model_settings["modality_specs"] = specs
+    for name, size in vocab_sizes.items():
+        specs[name] = {**specs[name], "vocab_size": int(size)}
+    for name, length in max_lengths.items():
+        specs[name] = {**specs[name], "max_length": int(length)}
+    model_settings["modality_specs"] = specs
     if preset is not None:
         return FourMConfig.from_preset(preset, **model_settings)
     return FourMConfig(**model_settings)
@@ -236,20 +242,13 @@ def _vqvae_vocab_size(name: str, folder) -> int:
 
 
 def build_model(model_settings: Mapping, config: FourMConfig):
-    """A fresh FourMModel for ``config``, or ``model.pretrained`` loaded (its config must match the modalities)."""
+    """A fresh FourMModel for ``config``, or the ``model.pretrained`` weights (``config`` was read from there)."""
     from ..modeling.modeling_fourm import FourMModel
 
     pretrained = model_settings.get("pretrained")
     if pretrained is None:
         return FourMModel(config)
-    model = FourMModel.from_pretrained(pretrained)
-    for field in ("input_modalities", "output_modalities", "image_size", "patch_size"):
-        if getattr(model.config, field) != getattr(config, field):
-            raise ValueError(
-                f"model.pretrained {str(pretrained)!r} has {field}={getattr(model.config, field)!r}, but the config "
-                f"asks for {getattr(config, field)!r}; make them agree (fine-tuning on new modalities is not pretraining)."
-            )
-    return model
+    return FourMModel.from_pretrained(pretrained, config=config)
 
 
 def build_collator(config: FourMConfig, masking_settings: Mapping, text_tokenizer=None) -> FourMMaskingCollator:
