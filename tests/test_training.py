@@ -234,6 +234,11 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "model.hiden_size" in capsys.readouterr().err
     assert cli_main(["train", "--config", str(EXAMPLE_CONFIG), "training.max_step=3"]) == 2
     assert "training.max_step" in capsys.readouterr().err
+    # an override right after --resume-from-checkpoint is still an override (here a misspelt one)
+    assert cli_main(["train", "--config", str(EXAMPLE_CONFIG), "--resume-from-checkpoint", "training.max_step=3"]) == 2
+    assert "training.max_step" in capsys.readouterr().err
+    assert cli_main(["train", "--config", str(EXAMPLE_CONFIG), "--resume-from-checkpoint", str(tmp_path / "nope")]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err
 
 
 # ---- bad input -----------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ The config has four sections (every key is checked; an unknown one is a ``ValueE
     training:   # any transformers.TrainingArguments field (output_dir, max_steps, learning_rate, ...)
 
 Overrides on the command line are dotted ``key=value`` pairs parsed as YAML values, e.g.
-``training.max_steps=100 masking.seed=3 data.repeat_sampling=4``.
+``training.max_steps=100 masking.seed=3 data.repeat_sampling=4``. Relative paths are relative to
+the working directory, not to the YAML file. The resolved config is saved as
+``<output_dir>/fourm_pretrain.yaml``.
 
 **Corpus format.** One row per sample, one column per modality: image-token modalities
 (``tok_rgb``, ``tok_depth``, ...) hold ``grid_size**2`` ids in raster order; sequences (``caption``,
@@ -525,8 +527,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    resume, overrides = args.resume_from_checkpoint, list(args.overrides)
+    if isinstance(resume, str) and "=" in resume and not os.path.exists(resume):
+        # `--resume-from-checkpoint training.max_steps=9`: argparse took the override for the PATH
+        resume, overrides = True, [resume, *overrides]
     try:
-        settings = load_settings(args.config, args.overrides)
+        if isinstance(resume, str) and not os.path.isdir(resume):
+            raise ValueError(f"--resume-from-checkpoint: {resume!r} is not a checkpoint folder.")
+        settings = load_settings(args.config, overrides)
         trainer = build_trainer(settings, output_dir=args.output_dir)
     except ValueError as error:
         print(f"fourm-hf train: {error}", file=sys.stderr)
@@ -534,7 +542,7 @@ def main(args) -> int:
     output_dir = trainer.args.output_dir
     if trainer.args.should_save:
         save_settings({**settings, "training": {**settings["training"], "output_dir": output_dir}}, output_dir)
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(output_dir)
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
