@@ -209,8 +209,9 @@ def test_cached_autoregressive_decoding_equals_full_recomputation(model, config,
                                          temps=0.0 if greedy else 1.3, cfg_scales=[1.0, 2.5], top_k=[0, 20])
     cached = run(model, inputs, schedule, seed=9)
     naive = run(model, inputs, schedule, seed=9, naive=True)
+    cached_unbatched = run(model, inputs, schedule, seed=9, batch_guidance=False)
     for name in ("caption", "det"):
-        assert torch.equal(cached[name], naive[name])
+        assert torch.equal(cached[name], naive[name]) and torch.equal(cached[name], cached_unbatched[name])
     assert cached["caption"].shape[1] > 3  # a real sequence was decoded, not just [EOS]
 
 

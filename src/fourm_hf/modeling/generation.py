@@ -562,8 +562,13 @@ def _rows_to_front(selected: torch.Tensor, values: torch.Tensor) -> tuple[torch.
     return values.gather(1, order), selected.gather(1, order)
 
 
-def decode_image_target(model, state: GenerationState, plan: TargetSchedule, generator, naive=False, progress_bar=None) -> None:
-    """MaskGIT or ROAR decoding of one image-token target; fills ``state`` in place."""
+def decode_image_target(
+    model, state: GenerationState, plan: TargetSchedule, generator, naive=False, progress_bar=None, batch_guidance=True
+) -> None:
+    """MaskGIT or ROAR decoding of one image-token target; fills ``state`` in place.
+
+    Guidance views run as one stacked forward, or one forward each (``naive`` or not ``batch_guidance``).
+    """
     config, batch, target = state.config, state.batch_size, plan.modality
     count = config.grid_size**2
     if target not in state.tokens:
@@ -591,7 +596,7 @@ def decode_image_target(model, state: GenerationState, plan: TargetSchedule, gen
             query_mask = torch.arange(width)[None] < step_counts[:, None]
             decoded += step_counts
         views = guidance_views(state, plan)
-        pass_logits = image_target_logits(model, state, target, query_positions, query_mask, views, naive)
+        pass_logits = image_target_logits(model, state, target, query_positions, query_mask, views, naive or not batch_guidance)
         logits = combine_guidance(pass_logits, plan.guidance_weights[step] if plan.guidance_weights else ())
         width = query_positions.shape[1]
         ids, confidence = sample_tokens(logits.reshape(batch * width, -1), plan.temperatures[step], generator,
@@ -609,12 +614,15 @@ def decode_image_target(model, state: GenerationState, plan: TargetSchedule, gen
 
 
 # ---- sequence targets: autoregressive with KV cache -----------------------------------------------
-def decode_sequence_target(model, state: GenerationState, plan: TargetSchedule, generator, naive=False, progress_bar=None) -> None:
+def decode_sequence_target(
+    model, state: GenerationState, plan: TargetSchedule, generator, naive=False, progress_bar=None, batch_guidance=True
+) -> None:
     """Autoregressive decoding of one sequence target after its given prefix; fills ``state`` in place.
 
-    Cached: one encoder pass (all guidance views stacked), the cross-attention keys/values computed
-    once, a self-attention KV cache, one decoder token per step. ``naive``: one encoder pass per view,
-    then at every step the whole decoded prefix goes through the decoder again, per view.
+    Cached: one encoder pass (all guidance views stacked, or one per view without
+    ``batch_guidance``), the cross-attention keys/values computed once, a self-attention KV cache,
+    one decoder token per step. ``naive``: one encoder pass per view, then at every step the whole
+    decoded prefix goes through the decoder again, per view.
     """
     config, batch, target = state.config, state.batch_size, plan.modality
     spec = config.modality(target)
@@ -631,13 +639,14 @@ def decode_sequence_target(model, state: GenerationState, plan: TargetSchedule, 
     views = guidance_views(state, plan)
     encoder_batches = [pack_encoder_inputs(state, visible, (target, prefix_lengths)) for visible in views]
     target_id = config.modality_id(target)
-    num_views = len(views)
     if naive:
         encoded_views = [model.encode(**b) for b in encoder_batches]
-    else:
-        encoded = model.encode(**_stack_encoder_batches(encoder_batches))
-        context_key_values = model.decoder_context_key_values(encoded)
-        kv_caches = [KVCache() for _ in model.decoder]
+    else:  # one group of stacked views per forward; each keeps its own caches
+        groups = [encoder_batches] if batch_guidance else [[b] for b in encoder_batches]
+        cached_groups = []
+        for group in groups:
+            encoded = model.encode(**_stack_encoder_batches(group))
+            cached_groups.append((len(group), encoded, model.decoder_context_key_values(encoded), [KVCache() for _ in model.decoder]))
     history = torch.full((batch, 1), START_SENTINEL_ID)
     generated = torch.full((batch, max_new), PAD_ID)
     lengths = torch.zeros(batch, dtype=torch.long)
@@ -652,10 +661,12 @@ def decode_sequence_target(model, state: GenerationState, plan: TargetSchedule, 
                 states, _ = model.decode(encoded_view, history, torch.full_like(history, target_id), positions)
                 pass_logits.append(_logits_head(model, target, states[:, -1:]))
         else:
-            new_input = history[:, -1:].repeat(num_views, 1)
-            states, _ = model.decode(encoded, new_input, torch.full_like(new_input, target_id), torch.full_like(new_input, step),
-                                     context_key_values=context_key_values, kv_caches=kv_caches)
-            pass_logits = list(_logits_head(model, target, states).split(batch))
+            pass_logits = []
+            for group_views, encoded, context_key_values, kv_caches in cached_groups:
+                new_input = history[:, -1:].repeat(group_views, 1)
+                states, _ = model.decode(encoded, new_input, torch.full_like(new_input, target_id), torch.full_like(new_input, step),
+                                         context_key_values=context_key_values, kv_caches=kv_caches)
+                pass_logits += list(_logits_head(model, target, states).split(batch))
         logits = combine_guidance(pass_logits, plan.guidance_weights[step] if plan.guidance_weights else ())
         logits[..., PAD_ID] = float("-inf")  # [PAD] only pads; generated text never contains it
         ids, _ = sample_tokens(logits[:, 0], plan.temperatures[step], generator, plan.greedy, plan.top_k, plan.top_p)
@@ -691,6 +702,7 @@ def generate(
     batch_size: int | None = None,
     progress: bool = False,
     naive: bool = False,
+    batch_guidance: bool = True,
     return_known: bool = False,
 ):
     """Generate the schedule's targets, in order, for a batch of token dicts.
@@ -708,6 +720,9 @@ def generate(
         batch_size: needed only when nothing else gives it (unconditional generation).
         progress: show a tqdm bar over decoding steps.
         naive: the slow reference path (no KV cache, one forward per guidance pass).
+        batch_guidance: run the guidance passes as one forward of (1 + K) * B rows (fast on a GPU);
+            False runs them one after the other, which avoids padding the shorter unconditional
+            inputs and is faster on a single CPU thread (see benchmarks/RESULTS.md). Same tokens.
         return_known: also return the known masks (e.g. when ``tokens_per_target`` left positions open).
     Returns:
         ``{modality: (B, N) LongTensor}`` with every input and every target (sequences end with
@@ -722,7 +737,7 @@ def generate(
         for plan in schedule.targets:
             progress_bar.set_postfix_str(plan.modality)
             decode = decode_sequence_target if plan.scheme == "autoregressive" else decode_image_target
-            decode(model, state, plan, generator, naive, progress_bar)
+            decode(model, state, plan, generator, naive, progress_bar, batch_guidance)
     if return_known:
         return dict(state.tokens), dict(state.known)
     return dict(state.tokens)
