@@ -141,6 +141,11 @@ def _worker(out_dir: str):
         save_file({k: v.contiguous() for k, v in result["gradients"].items()}, str(Path(out_dir) / "gradients.safetensors"))
         save_file({k: v.contiguous() for k, v in result["weights"].items()}, str(Path(out_dir) / "weights.safetensors"))
         (Path(out_dir) / "losses.json").write_text(json.dumps(result["losses"]))
+    # Tear the process group down before exiting: gloo threads still alive at interpreter exit
+    # abort the process ("terminate called without an active exception") now and then.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
