@@ -63,27 +63,43 @@ def step_flops(config: FourMConfig, batch: dict[str, torch.Tensor]) -> float:
     return 3 * forward
 
 
-def time_steps(config: FourMConfig, batch, implementation: str, steps: int) -> float:
+def build_runner(config: FourMConfig, implementation: str):
+    """A model + fused AdamW with the given attention backend; returns a function doing one timed step."""
+    config = FourMConfig(**config.to_dict())
     config._attn_implementation = implementation
     torch.manual_seed(0)
     model = FourMModel(config).train()
     # fused AdamW: what TrainingArguments(optim="adamw_torch_fused") uses; the per-tensor loop is
     # several times slower on CPU for the large 4M vocabulary tables
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    times = []
-    for _ in range(steps + 1):  # the first step warms up allocators and is not counted
+
+    def step(batch) -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         model(**batch).loss.backward()
         optimizer.step()
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]  # median
+        return time.perf_counter() - start
+
+    return model, step
+
+
+def time_backends(config: FourMConfig, batch, steps: int) -> dict[str, float]:
+    """Median step time per attention backend, steps interleaved (sdpa, eager, sdpa, ...) so machine
+    load drifts hit both alike; the first step of each warms up allocators and is not counted."""
+    runners = {name: build_runner(config, name)[1] for name in ("sdpa", "eager")}
+    times = {name: [] for name in runners}
+    for index in range(steps + 1):
+        for name, step in runners.items():
+            seconds = step(batch)
+            if index > 0:
+                times[name].append(seconds)
+    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny-256", "base"], choices=sorted(SIZES))
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
@@ -96,11 +112,9 @@ def main() -> None:
         batch = random_packed_batch(config, batch_size=args.batch_size, seed=0, full=True)
         flops = step_flops(config, batch)
         tokens = batch["attention_mask"].sum().item() + batch["decoder_attention_mask"].sum().item()
-        results = {}
-        for implementation in ("sdpa", "eager"):
-            seconds = time_steps(config, batch, implementation, args.steps)
-            results[implementation] = seconds
-            params = sum(p.numel() for p in FourMModel(config).parameters()) / 1e6 if implementation == "sdpa" else params
+        params = sum(p.numel() for p in FourMModel(config).parameters()) / 1e6
+        results = time_backends(config, batch, args.steps)
+        for implementation, seconds in results.items():
             print(f"{size:>9} {implementation:>5} {params:7.1f}M {seconds:8.3f} {tokens / seconds:9.0f} "
                   f"{flops / 1e9:11.1f} {flops / seconds / 1e9:8.1f} {flops / seconds / peak:7.0%}")
         print(f"{size:>9} eager/sdpa step-time ratio: {results['eager'] / results['sdpa']:.3f} (>1 means SDPA is faster)")
