@@ -44,8 +44,6 @@ def matmul_peak_flops(threads: int, size: int = 1024, repeats: int = 20) -> floa
 def step_flops(config: FourMConfig, batch: dict[str, torch.Tensor]) -> float:
     """Matmul FLOPs of one forward + backward (backward = 2x forward) for the real tokens of ``batch``."""
     dim, hidden = config.hidden_size, config.intermediate_size
-    enc_tokens = batch["attention_mask"].sum().item()
-    dec_tokens = batch["decoder_attention_mask"].sum().item()
     batch_size, enc_len = batch["attention_mask"].shape
     dec_len = batch["decoder_attention_mask"].shape[1]
     mlp = 3 * dim * hidden

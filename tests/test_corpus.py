@@ -15,7 +15,7 @@ from fourm_hf.modalities import get_modality
 from fourm_hf.tokenization.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD, FourMImageProcessor
 from fourm_hf.tokenization.processing_fourm import FourMProcessor
 from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
-from fourm_hf.tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
+from fourm_hf.testing_utils import tiny_vqvae as make_tiny_vqvae
 
 SIZE, PATCH, SCENE_SIZE, NUM_SCENES, CROPS, COORD_BINS, NUM_SENTINELS = 32, 8, 48, 5, 2, 64, 16
 GRID = SIZE // PATCH
@@ -23,13 +23,8 @@ TOKEN_MODALITIES = ("tok_rgb", "tok_depth", "tok_normal", "tok_semseg")
 BUILD = dict(crops=CROPS, batch_size=2, shard_size=2, seed=7, crop="random", progress=False)
 
 
-def tiny_vqvae(kind, seed):
-    options = dict(input_kind=kind, image_size=SIZE, patch_size=PATCH, vocab_size=256, base_channels=8, max_channels=16)
-    if kind == "semseg":
-        options["num_classes"] = len(SCENE_CLASSES)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return FourMVQVAE(FourMVQVAEConfig(**options))
+def tiny_vqvae(kind, seed=0):
+    return make_tiny_vqvae(kind, image_size=SIZE, patch_size=PATCH, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """FourMProcessor: raw modalities -> token dict -> decoded arrays / images / text / boxes; save/load; bad input."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
 from fourm_hf.tokenization.processing_fourm import FourMProcessor
 from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
 from fourm_hf.tokenization.visualization import colorize_depth, colorize_normals, colorize_semseg, semseg_palette
+from fourm_hf.testing_utils import tiny_vqvae as make_tiny_vqvae
 from fourm_hf.tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
 
 SIZE, PATCH, SCENE_SIZE, COORD_BINS = 32, 8, 48, 64
@@ -26,12 +26,7 @@ GRID = SIZE // PATCH
 
 
 def tiny_vqvae(kind, seed=0):
-    options = dict(input_kind=kind, image_size=SIZE, patch_size=PATCH, vocab_size=256, base_channels=8, max_channels=16)
-    if kind == "semseg":
-        options["num_classes"] = len(SCENE_CLASSES)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return FourMVQVAE(FourMVQVAEConfig(**options))
+    return make_tiny_vqvae(kind, image_size=SIZE, patch_size=PATCH, seed=seed)
 
 
 @pytest.fixture(scope="module")

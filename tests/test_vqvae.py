@@ -272,7 +272,7 @@ def test_training_lowers_held_out_loss(scene_dataset, tmp_path, modality):
 
 def test_resume_equals_uninterrupted_run(scene_dataset, tmp_path):
     options = dict(TRAIN_OPTIONS, steps=10, checkpoint_every=3, eval_every=4)
-    straight = train_tokenizer("normal", scene_dataset, tmp_path / "straight", **options)
+    train_tokenizer("normal", scene_dataset, tmp_path / "straight", **options)
     interrupted = train_tokenizer("normal", scene_dataset, tmp_path / "resumed", stop_after=5, **options)
     assert not interrupted["finished"] and interrupted["step"] == 5
     assert not (tmp_path / "resumed" / "model.safetensors").exists()

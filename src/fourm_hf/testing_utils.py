@@ -100,3 +100,20 @@ def tiny_config(**overrides) -> FourMConfig:
                     patch_size=8, modality_specs=specs, input_budget=24, target_budget=24)
     settings.update(overrides)
     return FourMConfig(**settings)
+
+
+def tiny_vqvae(kind: str, image_size: int = 32, patch_size: int = 8, seed: int = 0, vocab_size: int = 256):
+    """An untrained, very small FourMVQVAE for ``kind`` (rgb/depth/normal/semseg), deterministic per seed.
+
+    Semantic segmentation uses the scene corpus's class count.
+    """
+    from .data.scenes import SCENE_CLASSES
+    from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
+
+    options = dict(input_kind=kind, image_size=image_size, patch_size=patch_size, vocab_size=vocab_size,
+                   base_channels=8, max_channels=16)
+    if kind == "semseg":
+        options["num_classes"] = len(SCENE_CLASSES)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FourMVQVAE(FourMVQVAEConfig(**options))

@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 

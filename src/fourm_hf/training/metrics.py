@@ -23,7 +23,6 @@ sample, to use every pixel the metric considers valid on its own.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 
 import datasets
