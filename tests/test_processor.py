@@ -297,3 +297,24 @@ def test_mismatched_components_are_rejected(processor):
     wrong_classes.config.num_classes = 9
     with pytest.raises(ValueError, match=r"num_classes=9.*num_semseg_classes=6"):
         FourMProcessor(processor.image_processor, processor.tokenizer, vqvaes={"tok_semseg": wrong_classes})
+
+
+# ---- assembling a processor from trained parts ------------------------------------------------------------
+def test_assemble_processor_command(processor, scenes, tmp_path):
+    from fourm_hf.cli import main as cli_main
+
+    processor.tokenizer.save_pretrained(tmp_path / "text")
+    folders = []
+    for name, vqvae in processor.vqvaes.items():
+        vqvae.save_pretrained(tmp_path / name)
+        folders.append(str(tmp_path / name))
+    out = tmp_path / "processor"
+    assert cli_main(["assemble-processor", "--text-tokenizer", str(tmp_path / "text"), "--vqvae", *folders,
+                     "--out", str(out), "--max-text-length", "128"]) == 0
+    assembled = AutoProcessor.from_pretrained(out)
+    expected, got = processor(**all_inputs(scenes)), assembled(**all_inputs(scenes))
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    with pytest.raises(ValueError, match="already exists"):
+        cli_main(["assemble-processor", "--text-tokenizer", str(tmp_path / "text"), "--vqvae", *folders, "--out", str(out)])

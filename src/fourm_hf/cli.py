@@ -13,6 +13,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
+    "assemble-processor": ("fourm_hf.tokenization.processing_fourm", "put a trained text tokenizer and VQ-VAEs together into one FourMProcessor folder"),
     "build-corpus": ("fourm_hf.data.corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),
     "convert-ml4m": ("fourm_hf.modeling.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
     "make-scenes": ("fourm_hf.data.scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
