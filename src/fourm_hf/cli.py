@@ -16,6 +16,7 @@ COMMANDS = {
     "assemble-processor": ("fourm_hf.tokenization.processing_fourm", "put a trained text tokenizer and VQ-VAEs together into one FourMProcessor folder"),
     "build-corpus": ("fourm_hf.data.corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),
     "convert-ml4m": ("fourm_hf.modeling.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
+    "evaluate": ("fourm_hf.evaluation.report", "score a checkpoint on held-out scenes beside the tokenizer ceiling, a trivial baseline and specialists"),
     "make-scenes": ("fourm_hf.data.scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
     "pseudo-label": ("fourm_hf.data.pseudo_label", "add pseudo-labels (depth, normals, semseg, boxes, feature maps, captions) to images with transformers models"),
     "train-text-tokenizer": ("fourm_hf.tokenization.tokenization_fourm", "train the WordPiece text tokenizer (4M id layout) on a caption corpus"),

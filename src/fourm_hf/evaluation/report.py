@@ -1,0 +1,227 @@
+"""``fourm-hf evaluate``: a 4M checkpoint on held-out scenes beside its references, in one table.
+
+    fourm-hf evaluate --checkpoint DIR [--num-scenes 200] [--batch-size 16] [--targets depth semseg ...]
+        [--specialist depth=DIR --specialist semseg=DIR] [--train-stats DATASET_DIR]
+        [--caption-prompts 20] [--out eval.json] [--markdown table.md]
+
+Rows: ``4M`` (the any-to-any pipeline, RGB -> each target with its default schedule), ``tokenizer
+ceiling`` (the true maps through the checkpoint's own VQ-VAEs / text tokenizer), ``trivial baseline``
+(per-pixel training means / most frequent class, empty caption, no boxes; statistics from
+``--train-stats`` or from scenes rendered with the default training seed) and one row per
+``--specialist`` (a FourM checkpoint of the same format trained for one target, run through the same
+pipeline on that target only). Columns: see ``scoring.py``. Below the table: caption -> RGB (see
+``caption_to_rgb.py``). The held-out scenes are rendered in memory at the processor's image size
+(``heldout.py``). The JSON (``--out``) and markdown (``--markdown``) files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .heldout import HELDOUT_DATASET_SEED, TRAIN_STATS_DATASET_SEED, heldout_scenes, render_scene_set
+from .predictors import TARGET_MODALITIES, TARGETS, PipelinePredictor, TokenizerCeiling, TrainStatistics, TrivialBaseline, check_targets
+from .scoring import evaluate_predictor, markdown_table
+
+DEFAULT_CAPTION_PROMPTS = 20
+
+
+def check_checkpoint(folder, targets, what: str = "--checkpoint") -> None:
+    """Raise ``ValueError`` unless ``folder`` holds a FourM model and a FourMProcessor that generates ``targets``."""
+    from ..configuration_fourm import FourMConfig
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{what} {folder}: not a directory")
+    for file_name, holds in (("config.json", "a FourM model"), ("processor_config.json", "a FourMProcessor")):
+        if not (folder / file_name).is_file():
+            raise ValueError(
+                f"{what} {folder}: no {file_name}; expected a folder holding {holds} "
+                "(save the model and its processor into the same folder)"
+            )
+    config = FourMConfig.from_pretrained(str(folder))
+    missing = [t for t in targets if TARGET_MODALITIES[t] not in config.output_modalities]
+    if missing:
+        raise ValueError(
+            f"{what} {folder}: the model does not generate {missing} (its output modalities are "
+            f"{list(config.output_modalities)})"
+        )
+
+
+def parse_specialists(values) -> dict[str, str]:
+    """``["depth=DIR", ...]`` -> ``{"depth": "DIR"}``; one specialist per target."""
+    specialists = {}
+    for value in values or []:
+        target, separator, folder = value.partition("=")
+        if not separator or not folder:
+            raise ValueError(f"--specialist {value!r}: expected TARGET=DIR, e.g. depth=runs/depth-specialist")
+        check_targets([target])
+        if target in specialists:
+            raise ValueError(f"--specialist: two specialists for {target!r}")
+        specialists[target] = folder
+    return specialists
+
+
+def run_evaluation(
+    checkpoint,
+    num_scenes: int = 200,
+    targets=TARGETS,
+    batch_size: int = 16,
+    specialists: dict[str, str] | None = None,
+    train_stats=None,
+    train_stats_scenes: int = 200,
+    caption_prompts: int | None = None,
+    seed: int = 0,
+    device=None,
+    command: str | None = None,
+) -> dict:
+    """Everything ``fourm-hf evaluate`` reports, as a JSON-able dict (``rows``, ``markdown``, ...).
+
+    ``caption_prompts``: held-out captions for caption -> RGB; ``None`` = min(20, num_scenes), 0 = skip.
+    """
+    from ..tokenization.processing_fourm import FourMProcessor
+
+    targets = check_targets(targets)
+    if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
+        raise ValueError(f"--num-scenes must be an int >= 1, got {num_scenes!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if caption_prompts is None:
+        caption_prompts = min(DEFAULT_CAPTION_PROMPTS, num_scenes)
+    if int(caption_prompts) < 0:
+        raise ValueError(f"--caption-prompts must be >= 0, got {caption_prompts}")
+    if int(caption_prompts) > num_scenes:
+        raise ValueError(f"--caption-prompts {caption_prompts} exceeds --num-scenes {num_scenes} (prompts are held-out captions)")
+    if train_stats is None and int(train_stats_scenes) < 1:
+        raise ValueError(f"--train-stats-scenes must be >= 1 without --train-stats, got {train_stats_scenes}")
+    specialists = dict(specialists or {})
+    check_checkpoint(checkpoint, targets)
+    if caption_prompts:
+        check_checkpoint(checkpoint, ["caption"])
+        from ..configuration_fourm import FourMConfig
+
+        if "tok_rgb" not in FourMConfig.from_pretrained(str(checkpoint)).output_modalities:
+            raise ValueError(f"--checkpoint {checkpoint}: the model does not generate tok_rgb; pass --caption-prompts 0")
+    for target, folder in specialists.items():
+        check_checkpoint(folder, [target], what=f"--specialist {target}=")
+    processor = FourMProcessor.from_pretrained(str(checkpoint))
+    ceiling = TokenizerCeiling(processor, targets)
+    size = processor.image_size
+
+    scenes = heldout_scenes(num_scenes, size)
+    if train_stats is not None:
+        statistics = TrainStatistics.from_dataset(train_stats, size)
+        stats_source = str(train_stats)
+    else:
+        statistics = TrainStatistics.from_scenes(
+            render_scene_set(train_stats_scenes, size, TRAIN_STATS_DATASET_SEED, desc="rendering statistics scenes"))
+        stats_source = f"{train_stats_scenes} scenes rendered with dataset seed {TRAIN_STATS_DATASET_SEED}"
+
+    model = PipelinePredictor(checkpoint, targets, name="4M", seed=seed, batch_size=batch_size, device=device)
+    predictors = [model, ceiling, TrivialBaseline(statistics, targets)]
+    for target, folder in specialists.items():
+        predictors.append(PipelinePredictor(folder, [target], name=f"specialist ({target})", seed=seed,
+                                            batch_size=batch_size, device=device))
+    rows = [evaluate_predictor(predictor, scenes, batch_size=batch_size) for predictor in predictors]
+
+    caption_to_rgb = None
+    if caption_prompts:
+        from .caption_to_rgb import caption_to_rgb_check
+
+        prompts = [scene["caption"] for scene in scenes[:caption_prompts]]
+        caption_to_rgb = caption_to_rgb_check(model.pipe, prompts, seed=seed, batch_size=batch_size)
+
+    result = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": str(checkpoint),
+        "num_scenes": num_scenes,
+        "image_size": size,
+        "heldout_dataset_seed": HELDOUT_DATASET_SEED,
+        "seed": seed,
+        "targets": list(targets),
+        "train_stats": {"source": stats_source, "num_scenes": statistics.num_scenes},
+        "specialists": specialists,
+        "rows": rows,
+        "caption_to_rgb": caption_to_rgb,
+    }
+    result["markdown"] = format_report(result)
+    return result
+
+
+def format_report(result: dict) -> str:
+    """The table, the caption -> RGB line and the command/date line, as markdown."""
+    lines = [
+        f"Held-out scenes: {result['num_scenes']} at {result['image_size']} px "
+        f"(dataset seed {result['heldout_dataset_seed']}); generation seed {result['seed']}.",
+        "",
+        markdown_table(result["rows"], result["targets"]),
+        "",
+    ]
+    check = result.get("caption_to_rgb")
+    if check:
+        lines.append(
+            f"Caption -> RGB ({check['num_prompts']} held-out captions, re-captioned by the same model): all objects "
+            f"found in {check['all_objects_found']:.2f} of generations; object recall {check['object_recall']:.2f}."
+        )
+        lines.append("")
+    lines.append(f"Trivial-baseline statistics: {result['train_stats']['source']}.")
+    lines.append(f"Command: `{result['command'] or 'run_evaluation(...)'}` ({result['date']}).")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# fourm-hf evaluate
+# ----------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="folder with a FourM model and its FourMProcessor")
+    parser.add_argument("--num-scenes", type=int, default=200, help="held-out scenes to score (default 200)")
+    parser.add_argument("--batch-size", type=int, default=16, help="pipeline batch size")
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), help=f"targets to score (default: {' '.join(TARGETS)})")
+    parser.add_argument("--specialist", action="append", default=[], metavar="TARGET=DIR",
+                        help="a single-task FourM checkpoint for TARGET, scored on it alone (repeatable)")
+    parser.add_argument("--train-stats", default=None, metavar="DATASET_DIR",
+                        help="scene dataset for the trivial baseline's statistics (default: render --train-stats-scenes scenes)")
+    parser.add_argument("--train-stats-scenes", type=int, default=200, help="scenes rendered for the statistics without --train-stats")
+    parser.add_argument("--caption-prompts", type=int, default=None,
+                        help=f"held-out captions for caption -> RGB (default: {DEFAULT_CAPTION_PROMPTS} or --num-scenes if fewer; 0 = skip)")
+    parser.add_argument("--seed", type=int, default=0, help="generation seed")
+    parser.add_argument("--device", default=None, help="pipeline device, e.g. cuda:0 (default: the pipeline's choice)")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the markdown report here")
+
+
+def main(args: argparse.Namespace, command: str | None = None) -> int:
+    command = command or shlex.join(["fourm-hf", *sys.argv[1:]])
+    try:
+        result = run_evaluation(
+            args.checkpoint, num_scenes=args.num_scenes, targets=args.targets, batch_size=args.batch_size,
+            specialists=parse_specialists(args.specialist), train_stats=args.train_stats,
+            train_stats_scenes=args.train_stats_scenes, caption_prompts=args.caption_prompts, seed=args.seed,
+            device=args.device, command=command,
+        )
+    except (ValueError, TypeError) as error:
+        print(f"fourm-hf evaluate: error: {error}", file=sys.stderr)
+        return 2
+    print(result["markdown"])
+    if args.out:
+        write_atomic(args.out, json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        write_atomic(args.markdown, result["markdown"])
+    return 0

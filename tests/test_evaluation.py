@@ -1,0 +1,241 @@
+"""fourm-hf evaluate: held-out scenes, predictors (truth, tokenizer ceiling, trivial baseline, pipeline),
+scoring wired to the exact truth, the report table, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fourm_hf.data.scenes import COLORS, SCENE_CLASSES, SHAPES, make_scene_dataset, render_scene, scene_seed
+from fourm_hf.evaluation import report
+from fourm_hf.evaluation.heldout import HELDOUT_DATASET_SEED, check_not_heldout, heldout_scenes
+from fourm_hf.evaluation.predictors import TARGETS, TokenizerCeiling, TrainStatistics, TrivialBaseline, TruthPredictor
+from fourm_hf.evaluation.scoring import COLUMNS, evaluate_predictor, markdown_table, score_predictions
+
+SIZE = 32
+NUM_SCENES = 4
+ALL_COLUMNS = [key for target in TARGETS for key, _, _ in COLUMNS[target]]
+
+
+def _tiny_checkpoint(folder, scenes):
+    """A random tiny FourM model + FourMProcessor (tiny VQ-VAEs, a small text tokenizer) saved side by side."""
+    from fourm_hf.configuration_fourm import FourMConfig
+    from fourm_hf.modalities import get_modality
+    from fourm_hf.modeling.modeling_fourm import FourMModel
+    from fourm_hf.testing_utils import tiny_config, tiny_vqvae
+    from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
+    from fourm_hf.tokenization.processing_fourm import FourMProcessor
+    from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+
+    labels = [f"{colour} {shape}" for colour in COLORS for shape in SHAPES]
+    tokenizer = train_text_tokenizer([s["caption"] for s in scenes], vocab_size=60, class_names=labels,
+                                     num_sentinels=8, coord_bins=128)
+    base = tiny_config()
+    vqvaes, specs = {}, dict(base.modality_specs)
+    for seed, kind in enumerate(("rgb", "depth", "normal", "semseg")):
+        name = f"tok_{kind}"
+        vqvaes[name] = tiny_vqvae(kind, image_size=SIZE, patch_size=8, seed=seed, vocab_size=256)
+        specs[name] = {**specs[name], "vocab_size": 256}
+    for name in ("caption", "det"):
+        specs[name] = get_modality(name).replace(vocab_size=len(tokenizer), max_length=48).to_dict()
+    config = FourMConfig(**{**base.to_dict(), "modality_specs": specs})
+    image_processor = FourMImageProcessor(image_size=SIZE, num_semseg_classes=len(SCENE_CLASSES))
+    FourMModel(config).save_pretrained(folder)
+    FourMProcessor(image_processor, tokenizer, vqvaes=vqvaes, max_text_length=128).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return heldout_scenes(NUM_SCENES, SIZE)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, scenes):
+    return _tiny_checkpoint(tmp_path_factory.mktemp("tiny-4m"), scenes)
+
+
+@pytest.fixture(scope="module")
+def processor(checkpoint):
+    from fourm_hf.tokenization.processing_fourm import FourMProcessor
+
+    return FourMProcessor.from_pretrained(str(checkpoint))
+
+
+# ---- held-out set --------------------------------------------------------------------------------------
+def test_heldout_scenes_are_fixed_and_not_training_scenes(scenes):
+    assert [s["seed"] for s in scenes] == [scene_seed(HELDOUT_DATASET_SEED, i) for i in range(NUM_SCENES)]
+    again = render_scene(scenes[2]["seed"], SIZE)
+    np.testing.assert_array_equal(again["rgb"], scenes[2]["rgb"])
+    training_seeds = {scene_seed(dataset_seed, i) for dataset_seed in range(4) for i in range(1000)}
+    assert not training_seeds & {s["seed"] for s in scenes}
+    with pytest.raises(ValueError, match="num_scenes"):
+        heldout_scenes(0, SIZE)
+
+
+def test_dataset_made_with_the_heldout_seed_is_refused(tmp_path):
+    (tmp_path / "make_scenes.json").write_text(json.dumps({"num": 3, "size": 32, "seed": HELDOUT_DATASET_SEED}))
+    with pytest.raises(ValueError, match="held-out seed"):
+        check_not_heldout(tmp_path)
+
+
+# ---- scoring is wired to the truth -----------------------------------------------------------------------
+def test_truth_predictor_scores_perfectly(scenes):
+    row = evaluate_predictor(TruthPredictor(), scenes, batch_size=3)
+    scores = row["scores"]
+    assert sorted(scores) == sorted(ALL_COLUMNS)
+    assert scores["depth_abs_rel"] == 0.0 and scores["depth_rmse"] == 0.0 and scores["depth_delta1"] == 1.0
+    assert scores["normal_mean_angle"] < 0.05 and scores["normal_pct_11_25"] == 100.0
+    assert scores["semseg_pixel_accuracy"] == 1.0 and scores["semseg_miou"] == 1.0
+    assert scores["det_map50"] == 1.0
+    assert scores["caption_bleu4"] == pytest.approx(1.0) and scores["caption_object_f1"] == 1.0
+
+
+def test_a_wrong_prediction_scores_below_perfect(scenes):
+    class ShiftedTruth(TruthPredictor):
+        def predict(self, batch, target):
+            predictions = super().predict(batch, target)
+            if target == "depth":
+                return [p * 1.5 for p in predictions]
+            if target == "semseg":
+                return [np.full_like(p, 1) for p in predictions]  # everything is floor
+            if target == "det":
+                return [p[1:] for p in predictions]  # the first object is missed
+            return predictions
+
+    scores = evaluate_predictor(ShiftedTruth(["depth", "semseg", "det"]), scenes)["scores"]
+    assert scores["depth_delta1"] == 0.0 and scores["depth_abs_rel"] == pytest.approx(0.5, abs=1e-6)
+    floor_fraction = np.mean([np.mean(s["semseg"] == 1) for s in scenes])
+    assert scores["semseg_pixel_accuracy"] == pytest.approx(floor_fraction)
+    assert 0.0 < scores["det_map50"] < 1.0
+
+
+# ---- trivial baseline --------------------------------------------------------------------------------
+def _map_scene(depth, semseg, normal_z=-1.0, caption="a large red cube.", boxes=None):
+    depth = np.asarray(depth, np.float32)
+    normal = np.zeros(depth.shape + (3,), np.float32)
+    normal[..., 2] = normal_z
+    return {"depth": depth, "semseg": np.asarray(semseg, np.uint8), "normal": normal, "caption": caption,
+            "boxes": boxes or [{"label": "red cube", "box": [0.0, 0.0, 0.5, 0.5]}]}
+
+
+def test_trivial_baseline_matches_hand_computation():
+    training = [_map_scene([[1, 2], [4, 8]], [[0, 1], [2, 2]]), _map_scene([[3, 2], [4, 4]], [[0, 1], [3, 3]]),
+                _map_scene([[2, 2], [4, 6]], [[0, 2], [3, 2]])]
+    statistics = TrainStatistics.from_scenes(training)
+    np.testing.assert_allclose(statistics.mean_depth, [[2, 2], [4, 6]])
+    # pixel (1, 1): classes 2, 3, 2 -> 2; pixel (1, 0): 2, 3, 3 -> 3; pixel (0, 1): 1, 1, 2 -> 1
+    np.testing.assert_array_equal(statistics.most_frequent_class, [[0, 1], [3, 2]])
+    assert statistics.num_scenes == 3
+
+    held_out = [_map_scene([[2, 4], [4, 4]], [[0, 1], [2, 2]])]
+    baseline = TrivialBaseline(statistics)
+    scores = score_predictions({t: baseline.predict(held_out, t) for t in TARGETS}, held_out)
+    # |2-2|/2, |2-4|/4, |4-4|/4, |6-4|/4 -> mean 0.25; ratios 1, 2, 1, 1.5 -> half under 1.25
+    assert scores["depth_abs_rel"] == pytest.approx(0.25)
+    assert scores["depth_rmse"] == pytest.approx(math.sqrt(2.0))
+    assert scores["depth_delta1"] == pytest.approx(0.5)
+    assert scores["normal_mean_angle"] == pytest.approx(0.0, abs=1e-3)
+    # truth [[0,1],[2,2]] vs [[0,1],[3,2]]: 3 of 4 right; IoU sky 1, floor 1, sphere 1/2, cube 0/1
+    assert scores["semseg_pixel_accuracy"] == pytest.approx(0.75)
+    assert scores["semseg_miou"] == pytest.approx((1 + 1 + 0.5 + 0) / 4)
+    assert scores["det_map50"] == 0.0 and scores["caption_bleu4"] == 0.0 and scores["caption_object_f1"] == 0.0
+
+
+def test_train_statistics_from_a_dataset_equal_those_of_its_scenes(tmp_path):
+    dataset = make_scene_dataset(num=3, size=SIZE, out_dir=tmp_path / "scenes", seed=5)
+    from_dataset = TrainStatistics.from_dataset(tmp_path / "scenes", SIZE)
+    from_scenes = TrainStatistics.from_scenes([render_scene(seed, SIZE) for seed in dataset["seed"]])
+    np.testing.assert_allclose(from_dataset.mean_depth, from_scenes.mean_depth, rtol=1e-5)
+    np.testing.assert_allclose(from_dataset.mean_normal, from_scenes.mean_normal, atol=1e-5)
+    np.testing.assert_array_equal(from_dataset.class_counts, from_scenes.class_counts)
+    with pytest.raises(ValueError, match="no column"):
+        TrainStatistics.from_dataset(_dataset_without_depth(tmp_path), SIZE)
+
+
+def _dataset_without_depth(tmp_path):
+    import datasets
+
+    folder = tmp_path / "captions-only"
+    datasets.Dataset.from_dict({"caption": ["a red cube."]}).save_to_disk(str(folder))
+    return folder
+
+
+# ---- tokenizer ceiling -----------------------------------------------------------------------------------
+def test_tokenizer_ceiling_round_trips_text_and_boxes_and_decodes_maps(processor, scenes):
+    ceiling = TokenizerCeiling(processor)
+    assert ceiling.targets == TARGETS
+    captions = ceiling.predict(scenes, "caption")
+    assert [c.replace(" .", ".") for c in captions] == [s["caption"] for s in scenes]
+    boxes = ceiling.predict(scenes, "det")
+    for predicted, scene in zip(boxes, scenes):
+        assert sorted(b["label"] for b in predicted) == sorted(b["label"] for b in scene["boxes"])
+        assert all(b["score"] == 1.0 for b in predicted)
+    depth = ceiling.predict(scenes[:2], "depth")
+    expected = processor.decode(processor(depth=[s["depth"] for s in scenes[:2]], flip=False))["tok_depth"]["array"]
+    np.testing.assert_array_equal(np.stack(depth), expected)
+    assert depth[0].shape == (SIZE, SIZE) and depth[0].dtype == np.float32
+
+    scores = evaluate_predictor(ceiling, scenes)["scores"]
+    assert scores["caption_object_f1"] == 1.0 and scores["det_map50"] == 1.0
+    assert all(math.isfinite(scores[key]) for key in ALL_COLUMNS)
+    with pytest.raises(ValueError, match="expected 32x32"):
+        ceiling.predict([render_scene(scenes[0]["seed"], 40)], "depth")
+
+
+def test_table_has_every_row_and_column(processor, scenes):
+    statistics = TrainStatistics.from_scenes(scenes)
+    rows = [evaluate_predictor(p, scenes) for p in
+            (TruthPredictor(), TokenizerCeiling(processor), TrivialBaseline(statistics), TruthPredictor(["depth"], name="specialist (depth)"))]
+    table = markdown_table(rows, TARGETS).splitlines()
+    assert len(table) == 2 + len(rows)
+    headers = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert headers == ["model"] + [header for t in TARGETS for _, header, _ in COLUMNS[t]]
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["truth", "tokenizer ceiling", "trivial baseline", "specialist (depth)"]
+    specialist_cells = [cell.strip() for cell in table[-1].strip("|").split("|")][1:]
+    assert specialist_cells[:3] == ["0.000", "0.000", "1.000"] and set(specialist_cells[3:]) == {"–"}
+
+
+# ---- bad input -------------------------------------------------------------------------------------------
+def test_bad_input_gives_clear_errors(tmp_path, checkpoint):
+    from fourm_hf.testing_utils import tiny_config
+
+    model_only = tmp_path / "model-only"
+    tiny_config().save_pretrained(model_only)
+    with pytest.raises(ValueError, match="no processor_config.json"):
+        report.run_evaluation(model_only, num_scenes=2)
+    with pytest.raises(ValueError, match="unknown target"):
+        report.run_evaluation(checkpoint, num_scenes=2, targets=["depth", "edges"])
+    with pytest.raises(ValueError, match="num-scenes"):
+        report.run_evaluation(checkpoint, num_scenes=0)
+    with pytest.raises(ValueError, match="TARGET=DIR"):
+        report.parse_specialists(["depth"])
+    with pytest.raises(ValueError, match=r"specialist semseg=.*does not generate \['semseg'\]"):
+        report.run_evaluation(checkpoint, num_scenes=2, targets=["depth"], caption_prompts=0,
+                              specialists={"semseg": str(_depth_only(tmp_path, checkpoint))})
+
+
+def _depth_only(tmp_path, checkpoint):
+    """A copy of the checkpoint's folder whose config outputs tok_depth only."""
+    import shutil
+
+    from fourm_hf.configuration_fourm import FourMConfig
+
+    folder = tmp_path / "depth-only"
+    if not folder.exists():
+        shutil.copytree(checkpoint, folder)
+        config = FourMConfig.from_pretrained(str(checkpoint))
+        config.output_modalities = ["tok_depth"]
+        config.save_pretrained(folder)
+    return folder
+
+
+def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
+    from fourm_hf.cli import main
+
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "missing"), "--num-scenes", "2"])
+    assert code == 2
+    assert "not a directory" in capsys.readouterr().err
