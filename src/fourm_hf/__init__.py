@@ -5,7 +5,16 @@ glue (``fourm_hf.training``) and metrics (``fourm_hf.training.metrics``) are imp
 so ``import fourm_hf`` does not pay for ``Trainer`` or ``evaluate``.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForDepthEstimation,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+    AutoProcessor,
+    AutoTokenizer,
+)
 
 from .configuration_fourm import SIZE_PRESETS, FourMConfig
 from .data.corpus import build_corpus, load_corpus
@@ -13,6 +22,7 @@ from .data.masking import DirichletMasking, FourMMaskingCollator, MaskingEpochCa
 from .modalities import ModalitySpec, get_modality, register_modality, registered_modalities
 from .modeling.conversion import convert_ml4m_checkpoint, load_reference_model, reference_batch_to_packed
 from .modeling.modeling_fourm import FourMModel, FourMOutput, FourMPreTrainedModel
+from .modeling.modeling_fourm_heads import FourMForDepthEstimation, FourMForImageClassification, FourMForSemanticSegmentation
 from .tokenization.image_processing_fourm import FourMImageProcessor
 from .tokenization.processing_fourm import FourMProcessor
 from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, text_to_boxes, train_text_tokenizer
@@ -23,6 +33,10 @@ __version__ = "0.1.0"
 # ---- Auto-class registration ------------------------------------------------------------------------
 AutoConfig.register("fourm", FourMConfig, exist_ok=True)
 AutoModel.register(FourMConfig, FourMModel, exist_ok=True)
+# Task heads on the 4M encoder (fine-tuning; see modeling/modeling_fourm_heads.py).
+AutoModelForImageClassification.register(FourMConfig, FourMForImageClassification, exist_ok=True)
+AutoModelForDepthEstimation.register(FourMConfig, FourMForDepthEstimation, exist_ok=True)
+AutoModelForSemanticSegmentation.register(FourMConfig, FourMForSemanticSegmentation, exist_ok=True)
 # VQ-VAE tokenizers load as models of their own (model_type "fourm_vqvae").
 AutoConfig.register("fourm_vqvae", FourMVQVAEConfig, exist_ok=True)
 AutoModel.register(FourMVQVAEConfig, FourMVQVAE, exist_ok=True)
@@ -37,6 +51,7 @@ AutoProcessor.register(FourMConfig, FourMProcessor, exist_ok=True)
 __all__ = [
     "SIZE_PRESETS", "FourMConfig", "ModalitySpec", "get_modality", "register_modality", "registered_modalities",
     "FourMModel", "FourMOutput", "FourMPreTrainedModel",
+    "FourMForImageClassification", "FourMForDepthEstimation", "FourMForSemanticSegmentation",
     "convert_ml4m_checkpoint", "load_reference_model", "reference_batch_to_packed",
     "FourMTextTokenizer", "boxes_to_text", "text_to_boxes", "train_text_tokenizer",
     "FourMVQVAE", "FourMVQVAEConfig", "FourMImageProcessor", "FourMProcessor",

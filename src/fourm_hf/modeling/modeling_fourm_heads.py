@@ -1,0 +1,268 @@
+"""Task heads on the 4M encoder, for transfer learning with ``transformers.Trainer``.
+
+All heads read raw pixels (the config's ``pixels`` input modality, ``rgb`` in 4M-7) as the full
+``grid_size x grid_size`` patch grid, run only the encoder, and put a small head on its output:
+
+* :class:`FourMForImageClassification`: mean over the patch features -> LayerNorm -> linear ->
+  ``num_labels`` logits; cross-entropy.
+* :class:`FourMForDepthEstimation`: each patch feature -> linear -> a ``patch_size x patch_size``
+  block of log-depth values (pixel shuffle back to full resolution); L1 or scale-invariant log
+  loss over the pixels with a valid (positive, finite) depth.
+* :class:`FourMForSemanticSegmentation`: the same per-patch head with ``num_labels`` channels;
+  per-pixel cross-entropy, ``semantic_loss_ignore_index`` (255) ignored.
+
+The trunk is :class:`FourMEncoderTrunk`: the pixel embedding, the encoder blocks and the encoder
+norm under the same parameter names as in :class:`FourMModel`, so
+``FourMForImageClassification.from_pretrained(fourm_folder, num_labels=10)`` takes the trunk from a
+pretrained 4M checkpoint (the decoder and the token embeddings are not loaded) and initialises the
+head. B = batch, C = channels, H = W = ``image_size``, N = ``grid_size**2`` patches, D = hidden size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import DepthEstimatorOutput, ImageClassifierOutput, SemanticSegmenterOutput
+
+from ..configuration_fourm import FourMConfig
+from .embeddings import PatchEncoderEmbedding, patchify
+from .layers import EncoderBlock, layer_norm
+from .modeling_fourm import FourMPreTrainedModel
+
+DEPTH_LOSSES = ("l1", "silog")
+DEFAULT_SEGMENTATION_IGNORE_INDEX = 255
+
+
+def pixel_modality(config: FourMConfig) -> str:
+    """Name of the config's raw-pixel input modality (the heads' input)."""
+    names = [name for name in config.input_modalities if config.modality(name).kind == "pixels"]
+    if len(names) != 1:
+        raise ValueError(
+            f"FourM task heads read raw pixels: config.input_modalities must contain exactly one 'pixels' "
+            f"modality, got {names} among {config.input_modalities}."
+        )
+    return names[0]
+
+
+class FourMEncoderTrunk(nn.Module):
+    """The encoder of :class:`FourMModel` over all patches of an image (no masking, no decoder).
+
+    Parameter names match ``FourMModel`` (``encoder_embeddings.<pixels>.*``, ``encoder.*``,
+    ``encoder_norm.*``), so its weights load from a 4M checkpoint; its output equals
+    ``FourMModel.get_encoder_features`` on the full patch grid of that modality.
+    """
+
+    def __init__(self, config: FourMConfig):
+        super().__init__()
+        self.config = config
+        self.pixel_modality = pixel_modality(config)
+        self.encoder_embeddings = nn.ModuleDict(
+            {self.pixel_modality: PatchEncoderEmbedding(config, config.modality(self.pixel_modality))}
+        )
+        self.encoder = nn.ModuleList([EncoderBlock(config) for _ in range(config.num_encoder_layers)])
+        self.encoder_norm = layer_norm(config)
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        channels = self.config.modality(self.pixel_modality).num_channels
+        size = self.config.image_size
+        if not isinstance(pixel_values, torch.Tensor) or not pixel_values.dtype.is_floating_point:
+            raise ValueError(
+                f"pixel_values (modality {self.pixel_modality!r}) must be a floating point tensor, "
+                f"got {getattr(pixel_values, 'dtype', type(pixel_values).__name__)}."
+            )
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (channels, size, size):
+            raise ValueError(
+                f"pixel_values (modality {self.pixel_modality!r}) must have shape (batch, {channels}, {size}, {size}), "
+                f"got {tuple(pixel_values.shape)}; resize/crop with the image processor first."
+            )
+
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
+        """pixel_values (B, C, H, W) -> patch features (B, N, D) [, per-layer states]."""
+        self.check_pixel_values(pixel_values)
+        embedding = self.encoder_embeddings[self.pixel_modality]
+        dtype = embedding.proj.weight.dtype
+        hidden_states = embedding.proj(patchify(pixel_values.to(dtype), self.config.patch_size))
+        hidden_states = hidden_states + embedding.pos_emb.to(dtype) + embedding.mod_emb
+        all_states = (hidden_states,) if output_hidden_states else None
+        for block in self.encoder:
+            hidden_states = block(hidden_states, None)  # every patch is real: no attention mask
+            if output_hidden_states:
+                all_states += (hidden_states,)
+        return self.encoder_norm(hidden_states), all_states
+
+
+class FourMHeadPreTrainedModel(FourMPreTrainedModel):
+    """Base of the task heads: the trunk lives under ``fourm`` (the base-model prefix)."""
+
+    # A full 4M checkpoint also holds the decoder and the token-modality embeddings: not needed here.
+    _keys_to_ignore_on_load_unexpected = [
+        r"^(fourm\.)?decoder", r"^(fourm\.)?mask_token", r"^(fourm\.)?encoder_embeddings\.\w+\.(token_emb|mod_emb)",
+    ]
+    main_input_name = "pixel_values"
+
+
+class FourMForImageClassification(FourMHeadPreTrainedModel):
+    """4M encoder + mean pooling + linear classifier over ``config.num_labels`` classes."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__(config)
+        self.fourm = FourMEncoderTrunk(config)
+        self.pool_norm = layer_norm(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        """pixel_values (B, C, H, W) [, labels (B,) int in [0, num_labels)] -> logits (B, num_labels), loss."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        features, hidden_states = self.fourm(pixel_values, bool(output_hidden_states))
+        logits = self.classifier(self.pool_norm(features.mean(dim=1)))
+        loss = None
+        if labels is not None:
+            check_class_labels(labels, self.config.num_labels, "labels", expected_shape=(pixel_values.shape[0],))
+            loss = F.cross_entropy(logits.float(), labels)
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+        return output if return_dict else output.to_tuple()
+
+
+class DensePatchHead(nn.Module):
+    """Per-patch linear head: (B, N, D) features -> (B, K, H, W) maps, each patch predicting its p x p block."""
+
+    def __init__(self, config: FourMConfig, out_channels: int):
+        super().__init__()
+        self.config = config
+        self.out_channels = out_channels
+        self.norm = layer_norm(config)
+        self.proj = nn.Linear(config.hidden_size, out_channels * config.patch_size**2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch = features.shape[0]
+        grid, patch = self.config.grid_size, self.config.patch_size
+        blocks = self.proj(self.norm(features))  # B, N, K*p*p
+        blocks = blocks.reshape(batch, grid, grid, self.out_channels, patch, patch)
+        return blocks.permute(0, 3, 1, 4, 2, 5).reshape(batch, self.out_channels, grid * patch, grid * patch)
+
+
+class FourMForDepthEstimation(FourMHeadPreTrainedModel):
+    """4M encoder + per-patch linear head -> depth map (B, H, W).
+
+    The head predicts log-depth, so ``predicted_depth = exp(head)`` is positive and the head's
+    scale suits scenes from centimetres to hundreds of metres. ``config.depth_loss``: ``"l1"``
+    (default, on the depth) or ``"silog"`` (scale-invariant log loss of Eigen et al. 2014 with
+    lambda ``config.silog_lambda``, default 0.5). Pixels whose label is not positive and finite get
+    no loss.
+    """
+
+    def __init__(self, config: FourMConfig):
+        super().__init__(config)
+        depth_loss = getattr(config, "depth_loss", "l1")
+        if depth_loss not in DEPTH_LOSSES:
+            raise ValueError(f"config.depth_loss must be one of {DEPTH_LOSSES}, got {depth_loss!r}.")
+        self.fourm = FourMEncoderTrunk(config)
+        self.head = DensePatchHead(config, out_channels=1)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DepthEstimatorOutput | tuple:
+        """pixel_values (B, C, H, W) [, labels (B, H, W) depth] -> predicted_depth (B, H, W), loss."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        features, hidden_states = self.fourm(pixel_values, bool(output_hidden_states))
+        log_depth = self.head(features)[:, 0]
+        predicted_depth = log_depth.exp()
+        loss = None
+        if labels is not None:
+            expected = (pixel_values.shape[0], self.config.image_size, self.config.image_size)
+            if tuple(labels.shape) != expected or not labels.dtype.is_floating_point:
+                raise ValueError(
+                    f"Depth labels must be a float tensor of shape {expected} (batch, height, width), "
+                    f"got {labels.dtype} {tuple(labels.shape)}."
+                )
+            valid = torch.isfinite(labels) & (labels > 0)
+            if getattr(self.config, "depth_loss", "l1") == "silog":
+                lam = getattr(self.config, "silog_lambda", 0.5)
+                loss = scale_invariant_log_loss(log_depth.float(), labels.float(), valid, lam)
+            else:
+                loss = (predicted_depth.float() - labels.float()).abs()[valid].sum() / valid.sum().clamp(min=1)
+        output = DepthEstimatorOutput(loss=loss, predicted_depth=predicted_depth, hidden_states=hidden_states)
+        return output if return_dict else output.to_tuple()
+
+
+class FourMForSemanticSegmentation(FourMHeadPreTrainedModel):
+    """4M encoder + per-patch linear head -> per-pixel logits (B, num_labels, H, W)."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__(config)
+        self.fourm = FourMEncoderTrunk(config)
+        self.head = DensePatchHead(config, out_channels=config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SemanticSegmenterOutput | tuple:
+        """pixel_values (B, C, H, W) [, labels (B, H, W) int class ids] -> logits (B, num_labels, H, W), loss."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        features, hidden_states = self.fourm(pixel_values, bool(output_hidden_states))
+        logits = self.head(features)
+        loss = None
+        if labels is not None:
+            ignore_index = getattr(self.config, "semantic_loss_ignore_index", DEFAULT_SEGMENTATION_IGNORE_INDEX)
+            size = self.config.image_size
+            check_class_labels(labels, self.config.num_labels, "segmentation labels",
+                               expected_shape=(pixel_values.shape[0], size, size), ignore_index=ignore_index)
+            loss = F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
+        output = SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+        return output if return_dict else output.to_tuple()
+
+
+def check_class_labels(labels, num_labels: int, field: str, expected_shape: tuple, ignore_index: int | None = None) -> None:
+    """ValueError unless ``labels`` is an integer tensor of ``expected_shape`` with ids in [0, num_labels) (or ignore_index)."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"{field} must be an integer tensor, got {getattr(labels, 'dtype', type(labels).__name__)}.")
+    if tuple(labels.shape) != tuple(expected_shape):
+        raise ValueError(f"{field} must have shape {tuple(expected_shape)}, got {tuple(labels.shape)}.")
+    real = labels if ignore_index is None else labels[labels != ignore_index]
+    if real.numel() and (real.min() < 0 or real.max() >= num_labels):
+        raise ValueError(
+            f"{field} must lie in [0, {num_labels}) (config.num_labels = {num_labels})"
+            + ("" if ignore_index is None else f" or equal the ignore index {ignore_index}")
+            + f", got values in [{real.min().item()}, {real.max().item()}]."
+        )
+
+
+def scale_invariant_log_loss(log_prediction: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eigen et al. (2014): ``mean(d^2) - lam * mean(d)^2`` with ``d = log pred - log target`` over valid pixels, per image.
+
+    log_prediction, target (B, H, W); valid (B, H, W) bool. Images without valid pixels add 0.
+    """
+    diff = torch.where(valid, log_prediction - target.clamp(min=1e-6).log(), torch.zeros_like(log_prediction))
+    count = valid.flatten(1).sum(1).clamp(min=1).to(diff.dtype)
+    mean = diff.flatten(1).sum(1) / count
+    mean_square = diff.pow(2).flatten(1).sum(1) / count
+    return (mean_square - lam * mean.pow(2)).mean()
+
+
+__all__ = [
+    "FourMEncoderTrunk",
+    "FourMForImageClassification",
+    "FourMForDepthEstimation",
+    "FourMForSemanticSegmentation",
+    "scale_invariant_log_loss",
+]
