@@ -239,3 +239,90 @@ def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
     code = main(["evaluate", "--checkpoint", str(tmp_path / "missing"), "--num-scenes", "2"])
     assert code == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+# ---- the pipeline contract, with a stand-in pipeline ------------------------------------------------------
+class StandInPipeline:
+    """Answers like pipeline("any-to-any"): a list of dicts for images, one dict for a text prompt."""
+
+    def __init__(self, recaption="a large red cube next to a green cone."):
+        self.recaption = recaption
+        self.calls = []
+
+    def __call__(self, images=None, text=None, target_modalities=(), seed=0, batch_size=1, **kwargs):
+        self.calls.append({"targets": list(target_modalities), "seed": seed, "batch_size": batch_size, "text": text,
+                           "num_images": None if images is None else len(images), **kwargs})
+        if text is not None:
+            return {"rgb": {"image": None, "array": np.zeros((SIZE, SIZE, 3), np.uint8)}}
+        (target,) = target_modalities
+        outputs = []
+        for image in images:
+            size = image.size[0]
+            answers = {
+                "depth": {"image": image, "array": np.full((size, size), 2.0, np.float64)},
+                "normal": {"image": image, "array": np.tile(np.float32([0, 0, -1]), (size, size, 1))},
+                "semseg": {"image": image, "array": np.ones((size, size), np.int32)},
+                "det": {"boxes": [{"label": "red cube", "score": None, "box": [0.1, 0.1, 0.5, 0.5]}], "image": image},
+                "caption": self.recaption,
+            }
+            outputs.append({target: answers[target]})
+        return outputs
+
+
+def test_pipeline_predictor_reads_the_pipeline_outputs(scenes):
+    from fourm_hf.evaluation.predictors import PipelinePredictor
+
+    pipe = StandInPipeline()
+    predictor = PipelinePredictor(pipe, ["depth", "semseg", "det", "caption"], seed=3, batch_size=2,
+                                  generate_kwargs={"num_steps": 4})
+    depth = predictor.predict(scenes[:3], "depth")
+    assert pipe.calls[-1] == {"targets": ["depth"], "seed": 3, "batch_size": 2, "text": None, "num_images": 3,
+                              "num_steps": 4}
+    assert len(depth) == 3 and depth[0].dtype == np.float32 and depth[0].shape == (SIZE, SIZE) and depth[0][0, 0] == 2.0
+    semseg = predictor.predict(scenes[:1], "semseg")[0]
+    assert semseg.dtype == np.int64 and (semseg == 1).all()
+    assert predictor.predict(scenes[:1], "det")[0] == [{"label": "red cube", "box": [0.1, 0.1, 0.5, 0.5], "score": 1.0}]
+    assert predictor.predict(scenes[:1], "caption") == [pipe.recaption]
+    with pytest.raises(ValueError, match="cannot predict target 'normal'"):
+        predictor.predict(scenes[:1], "normal")
+
+
+def test_caption_to_rgb_counts_prompts_whose_objects_come_back():
+    from fourm_hf.evaluation.caption_to_rgb import caption_to_rgb_check
+
+    pipe = StandInPipeline(recaption="a large red cube. a small green cone behind the red cube.")
+    prompts = ["a large red cube.", "a small blue sphere. a large green cone to the left of the blue sphere."]
+    result = caption_to_rgb_check(pipe, prompts, seed=7, batch_size=4)
+    assert result["num_prompts"] == 2
+    assert result["all_objects_found"] == 0.5  # the blue sphere of prompt 2 is missing
+    assert result["object_recall"] == pytest.approx(2 / 3)
+    assert [call["seed"] for call in pipe.calls[:2]] == [7, 8] and pipe.calls[2]["targets"] == ["caption"]
+    assert result["examples"][1] == {"prompt": prompts[1], "recaption": pipe.recaption, "found": 1, "wanted": 2}
+
+
+def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes, monkeypatch, capsys):
+    import transformers
+
+    from fourm_hf.cli import main
+
+    built = []
+    monkeypatch.setattr(transformers, "pipeline", lambda task, model, **kwargs: built.append((task, model)) or StandInPipeline())
+    out, markdown = tmp_path / "eval.json", tmp_path / "table.md"
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--num-scenes", str(NUM_SCENES), "--batch-size", "3",
+                 "--train-stats-scenes", "3", "--caption-prompts", "2", "--specialist", f"depth={checkpoint}",
+                 "--out", str(out), "--markdown", str(markdown)])
+    assert code == 0, capsys.readouterr().err
+    assert built == [("any-to-any", str(checkpoint))] * 2
+    result = json.loads(out.read_text())
+    assert [row["name"] for row in result["rows"]] == ["4M", "tokenizer ceiling", "trivial baseline", "specialist (depth)"]
+    assert result["heldout_dataset_seed"] == HELDOUT_DATASET_SEED and result["image_size"] == SIZE
+    four_m = result["rows"][0]["scores"]
+    assert sorted(four_m) == sorted(ALL_COLUMNS)
+    truth = np.concatenate([s["depth"].ravel() for s in scenes]).astype(np.float64)
+    assert four_m["depth_abs_rel"] == pytest.approx(np.mean(np.abs(2.0 - truth) / truth), rel=1e-5)
+    assert result["rows"][3]["scores"] == {k: v for k, v in four_m.items() if k.startswith("depth_")}
+    assert result["caption_to_rgb"]["num_prompts"] == 2
+    table = markdown.read_text()
+    assert table == result["markdown"] and table in capsys.readouterr().out
+    assert "| specialist (depth) |" in table and "Caption -> RGB (2 held-out captions" in table
+    assert f"Command: `fourm-hf evaluate --checkpoint {checkpoint} --num-scenes 4 --batch-size 3 --targets depth normal" in table

@@ -207,8 +207,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", default=None, help="write the markdown report here")
 
 
-def main(args: argparse.Namespace, command: str | None = None) -> int:
-    command = command or shlex.join(["fourm-hf", *sys.argv[1:]])
+def command_line(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> str:
+    """The command that reproduces ``args`` (every option spelled out, defaults included)."""
+    parts = shlex.split(program) + ["--checkpoint", str(args.checkpoint), "--num-scenes", str(args.num_scenes),
+                                    "--batch-size", str(args.batch_size), "--targets", *args.targets]
+    for value in args.specialist:
+        parts += ["--specialist", value]
+    if args.train_stats is not None:
+        parts += ["--train-stats", str(args.train_stats)]
+    else:
+        parts += ["--train-stats-scenes", str(args.train_stats_scenes)]
+    if args.caption_prompts is not None:
+        parts += ["--caption-prompts", str(args.caption_prompts)]
+    parts += ["--seed", str(args.seed)]
+    return shlex.join(parts)
+
+
+def main(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> int:
+    command = command_line(args, program)
     try:
         result = run_evaluation(
             args.checkpoint, num_scenes=args.num_scenes, targets=args.targets, batch_size=args.batch_size,
