@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": ("fourm_hf.evaluation.report", "score a checkpoint on held-out scenes beside the tokenizer ceiling, a trivial baseline and specialists"),
     "make-scenes": ("fourm_hf.data.scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
     "pseudo-label": ("fourm_hf.data.pseudo_label", "add pseudo-labels (depth, normals, semseg, boxes, feature maps, captions) to images with transformers models"),
+    "push-to-hub": ("fourm_hf.hub", "upload a 4M checkpoint folder (model, processor, generated model card) to the Hugging Face Hub in one commit"),
     "train-text-tokenizer": ("fourm_hf.tokenization.tokenization_fourm", "train the WordPiece text tokenizer (4M id layout) on a caption corpus"),
     "train-tokenizer": ("fourm_hf.tokenization.train_vqvae", "train a VQ-VAE tokenizer for one dense modality on a scene dataset"),
     "train": ("fourm_hf.training.pretrain", "pretrain a 4M model with the Trainer from a YAML config (model, masking, data, training)"),

@@ -91,6 +91,17 @@ class FourMPreTrainedModel(PreTrainedModel):
         if kwargs.get("is_main_process", True):
             write_remote_code(save_directory)
 
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload the model in one commit with a generated 4M model card and the any-to-any pipeline entry
+        (``fourm_hf.hub.push_checkpoint``; same keywords as ``PreTrainedModel.push_to_hub`` plus card options)."""
+        import importlib
+
+        try:  # by name, so this file stays loadable as remote code where fourm_hf is not installed
+            hub = importlib.import_module("fourm_hf.hub")
+        except ImportError:
+            return super().push_to_hub(repo_id, **kwargs)
+        return hub.push_checkpoint(self, repo_id, **kwargs)
+
     def _init_weights(self, module: nn.Module):
         """4M init: xavier-uniform linears (fused q/k/v and k/v as separate matrices), N(0, 0.02) tables."""
         std = self.config.initializer_range

@@ -377,16 +377,29 @@ class FourMProcessor(ProcessorMixin):
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Write the processor files, ``preprocessor_config.json`` (so ``AutoImageProcessor`` works on
-        the folder too), every VQ-VAE under ``vqvae/<modality>/`` and the remote-code modules."""
-        if push_to_hub:
-            raise NotImplementedError("FourMProcessor.save_pretrained: save to a folder, then upload it with huggingface_hub")
+        the folder too), every VQ-VAE under ``vqvae/<modality>/`` and the remote-code modules.
+
+        With ``push_to_hub=True`` the folder is then uploaded to ``repo_id`` (default: the folder's
+        name); the other keywords go to :meth:`push_to_hub`."""
+        repo_id = kwargs.pop("repo_id", None) or Path(save_directory).name
         os.makedirs(save_directory, exist_ok=True)
         files = super().save_pretrained(save_directory)
         self.image_processor.save_pretrained(save_directory)
         for name, vqvae in self.vqvaes.items():
             vqvae.save_pretrained(os.path.join(save_directory, VQVAE_FOLDER, name))
         write_remote_code(save_directory, REMOTE_CODE_MODULES)
+        if push_to_hub:
+            _push_folder(save_directory, repo_id, **kwargs)
         return files
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload the processor (with ``vqvae/<modality>/``) in one commit; a repo without a card gets the
+        generated 4M model card (``fourm_hf.hub.push_checkpoint``, same keywords)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return _push_folder(folder, repo_id, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "FourMProcessor":
@@ -468,6 +481,24 @@ def _sequence_rows(ids, name: str) -> list[list[int]]:
             return [list(ids)]
         return [np.asarray(row.cpu() if isinstance(row, torch.Tensor) else row).tolist() for row in ids]
     raise ValueError(f"{name}: expected ids as a tensor, an array or lists of ints, got {type(ids).__name__}")
+
+
+def _push_folder(folder, repo_id: str, **kwargs):
+    """Upload a saved processor folder (sub-folders included) in one commit."""
+    import importlib
+
+    try:  # by name, so this file stays loadable as remote code where fourm_hf is not installed
+        hub = importlib.import_module("fourm_hf.hub")
+    except ImportError:
+        hub = None
+    if hub is not None:
+        return hub.push_checkpoint(folder, repo_id, **kwargs)
+    from huggingface_hub import HfApi  # remote code without fourm_hf: a plain upload, no card
+
+    api = HfApi(token=kwargs.get("token"))
+    repo_id = api.create_repo(repo_id, private=kwargs.get("private"), exist_ok=True).repo_id
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=kwargs.get("revision"),
+                             commit_message=kwargs.get("commit_message") or "Upload processor")
 
 
 def _local_folder(path, kwargs) -> Path:

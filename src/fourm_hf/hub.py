@@ -1,0 +1,474 @@
+"""Share 4M checkpoints on the Hugging Face Hub: a generated model card, the any-to-any pipeline entry,
+and an upload of the whole checkpoint folder in ONE commit.
+
+A 4M checkpoint folder holds the model (``config.json``, ``model.safetensors``, model code), the
+processor (``processor_config.json``, ``preprocessor_config.json``, the text tokenizer files and one
+VQ-VAE per dense modality under ``vqvae/<modality>/``, processor code) or both. Before the upload,
+:func:`prepare_checkpoint_folder` adds to a copy of it:
+
+- ``README.md``: the model card (:func:`model_card`) with Hub metadata (``pipeline_tag: any-to-any``,
+  ``library_name: transformers``, license, datasets, tags), the modalities with their vocabularies,
+  the training data, an evaluation table and a usage snippet;
+- ``config.json["custom_pipelines"]``: ``{"any-to-any": {"impl": "any_to_any.FourMAnyToAnyPipeline",
+  "pt": ["AutoModel"], ...}}``, the entry ``pipeline(task, model=repo_id, trust_remote_code=True)``
+  reads, together with the flat pipeline code it points at (and the modules it imports).
+
+Then :func:`push_checkpoint` creates the repo (if needed) and uploads the folder with
+``HfApi.upload_folder`` in one commit. ``FourMModel.push_to_hub`` and ``FourMProcessor.push_to_hub``
+go through it, and so does the command::
+
+    fourm-hf push-to-hub --checkpoint DIR --repo-id user/my-4m [--private] [--card-metrics eval.json]
+
+The Hub endpoint and token are huggingface_hub's (``HF_ENDPOINT``, ``HF_TOKEN`` / ``hf auth login``).
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from .remote_code import PACKAGE_ROOT, write_remote_code
+
+CARD_NAME = "README.md"
+CONFIG_NAME = "config.json"
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "fourm"
+PIPELINE_TASK = "any-to-any"
+PIPELINE_MODULE = "pipelines/any_to_any.py"
+PIPELINE_CLASS = "FourMAnyToAnyPipeline"
+DEFAULT_LICENSE = "apache-2.0"
+DEFAULT_TAGS = ("fourm", "4m", "multimodal", "any-to-any", "custom_code")
+PAPER_URL = "https://arxiv.org/abs/2312.06647"
+
+_RELATIVE_IMPORT = re.compile(r"^\s*from (\.+)((?:\w+\.)*\w+) import ", re.MULTILINE)
+
+
+# ------------------------------------------------------------------------------------ the model card
+
+
+def model_card(
+    config: Mapping | None = None,
+    *,
+    repo_id: str | None = None,
+    vqvaes: Mapping[str, Mapping] | None = None,
+    text_vocab_size: int | None = None,
+    num_parameters: int | None = None,
+    license: str = DEFAULT_LICENSE,
+    datasets: Sequence[str] = (),
+    training_data: str | None = None,
+    metrics: Mapping | None = None,
+    base_model: str | None = None,
+    tags: Sequence[str] = (),
+    title: str | None = None,
+) -> str:
+    """The README.md text of a 4M checkpoint: YAML metadata, then the card in markdown.
+
+    Args:
+        config: the model's ``config.json`` as a dict (None for a processor-only repo).
+        repo_id: used in the title and the usage snippet.
+        vqvaes: ``{modality: VQ-VAE config dict}`` of the processor's tokenizers.
+        text_vocab_size: size of the processor's WordPiece vocabulary.
+        num_parameters: parameter count of the model.
+        license / datasets / base_model / tags: Hub metadata (``datasets`` are Hub dataset ids).
+        training_data: free text describing what the model was trained on.
+        metrics: evaluation results, ``{name: value}`` or nested ``{task: {name: value}}`` (e.g. an
+            evaluation JSON); rendered as a table in key order.
+    """
+    if config is not None and config.get("model_type") != MODEL_TYPE:
+        raise ValueError(f"model_card: config has model_type {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
+    if not isinstance(license, str) or not license:
+        raise ValueError(f"model_card: license must be a non-empty string such as 'apache-2.0', got {license!r}")
+    if isinstance(datasets, str) or isinstance(tags, str):
+        raise TypeError("model_card: datasets and tags are lists of strings, not a single string")
+    metadata = {"license": license, "library_name": "transformers", "pipeline_tag": PIPELINE_TASK,
+                "tags": list(dict.fromkeys([*DEFAULT_TAGS, *tags]))}
+    if datasets:
+        metadata["datasets"] = list(datasets)
+    if base_model:
+        metadata["base_model"] = base_model
+    metric_rows = _metric_rows(metrics) if metrics else []
+
+    name = title or (repo_id.split("/")[-1] if repo_id else "4M model")
+    sections = [
+        f"# {name}",
+        f"A [4M]({PAPER_URL}) (Massively Multimodal Masked Modeling) checkpoint in the `fourm-hf` format. Every "
+        "modality is a sequence of discrete tokens (VQ-VAE codes for dense maps, WordPiece ids for captions and "
+        "boxes) and one encoder-decoder transformer predicts any subset of the modalities from any other subset.",
+    ]
+    if config is not None:
+        sections += ["## Model", _architecture_table(config, num_parameters), "## Modalities", _modality_table(config)]
+    if vqvaes or text_vocab_size:
+        sections += ["## Tokenizers", _tokenizer_table(vqvaes or {}, text_vocab_size)]
+    sections += ["## Training data", training_data.strip() if training_data else
+                 "Not documented by the uploader." + (f" Datasets: {', '.join(datasets)}." if datasets else "")]
+    sections += ["## Evaluation", _table(("metric", "value"), metric_rows) if metric_rows else "No results reported."]
+    sections += ["## Usage", _usage(repo_id or "path/to/checkpoint")]
+    sections += ["## Citation", _CITATION]
+    front_matter = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
+    return f"---\n{front_matter}---\n\n" + "\n\n".join(sections) + "\n"
+
+
+def write_model_card(folder: str | os.PathLike, repo_id: str | None = None, **card_options) -> Path:
+    """Write ``folder/README.md`` for the checkpoint in ``folder`` (atomic); returns its path.
+
+    The model's config, the processor's VQ-VAEs and text vocabulary and the parameter count are read
+    from the folder; ``card_options`` are the other arguments of :func:`model_card`.
+    """
+    folder = Path(folder)
+    kind = checkpoint_kind(folder)
+    config = _read_json(folder / CONFIG_NAME) if "model" in kind else None
+    found = dict(vqvaes=None, text_vocab_size=None, num_parameters=_count_parameters(folder) if config else None)
+    if "processor" in kind:
+        found.update(_processor_summary(folder))
+    for key, value in found.items():
+        card_options.setdefault(key, value)
+    text = model_card(config, repo_id=repo_id, **card_options)
+    return _atomic_write_text(folder / CARD_NAME, text)
+
+
+def _architecture_table(config: Mapping, num_parameters: int | None) -> str:
+    rows = [("hidden size", config.get("hidden_size")),
+            ("encoder / decoder layers", f"{config.get('num_encoder_layers')} / {config.get('num_decoder_layers')}"),
+            ("attention heads", config.get("num_attention_heads")),
+            ("image size / patch size", f"{config.get('image_size')} / {config.get('patch_size')} px"),
+            ("token budget (input / target)", f"{config.get('input_budget')} / {config.get('target_budget')}")]
+    if num_parameters is not None:
+        rows.insert(0, ("parameters", f"{num_parameters:,}"))
+    return _table(("", ""), rows)
+
+
+def _modality_table(config: Mapping) -> str:
+    inputs, outputs = list(config.get("input_modalities") or []), list(config.get("output_modalities") or [])
+    specs = config.get("modality_specs") or {}
+    grid = int(config["image_size"]) // int(config["patch_size"])
+    rows = []
+    for name in dict.fromkeys(inputs + outputs):
+        spec = specs.get(name)
+        if spec is None:
+            raise ValueError(f"model_card: modality {name!r} is used by the config but has no entry in modality_specs")
+        kind = spec["kind"]
+        tokens = spec.get("max_length") if kind == "sequence" else grid * grid
+        vocab = "-" if spec.get("vocab_size") is None else f"{spec['vocab_size']:,}"
+        rows.append((f"`{name}`", kind, "yes" if name in inputs else "no", "yes" if name in outputs else "no", vocab, tokens))
+    return _table(("modality", "kind", "input", "output", "vocabulary", "tokens per sample"), rows)
+
+
+def _tokenizer_table(vqvaes: Mapping[str, Mapping], text_vocab_size: int | None) -> str:
+    rows = []
+    for name, vq in sorted(vqvaes.items()):
+        size, patch = vq.get("image_size"), vq.get("patch_size")
+        grid = f"{size // patch}x{size // patch}" if size and patch else "-"
+        rows.append((f"`{name}`", f"VQ-VAE reading `{vq.get('target', vq.get('input_kind'))}` at {size} px",
+                     f"{vq.get('vocab_size'):,}" if vq.get("vocab_size") else "-", grid))
+    if text_vocab_size:
+        rows.append(("`caption`, `det`", "WordPiece text tokenizer (4M id layout)", f"{text_vocab_size:,}", "-"))
+    return _table(("modality", "tokenizer", "vocabulary", "grid"), rows) + (
+        "\n\nThe processor (`AutoProcessor`) holds all of them: the VQ-VAEs are in `vqvae/<modality>/`.")
+
+
+def _metric_rows(metrics: Mapping, prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten ``{task: {name: value}}`` into ``("task / name", "value")`` rows, in key order."""
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of name -> value, got {type(metrics).__name__}")
+    rows = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows += _metric_rows(value, prefix=f"{name} / ")
+        elif isinstance(value, bool) or isinstance(value, str):
+            rows.append((name, str(value)))
+        elif isinstance(value, numbers.Integral):
+            rows.append((name, str(int(value))))
+        elif isinstance(value, numbers.Real):
+            rows.append((name, f"{float(value):.4g}"))
+        else:
+            raise ValueError(f"metrics[{name!r}]: expected a number, a string or a nested mapping, got {type(value).__name__}")
+    return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _usage(repo_id: str) -> str:
+    return f"""```python
+from transformers import AutoModel, AutoProcessor, pipeline
+
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)  # VQ-VAEs + text tokenizer
+generator = pipeline("{PIPELINE_TASK}", model="{repo_id}", trust_remote_code=True)
+```
+
+With the `fourm-hf` package installed, `import fourm_hf` registers the classes and the same calls work
+without `trust_remote_code`."""
+
+
+_CITATION = """```bibtex
+@inproceedings{mizrahi20234m,
+  title     = {{4M}: Massively Multimodal Masked Modeling},
+  author    = {Mizrahi, David and Bachmann, Roman and Kar, O{\\u{g}}uzhan Fatih and Yeo, Teresa and Gao, Mingfei and Dehghan, Afshin and Zamir, Amir},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2023}
+}
+```"""
+
+
+# ------------------------------------------------------------------------------ the checkpoint folder
+
+
+def checkpoint_kind(folder: str | os.PathLike) -> set[str]:
+    """``{"model"}``, ``{"processor"}`` or both for a 4M checkpoint folder; ``ValueError`` otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder; expected a saved 4M checkpoint (model and/or processor)")
+    kind = set()
+    if (folder / CONFIG_NAME).is_file():
+        model_type = _read_json(folder / CONFIG_NAME).get("model_type")
+        if model_type != MODEL_TYPE:
+            raise ValueError(f"{folder}/{CONFIG_NAME}: model_type {model_type!r}, expected {MODEL_TYPE!r}; not a 4M checkpoint")
+        if not (folder / WEIGHTS_NAME).is_file() and not (folder / f"{WEIGHTS_NAME}.index.json").is_file():
+            raise ValueError(f"{folder}: {CONFIG_NAME} but no {WEIGHTS_NAME}; save the model with save_pretrained")
+        kind.add("model")
+    if (folder / PROCESSOR_CONFIG_NAME).is_file():
+        kind.add("processor")
+    if not kind:
+        raise ValueError(
+            f"{folder}: not a 4M checkpoint; expected {CONFIG_NAME} + {WEIGHTS_NAME} (FourMModel.save_pretrained) "
+            f"and/or {PROCESSOR_CONFIG_NAME} (FourMProcessor.save_pretrained)"
+        )
+    return kind
+
+
+def add_custom_pipeline(folder: str | os.PathLike) -> dict | None:
+    """Make ``pipeline("any-to-any", model=folder_or_repo, trust_remote_code=True)`` work from the folder.
+
+    Writes the flat pipeline code (and every package module it imports) next to the model code and adds
+    the ``custom_pipelines`` entry to ``config.json``. Returns the entry, or None when this installation
+    has no pipeline module (nothing is changed then).
+    """
+    folder = Path(folder)
+    if not (PACKAGE_ROOT / PIPELINE_MODULE).is_file():
+        return None
+    write_remote_code(folder, remote_code_closure(PIPELINE_MODULE))
+    entry = {"impl": f"{Path(PIPELINE_MODULE).stem}.{PIPELINE_CLASS}", "pt": ["AutoModel"], "type": "multimodal"}
+    config = _read_json(folder / CONFIG_NAME)
+    config["custom_pipelines"] = {PIPELINE_TASK: entry}
+    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return entry
+
+
+def remote_code_closure(module: str) -> tuple[str, ...]:
+    """``module`` (a path relative to the package) and every package module it imports relatively, in
+    dependency order (imported modules first)."""
+    order: list[str] = []
+
+    def visit(path: str, stack: tuple[str, ...]) -> None:
+        if path in order or path in stack:
+            return
+        source = (PACKAGE_ROOT / path).read_text(encoding="utf-8")
+        package = Path(path).parent
+        for dots, dotted in _RELATIVE_IMPORT.findall(source):
+            base = package
+            for _ in range(len(dots) - 1):
+                base = base.parent
+            target = (base / Path(*dotted.split("."))).with_suffix(".py")
+            if (PACKAGE_ROOT / target).is_file():
+                visit(target.as_posix(), stack + (path,))
+        order.append(path)
+
+    visit(module, ())
+    return tuple(order)
+
+
+def prepare_checkpoint_folder(folder: str | os.PathLike, repo_id: str | None = None, *, card: bool = True,
+                              **card_options) -> set[str]:
+    """Add the model card (unless ``card`` is False or the folder has its own README.md) and, for a model
+    checkpoint, the any-to-any pipeline entry. Changes ``folder`` in place; returns its kind."""
+    kind = checkpoint_kind(folder)
+    if "model" in kind:
+        add_custom_pipeline(folder)
+    if card and not (Path(folder) / CARD_NAME).exists():
+        write_model_card(folder, repo_id, **card_options)
+    return kind
+
+
+# ---------------------------------------------------------------------------------------- the upload
+
+
+def push_checkpoint(
+    source,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    create_pr: bool = False,
+    card: bool = True,
+    max_shard_size: int | str | None = None,
+    tags: Sequence[str] | None = None,
+    endpoint: str | None = None,
+    **card_options,
+):
+    """Upload a 4M checkpoint to the Hub repo ``repo_id`` in one commit; returns the ``CommitInfo``.
+
+    Args:
+        source: a checkpoint folder, or objects with ``save_pretrained`` (a ``FourMModel``, a
+            ``FourMProcessor``, or a list of them, saved together into one folder first). The folder
+            itself is not changed: the card and the pipeline entry are added to a temporary copy.
+        repo_id: ``namespace/name``; created (``private`` applies then) if it does not exist.
+        card: write the generated model card. A folder's own README.md is uploaded as it is. A
+            processor-only upload leaves an existing card of the repo alone (the model's card).
+        max_shard_size: passed to a model's ``save_pretrained``.
+        tags: extra card tags.
+        card_options: the other arguments of :func:`model_card` (``license``, ``datasets``,
+            ``training_data``, ``metrics``, ``base_model``, ``title``).
+
+    Errors from the Hub are huggingface_hub's exceptions with what was being pushed where appended.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise ValueError(f"repo_id must be a non-empty string like 'user/my-4m', got {repo_id!r}")
+    if tags:
+        card_options["tags"] = list(tags)
+    api = HfApi(endpoint=endpoint, token=token)
+    with tempfile.TemporaryDirectory(prefix="fourm-hub-") as staging:
+        folder = Path(staging) / "checkpoint"
+        _stage(source, folder, max_shard_size)
+        kind = checkpoint_kind(folder)
+        what = " + ".join(sorted(kind))
+        try:
+            repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+            if card and kind == {"processor"} and not (folder / CARD_NAME).exists():
+                card = not api.file_exists(repo_id, CARD_NAME, revision=revision)
+            prepare_checkpoint_folder(folder, repo_id, card=card, **card_options)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+                commit_message=commit_message or f"Upload 4M {what} with fourm-hf",
+                commit_description=commit_description,
+            )
+        except HfHubHTTPError as error:
+            error.append_to_message(f"\n(fourm-hf: pushing the 4M {what} checkpoint to {repo_id!r} at {api.endpoint})")
+            raise
+
+
+def _stage(source, folder: Path, max_shard_size) -> None:
+    """Copy a checkpoint folder to ``folder`` or save objects into it."""
+    if isinstance(source, (str, os.PathLike)):
+        checkpoint_kind(source)  # refuse a non-checkpoint before copying anything
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".git", ".cache", "__pycache__", ".*.tmp"))
+        return
+    objects = list(source) if isinstance(source, (list, tuple)) else [source]
+    if not objects:
+        raise ValueError("push_checkpoint: nothing to push (an empty list)")
+    folder.mkdir(parents=True)
+    for obj in objects:
+        if not hasattr(obj, "save_pretrained"):
+            raise TypeError(f"push_checkpoint: expected a folder, a FourMModel or a FourMProcessor, got {type(obj).__name__}")
+        is_model = hasattr(obj, "state_dict")
+        if is_model and max_shard_size is not None:
+            obj.save_pretrained(folder, max_shard_size=max_shard_size)
+        else:
+            obj.save_pretrained(folder)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def _count_parameters(folder: Path) -> int | None:
+    """Total element count of the tensors in ``model.safetensors`` (None when the weights are sharded)."""
+    from safetensors import safe_open
+
+    path = folder / WEIGHTS_NAME
+    if not path.is_file():
+        return None
+    total = 0
+    with safe_open(str(path), framework="numpy") as weights:
+        for key in weights.keys():
+            count = 1
+            for size in weights.get_slice(key).get_shape():
+                count *= size
+            total += count
+    return total
+
+
+def _processor_summary(folder: Path) -> dict:
+    """VQ-VAE configs by modality and the text vocabulary size of a saved FourMProcessor folder."""
+    processor_config = _read_json(folder / PROCESSOR_CONFIG_NAME)
+    vqvaes = {}
+    for name in processor_config.get("vqvae_modalities", []):
+        config_file = folder / "vqvae" / name / CONFIG_NAME
+        if not config_file.is_file():
+            raise ValueError(f"{folder}: {PROCESSOR_CONFIG_NAME} lists VQ-VAE {name!r} but {config_file} is missing")
+        vqvaes[name] = _read_json(config_file)
+    text_vocab_size = None
+    if (folder / "tokenizer.json").is_file():
+        text_vocab_size = len(_read_json(folder / "tokenizer.json").get("model", {}).get("vocab", {})) or None
+    return {"vqvaes": vqvaes, "text_vocab_size": text_vocab_size}
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="folder with a saved FourMModel and/or FourMProcessor")
+    parser.add_argument("--repo-id", required=True, help="Hub repo, e.g. user/my-4m (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--card-metrics", default=None, metavar="JSON",
+                        help="evaluation results for the card: {name: value} or {task: {name: value}}")
+    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"license id for the card (default {DEFAULT_LICENSE})")
+    parser.add_argument("--dataset", action="append", default=[], metavar="ID", help="Hub dataset id (repeatable)")
+    parser.add_argument("--training-data", default=None, help="text describing the training data, for the card")
+    parser.add_argument("--no-card", action="store_true", help="do not generate README.md")
+    parser.add_argument("--revision", default=None, help="branch to push to (default main)")
+    parser.add_argument("--commit-message", default=None)
+
+
+def main(args) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    metrics = None
+    if args.card_metrics:
+        metrics = _read_json(Path(args.card_metrics))
+        _metric_rows(metrics)  # fail on a bad value before anything is uploaded
+    try:
+        info = push_checkpoint(
+            args.checkpoint, args.repo_id, private=True if args.private else None, revision=args.revision,
+            commit_message=args.commit_message, card=not args.no_card, license=args.license,
+            datasets=args.dataset, training_data=args.training_data, metrics=metrics,
+        )
+    except HfHubHTTPError as error:
+        print(f"fourm-hf push-to-hub: the Hub refused the upload:\n{error}", file=sys.stderr)
+        return 1
+    print(f"Pushed {args.checkpoint} to {args.repo_id}: {info.commit_url}")
+    return 0

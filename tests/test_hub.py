@@ -1,0 +1,248 @@
+"""push_to_hub of model and processor, the generated model card, ``fourm-hf push-to-hub``, loading back
+from the Hub; all against the Hub-compatible test server of ``hub_server.py`` on 127.0.0.1."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import HfHubHTTPError
+from transformers import AutoModel, AutoProcessor
+
+import fourm_hf  # noqa: F401  (registers the Auto classes)
+from fourm_hf import cli, hub
+from fourm_hf.data.scenes import SCENE_CLASSES, render_scene
+from fourm_hf.modeling.modeling_fourm import FourMModel
+from fourm_hf.testing_utils import random_packed_batch, tiny_config, tiny_vqvae
+from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
+from fourm_hf.tokenization.processing_fourm import FourMProcessor
+from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+from hub_server import HubServer
+
+TOKEN = "hf_fourm_test_token"
+METRICS = {"depth": {"abs_rel": 0.123456, "delta1": 0.875}, "caption": {"bleu4": 0.05}, "num_scenes": 64}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The test Hub, with huggingface_hub pointed at it (HF_ENDPOINT, a fake token, an empty cache).
+
+    huggingface_hub reads HF_ENDPOINT and the cache folder when it is imported, so the module constants
+    that hold them are set too; a child process sees the environment variables.
+    """
+    cache = tmp_path_factory.mktemp("hf_home")
+    with HubServer(token=TOKEN) as hub_server, pytest.MonkeyPatch.context() as patch:
+        for name, value in dict(HF_ENDPOINT=hub_server.url, HF_TOKEN=TOKEN, HF_HOME=str(cache),
+                                HF_HUB_CACHE=str(cache / "hub"), HF_HUB_DISABLE_TELEMETRY="1").items():
+            patch.setenv(name, value)
+        patch.delenv("HF_HUB_OFFLINE", raising=False)
+        patch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        patch.setattr(hub_constants, "ENDPOINT", hub_server.url)
+        patch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub_server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        patch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
+        patch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+        patch.setattr(hub_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        yield hub_server
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FourMModel(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return render_scene(0, 48)
+
+
+@pytest.fixture(scope="module")
+def processor(scene):
+    tokenizer = train_text_tokenizer([scene["caption"], "a red cube on a blue floor."], vocab_size=200,
+                                     class_names=sorted(SCENE_CLASSES), num_sentinels=16, coord_bins=64)
+    vqvaes = {"tok_rgb": tiny_vqvae("rgb", seed=1), "tok_depth": tiny_vqvae("depth", seed=2)}
+    return FourMProcessor(FourMImageProcessor(image_size=32, num_semseg_classes=len(SCENE_CLASSES)), tokenizer,
+                          vqvaes=vqvaes, max_text_length=64)
+
+
+def assert_same_weights(expected: torch.nn.Module, actual: torch.nn.Module) -> None:
+    expected_state, actual_state = expected.state_dict(), actual.state_dict()
+    assert list(expected_state) == list(actual_state)
+    for name, tensor in expected_state.items():
+        assert torch.equal(tensor, actual_state[name]), name
+
+
+def read_card(server, repo_id) -> tuple[dict, str]:
+    text = server.files(repo_id)["README.md"].decode()
+    _, front_matter, body = text.split("---\n", 2)
+    return yaml.safe_load(front_matter), body
+
+
+# ---- model + processor round trip ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pushed(server, model, processor):
+    """The model and then the processor pushed to one repo, each in one commit."""
+    repo_id = "fourm-tester/tiny-4m"
+    model_commit = model.push_to_hub(repo_id, license="mit", datasets=["fourm-tester/scenes"],
+                                     training_data="Rendered scenes with exact depth and captions.", metrics=METRICS)
+    card_after_model = server.files(repo_id)["README.md"]
+    processor_commit = processor.push_to_hub(repo_id)
+    return dict(repo_id=repo_id, commits=(model_commit, processor_commit), card_after_model=card_after_model)
+
+
+def test_model_and_processor_load_back_identically_from_the_hub(server, pushed, model, processor, scene):
+    repo_id = pushed["repo_id"]
+    repo = server.repos[repo_id]
+    assert len(repo.commits) == 3  # creation + one commit per push
+    assert [c.oid for c in pushed["commits"]][-1] == repo.branches["main"]
+    files = server.files(repo_id)
+    for name in ("config.json", "model.safetensors", "modeling_fourm.py", "processor_config.json", "tokenizer.json",
+                 "preprocessor_config.json", "processing_fourm.py", "vqvae/tok_rgb/model.safetensors",
+                 "vqvae/tok_depth/config.json", "README.md"):
+        assert name in files, name
+
+    loaded = AutoModel.from_pretrained(repo_id).eval()
+    assert isinstance(loaded, FourMModel)
+    assert_same_weights(model, loaded)
+    batch = random_packed_batch(model.config, seed=1)
+    with torch.no_grad():
+        assert loaded(**batch).loss.item() == model(**batch).loss.item()
+
+    loaded_processor = AutoProcessor.from_pretrained(repo_id)
+    assert isinstance(loaded_processor, FourMProcessor)
+    assert sorted(loaded_processor.vqvaes) == ["tok_depth", "tok_rgb"]
+    for name, vqvae in processor.vqvaes.items():
+        assert_same_weights(vqvae, loaded_processor.vqvaes[name])
+    inputs = dict(images=scene["rgb"], depth=scene["depth"], text=scene["caption"])
+    expected, actual = processor(**inputs), loaded_processor(**inputs)
+    assert sorted(expected) == sorted(actual)
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+
+
+def test_model_card_metadata_body_and_custom_pipeline(server, pushed, model):
+    repo_id = pushed["repo_id"]
+    metadata, body = read_card(server, repo_id)
+    assert metadata["pipeline_tag"] == "any-to-any"
+    assert metadata["library_name"] == "transformers"
+    assert metadata["license"] == "mit"
+    assert metadata["datasets"] == ["fourm-tester/scenes"]
+    assert {"fourm", "4m", "custom_code"} <= set(metadata["tags"])
+    # modalities with their vocabularies and token counts (tiny config: 4x4 grid, 24-token captions)
+    assert "| `tok_depth` | image_tokens | yes | yes | 32 | 16 |" in body
+    assert "| `caption` | sequence | yes | yes | 96 | 24 |" in body
+    assert "| `rgb` | pixels | yes | no | - | 16 |" in body
+    assert "| depth / abs_rel | 0.1235 |" in body and "| num_scenes | 64 |" in body
+    assert "Rendered scenes with exact depth and captions." in body
+    assert f'pipeline("any-to-any", model="{repo_id}", trust_remote_code=True)' in body
+    assert f'AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)' in body
+    # the processor push (a repo that already has a card) left the model's card alone
+    assert server.files(repo_id)["README.md"] == pushed["card_after_model"]
+
+    config = json.loads(server.files(repo_id)["config.json"])
+    assert config["auto_map"]["AutoModel"] == "modeling_fourm.FourMModel"
+    if (hub.PACKAGE_ROOT / hub.PIPELINE_MODULE).is_file():
+        assert config["custom_pipelines"] == {"any-to-any": {"impl": "any_to_any.FourMAnyToAnyPipeline",
+                                                             "pt": ["AutoModel"], "type": "multimodal"}}
+        assert "any_to_any.py" in server.files(repo_id)
+    else:  # no pipeline module in this installation: no entry pointing at a missing file
+        assert "custom_pipelines" not in config
+
+
+def test_parameter_count_in_card_matches_the_weights(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    card = hub.write_model_card(tmp_path, "me/x").read_text()
+    count = sum(t.numel() for t in model.state_dict().values())
+    assert f"| parameters | {count:,} |" in card
+
+
+def test_processor_save_pretrained_with_push_to_hub(server, processor, tmp_path):
+    folder = tmp_path / "tiny-4m-processor"
+    processor.save_pretrained(folder, push_to_hub=True, repo_id="fourm-tester/processor-only")
+    files = server.files("fourm-tester/processor-only")
+    local = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert local <= set(files) and "vqvae/tok_depth/model.safetensors" in local
+    for name in local:
+        assert files[name] == (folder / name).read_bytes(), name
+    metadata, body = read_card(server, "fourm-tester/processor-only")  # a new repo: the card describes the tokenizers
+    assert metadata["pipeline_tag"] == "any-to-any" and "| `tok_depth` | VQ-VAE reading `depth` at 32 px | 256 | 4x4 |" in body
+
+
+# ---- the command -----------------------------------------------------------------------------------------
+def test_cli_pushes_a_checkpoint_folder_in_one_commit(server, model, processor, tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    (tmp_path / "eval.json").write_text(json.dumps(METRICS))
+    code = cli.main(["push-to-hub", "--checkpoint", str(checkpoint), "--repo-id", "fourm-tester/cli-4m", "--private",
+                     "--card-metrics", str(tmp_path / "eval.json"), "--dataset", "fourm-tester/scenes"])
+    assert code == 0, capsys.readouterr()
+    assert "fourm-tester/cli-4m" in capsys.readouterr().out
+    repo = server.repos["fourm-tester/cli-4m"]
+    assert repo.private and len(repo.commits) == 2
+    files = server.files("fourm-tester/cli-4m")
+    local = {p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file()}
+    assert local - {"config.json"} <= set(files)  # config.json gains the pipeline entry on the way
+    assert not (checkpoint / "README.md").exists()  # the local folder is left as it was
+    metadata, body = read_card(server, "fourm-tester/cli-4m")
+    assert metadata["license"] == "apache-2.0" and metadata["datasets"] == ["fourm-tester/scenes"]
+    assert "| caption / bleu4 | 0.05 |" in body and "## Tokenizers" in body and "## Modalities" in body
+    assert_same_weights(model, AutoModel.from_pretrained("fourm-tester/cli-4m"))
+
+
+# ---- unhappy paths ---------------------------------------------------------------------------------------
+def test_pushing_a_folder_that_is_not_a_checkpoint_fails_before_any_request(server, tmp_path):
+    before = len(server.requests)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a 4M checkpoint"):
+        hub.push_checkpoint(tmp_path, "fourm-tester/nothing")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="model_type 'bert'"):
+        hub.push_checkpoint(tmp_path, "fourm-tester/nothing")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "fourm"}))
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        hub.push_checkpoint(tmp_path, "fourm-tester/nothing")
+    with pytest.raises(ValueError, match="not a folder"):
+        hub.push_checkpoint(tmp_path / "missing", "fourm-tester/nothing")
+    with pytest.raises(TypeError, match="expected a folder, a FourMModel or a FourMProcessor"):
+        hub.push_checkpoint(object(), "fourm-tester/nothing")
+    assert len(server.requests) == before and "fourm-tester/nothing" not in server.repos
+
+
+def test_hub_errors_reach_the_user_with_context(server, model, tmp_path, capsys):
+    server.fail_next("commit", 422, "storage backend unavailable")  # (a 500 would be retried)
+    with pytest.raises(HfHubHTTPError, match="storage backend unavailable") as raised:
+        model.push_to_hub("fourm-tester/broken")
+    assert "pushing the 4M model checkpoint to 'fourm-tester/broken'" in str(raised.value)
+    assert len(server.repos["fourm-tester/broken"].commits) == 1  # nothing was committed
+
+    with pytest.raises(HfHubHTTPError, match="Invalid credentials"):
+        model.push_to_hub("fourm-tester/broken", token="hf_wrong_token")
+
+    model.save_pretrained(tmp_path / "checkpoint")
+    server.fail_next("preupload", 403, "You have read access only")
+    assert cli.main(["push-to-hub", "--checkpoint", str(tmp_path / "checkpoint"), "--repo-id", "fourm-tester/broken"]) == 1
+    assert "You have read access only" in capsys.readouterr().err
+
+
+def test_bad_card_inputs_are_refused(tmp_path, model):
+    with pytest.raises(ValueError, match=r"metrics\['depth / curve'\]"):
+        hub.model_card(model.config.to_dict(), metrics={"depth": {"curve": [0.1, 0.2]}})
+    with pytest.raises(ValueError, match="model_type 'bert'"):
+        hub.model_card({"model_type": "bert"})
+    with pytest.raises(TypeError, match="lists of strings"):
+        hub.model_card(None, datasets="fourm-tester/scenes")
+    (tmp_path / "eval.json").write_text(json.dumps({"depth": {"curve": [1, 2]}}))
+    model.save_pretrained(tmp_path / "checkpoint")
+    with pytest.raises(ValueError, match="curve"):
+        cli.main(["push-to-hub", "--checkpoint", str(tmp_path / "checkpoint"), "--repo-id", "fourm-tester/x",
+                  "--card-metrics", str(tmp_path / "eval.json")])
+
+
+def test_remote_code_closure_lists_imported_modules_first():
+    closure = hub.remote_code_closure("modeling/modeling_fourm.py")
+    assert closure[-1] == "modeling/modeling_fourm.py"
+    assert closure.index("modeling/layers.py") < closure.index("modeling/modeling_fourm.py")
+    assert {"configuration_fourm.py", "modalities.py", "remote_code.py"} <= set(closure)
+    assert all((hub.PACKAGE_ROOT / path).is_file() for path in closure)
