@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -36,6 +39,8 @@ from fourm_hf.training.finetune import (
 )
 from fourm_hf.training.pretrain import random_corpus
 from fourm_hf.training.trainer import FourMTrainer
+
+from conftest import subprocess_env
 
 torch.set_num_threads(1)
 
@@ -130,12 +135,34 @@ def test_classifier_learns_with_trainer_and_reloads_with_auto(tmp_path, pretrain
     model.save_pretrained(tmp_path / "classifier")
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "classifier").eval()
     assert isinstance(reloaded, FourMForImageClassification) and reloaded.config.id2label == id2label
+    assert reloaded.config.auto_map["AutoModelForImageClassification"] == "modeling_fourm_heads.FourMForImageClassification"
+    assert (tmp_path / "classifier" / "modeling_fourm_heads.py").is_file()
     batch = torch.stack([sample["pixel_values"] for sample in heldout])
     with torch.no_grad():
         logits = reloaded(batch).logits
         assert torch.equal(logits, model.eval()(batch).logits)
     labels = torch.stack([sample["labels"] for sample in heldout])
     assert (logits.argmax(-1) == labels).float().mean() > 0.8
+
+
+
+@pytest.mark.slow  # a fresh interpreter importing transformers: ~20 s on a loaded 2-core machine
+def test_saved_head_loads_with_trust_remote_code_without_the_package(tmp_path):
+    model = FourMForSemanticSegmentation(tiny_config(num_labels=4)).eval()
+    model.save_pretrained(tmp_path / "head")
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(pixels, tmp_path / "pixels.pt")
+    code = (
+        "import sys, torch; sys.modules['fourm_hf'] = None  # make the package unimportable\n"
+        "from transformers import AutoModelForSemanticSegmentation as Auto\n"
+        f"m = Auto.from_pretrained({str(tmp_path / 'head')!r}, trust_remote_code=True).eval()\n"
+        "assert 'transformers_modules' in type(m).__module__, type(m).__module__\n"
+        f"torch.save(m(torch.load({str(tmp_path / 'pixels.pt')!r})).logits, {str(tmp_path / 'remote.pt')!r})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), model(pixels).logits, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("task", ["depth", "semseg"])

@@ -26,10 +26,12 @@ from torch import nn
 from transformers.modeling_outputs import DepthEstimatorOutput, ImageClassifierOutput, SemanticSegmenterOutput
 
 from ..configuration_fourm import FourMConfig
+from ..remote_code import write_remote_code
 from .embeddings import PatchEncoderEmbedding, patchify
 from .layers import EncoderBlock, layer_norm
 from .modeling_fourm import FourMPreTrainedModel
 
+HEADS_MODULE_NAME = "modeling_fourm_heads"
 DEPTH_LOSSES = ("l1", "silog")
 DEFAULT_SEGMENTATION_IGNORE_INDEX = 255
 
@@ -93,17 +95,35 @@ class FourMEncoderTrunk(nn.Module):
 
 
 class FourMHeadPreTrainedModel(FourMPreTrainedModel):
-    """Base of the task heads: the trunk lives under ``fourm`` (the base-model prefix)."""
+    """Base of the task heads: the trunk lives under ``fourm`` (the base-model prefix).
+
+    Saved folders carry this file next to the model code and an ``auto_map`` entry for the head's
+    Auto class, so they also load with ``trust_remote_code=True`` where fourm_hf is not installed.
+    """
 
     # A full 4M checkpoint also holds the decoder and the token-modality embeddings: not needed here.
     _keys_to_ignore_on_load_unexpected = [
         r"^(fourm\.)?decoder", r"^(fourm\.)?mask_token", r"^(fourm\.)?encoder_embeddings\.\w+\.(token_emb|mod_emb)",
     ]
     main_input_name = "pixel_values"
+    auto_class_name: str | None = None  # the transformers Auto class this head registers with
+
+    def __init__(self, config: FourMConfig):
+        super().__init__(config)
+        if self.auto_class_name is not None:
+            config.auto_map = {**(config.auto_map or {}), self.auto_class_name: f"{HEADS_MODULE_NAME}.{type(self).__name__}"}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``FourMPreTrainedModel.save_pretrained`` plus this file for ``trust_remote_code``."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory, ("modeling/modeling_fourm_heads.py",))
 
 
 class FourMForImageClassification(FourMHeadPreTrainedModel):
     """4M encoder + mean pooling + linear classifier over ``config.num_labels`` classes."""
+
+    auto_class_name = "AutoModelForImageClassification"
 
     def __init__(self, config: FourMConfig):
         super().__init__(config)
@@ -160,6 +180,8 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
     no loss.
     """
 
+    auto_class_name = "AutoModelForDepthEstimation"
+
     def __init__(self, config: FourMConfig):
         super().__init__(config)
         depth_loss = getattr(config, "depth_loss", "l1")
@@ -202,6 +224,8 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
 
 class FourMForSemanticSegmentation(FourMHeadPreTrainedModel):
     """4M encoder + per-patch linear head -> per-pixel logits (B, num_labels, H, W)."""
+
+    auto_class_name = "AutoModelForSemanticSegmentation"
 
     def __init__(self, config: FourMConfig):
         super().__init__(config)
