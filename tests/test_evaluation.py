@@ -40,7 +40,7 @@ def _tiny_checkpoint(folder, scenes):
         vqvaes[name] = tiny_vqvae(kind, image_size=SIZE, patch_size=8, seed=seed, vocab_size=256)
         specs[name] = {**specs[name], "vocab_size": 256}
     for name in ("caption", "det"):
-        specs[name] = get_modality(name).replace(vocab_size=len(tokenizer), max_length=48).to_dict()
+        specs[name] = get_modality(name).replace(vocab_size=len(tokenizer), max_length=8).to_dict()  # short generations
     config = FourMConfig(**{**base.to_dict(), "modality_specs": specs})
     image_processor = FourMImageProcessor(image_size=SIZE, num_semseg_classes=len(SCENE_CLASSES))
     FourMModel(config).save_pretrained(folder)
@@ -326,3 +326,21 @@ def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes
     assert table == result["markdown"] and table in capsys.readouterr().out
     assert "| specialist (depth) |" in table and "Caption -> RGB (2 held-out captions" in table
     assert f"Command: `fourm-hf evaluate --checkpoint {checkpoint} --num-scenes 4 --batch-size 3 --targets depth normal" in table
+
+
+def test_pipeline_predictor_with_the_real_pipeline(checkpoint, scenes):
+    pytest.importorskip("fourm_hf.pipelines.any_to_any", reason="the any-to-any pipeline is not in this checkout")
+    from PIL import Image
+
+    from fourm_hf.evaluation.predictors import PipelinePredictor
+
+    predictor = PipelinePredictor(checkpoint, ["depth", "det"], seed=1, batch_size=2)
+    depth = predictor.predict(scenes[:2], "depth")
+    direct = predictor.pipe([Image.fromarray(s["rgb"]) for s in scenes[:2]], target_modalities=["depth"], seed=1, batch_size=2)
+    for predicted, output in zip(depth, direct):
+        assert predicted.shape == (SIZE, SIZE) and predicted.dtype == np.float32
+        np.testing.assert_array_equal(predicted, output["depth"]["array"])
+    boxes = predictor.predict(scenes[:2], "det")
+    assert all(isinstance(b["score"], float) for sample in boxes for b in sample)
+    scores = score_predictions({"depth": depth, "det": boxes}, scenes[:2])
+    assert 0.0 <= scores["depth_delta1"] <= 1.0 and 0.0 <= scores["det_map50"] <= 1.0
