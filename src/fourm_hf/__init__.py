@@ -22,11 +22,14 @@ from .data.masking import DirichletMasking, FourMMaskingCollator, MaskingEpochCa
 from .modalities import ModalitySpec, get_modality, register_modality, registered_modalities
 from .modeling.conversion import convert_ml4m_checkpoint, load_reference_model, reference_batch_to_packed
 from .modeling.modeling_fourm import FourMModel, FourMOutput, FourMPreTrainedModel
+from .modeling.generation import build_generation_schedule, generate
 from .modeling.modeling_fourm_heads import FourMForDepthEstimation, FourMForImageClassification, FourMForSemanticSegmentation
 from .tokenization.image_processing_fourm import FourMImageProcessor
 from .tokenization.processing_fourm import FourMProcessor
 from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, text_to_boxes, train_text_tokenizer
 from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
+from .pipelines.any_to_any import FourMAnyToAnyPipeline, register_any_to_any_pipeline
+from .pipelines.grid import save_grid
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,8 @@ AutoTokenizer.register(FourMConfig, tokenizer_class=FourMTextTokenizer, exist_ok
 AutoImageProcessor.register(FourMConfig, image_processor_classes={"pil": FourMImageProcessor}, exist_ok=True)
 # Image processor + text tokenizer + the VQ-VAEs (saved in vqvae/<modality>/ subfolders).
 AutoProcessor.register(FourMConfig, FourMProcessor, exist_ok=True)
+# pipeline("any-to-any") builds FourMAnyToAnyPipeline for 4M models, the parent pipeline for any other.
+register_any_to_any_pipeline()
 
 __all__ = [
     "SIZE_PRESETS", "FourMConfig", "ModalitySpec", "get_modality", "register_modality", "registered_modalities",
@@ -57,4 +62,5 @@ __all__ = [
     "FourMVQVAE", "FourMVQVAEConfig", "FourMImageProcessor", "FourMProcessor",
     "DirichletMasking", "FourMMaskingCollator", "MaskingEpochCallback", "masking_preset", "with_sample_index",
     "build_corpus", "load_corpus",
+    "build_generation_schedule", "generate", "FourMAnyToAnyPipeline", "save_grid",
 ]

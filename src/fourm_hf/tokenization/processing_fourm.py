@@ -81,9 +81,11 @@ REMOTE_CODE_MODULES = (
     "tokenization/processing_fourm.py",
 )
 REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
-# Keys of from_pretrained that only matter for the Hub / the Auto classes.
+# Keys of from_pretrained that only matter for the Hub / the Auto classes (pipeline() also passes the
+# model's loading options dtype / device_map to the processor).
 _LOADING_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder",
-                   "trust_remote_code", "_from_auto", "_from_pipeline", "proxies", "code_revision", "config")
+                   "trust_remote_code", "_from_auto", "_from_pipeline", "proxies", "code_revision", "config",
+                   "dtype", "device_map")
 
 
 class FourMProcessor(ProcessorMixin):

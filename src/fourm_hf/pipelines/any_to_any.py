@@ -1,0 +1,480 @@
+"""``pipeline("any-to-any")`` for 4M: any set of input modalities in, any set of modalities out.
+
+::
+
+    import fourm_hf
+    from transformers import pipeline
+    pipe = pipeline("any-to-any", model="path/to/folder")  # the model and its FourMProcessor, side by side
+    out = pipe(image)                                      # every default target
+    out = pipe(image, target_modalities=["depth", "caption"], seed=0)
+    out = pipe(text="a red cube left of a blue sphere.", target_modalities=["rgb"])
+    outs = pipe([image1, image2], target_modalities=["depth"], batch_size=2)
+
+One call runs: raw inputs -> ``FourMProcessor`` (one shared centre crop, VQ-VAE codes, text ids) ->
+``modeling/generation.generate`` (targets decoded one after the other, each finished target an
+input of the next, as 4M chains them) -> ``FourMProcessor.decode`` -> arrays, PIL images, text, boxes.
+
+Modalities go by friendly names: ``rgb``, ``depth``, ``normal``, ``semseg``, ``caption``, ``det``
+(the model's ``tok_rgb``, ``tok_depth``, ... name the same things). As an input, ``rgb`` is the
+image: the model's pixel modality ``rgb`` and also its ``tok_rgb`` tokens when the model reads them;
+as a target it is ``tok_rgb``.
+
+Output per sample, keyed by the friendly names of the generated targets:
+
+* ``rgb`` / ``depth`` / ``normal`` / ``semseg``: ``{"image": PIL RGB for viewing, "array": ...}``
+  with rgb uint8 (S, S, 3), depth float32 metres (S, S), normal float32 (S, S, 3), semseg int64 (S, S);
+* ``caption``: str;
+* ``det``: ``{"boxes": [{"label", "score", "box": [x0, y0, x1, y1] normalised}], "image": PIL}``
+  with the boxes drawn on the input image (else the generated RGB, else grey). 4M writes boxes as
+  text and gives no confidence, so every ``score`` is 1.0;
+* ``tokens`` (with ``return_tokens=True``): ``{model modality: int64 ids}`` of inputs and targets.
+
+Any model other than a 4M model gets transformers' own ``AnyToAnyPipeline``, unchanged
+(:func:`register_any_to_any_pipeline`, run on ``import fourm_hf``).
+
+Randomness comes only from ``generator`` / ``seed`` (one ``torch.Generator`` for the whole call,
+drawn from batch after batch). With sampling, a sample's draws depend on the other samples of its
+batch (the sampler draws for the batch at once); with ``greedy=True`` the batch size changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModelForMultimodalLM
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.any_to_any import AnyToAnyPipeline
+from transformers.pipelines.base import Pipeline
+
+from ..configuration_fourm import FourMConfig
+from ..modeling.generation import build_generation_schedule, generate
+from ..modeling.modeling_fourm import FourMModel
+from ..tokenization.processing_fourm import FourMProcessor
+
+# Per-kind decoding defaults (one place: tune here). Image targets: MaskGIT, cosine token schedule,
+# temperature annealed linearly from 2.0 towards 0 (bold early guesses, confident late ones).
+# Sequence targets: autoregressive, low temperature with nucleus sampling (nearly greedy, no loops).
+DEFAULT_DECODING = {
+    "image": {"scheme": "maskgit", "num_steps": 8, "token_schedule": "cosine", "temperature": 2.0,
+              "temperature_schedule": "linear", "top_k": 0, "top_p": 0.0, "greedy": False},
+    "sequence": {"scheme": "autoregressive", "temperature": 0.3, "temperature_schedule": "constant",
+                 "top_k": 0, "top_p": 0.8, "greedy": False},
+}
+
+# Friendly name -> the model's modality as a target (as an input, "rgb" is also the pixel modality).
+TARGET_MODALITIES = {"rgb": "tok_rgb", "depth": "tok_depth", "normal": "tok_normal", "semseg": "tok_semseg",
+                     "caption": "caption", "det": "det"}
+FRIENDLY_NAMES = {model_name: friendly for friendly, model_name in TARGET_MODALITIES.items()}
+DEFAULT_TARGET_ORDER = ("depth", "normal", "semseg", "rgb", "caption", "det")
+IMAGE_MODALITIES = ("rgb", "depth", "normal", "semseg")
+# Friendly input name -> FourMProcessor argument.
+PROCESSOR_ARGUMENTS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg",
+                       "caption": "text", "det": "boxes"}
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "greedy")
+BOX_SCORE = 1.0
+
+
+def friendly_name(name, field: str = "modality") -> str:
+    """``"depth"`` or ``"tok_depth"`` -> ``"depth"``; anything else is a ValueError."""
+    if isinstance(name, str):
+        if name in TARGET_MODALITIES:
+            return name
+        if name in FRIENDLY_NAMES:
+            return FRIENDLY_NAMES[name]
+    raise ValueError(f"{field}: unknown modality {name!r}; expected one of {list(TARGET_MODALITIES)} "
+                     f"(or the model's names {list(FRIENDLY_NAMES)}).")
+
+
+class FourMAnyToAnyPipeline(AnyToAnyPipeline):
+    """Any-to-any generation with a 4M model (see the module docstring).
+
+    Built by ``pipeline("any-to-any", model=folder_or_model, processor=...)``; given any model that
+    is not a :class:`FourMModel`, constructing this class returns transformers' ``AnyToAnyPipeline``.
+
+    Args:
+        model: a :class:`FourMModel`.
+        processor: the :class:`FourMProcessor` that tokenizes its inputs and decodes its outputs.
+        device: where the model runs (default: where it already is).
+        Other keyword arguments are call defaults (``target_modalities``, ``seed``, ``num_steps``, ...).
+    """
+
+    _pipeline_calls_generate = False  # 4M decodes with fourm_hf.generate, not GenerationMixin.generate
+
+    def __new__(cls, *args, **kwargs):
+        model = kwargs.get("model", args[0] if args else None)
+        if cls is FourMAnyToAnyPipeline and not isinstance(model, FourMModel):
+            return AnyToAnyPipeline(*args, **kwargs)  # not 4M: the parent, exactly as without fourm_hf
+        return super().__new__(cls)
+
+    def __init__(self, model, processor=None, device=None, **kwargs):
+        if not isinstance(processor, FourMProcessor):
+            raise ValueError(
+                f"processor: the 4M any-to-any pipeline needs a FourMProcessor, got {type(processor).__name__}; "
+                "save the processor into the model folder (processor.save_pretrained(folder)) or pass processor=..."
+            )
+        # The sampler builds its index tensors on the CPU: keep the model where it is unless told otherwise.
+        super(AnyToAnyPipeline, self).__init__(model=model, processor=processor, device=device if device is not None else -1,
+                                               **kwargs)
+        self.model.eval()
+        self.processor.to(self.device)
+        check_model_and_processor(self.model.config, self.processor)
+
+    # ---- parameters --------------------------------------------------------------------------------
+    def _sanitize_parameters(self, target_modalities=None, num_steps=None, temperature=None, top_k=None, top_p=None,
+                             greedy=None, cfg_scale=None, guidance=None, seed=None, generator=None, progress=None,
+                             return_tokens=None, **unknown):
+        if unknown:
+            raise TypeError(f"FourMAnyToAnyPipeline: unexpected arguments {sorted(unknown)}; expected target_modalities, "
+                            "num_steps, temperature, top_k, top_p, greedy, cfg_scale, guidance, seed, generator, "
+                            "batch_size, progress, return_tokens")
+        if seed is not None and generator is not None:
+            raise ValueError("Give either seed or generator, not both.")
+        preprocess_params = {key: value for key, value in (
+            ("target_modalities", target_modalities), ("num_steps", num_steps), ("temperature", temperature),
+            ("top_k", top_k), ("top_p", top_p), ("greedy", greedy), ("cfg_scale", cfg_scale), ("guidance", guidance))
+            if value is not None}
+        forward_params = {key: value for key, value in (("seed", seed), ("generator", generator), ("progress", progress))
+                          if value is not None}
+        postprocess_params = {} if return_tokens is None else {"return_tokens": bool(return_tokens)}
+        return preprocess_params, forward_params, postprocess_params
+
+    # ---- the call ----------------------------------------------------------------------------------
+    def __call__(self, inputs=None, text=None, batch_size=None, **kwargs):
+        """Generate for one sample or a list of samples.
+
+        Args:
+            inputs: an image (PIL, path, or (H, W, 3) uint8 / float-in-[0, 1] array), a dict
+                ``{modality: value}`` (``rgb`` image, ``depth`` (H, W) metres, ``normal`` (H, W, 3),
+                ``semseg`` (H, W) class ids, ``caption`` str, ``det`` list of box dicts), or a list of those.
+            text: a caption (str) or one per sample; joins ``inputs`` as the ``caption`` input.
+            batch_size: samples per generation batch (default 1).
+            target_modalities: friendly names to generate, in order (default: every output modality
+                of the model not given as input, in the order depth, normal, semseg, rgb, caption, det).
+            num_steps: image decoding steps, an int or ``{modality: int}``.
+            temperature / top_k / top_p / greedy: a value or ``{modality: value}``; missing
+                modalities use ``DEFAULT_DECODING``.
+            cfg_scale: classifier-free guidance scale on all given inputs (1 = off).
+            guidance: ``{input modality: weight}`` multimodal guidance (negative weights steer away).
+            seed / generator: the randomness (a torch.Generator; never the global RNG).
+            progress: a tqdm bar over decoding steps.
+            return_tokens: also return the token ids under ``"tokens"``.
+        Returns: one dict per sample (a list for a list input).
+        """
+        samples, single = self._samples(inputs, text)
+        batch_size = batch_size if batch_size is not None else (self._batch_size or 1)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        forward_params = {**self._forward_params, **forward_params}
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        generator = forward_params.pop("generator", None)
+        seed = forward_params.pop("seed", None)
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
+        results = [None] * len(samples)
+        for indices in _batches(samples, batch_size):
+            model_inputs = self.preprocess([samples[i] for i in indices], **preprocess_params)
+            model_outputs = self.forward(model_inputs, generator=generator, **forward_params)
+            for index, result in zip(indices, self.postprocess(model_outputs, **postprocess_params)):
+                results[index] = result
+        return results[0] if single else results
+
+    def _samples(self, inputs, text) -> tuple[list[dict], bool]:
+        """Normalise the call's inputs into a list of ``{friendly name: value}`` dicts."""
+        single = not isinstance(inputs, (list, tuple)) and not (inputs is None and isinstance(text, (list, tuple)))
+        if inputs is None:
+            samples = [{} for _ in text] if isinstance(text, (list, tuple)) else [{}]
+        elif isinstance(inputs, (list, tuple)):
+            if not inputs:
+                raise ValueError("inputs: the list of samples is empty.")
+            samples = [self._sample(value, f"inputs[{i}]") for i, value in enumerate(inputs)]
+        else:
+            samples = [self._sample(inputs, "inputs")]
+        if text is not None:
+            texts = list(text) if isinstance(text, (list, tuple)) else [text]
+            if len(texts) != len(samples):
+                raise ValueError(f"text: {len(texts)} captions for {len(samples)} samples; give one per sample.")
+            for index, (sample, caption) in enumerate(zip(samples, texts)):
+                if "caption" in sample:
+                    raise ValueError(f"sample {index}: a caption is given both in inputs and as text=.")
+                sample["caption"] = caption
+        for index, sample in enumerate(samples):
+            if not sample:
+                raise ValueError("No inputs: give an image, a dict of modalities and/or text=.")
+            self._check_sample(sample, index)
+        return samples, single
+
+    @staticmethod
+    def _sample(value, where: str) -> dict:
+        if isinstance(value, Mapping):
+            sample = {}
+            for name, item in value.items():
+                friendly = friendly_name(name, f"{where} key")
+                if friendly in sample:
+                    raise ValueError(f"{where}: {friendly!r} is given twice (as {name!r} too).")
+                if item is None:
+                    raise ValueError(f"{where}[{name!r}] is None; leave the modality out instead.")
+                sample[friendly] = item
+            return sample
+        if isinstance(value, str):
+            return {"rgb": value}  # a path; text goes in text=
+        return {"rgb": value}
+
+    def _check_sample(self, sample: dict, index: int) -> None:
+        """Load image paths and reject inputs the processor would misread (empty text, bad arrays)."""
+        where = f"sample {index}"
+        if "rgb" in sample:
+            sample["rgb"] = _load_image(sample["rgb"], f"{where}: rgb")
+        for name in ("depth", "normal", "semseg"):
+            if name in sample and isinstance(sample[name], np.ndarray) and sample[name].size == 0:
+                raise ValueError(f"{where}: {name} is an empty array {sample[name].shape}; expected an (H, W) map "
+                                 "with H, W >= 1.")
+        if "caption" in sample:
+            caption = sample["caption"]
+            if not isinstance(caption, str):
+                raise ValueError(f"{where}: caption must be a str, got {type(caption).__name__}.")
+            if not caption.strip():
+                raise ValueError(f"{where}: the caption / text prompt is empty; expected at least one word.")
+
+    # ---- the three stages --------------------------------------------------------------------------
+    def preprocess(self, samples: list[dict], target_modalities=None, num_steps=None, temperature=None, top_k=None,
+                   top_p=None, greedy=None, cfg_scale=None, guidance=None) -> dict:
+        """A batch of samples with the same input modalities -> processor tokens + the decoding schedule."""
+        config = self.model.config
+        given = list(samples[0])
+        targets = self.resolve_targets(given, target_modalities)
+        arguments = {PROCESSOR_ARGUMENTS[name]: [sample[name] for sample in samples] for name in given}
+        processed = self.processor(**arguments)
+        pixels = processed.pop("pixel_values", None)
+        # The input image, cropped as the model sees it: what generated boxes are drawn on.
+        backgrounds = self.processor.decode_pixel_values(pixels)["image"] if pixels is not None else None
+        pixel_values = pixels if pixels is not None and "rgb" in config.input_modalities else None
+        tokens, cond_domains = {}, ["rgb"] if pixel_values is not None else []
+        for name, ids in processed.items():
+            if name in config.input_modalities:
+                tokens[name] = ids
+                cond_domains.append(name)
+        conditions_of = {name: [m for m in cond_domains if FRIENDLY_NAMES.get(m, m) == name] for name in given}
+        for name, conditions in conditions_of.items():
+            if not conditions:
+                raise ValueError(f"input {name!r}: this model does not read it (its inputs are {config.input_modalities}).")
+        model_targets = [TARGET_MODALITIES[name] for name in targets]
+        schedule = build_generation_schedule(
+            config, cond_domains, model_targets, guidance=self._guidance(guidance, conditions_of),
+            cfg_scales=1.0 if cfg_scale is None else float(cfg_scale),
+            **self._decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy),
+        )
+        return {"tokens": tokens, "pixel_values": pixel_values, "schedule": schedule, "targets": targets,
+                "backgrounds": backgrounds}
+
+    def _forward(self, model_inputs: dict, generator=None, progress=False) -> dict:
+        tokens = generate(self.model, model_inputs["tokens"], model_inputs["schedule"], generator=generator,
+                          pixel_values=model_inputs["pixel_values"], progress=bool(progress))
+        return {**model_inputs, "tokens": tokens}
+
+    def postprocess(self, model_outputs: dict, return_tokens=False) -> list[dict]:
+        """Generated tokens -> one output dict per sample."""
+        tokens, targets = model_outputs["tokens"], model_outputs["targets"]
+        batch = next(iter(tokens.values())).shape[0]
+        decode_input = {TARGET_MODALITIES[name]: tokens[TARGET_MODALITIES[name]] for name in targets}
+        backgrounds = model_outputs["backgrounds"]
+        box_scores = None
+        if "det" in targets:
+            box_scores = [[BOX_SCORE] * len(self.processor.tokenizer.decode_boxes(row.tolist()))
+                          for row in tokens["det"].cpu()]
+            if backgrounds is None and "rgb" in targets:
+                backgrounds = self.processor.decode_image_tokens("tok_rgb", tokens["tok_rgb"])["image"]
+        decoded = self.processor.decode(decode_input, image=backgrounds, box_scores=box_scores)
+        results = []
+        for row in range(batch):
+            result = {}
+            for name in targets:
+                value = decoded[TARGET_MODALITIES[name]]
+                if name in IMAGE_MODALITIES:
+                    result[name] = {"image": value["image"][row], "array": value["array"][row]}
+                elif name == "caption":
+                    result[name] = value[row]
+                else:
+                    result[name] = {"boxes": value["boxes"][row], "image": value["image"][row]}
+            if return_tokens:
+                result["tokens"] = {name: _row_ids(self.model.config, name, ids[row]) for name, ids in tokens.items()}
+            results.append(result)
+        return results
+
+    # ---- helpers -----------------------------------------------------------------------------------
+    def available_targets(self) -> list[str]:
+        """Friendly names this pipeline can generate with this model and processor, in default order."""
+        config = self.model.config
+        names = []
+        for name in DEFAULT_TARGET_ORDER:
+            model_name = TARGET_MODALITIES[name]
+            if model_name in config.output_modalities and (name not in IMAGE_MODALITIES or model_name in self.processor.vqvaes):
+                names.append(name)
+        return names
+
+    def resolve_targets(self, given: list[str], target_modalities) -> list[str]:
+        """The friendly target names of a call; checks them against the inputs, the model and the processor."""
+        available = self.available_targets()
+        if target_modalities is None:
+            targets = [name for name in available if name not in given]
+            if not targets:
+                raise ValueError(f"Nothing to generate: every modality this pipeline can generate {available} is "
+                                 f"already an input {given}.")
+            return targets
+        if isinstance(target_modalities, str):
+            target_modalities = [target_modalities]
+        if not target_modalities:
+            raise ValueError(f"target_modalities is empty; name at least one of {available}.")
+        targets = [friendly_name(name, "target_modalities") for name in target_modalities]
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"target_modalities lists a modality twice: {list(target_modalities)}.")
+        for name in targets:
+            if name in given:
+                raise ValueError(f"{name!r} is both an input and a target; a target must not be given as input "
+                                 f"(inputs: {given}).")
+            if name not in available:
+                model_name = TARGET_MODALITIES[name]
+                reason = ("the model does not generate it" if model_name not in self.model.config.output_modalities
+                          else f"the processor has no VQ-VAE to decode {model_name}")
+                raise ValueError(f"target {name!r}: {reason}; this pipeline can generate {available}.")
+        return targets
+
+    @staticmethod
+    def _guidance(guidance, conditions_of: dict) -> list | None:
+        """``{friendly input: weight}`` -> ``[(model condition modalities, weight)]``."""
+        if guidance is None:
+            return None
+        if not isinstance(guidance, Mapping) or not guidance:
+            raise ValueError(f"guidance must be a non-empty dict {{input modality: weight}}, got {guidance!r}.")
+        condition_sets = []
+        for name, weight in guidance.items():
+            friendly = friendly_name(name, "guidance")
+            if friendly not in conditions_of:
+                raise ValueError(f"guidance weight for {friendly!r}, which is not among the given inputs "
+                                 f"{list(conditions_of)}; guidance steers towards (or away from) a given input.")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise ValueError(f"guidance[{name!r}] must be a number, got {weight!r}.")
+            condition_sets.append((tuple(conditions_of[friendly]), float(weight)))
+        return condition_sets
+
+    @staticmethod
+    def _decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy) -> dict:
+        """Per-target lists for build_generation_schedule from values, per-modality dicts and DEFAULT_DECODING."""
+        options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "greedy": greedy}
+        columns = {"autoregression_schemes": [], "decoding_steps": [], "token_decoding_schedules": [], "temps": [],
+                   "temp_schedules": [], "top_k": [], "top_p": [], "greedy": []}
+        steps_by_name = _per_modality(num_steps, "num_steps", targets)
+        for name, steps in steps_by_name.items():
+            if name not in IMAGE_MODALITIES and steps is not None:
+                raise ValueError(f"num_steps[{name!r}]: {name} is a sequence, decoded one token per step; "
+                                 "num_steps sets image decoding steps.")
+        resolved = {key: _per_modality(value, key, targets) for key, value in options.items()}
+        for name in targets:
+            kind = "image" if name in IMAGE_MODALITIES else "sequence"
+            defaults = DEFAULT_DECODING[kind]
+            steps = steps_by_name[name] if name in IMAGE_MODALITIES else None
+            if steps is None and kind == "image":
+                steps = defaults["num_steps"]
+            pick = {key: resolved[key][name] if resolved[key][name] is not None else defaults[key] for key in options}
+            columns["autoregression_schemes"].append(defaults["scheme"])
+            columns["decoding_steps"].append(steps)
+            columns["token_decoding_schedules"].append(defaults.get("token_schedule", "cosine"))
+            columns["temps"].append(pick["temperature"])
+            columns["temp_schedules"].append(defaults["temperature_schedule"])
+            columns["top_k"].append(pick["top_k"])
+            columns["top_p"].append(pick["top_p"])
+            columns["greedy"].append(pick["greedy"])
+        return columns
+
+
+# ---- module helpers -------------------------------------------------------------------------------------
+def _per_modality(value, field: str, targets: list[str]) -> dict:
+    """A single value for every target, or ``{modality: value}`` (missing targets -> None = default)."""
+    if isinstance(value, Mapping):
+        by_name = {}
+        for name, item in value.items():
+            by_name[friendly_name(name, field)] = item
+        return {name: by_name.get(name) for name in targets}
+    return {name: value for name in targets}
+
+
+def _batches(samples: list[dict], batch_size: int) -> list[list[int]]:
+    """Indices of samples in batches of at most ``batch_size`` with the same input modalities, in order."""
+    groups: dict[tuple, list[int]] = {}
+    for index, sample in enumerate(samples):
+        groups.setdefault(tuple(sorted(sample)), []).append(index)
+    return [indices[start:start + batch_size] for indices in groups.values() for start in range(0, len(indices), batch_size)]
+
+
+def _load_image(value, where: str):
+    """A path is opened with PIL; arrays are checked to be (H, W, 3) with H, W >= 1; PIL images pass."""
+    if isinstance(value, (str, os.PathLike)):
+        if not os.path.isfile(value):
+            raise ValueError(f"{where}: no image file at {os.fspath(value)!r}; expected a PIL image, a path or an "
+                             "(H, W, 3) array.")
+        with Image.open(value) as image:
+            return image.convert("RGB") if image.mode != "RGB" else image.copy()
+    if isinstance(value, Image.Image):
+        if value.width < 1 or value.height < 1:
+            raise ValueError(f"{where}: the image is empty ({value.width}x{value.height}).")
+        return value
+    if isinstance(value, np.ndarray):
+        if value.ndim != 3 or value.shape[-1] != 3 or value.shape[0] < 1 or value.shape[1] < 1:
+            raise ValueError(f"{where}: array of shape {value.shape}; expected (H, W, 3) RGB with H, W >= 1, uint8 "
+                             "(0..255) or float (0..1); any size is centre-cropped and resized to the model's size.")
+        return value
+    raise ValueError(f"{where}: expected a PIL image, a path or an (H, W, 3) numpy array, got {type(value).__name__}.")
+
+
+def _row_ids(config: FourMConfig, name: str, ids: torch.Tensor) -> np.ndarray:
+    """One sample's ids as int64 numpy; sequences without their trailing [PAD]s."""
+    ids = ids.detach().cpu().numpy().astype(np.int64)
+    if config.modality(name).is_sequence:
+        nonzero = np.flatnonzero(ids)
+        ids = ids[: nonzero[-1] + 1] if nonzero.size else ids[:0]
+    return ids
+
+
+def check_model_and_processor(config: FourMConfig, processor: FourMProcessor) -> None:
+    """The processor must produce what the model reads: same image size, grid and vocabularies."""
+    if processor.image_size != config.image_size:
+        raise ValueError(f"processor: crops to {processor.image_size} px but the model reads {config.image_size} px; "
+                         "they must match.")
+    for name, vqvae in processor.vqvaes.items():
+        if name not in config.modality_specs:
+            continue
+        spec = config.modality(name)
+        if vqvae.config.grid_size != config.grid_size:
+            raise ValueError(f"processor: VQ-VAE {name!r} has a {vqvae.config.grid_size}x{vqvae.config.grid_size} grid, "
+                             f"the model {config.grid_size}x{config.grid_size}.")
+        if vqvae.config.vocab_size != spec.vocab_size:
+            raise ValueError(f"processor: VQ-VAE {name!r} has {vqvae.config.vocab_size} codes, the model's {name} "
+                             f"vocabulary {spec.vocab_size}.")
+    for name in ("caption", "det"):
+        if name in config.modality_specs and len(processor.tokenizer) > config.modality(name).vocab_size:
+            raise ValueError(f"processor: the text tokenizer has {len(processor.tokenizer)} ids, more than the model's "
+                             f"{name} vocabulary {config.modality(name).vocab_size}.")
+
+
+def register_any_to_any_pipeline() -> None:
+    """Make ``pipeline("any-to-any", ...)`` build :class:`FourMAnyToAnyPipeline` (which hands every
+    non-4M model to the parent) and let the task's model class, ``AutoModelForMultimodalLM``, load 4M folders."""
+    AutoModelForMultimodalLM.register(FourMConfig, FourMModel, exist_ok=True)
+    # 4M has no video processor. Saying so (an empty mapping) stops AutoVideoProcessor, which pipeline()
+    # tries on every folder, from guessing one from the image processor's remote-code entry and asking
+    # the user to trust remote code.
+    AutoVideoProcessor.register(FourMConfig, video_processor_classes={}, exist_ok=True)
+    entry = PIPELINE_REGISTRY.supported_tasks["any-to-any"]
+    # Only the implementation changes; the task's model classes and default model stay the parent's.
+    PIPELINE_REGISTRY.supported_tasks["any-to-any"] = {**entry, "impl": FourMAnyToAnyPipeline}
+
+
+__all__ = ["DEFAULT_DECODING", "FourMAnyToAnyPipeline", "friendly_name", "register_any_to_any_pipeline"]

@@ -1,0 +1,159 @@
+"""One PNG of a sample: its inputs and the modalities the any-to-any pipeline generated.
+
+Layout: one row of labelled square tiles (inputs first, labelled ``"input <name>"``, then outputs
+in the pipeline's order), boxes drawn on their tile, and the caption text (input and/or generated)
+written in a band under the row::
+
+    +--------+--------+--------+--------+
+    |input rgb| depth | semseg |  det   |   <- LABEL_HEIGHT px labels
+    | [tile] | [tile] | [tile] | [tile] |   <- tile_size x tile_size
+    +--------+--------+--------+--------+
+    caption: a red cube left of a ...        <- only when a caption is present
+
+Width = n * tile_size + (n + 1) * MARGIN; height = MARGIN + LABEL_HEIGHT + tile_size + MARGIN,
+plus the text band.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..tokenization.visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes
+
+MARGIN = 4
+LABEL_HEIGHT = 14
+LINE_HEIGHT = 14
+MIN_TILE_SIZE = 128
+BACKGROUND = (255, 255, 255)
+TEXT_COLOUR = (0, 0, 0)
+IMAGE_NAMES = ("rgb", "depth", "normal", "semseg")
+
+
+def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.Image:
+    """The grid image of one sample.
+
+    Args:
+        inputs: what was given to the pipeline for this sample: an image (PIL, path or (H, W, 3)
+            array) or a dict ``{modality: value}`` (rgb image, depth (H, W) metres, normal
+            (H, W, 3), semseg (H, W) ids, caption str, det box list).
+        outputs: the pipeline's output dict for this sample (``"tokens"`` is ignored).
+        tile_size: side of every tile in pixels (default: the largest generated image, at least 128).
+    """
+    if not isinstance(outputs, Mapping):
+        raise ValueError(f"outputs: expected the pipeline's output dict for one sample, got {type(outputs).__name__}")
+    inputs = dict(inputs) if isinstance(inputs, Mapping) else {"rgb": inputs}
+    tiles, texts = [], []
+    input_image = _as_pil(inputs["rgb"], "inputs rgb") if "rgb" in inputs else None
+    for name, value in inputs.items():
+        if name in ("rgb", "tok_rgb"):
+            tiles.append((f"input {name}", input_image))
+        elif name == "caption":
+            texts.append(f"input caption: {value}")
+        else:
+            tiles.append((f"input {name}", _input_tile(name, value, input_image)))
+    for name, value in outputs.items():
+        if name == "tokens":
+            continue
+        if name == "caption":
+            texts.append(f"caption: {value}")
+        elif isinstance(value, Mapping) and isinstance(value.get("image"), Image.Image):
+            tiles.append((name, value["image"]))
+        else:
+            raise ValueError(f"outputs[{name!r}]: expected {{'image': PIL image, ...}} or a caption string")
+    if not tiles and not texts:
+        raise ValueError("make_grid: nothing to show (no inputs and no outputs)")
+    if tile_size is None:
+        tile_size = max([MIN_TILE_SIZE] + [max(image.size) for _, image in tiles])
+    return _compose(tiles, texts, int(tile_size))
+
+
+def save_grid(inputs, outputs: Mapping, path, tile_size: int | None = None) -> Path:
+    """Write :func:`make_grid` as a PNG to ``path`` (atomically: a temporary name, then renamed)."""
+    path = Path(path)
+    grid = make_grid(inputs, outputs, tile_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    grid.save(temporary, format="PNG")
+    os.replace(temporary, path)
+    return path
+
+
+def grid_size(num_tiles: int, tile_size: int, num_text_lines: int = 0) -> tuple[int, int]:
+    """(width, height) of a grid with ``num_tiles`` tiles and ``num_text_lines`` lines of text."""
+    width = max(num_tiles, 1) * tile_size + (max(num_tiles, 1) + 1) * MARGIN
+    height = MARGIN + LABEL_HEIGHT + tile_size + MARGIN + (num_text_lines * LINE_HEIGHT + MARGIN if num_text_lines else 0)
+    return width, height
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+def _compose(tiles: list[tuple[str, Image.Image]], texts: list[str], tile_size: int) -> Image.Image:
+    font = ImageFont.load_default()
+    width, _ = grid_size(len(tiles), tile_size)
+    lines = [line for text in texts for line in _wrap(text, font, width - 2 * MARGIN)]
+    width, height = grid_size(len(tiles), tile_size, len(lines))
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for index, (label, image) in enumerate(tiles):
+        left = MARGIN + index * (tile_size + MARGIN)
+        draw.text((left, MARGIN), label, fill=TEXT_COLOUR, font=font)
+        # Nearest keeps class maps and token blocks crisp when enlarging small images.
+        canvas.paste(image.convert("RGB").resize((tile_size, tile_size), Image.Resampling.NEAREST),
+                     (left, MARGIN + LABEL_HEIGHT))
+    top = MARGIN + LABEL_HEIGHT + tile_size + MARGIN
+    for number, line in enumerate(lines):
+        draw.text((MARGIN, top + number * LINE_HEIGHT), line, fill=TEXT_COLOUR, font=font)
+    return canvas
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels (a word longer than a line gets a line of its own)."""
+    lines, line = [], ""
+    for word in str(text).split():
+        candidate = f"{line} {word}".strip()
+        if line and font.getlength(candidate) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return lines + [line] if line else lines or [""]
+
+
+def _as_pil(value, where: str) -> Image.Image:
+    if isinstance(value, (str, os.PathLike)):
+        with Image.open(value) as image:
+            return image.convert("RGB")
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    array = np.asarray(value)
+    if array.ndim == 3 and array.shape[-1] == 3:
+        if array.dtype != np.uint8:
+            array = np.clip(np.round(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(array)
+    raise ValueError(f"{where}: expected a PIL image, a path or an (H, W, 3) array, got shape {array.shape}")
+
+
+def _input_tile(name: str, value, input_image: Image.Image | None) -> Image.Image:
+    """A viewable picture of one given input map (depth, normal, semseg) or box list (det)."""
+    if name == "det":
+        background = input_image or Image.new("RGB", (MIN_TILE_SIZE, MIN_TILE_SIZE), (128, 128, 128))
+        return draw_boxes(background, list(value))
+    if isinstance(value, Image.Image):
+        value = np.asarray(value)
+    array = np.asarray(value)
+    if name == "depth":
+        return Image.fromarray(colorize_depth(array.reshape(array.shape[:2]).astype(np.float32)))
+    if name == "normal":
+        if array.dtype == np.uint8:
+            return Image.fromarray(array)
+        return Image.fromarray(colorize_normals(array))
+    if name == "semseg":
+        return Image.fromarray(colorize_semseg(array.astype(np.int64)))
+    raise ValueError(f"inputs: cannot draw modality {name!r}; expected rgb, depth, normal, semseg, caption or det")
+
+
+__all__ = ["grid_size", "make_grid", "save_grid"]
