@@ -305,14 +305,21 @@ def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes
 
     from fourm_hf.cli import main
 
+    import shutil
+
     built = []
-    monkeypatch.setattr(transformers, "pipeline", lambda task, model, **kwargs: built.append((task, model)) or StandInPipeline())
+    monkeypatch.setattr(transformers, "pipeline",
+                        lambda task, model, **kwargs: built.append((task, model, kwargs)) or StandInPipeline())
+    model_only = tmp_path / "specialist"  # a `fourm-hf train` output: the model without its processor
+    model_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(checkpoint / name, model_only / name)
     out, markdown = tmp_path / "eval.json", tmp_path / "table.md"
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--num-scenes", str(NUM_SCENES), "--batch-size", "3",
-                 "--train-stats-scenes", "3", "--caption-prompts", "2", "--specialist", f"depth={checkpoint}",
-                 "--out", str(out), "--markdown", str(markdown)])
+                 "--train-stats-scenes", "3", "--caption-prompts", "2", "--specialist", f"depth={model_only}",
+                 "--processor", str(checkpoint), "--out", str(out), "--markdown", str(markdown)])
     assert code == 0, capsys.readouterr().err
-    assert built == [("any-to-any", str(checkpoint))] * 2
+    assert built == [("any-to-any", str(checkpoint), {}), ("any-to-any", str(model_only), {"processor": str(checkpoint)})]
     result = json.loads(out.read_text())
     assert [row["name"] for row in result["rows"]] == ["4M", "tokenizer ceiling", "trivial baseline", "specialist (depth)"]
     assert result["heldout_dataset_seed"] == HELDOUT_DATASET_SEED and result["image_size"] == SIZE
@@ -325,7 +332,10 @@ def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes
     table = markdown.read_text()
     assert table == result["markdown"] and table in capsys.readouterr().out
     assert "| specialist (depth) |" in table and "Caption -> RGB (2 held-out captions" in table
-    assert f"Command: `fourm-hf evaluate --checkpoint {checkpoint} --num-scenes 4 --batch-size 3 --targets depth normal" in table
+    assert f"Command: `fourm-hf evaluate --checkpoint {checkpoint} --processor {checkpoint} --num-scenes 4 --batch-size 3 " \
+           "--targets depth normal" in table
+    with pytest.raises(ValueError, match="--processor .*not a saved FourMProcessor"):
+        report.check_checkpoint(model_only, ["depth"], processor=model_only)
 
 
 def test_pipeline_predictor_with_the_real_pipeline(checkpoint, scenes):

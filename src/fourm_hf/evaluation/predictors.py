@@ -86,10 +86,11 @@ class PipelinePredictor:
         batch_size: the pipeline's batch size.
         device: passed to ``pipeline`` when building it from a folder.
         generate_kwargs: extra decoding options for every call (``num_steps``, ``temperature``, ...).
+        processor: a FourMProcessor (or its folder) when ``checkpoint`` is a folder holding only the model.
     """
 
     def __init__(self, checkpoint, targets=TARGETS, name: str = "4M", seed: int = 0, batch_size: int = 16,
-                 device=None, generate_kwargs: dict | None = None):
+                 device=None, generate_kwargs: dict | None = None, processor=None):
         self.name = name
         self.targets = check_targets(targets)
         self.seed = int(seed)
@@ -100,6 +101,8 @@ class PipelinePredictor:
             from transformers import pipeline
 
             options = {} if device is None else {"device": device}
+            if processor is not None:
+                options["processor"] = processor
             self.pipe = pipeline("any-to-any", model=str(checkpoint), **options)
         else:
             self.pipe = checkpoint

@@ -29,21 +29,30 @@ from .predictors import TARGET_MODALITIES, TARGETS, PipelinePredictor, Tokenizer
 from .scoring import evaluate_predictor, markdown_table
 
 DEFAULT_CAPTION_PROMPTS = 20
+PROCESSOR_FILE = "processor_config.json"
 
 
-def check_checkpoint(folder, targets, what: str = "--checkpoint") -> None:
-    """Raise ``ValueError`` unless ``folder`` holds a FourM model and a FourMProcessor that generates ``targets``."""
+def check_checkpoint(folder, targets, what: str = "--checkpoint", processor=None) -> str | None:
+    """Raise ``ValueError`` unless ``folder`` holds a FourM model that generates ``targets`` and a
+    FourMProcessor is found: in ``folder`` itself, else ``processor`` (a folder). Returns the processor
+    folder to pass to the pipeline (``None``: the checkpoint's own)."""
     from ..configuration_fourm import FourMConfig
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{what} {folder}: not a directory")
-    for file_name, holds in (("config.json", "a FourM model"), ("processor_config.json", "a FourMProcessor")):
-        if not (folder / file_name).is_file():
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{what} {folder}: no config.json; expected a folder holding a FourM model")
+    processor_folder = None
+    if not (folder / PROCESSOR_FILE).is_file():
+        if processor is None:
             raise ValueError(
-                f"{what} {folder}: no {file_name}; expected a folder holding {holds} "
-                "(save the model and its processor into the same folder)"
+                f"{what} {folder}: no {PROCESSOR_FILE}; expected the model and its FourMProcessor in the same folder "
+                "(processor.save_pretrained(folder)), or pass --processor DIR"
             )
+        if not (Path(processor) / PROCESSOR_FILE).is_file():
+            raise ValueError(f"--processor {processor}: no {PROCESSOR_FILE}; not a saved FourMProcessor")
+        processor_folder = str(processor)
     config = FourMConfig.from_pretrained(str(folder))
     missing = [t for t in targets if TARGET_MODALITIES[t] not in config.output_modalities]
     if missing:
@@ -51,6 +60,7 @@ def check_checkpoint(folder, targets, what: str = "--checkpoint") -> None:
             f"{what} {folder}: the model does not generate {missing} (its output modalities are "
             f"{list(config.output_modalities)})"
         )
+    return processor_folder
 
 
 def parse_specialists(values) -> dict[str, str]:
@@ -78,11 +88,14 @@ def run_evaluation(
     caption_prompts: int | None = None,
     seed: int = 0,
     device=None,
+    processor=None,
     command: str | None = None,
 ) -> dict:
     """Everything ``fourm-hf evaluate`` reports, as a JSON-able dict (``rows``, ``markdown``, ...).
 
     ``caption_prompts``: held-out captions for caption -> RGB; ``None`` = min(20, num_scenes), 0 = skip.
+    ``processor``: a FourMProcessor folder for checkpoints that hold only the model (e.g. ``fourm-hf
+    train`` outputs); a checkpoint with its own processor uses that one.
     """
     from ..tokenization.processing_fourm import FourMProcessor
 
@@ -100,18 +113,18 @@ def run_evaluation(
     if train_stats is None and int(train_stats_scenes) < 1:
         raise ValueError(f"--train-stats-scenes must be >= 1 without --train-stats, got {train_stats_scenes}")
     specialists = dict(specialists or {})
-    check_checkpoint(checkpoint, targets)
+    processor_folder = check_checkpoint(checkpoint, targets, processor=processor)
     if caption_prompts:
-        check_checkpoint(checkpoint, ["caption"])
+        check_checkpoint(checkpoint, ["caption"], processor=processor)
         from ..configuration_fourm import FourMConfig
 
         if "tok_rgb" not in FourMConfig.from_pretrained(str(checkpoint)).output_modalities:
             raise ValueError(f"--checkpoint {checkpoint}: the model does not generate tok_rgb; pass --caption-prompts 0")
-    for target, folder in specialists.items():
-        check_checkpoint(folder, [target], what=f"--specialist {target}=")
-    processor = FourMProcessor.from_pretrained(str(checkpoint))
-    ceiling = TokenizerCeiling(processor, targets)
-    size = processor.image_size
+    specialist_processors = {target: check_checkpoint(folder, [target], what=f"--specialist {target}=", processor=processor)
+                             for target, folder in specialists.items()}
+    model_processor = FourMProcessor.from_pretrained(processor_folder or str(checkpoint))
+    ceiling = TokenizerCeiling(model_processor, targets)
+    size = model_processor.image_size
 
     scenes = heldout_scenes(num_scenes, size)
     if train_stats is not None:
@@ -122,11 +135,12 @@ def run_evaluation(
             render_scene_set(train_stats_scenes, size, TRAIN_STATS_DATASET_SEED, desc="rendering statistics scenes"))
         stats_source = f"{train_stats_scenes} scenes rendered with dataset seed {TRAIN_STATS_DATASET_SEED}"
 
-    model = PipelinePredictor(checkpoint, targets, name="4M", seed=seed, batch_size=batch_size, device=device)
+    model = PipelinePredictor(checkpoint, targets, name="4M", seed=seed, batch_size=batch_size, device=device,
+                              processor=processor_folder)
     predictors = [model, ceiling, TrivialBaseline(statistics, targets)]
     for target, folder in specialists.items():
         predictors.append(PipelinePredictor(folder, [target], name=f"specialist ({target})", seed=seed,
-                                            batch_size=batch_size, device=device))
+                                            batch_size=batch_size, device=device, processor=specialist_processors[target]))
     rows = [evaluate_predictor(predictor, scenes, batch_size=batch_size) for predictor in predictors]
 
     caption_to_rgb = None
@@ -140,6 +154,7 @@ def run_evaluation(
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(checkpoint),
+        "processor": processor_folder or str(checkpoint),
         "num_scenes": num_scenes,
         "image_size": size,
         "heldout_dataset_seed": HELDOUT_DATASET_SEED,
@@ -191,6 +206,8 @@ def write_atomic(path, text: str) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="folder with a FourM model and its FourMProcessor")
+    parser.add_argument("--processor", default=None,
+                        help="FourMProcessor folder for checkpoints (4M or specialists) that hold only the model")
     parser.add_argument("--num-scenes", type=int, default=200, help="held-out scenes to score (default 200)")
     parser.add_argument("--batch-size", type=int, default=16, help="pipeline batch size")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), help=f"targets to score (default: {' '.join(TARGETS)})")
@@ -209,7 +226,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command_line(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> str:
     """The command that reproduces ``args`` (every option spelled out, defaults included)."""
-    parts = shlex.split(program) + ["--checkpoint", str(args.checkpoint), "--num-scenes", str(args.num_scenes),
+    parts = shlex.split(program) + ["--checkpoint", str(args.checkpoint)]
+    if args.processor is not None:
+        parts += ["--processor", str(args.processor)]
+    parts += ["--num-scenes", str(args.num_scenes),
                                     "--batch-size", str(args.batch_size), "--targets", *args.targets]
     for value in args.specialist:
         parts += ["--specialist", value]
@@ -230,7 +250,7 @@ def main(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> int:
             args.checkpoint, num_scenes=args.num_scenes, targets=args.targets, batch_size=args.batch_size,
             specialists=parse_specialists(args.specialist), train_stats=args.train_stats,
             train_stats_scenes=args.train_stats_scenes, caption_prompts=args.caption_prompts, seed=args.seed,
-            device=args.device, command=command,
+            device=args.device, processor=args.processor, command=command,
         )
     except (ValueError, TypeError) as error:
         print(f"fourm-hf evaluate: error: {error}", file=sys.stderr)
