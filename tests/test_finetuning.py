@@ -369,3 +369,18 @@ def test_lora_trains_only_adapters_and_reloads(tmp_path, pretrained_folder):
     torch.testing.assert_close(merged_out.loss, expected.loss, atol=1e-5, rtol=1e-5)
     for name in expected.logits:
         torch.testing.assert_close(merged_out.logits[name], expected.logits[name], atol=1e-4, rtol=1e-4)
+
+
+def test_lora_config_for_a_task_head_trains_the_head_fully():
+    from peft import get_peft_model
+
+    classifier = FourMForImageClassification(tiny_config(num_labels=3))
+    config = lora_config_for(classifier, r=2)
+    assert sorted(config.modules_to_save) == ["classifier", "pool_norm"] and config.lora_alpha == 4
+    wrapped = get_peft_model(classifier, config)
+    trainable = [name for name, p in wrapped.named_parameters() if p.requires_grad]
+    assert sum(".lora_A." in name for name in trainable) == 2 * 5  # encoder blocks only: qkv, proj, fc1-3
+    assert any("classifier.modules_to_save" in name for name in trainable)
+    assert not any("encoder_embeddings" in name for name in trainable)
+    with pytest.raises(ValueError, match="r must be >= 1"):
+        lora_config_for(classifier, r=0)

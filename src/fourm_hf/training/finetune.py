@@ -244,9 +244,6 @@ def lora_config_for(
     if int(r) < 1:
         raise ValueError(f"lora_config_for: r must be >= 1, got {r}.")
     pattern = lora_target_pattern(attention, mlp, encoder, decoder)
-    has_decoder = any(name.startswith("decoder.") for name, _ in model.named_modules())
-    if decoder and not encoder and not has_decoder:
-        raise ValueError(f"lora_config_for: {type(model).__name__} has no decoder blocks to adapt.")
     if modules_to_save is None:
         modules_to_save = [name for name in ("classifier", "pool_norm", "head") if isinstance(getattr(model, name, None), nn.Module)]
     return LoraConfig(
