@@ -372,7 +372,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         columns = {"autoregression_schemes": [], "decoding_steps": [], "token_decoding_schedules": [], "temps": [],
                    "temp_schedules": [], "top_k": [], "top_p": [], "greedy": []}
         steps_by_name = _per_modality(num_steps, "num_steps", targets)
-        for name, steps in steps_by_name.items():
+        named_steps = {friendly_name(n, "num_steps"): v for n, v in num_steps.items()} if isinstance(num_steps, Mapping) else {}
+        for name, steps in named_steps.items():
             if name not in IMAGE_MODALITIES and steps is not None:
                 raise ValueError(f"num_steps[{name!r}]: {name} is a sequence, decoded one token per step; "
                                  "num_steps sets image decoding steps.")

@@ -1,0 +1,293 @@
+"""pipeline("any-to-any") on a tiny random 4M model and processor saved in one folder: outputs,
+seeds, batching, guidance, the PNG grid, bad input, and the parent pipeline for other models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForMultimodalLM, pipeline
+from transformers.pipelines import SUPPORTED_TASKS
+from transformers.pipelines.any_to_any import AnyToAnyPipeline
+
+import fourm_hf
+from fourm_hf import FourMAnyToAnyPipeline, FourMImageProcessor, FourMModel, FourMProcessor, save_grid, train_text_tokenizer
+from fourm_hf.data.scenes import SCENE_CLASSES, render_scene
+from fourm_hf.modeling.generation import build_generation_schedule, generate
+from fourm_hf.pipelines.grid import LINE_HEIGHT, MARGIN, grid_size
+from fourm_hf.testing_utils import tiny_config, tiny_vqvae
+
+SIZE = 32
+TEXT_LENGTH = 8  # caption / det max_length: short sequences keep the tests fast
+FAST = {"num_steps": 2}  # two MaskGIT steps per image target
+IMAGE_TARGETS = ("depth", "normal", "semseg")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [render_scene(seed, 48) for seed in range(2)]
+
+
+@pytest.fixture(scope="module")
+def parts(scenes):
+    labels = sorted({box["label"] for scene in scenes for box in scene["boxes"]})
+    tokenizer = train_text_tokenizer([s["caption"] for s in scenes], vocab_size=40, class_names=labels,
+                                     num_sentinels=8, coord_bins=8)
+    specs = dict(tiny_config().modality_specs)
+    for name in ("caption", "det"):
+        specs[name] = {**specs[name], "vocab_size": len(tokenizer), "max_length": TEXT_LENGTH}
+    for name in ("tok_rgb", "tok_depth", "tok_normal", "tok_semseg"):
+        specs[name] = {**specs[name], "vocab_size": 256}  # the smallest VQ-VAE codebook
+    config = tiny_config(modality_specs=specs)
+    torch.manual_seed(0)
+    model = FourMModel(config).eval()
+    vqvaes = {f"tok_{kind}": tiny_vqvae(kind, image_size=SIZE, seed=seed)
+              for seed, kind in enumerate(("rgb", "depth", "normal", "semseg"))}
+    processor = FourMProcessor(FourMImageProcessor(image_size=SIZE, num_semseg_classes=len(SCENE_CLASSES)), tokenizer,
+                               vqvaes=vqvaes, max_text_length=TEXT_LENGTH)
+    return model, processor
+
+
+@pytest.fixture(scope="module")
+def folder(parts, tmp_path_factory):
+    model, processor = parts
+    path = tmp_path_factory.mktemp("fourm_pipeline")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(parts):
+    model, processor = parts
+    return pipeline("any-to-any", model=model, processor=processor)
+
+
+@pytest.fixture(scope="module")
+def default_output(pipe, scenes):
+    return pipe(scenes[0]["rgb"], seed=0, return_tokens=True, **FAST)
+
+
+# ---- construction ---------------------------------------------------------------------------------------
+def test_pipeline_from_folder_equals_pipeline_from_objects(pipe, folder, scenes):
+    from_folder = pipeline("any-to-any", model=str(folder))
+    assert type(from_folder) is FourMAnyToAnyPipeline and type(pipe) is FourMAnyToAnyPipeline
+    assert isinstance(from_folder.processor, FourMProcessor) and isinstance(from_folder.model, FourMModel)
+    assert sorted(from_folder.processor.vqvaes) == ["tok_depth", "tok_normal", "tok_rgb", "tok_semseg"]
+    image = Image.fromarray(scenes[1]["rgb"])
+    a = from_folder(image, target_modalities=["depth"], seed=3, return_tokens=True, **FAST)
+    b = pipe(image, target_modalities=["depth"], seed=3, return_tokens=True, **FAST)
+    np.testing.assert_array_equal(a["tokens"]["tok_depth"], b["tokens"]["tok_depth"])
+    np.testing.assert_array_equal(a["depth"]["array"], b["depth"]["array"])
+
+
+def test_the_package_exports_the_pipeline_and_the_sampler():
+    assert fourm_hf.FourMAnyToAnyPipeline is FourMAnyToAnyPipeline
+    assert fourm_hf.generate is generate and fourm_hf.build_generation_schedule is build_generation_schedule
+    assert callable(fourm_hf.save_grid)
+
+
+# ---- outputs --------------------------------------------------------------------------------------------
+def test_image_gives_every_default_target(default_output, parts):
+    model, processor = parts
+    out = default_output
+    # rgb is the input, so it is no default target; tok_clip is not a pipeline modality
+    assert list(out) == ["depth", "normal", "semseg", "caption", "det", "tokens"]
+    for name in IMAGE_TARGETS:
+        assert isinstance(out[name]["image"], Image.Image)
+        assert out[name]["image"].mode == "RGB" and out[name]["image"].size == (SIZE, SIZE)
+    depth, normal, semseg = out["depth"]["array"], out["normal"]["array"], out["semseg"]["array"]
+    assert depth.shape == (SIZE, SIZE) and depth.dtype == np.float32 and np.isfinite(depth).all() and depth.min() >= 0
+    assert normal.shape == (SIZE, SIZE, 3) and normal.dtype == np.float32 and np.abs(normal).max() <= 1 + 1e-5
+    assert semseg.shape == (SIZE, SIZE) and semseg.dtype == np.int64
+    assert 0 <= semseg.min() and semseg.max() < len(SCENE_CLASSES)
+    assert isinstance(out["caption"], str)
+    assert isinstance(out["det"]["boxes"], list) and isinstance(out["det"]["image"], Image.Image)
+    # the arrays are the processor's decoding of the returned tokens
+    tokens = out["tokens"]
+    assert set(tokens) == {"tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "caption", "det"}
+    assert all(ids.dtype == np.int64 for ids in tokens.values())
+    np.testing.assert_array_equal(processor.decode_image_tokens("tok_semseg", tokens["tok_semseg"])["array"][0], semseg)
+    assert processor.tokenizer.decode_text(tokens["caption"]) == out["caption"]
+    assert len(tokens["caption"]) <= TEXT_LENGTH and 0 not in tokens["caption"]
+
+
+def test_tok_names_and_a_single_string_target_are_accepted(pipe, scenes, default_output):
+    out = pipe({"tok_rgb": scenes[0]["rgb"]}, target_modalities="tok_depth", seed=0, **FAST)
+    assert list(out) == ["depth"]
+    assert out["depth"]["array"].shape == (SIZE, SIZE)
+
+
+def test_text_to_rgb(pipe):
+    out = pipe(text="a green cube.", target_modalities=["rgb"], seed=0, **FAST)
+    assert list(out) == ["rgb"]
+    array = out["rgb"]["array"]
+    assert array.shape == (SIZE, SIZE, 3) and array.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(out["rgb"]["image"]), array)
+
+
+def test_boxes_come_back_with_labels_scores_and_a_drawing(pipe, scenes):
+    """Postprocessing of det tokens (a random model rarely writes well-formed boxes itself)."""
+    boxes = [{"label": "green cube", "box": [0.25, 0.5, 0.5, 0.75]}]
+    ids = pipe.processor.encode_box_lists([boxes])
+    background = Image.new("RGB", (SIZE, SIZE), (10, 20, 30))
+    [result] = pipe.postprocess({"tokens": {"det": ids}, "targets": ["det"], "backgrounds": [background]})
+    [box] = result["det"]["boxes"]
+    assert box["label"] == "green cube" and box["score"] == 1.0
+    assert box["box"] == pytest.approx([0.25, 0.5, 0.5, 0.75], abs=1 / 7)  # 8 coordinate bins
+    drawn = np.asarray(result["det"]["image"])
+    assert drawn.shape == (SIZE, SIZE, 3) and (drawn != (10, 20, 30)).any()
+
+
+# ---- guidance, seeds, batching, progress ----------------------------------------------------------------
+def test_dict_input_with_guidance_matches_the_sampler(pipe, scenes):
+    scene = scenes[0]
+    sample = {"semseg": scene["semseg"], "caption": "a small green cube."}
+    guidance = {"semseg": 2.0, "caption": -1.0}
+    out = pipe(sample, target_modalities=["rgb"], guidance=guidance, seed=5, return_tokens=True, **FAST)
+    assert list(out) == ["rgb", "tokens"]
+    # the same run through the sampler directly
+    processed = pipe.processor(semseg=[scene["semseg"]], text=[sample["caption"]])
+    schedule = build_generation_schedule(
+        pipe.model.config, ["tok_semseg", "caption"], ["tok_rgb"], guidance=[(("tok_semseg",), 2.0), (("caption",), -1.0)],
+        decoding_steps=2, temps=2.0, temp_schedules="linear")
+    expected = generate(pipe.model, dict(processed), schedule, torch.Generator().manual_seed(5))
+    np.testing.assert_array_equal(out["tokens"]["tok_rgb"], expected["tok_rgb"][0].numpy())
+    unguided = pipe(sample, target_modalities=["rgb"], seed=5, return_tokens=True, **FAST)
+    assert not np.array_equal(unguided["tokens"]["tok_rgb"], out["tokens"]["tok_rgb"])
+
+
+def test_same_seed_same_output_other_seed_other_output(pipe, scenes, default_output):
+    image = scenes[0]["rgb"]
+    again = pipe(image, seed=0, return_tokens=True, **FAST)
+    for name in ("tok_depth", "tok_normal", "tok_semseg", "caption", "det"):
+        np.testing.assert_array_equal(again["tokens"][name], default_output["tokens"][name])
+    np.testing.assert_array_equal(again["depth"]["array"], default_output["depth"]["array"])
+    generator = pipe(image, generator=torch.Generator().manual_seed(0), target_modalities=["depth"], return_tokens=True, **FAST)
+    seeded = pipe(image, seed=0, target_modalities=["depth"], return_tokens=True, **FAST)
+    np.testing.assert_array_equal(generator["tokens"]["tok_depth"], seeded["tokens"]["tok_depth"])
+    other = pipe(image, seed=1, target_modalities=["depth"], return_tokens=True, **FAST)
+    assert not np.array_equal(other["tokens"]["tok_depth"], seeded["tokens"]["tok_depth"])
+
+
+def test_a_batch_equals_one_sample_at_a_time(pipe, scenes):
+    """Greedy decoding: the batch size must not change anything (padding, packing, splitting)."""
+    images = [scenes[0]["rgb"], scenes[1]["rgb"]]
+    options = dict(target_modalities=["depth", "caption"], greedy=True, return_tokens=True, **FAST)
+    batched = pipe(images, batch_size=2, **options)
+    assert isinstance(batched, list) and len(batched) == 2
+    for image, result in zip(images, batched):
+        alone = pipe(image, **options)
+        for name in ("tok_depth", "caption"):
+            np.testing.assert_array_equal(result["tokens"][name], alone["tokens"][name])
+        assert result["caption"] == alone["caption"]
+    assert not np.array_equal(batched[0]["tokens"]["tok_depth"], batched[1]["tokens"]["tok_depth"])
+
+
+def test_progress_bar(pipe, scenes, capsys):
+    pipe(scenes[0]["rgb"], target_modalities=["depth"], seed=0, progress=True, **FAST)
+    assert "generating" in capsys.readouterr().err
+    pipe(scenes[0]["rgb"], target_modalities=["depth"], seed=0, **FAST)
+    assert "generating" not in capsys.readouterr().err
+
+
+def test_decoding_defaults_live_in_one_dict():
+    from fourm_hf.pipelines.any_to_any import DEFAULT_DECODING
+
+    assert DEFAULT_DECODING["image"]["scheme"] == "maskgit" and DEFAULT_DECODING["image"]["num_steps"] == 8
+    assert DEFAULT_DECODING["image"]["token_schedule"] == "cosine"
+    assert DEFAULT_DECODING["sequence"]["scheme"] == "autoregressive"
+
+
+# ---- the grid -------------------------------------------------------------------------------------------
+def test_save_grid_writes_one_labelled_png(default_output, scenes, tmp_path):
+    path = save_grid(scenes[0]["rgb"], default_output, tmp_path / "grid.png")
+    grid = Image.open(path)
+    tile = 128  # outputs are 32 px; tiles are at least 128
+    tiles = 1 + 4  # input rgb + depth, normal, semseg, det (the caption goes under the row)
+    width, height_without_text = grid_size(tiles, tile)
+    assert grid.format == "PNG" and grid.width == width
+    assert (grid.height - height_without_text - MARGIN) % LINE_HEIGHT == 0 and grid.height > height_without_text
+    # the second tile is the depth image, enlarged
+    left, top = MARGIN + (tile + MARGIN), MARGIN + 14
+    crop = np.asarray(grid.convert("RGB").crop((left, top, left + tile, top + tile)))
+    expected = np.asarray(default_output["depth"]["image"].resize((tile, tile), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(crop, expected)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ---- bad input ------------------------------------------------------------------------------------------
+def _bad_calls(scenes):
+    image, scene = scenes[0]["rgb"], scenes[0]
+    return {
+        "unknown target": (lambda p: p(image, target_modalities=["height"]), "unknown modality 'height'"),
+        "unknown input": (lambda p: p({"rgb": image, "heat": image}), "unknown modality 'heat'"),
+        "target is input": (lambda p: p(image, target_modalities=["rgb"]), "both an input and a target"),
+        "two-channel array": (lambda p: p(np.zeros((8, 8, 2), np.uint8)), "expected (H, W, 3)"),
+        "empty array": (lambda p: p(np.zeros((0, 0, 3), np.uint8)), "H, W >= 1"),
+        "wrong image mode": (lambda p: p(Image.new("I;16", (8, 8))), "not a colour image"),
+        "empty prompt": (lambda p: p(text="  ", target_modalities=["rgb"]), "prompt is empty"),
+        "guidance not given": (lambda p: p({"rgb": image, "semseg": scene["semseg"]}, target_modalities=["depth"],
+                                           guidance={"caption": -1.0}), "not among the given inputs"),
+        "no inputs": (lambda p: p(), "No inputs"),
+        "empty dict": (lambda p: p({}), "No inputs"),
+        "missing file": (lambda p: p("/no/such/image.png"), "no image file"),
+        "steps for a caption": (lambda p: p(image, target_modalities=["caption"], num_steps={"caption": 3}), "num_steps"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_calls([render_scene(0, 48)])))
+def test_bad_input_is_a_clear_value_error(pipe, scenes, case):
+    call, message = _bad_calls(scenes)[case]
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(pipe)
+
+
+def test_unknown_call_argument_is_a_type_error(pipe, scenes):
+    with pytest.raises(TypeError, match="max_new_tokens"):
+        pipe(scenes[0]["rgb"], max_new_tokens=3)
+
+
+def test_mismatched_processor_is_rejected(parts):
+    model, processor = parts
+    other = FourMProcessor(FourMImageProcessor(image_size=SIZE, num_semseg_classes=len(SCENE_CLASSES)), processor.tokenizer,
+                           vqvaes={"tok_depth": tiny_vqvae("depth", image_size=SIZE, vocab_size=512)})
+    with pytest.raises(ValueError, match="512 codes"):
+        FourMAnyToAnyPipeline(model=model, processor=other)
+    with pytest.raises(ValueError, match="FourMProcessor"):
+        FourMAnyToAnyPipeline(model=model, processor=processor.tokenizer)
+
+
+# ---- other models keep transformers' pipeline -----------------------------------------------------------
+def test_other_models_get_the_parent_pipeline_unchanged():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers.processing_utils import ProcessorMixin
+
+    class TextProcessor(ProcessorMixin):
+        attributes = ["tokenizer"]
+
+        def __init__(self, tokenizer):
+            super().__init__(tokenizer)
+
+    words = ["[PAD]", "[UNK]", "hello", "world", "red", "cube"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[PAD]")
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_embd=16, n_layer=1, n_head=2, n_positions=16,
+                                      bos_token_id=0, eos_token_id=0)).eval()
+    processor = TextProcessor(tokenizer)
+    pipe = pipeline("any-to-any", model=gpt2, processor=processor, device="cpu")
+    assert type(pipe) is AnyToAnyPipeline
+    reference = AnyToAnyPipeline(model=gpt2, processor=processor, device="cpu", task="any-to-any")
+    assert pipe("hello world", max_new_tokens=3) == reference("hello world", max_new_tokens=3)
+    # the task entry keeps the parent's model classes and default model; only the implementation is ours
+    entry = SUPPORTED_TASKS["any-to-any"]
+    assert entry["impl"] is FourMAnyToAnyPipeline and entry["pt"] == (AutoModelForMultimodalLM,)
+    assert entry["default"]["model"]["pt"][0] == "google/gemma-3n-E4B-it" and entry["type"] == "multimodal"
+
+
+def test_the_task_model_class_loads_a_4m_folder(folder):
+    assert type(AutoModelForMultimodalLM.from_pretrained(folder)) is FourMModel
