@@ -211,8 +211,10 @@ processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)  
 generator = pipeline("{PIPELINE_TASK}", model="{repo_id}", trust_remote_code=True)
 ```
 
-With the `fourm-hf` package installed, `import fourm_hf` registers the classes and the same calls work
-without `trust_remote_code`."""
+With the `fourm-hf` package installed, `import fourm_hf` registers the classes: `AutoModel` and
+`AutoProcessor` then load this repo without `trust_remote_code`, and the installed pipeline is
+`pipeline("{PIPELINE_TASK}", model="{repo_id}", pipeline_class=fourm_hf.FourMAnyToAnyPipeline)` (without
+`pipeline_class`, transformers asks for `trust_remote_code=True` because the repo declares its own pipeline)."""
 
 
 _CITATION = """```bibtex
