@@ -39,8 +39,8 @@ def _tiny_checkpoint(folder, scenes):
         name = f"tok_{kind}"
         vqvaes[name] = tiny_vqvae(kind, image_size=SIZE, patch_size=8, seed=seed, vocab_size=256)
         specs[name] = {**specs[name], "vocab_size": 256}
-    for name in ("caption", "det"):
-        specs[name] = get_modality(name).replace(vocab_size=len(tokenizer), max_length=8).to_dict()  # short generations
+    for name, max_length in (("caption", 48), ("det", 8)):  # held-out captions fit; short box generations
+        specs[name] = get_modality(name).replace(vocab_size=len(tokenizer), max_length=max_length).to_dict()
     config = FourMConfig(**{**base.to_dict(), "modality_specs": specs})
     image_processor = FourMImageProcessor(image_size=SIZE, num_semseg_classes=len(SCENE_CLASSES))
     FourMModel(config).save_pretrained(folder)
@@ -354,3 +354,23 @@ def test_pipeline_predictor_with_the_real_pipeline(checkpoint, scenes):
     assert all(isinstance(b["score"], float) for sample in boxes for b in sample)
     scores = score_predictions({"depth": depth, "det": boxes}, scenes[:2])
     assert 0.0 <= scores["depth_delta1"] <= 1.0 and 0.0 <= scores["det_map50"] <= 1.0
+
+
+def test_caption_prompts_are_the_first_captions_that_fit_the_model(tmp_path, checkpoint, processor, scenes):
+    import shutil
+
+    from fourm_hf.configuration_fourm import FourMConfig
+
+    lengths = [len(processor.tokenizer.encode_for_model(s["caption"], "caption")) for s in scenes]
+    folder = tmp_path / "short-captions"
+    shutil.copytree(checkpoint, folder)
+    config = FourMConfig.from_pretrained(str(checkpoint))
+    config.modality_specs["caption"]["max_length"] = min(lengths)
+    config.save_pretrained(folder)
+    prompts, too_long = report.caption_prompts_that_fit(scenes, 1, folder, processor)
+    first_fit = lengths.index(min(lengths))
+    assert prompts == [scenes[first_fit]["caption"]] and too_long == first_fit
+    config.modality_specs["caption"]["max_length"] = min(lengths) - 1
+    config.save_pretrained(folder)
+    with pytest.raises(ValueError, match="no held-out caption fits"):
+        report.caption_prompts_that_fit(scenes, 1, folder, processor)

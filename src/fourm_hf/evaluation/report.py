@@ -147,8 +147,9 @@ def run_evaluation(
     if caption_prompts:
         from .caption_to_rgb import caption_to_rgb_check
 
-        prompts = [scene["caption"] for scene in scenes[:caption_prompts]]
+        prompts, too_long = caption_prompts_that_fit(scenes, caption_prompts, checkpoint, model_processor)
         caption_to_rgb = caption_to_rgb_check(model.pipe, prompts, seed=seed, batch_size=batch_size)
+        caption_to_rgb["skipped_too_long"] = too_long
 
     result = {
         "command": command,
@@ -169,6 +170,26 @@ def run_evaluation(
     return result
 
 
+def caption_prompts_that_fit(scenes: list[dict], count: int, checkpoint, processor) -> tuple[list[str], int]:
+    """The first ``count`` held-out captions whose ids fit the model's caption ``max_length`` (longer
+    ones cannot be a prompt), and how many were passed over to find them."""
+    from ..configuration_fourm import FourMConfig
+
+    max_length = FourMConfig.from_pretrained(str(checkpoint)).modality("caption").max_length
+    prompts, too_long = [], 0
+    for scene in scenes:
+        if len(prompts) == count:
+            break
+        if len(processor.tokenizer.encode_for_model(scene["caption"], "caption")) <= max_length:
+            prompts.append(scene["caption"])
+        else:
+            too_long += 1
+    if not prompts:
+        raise ValueError(f"caption -> rgb: no held-out caption fits the model's caption max_length {max_length}; "
+                         "pass --caption-prompts 0")
+    return prompts, too_long
+
+
 def format_report(result: dict) -> str:
     """The table, the caption -> RGB line and the command/date line, as markdown."""
     lines = [
@@ -182,7 +203,9 @@ def format_report(result: dict) -> str:
     if check:
         lines.append(
             f"Caption -> RGB ({check['num_prompts']} held-out captions, re-captioned by the same model): all objects "
-            f"found in {check['all_objects_found']:.2f} of generations; object recall {check['object_recall']:.2f}."
+            f"found in {check['all_objects_found']:.2f} of generations; object recall {check['object_recall']:.2f}"
+            + (f" ({check['skipped_too_long']} captions longer than the model's caption length passed over)."
+               if check.get("skipped_too_long") else ".")
         )
         lines.append("")
     lines.append(f"Trivial-baseline statistics: {result['train_stats']['source']}.")
