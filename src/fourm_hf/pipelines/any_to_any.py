@@ -156,8 +156,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             target_modalities: friendly names to generate, in order (default: every output modality
                 of the model not given as input, in the order depth, normal, semseg, rgb, caption, det).
             num_steps: image decoding steps, an int or ``{modality: int}``.
-            temperature / top_k / top_p / greedy: a value or ``{modality: value}``; missing
-                modalities use ``DEFAULT_DECODING``.
+            temperature / top_k / top_p / greedy: a value or ``{modality: value}``; targets missing
+                from a dict use ``DEFAULT_DECODING`` (entries for modalities that are not targets of
+                this call are not used).
             cfg_scale: classifier-free guidance scale on all given inputs (1 = off).
             guidance: ``{input modality: weight}`` multimodal guidance (negative weights steer away).
             seed / generator: the randomness (a torch.Generator; never the global RNG).
@@ -224,9 +225,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                     raise ValueError(f"{where}[{name!r}] is None; leave the modality out instead.")
                 sample[friendly] = item
             return sample
-        if isinstance(value, str):
-            return {"rgb": value}  # a path; text goes in text=
-        return {"rgb": value}
+        return {"rgb": value}  # an image, or a path to one (text goes in text=)
 
     def _check_sample(self, sample: dict, index: int) -> None:
         """Load image paths and reject inputs the processor would misread (empty text, bad arrays)."""
@@ -420,7 +419,7 @@ def _load_image(value, where: str):
     if isinstance(value, (str, os.PathLike)):
         if not os.path.isfile(value):
             raise ValueError(f"{where}: no image file at {os.fspath(value)!r}; expected a PIL image, a path or an "
-                             "(H, W, 3) array.")
+                             "(H, W, 3) array (a text prompt goes in text=).")
         with Image.open(value) as image:
             return image.convert("RGB") if image.mode != "RGB" else image.copy()
     if isinstance(value, Image.Image):
