@@ -163,43 +163,58 @@ def test_model_card_metadata_body_and_custom_pipeline(server, pushed, model, pro
         assert "custom_pipelines" not in config
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transformers re-executes modeling_fourm.py / processing_fourm.py when AutoModel / AutoProcessor load them "
-    "after the remote pipeline module imported them, so the pipeline's isinstance(model, FourMModel) check sees "
-    "a different class and returns the parent AnyToAnyPipeline; pipelines/any_to_any.py should check "
-    "model.config.model_type == 'fourm' (and the processor by duck type) instead"))
-def test_pipeline_with_trust_remote_code_where_fourm_hf_cannot_be_imported(server, pushed, scene, tmp_path):
-    """The repo's custom_pipelines entry + flat code: a process without fourm_hf runs the pipeline and
-    generates the same tokens as the installed pipeline class."""
+PIPELINE_OPTIONS = dict(target_modalities=["depth", "caption"], num_steps=2, seed=0, return_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def installed_pipeline_tokens(server, pushed, scene):
+    """Tokens the installed FourMAnyToAnyPipeline generates from the pushed repo."""
     if not (hub.PACKAGE_ROOT / hub.PIPELINE_MODULE).is_file():
         pytest.skip("this installation has no any-to-any pipeline module")
     from transformers import pipeline
 
     from fourm_hf.pipelines.any_to_any import FourMAnyToAnyPipeline
 
-    repo_id = pushed["repo_id"]
+    generator = pipeline("any-to-any", model=pushed["repo_id"], pipeline_class=FourMAnyToAnyPipeline)
+    assert isinstance(generator, FourMAnyToAnyPipeline) and isinstance(generator.processor, FourMProcessor)
+    out = generator(Image.fromarray(scene["rgb"]), **PIPELINE_OPTIONS)
+    out = out[0] if isinstance(out, list) else out
+    return {name: ids.tolist() for name, ids in out["tokens"].items()}
+
+
+def test_installed_pipeline_runs_from_the_hub_repo(server, pushed, installed_pipeline_tokens):
+    assert len(installed_pipeline_tokens["tok_depth"]) == 16 and isinstance(installed_pipeline_tokens["caption"], list)
+    from transformers import pipeline
+
+    # the repo declares its own pipeline: transformers asks before running its code (the card says so)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("any-to-any", model=pushed["repo_id"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "transformers re-executes modeling_fourm.py / processing_fourm.py when AutoModel / AutoProcessor load them "
+    "after the remote pipeline module imported them, so the pipeline's isinstance(model, FourMModel) check sees "
+    "a different class and returns the parent AnyToAnyPipeline; pipelines/any_to_any.py should check "
+    "model.config.model_type == 'fourm' (and the processor by duck type) instead"))
+def test_pipeline_with_trust_remote_code_where_fourm_hf_cannot_be_imported(server, pushed, scene, tmp_path,
+                                                                            installed_pipeline_tokens):
+    """The repo's custom_pipelines entry + flat code: a process without fourm_hf runs the pipeline and
+    generates the same tokens as the installed pipeline class."""
     np.save(tmp_path / "rgb.npy", scene["rgb"])
-    options = dict(target_modalities=["depth", "caption"], num_steps=2, seed=0, return_tokens=True)
     code = (
         "import sys, json; sys.modules['fourm_hf'] = None  # make the package unimportable\n"
         "import numpy as np; from PIL import Image; from transformers import pipeline\n"
-        f"pipe = pipeline('any-to-any', model={repo_id!r}, trust_remote_code=True)\n"
+        f"pipe = pipeline('any-to-any', model={pushed['repo_id']!r}, trust_remote_code=True)\n"
         "assert 'transformers_modules' in type(pipe).__module__ and type(pipe).__name__ == 'FourMAnyToAnyPipeline', type(pipe)\n"
         "assert 'transformers_modules' in type(pipe.model).__module__, type(pipe.model)\n"
-        f"out = pipe(Image.fromarray(np.load({str(tmp_path / 'rgb.npy')!r})), **{options!r})\n"
+        f"out = pipe(Image.fromarray(np.load({str(tmp_path / 'rgb.npy')!r})), **{PIPELINE_OPTIONS!r})\n"
         "out = out[0] if isinstance(out, list) else out\n"
         "print(json.dumps({name: ids.tolist() for name, ids in out['tokens'].items()}))\n"
     )
     environment = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    remote_tokens = json.loads(result.stdout.strip().splitlines()[-1])
-
-    installed = pipeline("any-to-any", model=repo_id, pipeline_class=FourMAnyToAnyPipeline)
-    out = installed(Image.fromarray(scene["rgb"]), **options)
-    out = out[0] if isinstance(out, list) else out
-    assert {"tok_depth", "caption"} <= set(remote_tokens)
-    assert remote_tokens == {name: ids.tolist() for name, ids in out["tokens"].items()}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == installed_pipeline_tokens
 
 
 def test_parameter_count_in_card_matches_the_weights(tmp_path, model):
