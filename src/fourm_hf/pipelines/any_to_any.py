@@ -117,9 +117,10 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 f"processor: the 4M any-to-any pipeline needs a FourMProcessor, got {type(processor).__name__}; "
                 "save the processor into the model folder (processor.save_pretrained(folder)) or pass processor=..."
             )
-        # The sampler builds its index tensors on the CPU: keep the model where it is unless told otherwise.
-        super(AnyToAnyPipeline, self).__init__(model=model, processor=processor, device=device if device is not None else -1,
-                                               **kwargs)
+        if device is None and getattr(model, "hf_device_map", None) is None:
+            device = -1  # the sampler builds its index tensors on the CPU: keep the model where it is
+        # Pipeline.__init__, not AnyToAnyPipeline's (which checks for GenerationMixin-style multimodal LMs).
+        super(AnyToAnyPipeline, self).__init__(model=model, processor=processor, device=device, **kwargs)
         self.model.eval()
         self.processor.to(self.device)
         check_model_and_processor(self.model.config, self.processor)
