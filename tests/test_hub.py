@@ -274,6 +274,10 @@ def test_pushing_a_folder_that_is_not_a_checkpoint_fails_before_any_request(serv
         hub.push_checkpoint(tmp_path / "missing", "fourm-tester/nothing")
     with pytest.raises(TypeError, match="expected a folder, a FourMModel or a FourMProcessor"):
         hub.push_checkpoint(object(), "fourm-tester/nothing")
+    with pytest.raises(TypeError, match=r"unexpected arguments \['licence'\]"):
+        hub.push_checkpoint(tmp_path, "fourm-tester/nothing", licence="mit")
+    with pytest.raises(ValueError, match=r"metrics\['depth / curve'\]"):
+        hub.push_checkpoint(tmp_path, "fourm-tester/nothing", metrics={"depth": {"curve": [0.1]}})
     assert len(server.requests) == before and "fourm-tester/nothing" not in server.repos
 
 
@@ -293,7 +297,7 @@ def test_hub_errors_reach_the_user_with_context(server, model, tmp_path, capsys)
     assert "You have read access only" in capsys.readouterr().err
 
 
-def test_bad_card_inputs_are_refused(tmp_path, model):
+def test_bad_card_inputs_are_refused(server, tmp_path, model):
     with pytest.raises(ValueError, match=r"metrics\['depth / curve'\]"):
         hub.model_card(model.config.to_dict(), metrics={"depth": {"curve": [0.1, 0.2]}})
     with pytest.raises(ValueError, match="model_type 'bert'"):
@@ -305,6 +309,10 @@ def test_bad_card_inputs_are_refused(tmp_path, model):
     with pytest.raises(ValueError, match="curve"):
         cli.main(["push-to-hub", "--checkpoint", str(tmp_path / "checkpoint"), "--repo-id", "fourm-tester/x",
                   "--card-metrics", str(tmp_path / "eval.json")])
+    with pytest.raises(ValueError, match="is not a file"):
+        cli.main(["push-to-hub", "--checkpoint", str(tmp_path / "checkpoint"), "--repo-id", "fourm-tester/x",
+                  "--card-metrics", str(tmp_path / "missing.json")])
+    assert "fourm-tester/x" not in server.repos
 
 
 def test_remote_code_closure_lists_imported_modules_first():

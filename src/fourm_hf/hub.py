@@ -49,6 +49,8 @@ PIPELINE_CLASS = "FourMAnyToAnyPipeline"
 DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_TAGS = ("fourm", "4m", "multimodal", "any-to-any", "custom_code")
 PAPER_URL = "https://arxiv.org/abs/2312.06647"
+# Arguments of model_card a caller may give (the rest are read from the checkpoint folder).
+CARD_OPTIONS = {"license", "datasets", "training_data", "metrics", "base_model", "tags", "title"}
 
 _RELATIVE_IMPORT = re.compile(r"^\s*from (\.+)((?:\w+\.)*\w+) import ", re.MULTILINE)
 
@@ -348,6 +350,10 @@ def push_checkpoint(
         raise ValueError(f"repo_id must be a non-empty string like 'user/my-4m', got {repo_id!r}")
     if tags:
         card_options["tags"] = list(tags)
+    unknown = set(card_options) - CARD_OPTIONS
+    if unknown:
+        raise TypeError(f"push_checkpoint: unexpected arguments {sorted(unknown)}; card options are {sorted(CARD_OPTIONS)}")
+    model_card(None, **card_options)  # bad card options fail here, before anything is uploaded
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="fourm-hub-") as staging:
         folder = Path(staging) / "checkpoint"
@@ -461,8 +467,9 @@ def main(args) -> int:
 
     metrics = None
     if args.card_metrics:
+        if not Path(args.card_metrics).is_file():
+            raise ValueError(f"--card-metrics: {args.card_metrics} is not a file; give an evaluation JSON")
         metrics = _read_json(Path(args.card_metrics))
-        _metric_rows(metrics)  # fail on a bad value before anything is uploaded
     try:
         info = push_checkpoint(
             args.checkpoint, args.repo_id, private=True if args.private else None, revision=args.revision,
