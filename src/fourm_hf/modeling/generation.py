@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..configuration_fourm import FourMConfig
 from .layers import KVCache
+from .modeling_fourm import FourMEncoderOutput
 
 PAD_ID = 0
 EOS_ID = 3
@@ -503,6 +504,22 @@ def _stack_encoder_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, 
     return stacked
 
 
+def _stack_encoded(outputs: list[FourMEncoderOutput]) -> FourMEncoderOutput:
+    """Encoder outputs of several views (B, L_i, D) -> one of all their rows, padded to the longest
+    (padding: zero states and placement, attention mask 0, so the decoder never attends to it)."""
+    length = max(output.attention_mask.shape[1] for output in outputs)
+
+    def padded(tensor, value=0):
+        pad = (0, 0, 0, length - tensor.shape[1]) if tensor.dim() == 3 else (0, length - tensor.shape[1])
+        return F.pad(tensor, pad, value=value)
+
+    return FourMEncoderOutput(
+        last_hidden_state=torch.cat([padded(output.last_hidden_state) for output in outputs]),
+        placement=torch.cat([padded(output.placement) for output in outputs]),
+        attention_mask=torch.cat([padded(output.attention_mask) for output in outputs]),
+    )
+
+
 def guidance_views(state: GenerationState, plan: TargetSchedule) -> list[list[str]]:
     """Visible modalities of each forward pass: [all] without guidance, else [unconditional, cond_1, ...]."""
     available = state.available()
@@ -536,22 +553,23 @@ def image_target_logits(
 ) -> list[torch.Tensor]:
     """Logits (B, Q, V) of the queried grid positions of ``target``, one tensor per view of the inputs.
 
-    All views run as one forward of len(views) * B rows, or (``naive``) one forward per view.
+    Each view is encoded at its own length (an unconditional view holds far fewer tokens than the
+    conditional one, so padding it to the same length would only add work); the decoder then runs
+    once over all views' rows, or (``naive``) once per view.
     """
     batch = state.batch_size
     target_id = state.config.modality_id(target)
-    encoder_batches = [pack_encoder_inputs(state, visible) for visible in views]
+    encoded_views = [model.encode(**pack_encoder_inputs(state, visible)) for visible in views]
 
-    def run(encoder_batch, rows):
-        encoded = model.encode(**encoder_batch)
+    def run(encoded, rows):
         positions = query_positions.repeat(rows // batch, 1)
         mask = query_mask.long().repeat(rows // batch, 1)
         states, _ = model.decode(encoded, torch.zeros_like(positions), torch.full_like(positions, target_id), positions, mask)
         return _logits_head(model, target, states)
 
-    if naive:
-        return [run(b, batch) for b in encoder_batches]
-    return list(run(_stack_encoder_batches(encoder_batches), batch * len(views)).split(batch))
+    if naive or len(encoded_views) == 1:
+        return [run(encoded, batch) for encoded in encoded_views]
+    return list(run(_stack_encoded(encoded_views), batch * len(views)).split(batch))
 
 
 def _rows_to_front(selected: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
