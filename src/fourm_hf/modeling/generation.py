@@ -493,17 +493,6 @@ def pack_encoder_inputs(
     return packed
 
 
-def _stack_encoder_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Several packed encoder batches -> one with all their rows, padded to the longest."""
-    length = max(b["input_ids"].shape[1] for b in batches)
-    stacked = {key: torch.cat([F.pad(b[key], (0, length - b[key].shape[1])) for b in batches])
-               for key in ("input_ids", "input_modality_ids", "input_positions", "attention_mask")}
-    if any("pixel_values" in b for b in batches):
-        pixels = next(b["pixel_values"] for b in batches if "pixel_values" in b)
-        stacked["pixel_values"] = torch.cat([pixels] * len(batches))
-    return stacked
-
-
 def _stack_encoded(outputs: list[FourMEncoderOutput]) -> FourMEncoderOutput:
     """Encoder outputs of several views (B, L_i, D) -> one of all their rows, padded to the longest
     (padding: zero states and placement, attention mask 0, so the decoder never attends to it)."""
@@ -663,7 +652,7 @@ def decode_sequence_target(
         groups = [encoder_batches] if batch_guidance else [[b] for b in encoder_batches]
         cached_groups = []
         for group in groups:
-            encoded = model.encode(**_stack_encoder_batches(group))
+            encoded = _stack_encoded([model.encode(**b) for b in group])
             cached_groups.append((len(group), encoded, model.decoder_context_key_values(encoded), [KVCache() for _ in model.decoder]))
     history = torch.full((batch, 1), START_SENTINEL_ID)
     generated = torch.full((batch, max_new), PAD_ID)
