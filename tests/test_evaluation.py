@@ -213,6 +213,12 @@ def test_bad_input_gives_clear_errors(tmp_path, checkpoint):
         report.run_evaluation(checkpoint, num_scenes=0)
     with pytest.raises(ValueError, match="TARGET=DIR"):
         report.parse_specialists(["depth"])
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        report.parse_comparisons(["runs/fourm"])
+    with pytest.raises(ValueError, match="row name 'trivial baseline' is taken"):
+        report.parse_comparisons([f"trivial baseline={checkpoint}"])
+    with pytest.raises(ValueError, match=r"--compare old=.*no config.json"):
+        report.run_evaluation(checkpoint, num_scenes=2, caption_prompts=0, comparisons={"old": str(tmp_path)})
     with pytest.raises(ValueError, match=r"specialist semseg=.*does not generate \['semseg'\]"):
         report.run_evaluation(checkpoint, num_scenes=2, targets=["depth"], caption_prompts=0,
                               specialists={"semseg": str(_depth_only(tmp_path, checkpoint))})
@@ -317,23 +323,27 @@ def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes
     out, markdown = tmp_path / "eval.json", tmp_path / "table.md"
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--num-scenes", str(NUM_SCENES), "--batch-size", "3",
                  "--train-stats-scenes", "3", "--caption-prompts", "2", "--specialist", f"depth={model_only}",
+                 "--compare", f"4M (earlier)={model_only}",
                  "--processor", str(checkpoint), "--out", str(out), "--markdown", str(markdown)])
     assert code == 0, capsys.readouterr().err
-    assert built == [("any-to-any", str(checkpoint), {}), ("any-to-any", str(model_only), {"processor": str(checkpoint)})]
+    assert built == [("any-to-any", str(checkpoint), {}), ("any-to-any", str(model_only), {"processor": str(checkpoint)}),
+                     ("any-to-any", str(model_only), {"processor": str(checkpoint)})]
     result = json.loads(out.read_text())
-    assert [row["name"] for row in result["rows"]] == ["4M", "tokenizer ceiling", "trivial baseline", "specialist (depth)"]
+    assert [row["name"] for row in result["rows"]] == ["4M", "4M (earlier)", "tokenizer ceiling", "trivial baseline",
+                                                       "specialist (depth)"]
+    assert result["rows"][1]["scores"] == result["rows"][0]["scores"]  # the same stand-in pipeline
     assert result["heldout_dataset_seed"] == HELDOUT_DATASET_SEED and result["image_size"] == SIZE
     four_m = result["rows"][0]["scores"]
     assert sorted(four_m) == sorted(ALL_COLUMNS)
     truth = np.concatenate([s["depth"].ravel() for s in scenes]).astype(np.float64)
     assert four_m["depth_abs_rel"] == pytest.approx(np.mean(np.abs(2.0 - truth) / truth), rel=1e-5)
-    assert result["rows"][3]["scores"] == {k: v for k, v in four_m.items() if k.startswith("depth_")}
+    assert result["rows"][4]["scores"] == {k: v for k, v in four_m.items() if k.startswith("depth_")}
     assert result["caption_to_rgb"]["num_prompts"] == 2
     table = markdown.read_text()
     assert table == result["markdown"] and table in capsys.readouterr().out
-    assert "| specialist (depth) |" in table and "Caption -> RGB (2 held-out captions" in table
+    assert "| specialist (depth) |" in table and "| 4M (earlier) |" in table and "Caption -> RGB (2 held-out captions" in table
     assert f"Command: `fourm-hf evaluate --checkpoint {checkpoint} --processor {checkpoint} --num-scenes 4 --batch-size 3 " \
-           "--targets depth normal" in table
+           "--targets depth normal" in table and "--compare '4M (earlier)=" in table
     with pytest.raises(ValueError, match="--processor .*not a saved FourMProcessor"):
         report.check_checkpoint(model_only, ["depth"], processor=model_only)
 

@@ -1,7 +1,7 @@
 """``fourm-hf evaluate``: a 4M checkpoint on held-out scenes beside its references, in one table.
 
     fourm-hf evaluate --checkpoint DIR [--num-scenes 200] [--batch-size 16] [--targets depth semseg ...]
-        [--specialist depth=DIR --specialist semseg=DIR] [--train-stats DATASET_DIR]
+        [--compare NAME=DIR] [--specialist depth=DIR --specialist semseg=DIR] [--train-stats DATASET_DIR]
         [--caption-prompts 20] [--out eval.json] [--markdown table.md]
 
 Rows: ``4M`` (the any-to-any pipeline, RGB -> each target with its default schedule), ``tokenizer
@@ -9,7 +9,8 @@ ceiling`` (the true maps through the checkpoint's own VQ-VAEs / text tokenizer),
 (per-pixel training means / most frequent class, empty caption, no boxes; statistics from
 ``--train-stats`` or from scenes rendered with the default training seed) and one row per
 ``--specialist`` (a FourM checkpoint of the same format trained for one target, run through the same
-pipeline on that target only). Columns: see ``scoring.py``. Below the table: caption -> RGB (see
+pipeline on that target only); ``--compare NAME=DIR`` adds a row for another 4M checkpoint, scored
+like ``--checkpoint`` (e.g. the same model at a compute equal to the specialists'). Columns: see ``scoring.py``. Below the table: caption -> RGB (see
 ``caption_to_rgb.py``). The held-out scenes are rendered in memory at the processor's image size
 (``heldout.py``). The JSON (``--out``) and markdown (``--markdown``) files are written atomically.
 """
@@ -63,6 +64,19 @@ def check_checkpoint(folder, targets, what: str = "--checkpoint", processor=None
     return processor_folder
 
 
+def parse_comparisons(values) -> dict[str, str]:
+    """``["4M (3000 steps)=DIR", ...]`` -> ``{"4M (3000 steps)": "DIR"}``: more 4M rows, scored on every target."""
+    comparisons = {}
+    for value in values or []:
+        name, separator, folder = value.rpartition("=")
+        if not separator or not name or not folder:
+            raise ValueError(f"--compare {value!r}: expected NAME=DIR, e.g. '4M (3000 steps)=runs/fourm'")
+        if name in comparisons or name in ("4M", "tokenizer ceiling", "trivial baseline"):
+            raise ValueError(f"--compare: the row name {name!r} is taken")
+        comparisons[name] = folder
+    return comparisons
+
+
 def parse_specialists(values) -> dict[str, str]:
     """``["depth=DIR", ...]`` -> ``{"depth": "DIR"}``; one specialist per target."""
     specialists = {}
@@ -83,6 +97,7 @@ def run_evaluation(
     targets=TARGETS,
     batch_size: int = 16,
     specialists: dict[str, str] | None = None,
+    comparisons: dict[str, str] | None = None,
     train_stats=None,
     train_stats_scenes: int = 200,
     caption_prompts: int | None = None,
@@ -94,6 +109,8 @@ def run_evaluation(
     """Everything ``fourm-hf evaluate`` reports, as a JSON-able dict (``rows``, ``markdown``, ...).
 
     ``caption_prompts``: held-out captions for caption -> RGB; ``None`` = min(20, num_scenes), 0 = skip.
+    ``comparisons``: ``{row name: folder}`` of other 4M checkpoints scored like ``checkpoint`` (e.g. the
+    same model earlier in training); ``specialists``: ``{target: folder}`` scored on their target only.
     ``processor``: a FourMProcessor folder for checkpoints that hold only the model (e.g. ``fourm-hf
     train`` outputs); a checkpoint with its own processor uses that one.
     """
@@ -122,6 +139,9 @@ def run_evaluation(
             raise ValueError(f"--checkpoint {checkpoint}: the model does not generate tok_rgb; pass --caption-prompts 0")
     specialist_processors = {target: check_checkpoint(folder, [target], what=f"--specialist {target}=", processor=processor)
                              for target, folder in specialists.items()}
+    comparisons = dict(comparisons or {})
+    comparison_processors = {name: check_checkpoint(folder, targets, what=f"--compare {name}=", processor=processor)
+                             for name, folder in comparisons.items()}
     model_processor = FourMProcessor.from_pretrained(processor_folder or str(checkpoint))
     ceiling = TokenizerCeiling(model_processor, targets)
     size = model_processor.image_size
@@ -137,7 +157,11 @@ def run_evaluation(
 
     model = PipelinePredictor(checkpoint, targets, name="4M", seed=seed, batch_size=batch_size, device=device,
                               processor=processor_folder)
-    predictors = [model, ceiling, TrivialBaseline(statistics, targets)]
+    predictors = [model]
+    for name, folder in comparisons.items():
+        predictors.append(PipelinePredictor(folder, targets, name=name, seed=seed, batch_size=batch_size, device=device,
+                                            processor=comparison_processors[name]))
+    predictors += [ceiling, TrivialBaseline(statistics, targets)]
     for target, folder in specialists.items():
         predictors.append(PipelinePredictor(folder, [target], name=f"specialist ({target})", seed=seed,
                                             batch_size=batch_size, device=device, processor=specialist_processors[target]))
@@ -163,6 +187,7 @@ def run_evaluation(
         "targets": list(targets),
         "train_stats": {"source": stats_source, "num_scenes": statistics.num_scenes},
         "specialists": specialists,
+        "comparisons": comparisons,
         "rows": rows,
         "caption_to_rgb": caption_to_rgb,
     }
@@ -234,6 +259,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-scenes", type=int, default=200, help="held-out scenes to score (default 200)")
     parser.add_argument("--batch-size", type=int, default=16, help="pipeline batch size")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), help=f"targets to score (default: {' '.join(TARGETS)})")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
+                        help="another FourM checkpoint scored on every target, in a row called NAME (repeatable)")
     parser.add_argument("--specialist", action="append", default=[], metavar="TARGET=DIR",
                         help="a single-task FourM checkpoint for TARGET, scored on it alone (repeatable)")
     parser.add_argument("--train-stats", default=None, metavar="DATASET_DIR",
@@ -254,6 +281,8 @@ def command_line(args: argparse.Namespace, program: str = "fourm-hf evaluate") -
         parts += ["--processor", str(args.processor)]
     parts += ["--num-scenes", str(args.num_scenes),
                                     "--batch-size", str(args.batch_size), "--targets", *args.targets]
+    for value in args.compare:
+        parts += ["--compare", value]
     for value in args.specialist:
         parts += ["--specialist", value]
     if args.train_stats is not None:
@@ -271,7 +300,8 @@ def main(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> int:
     try:
         result = run_evaluation(
             args.checkpoint, num_scenes=args.num_scenes, targets=args.targets, batch_size=args.batch_size,
-            specialists=parse_specialists(args.specialist), train_stats=args.train_stats,
+            specialists=parse_specialists(args.specialist), comparisons=parse_comparisons(args.compare),
+            train_stats=args.train_stats,
             train_stats_scenes=args.train_stats_scenes, caption_prompts=args.caption_prompts, seed=args.seed,
             device=args.device, processor=args.processor, command=command,
         )
