@@ -50,7 +50,7 @@ DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_TAGS = ("fourm", "4m", "multimodal", "any-to-any", "custom_code")
 PAPER_URL = "https://arxiv.org/abs/2312.06647"
 # Arguments of model_card a caller may give (the rest are read from the checkpoint folder).
-CARD_OPTIONS = {"license", "datasets", "training_data", "metrics", "base_model", "tags", "title"}
+CARD_OPTIONS = {"license", "datasets", "training_data", "metrics", "evaluation", "base_model", "tags", "title"}
 
 _RELATIVE_IMPORT = re.compile(r"^\s*from (\.+)((?:\w+\.)*\w+) import ", re.MULTILINE)
 
@@ -69,6 +69,7 @@ def model_card(
     datasets: Sequence[str] = (),
     training_data: str | None = None,
     metrics: Mapping | None = None,
+    evaluation: str | None = None,
     base_model: str | None = None,
     tags: Sequence[str] = (),
     title: str | None = None,
@@ -85,6 +86,7 @@ def model_card(
         training_data: free text describing what the model was trained on.
         metrics: evaluation results, ``{name: value}`` or nested ``{task: {name: value}}`` (e.g. an
             evaluation JSON); rendered as a table in key order.
+        evaluation: markdown shown first under "Evaluation" (e.g. the ``fourm-hf evaluate`` report).
     """
     if config is not None and config.get("model_type") != MODEL_TYPE:
         raise ValueError(f"model_card: config has model_type {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
@@ -113,7 +115,9 @@ def model_card(
         sections += ["## Tokenizers", _tokenizer_table(vqvaes or {}, text_vocab_size)]
     sections += ["## Training data", training_data.strip() if training_data else
                  "Not documented by the uploader." + (f" Datasets: {', '.join(datasets)}." if datasets else "")]
-    sections += ["## Evaluation", _table(("metric", "value"), metric_rows) if metric_rows else "No results reported."]
+    results = [part for part in (evaluation.strip() if evaluation else "",
+                                 _table(("metric", "value"), metric_rows) if metric_rows else "") if part]
+    sections += ["## Evaluation", "\n\n".join(results) if results else "No results reported."]
     sections += ["## Usage", _usage(repo_id or "path/to/checkpoint")]
     sections += ["## Citation", _CITATION]
     front_matter = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
