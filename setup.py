@@ -16,7 +16,8 @@ setup(
     license="Apache-2.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    include_package_data=True,
+    # The bundled checkpoint (model, processor, VQ-VAEs, model card) ships inside the package.
+    package_data={"fourm_hf": ["checkpoints/fourm-scenes64/*", "checkpoints/fourm-scenes64/vqvae/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
