@@ -181,6 +181,22 @@ def test_sequence_continuation_keeps_the_prefix(model, config, inputs):
     assert rows == [[40, 41, 42, START_SENTINEL_ID], [50, START_SENTINEL_ID], [60, 61, 62, 63, START_SENTINEL_ID]]
 
 
+def test_a_sequence_generated_from_nothing_is_absent_from_the_encoder(config, inputs):
+    """The collator trains "the whole caption is a target" with no caption token in the encoder (zero
+    input budget), so generation must not add a lone [S_1] there; a row with a prefix still gets one."""
+    tokens, _ = inputs
+    schedule = build_generation_schedule(config, ["tok_rgb"], ["caption"], tokens_per_target=5)
+    state = prepare_state(config, dict(tokens), schedule)
+    state.tokens["caption"] = torch.tensor([[0, 0], [45, 0], [0, 0]])
+    state.known["caption"] = state.tokens["caption"] != 0
+    packed = pack_encoder_inputs(state, ["tok_rgb", "caption"], ("caption", torch.tensor([0, 1, 0])))
+    caption_id = config.modality_id("caption")
+    caption_slots = (packed["input_modality_ids"] == caption_id) & packed["attention_mask"].bool()
+    assert caption_slots.sum(dim=1).tolist() == [0, 2, 0]
+    assert packed["input_ids"][1][caption_slots[1]].tolist() == [45, START_SENTINEL_ID]
+    assert packed["attention_mask"].sum(dim=1).tolist() == [GRID_TOKENS, GRID_TOKENS + 2, GRID_TOKENS]
+
+
 def test_unconditional_generation_needs_only_a_batch_size(model, config):
     schedule = build_generation_schedule(config, [], ["tok_clip", "caption"], tokens_per_target=[None, 4], decoding_steps=2)
     out = generate(model, {}, schedule, seeded(0), batch_size=2)

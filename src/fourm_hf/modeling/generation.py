@@ -9,14 +9,17 @@ the target modalities filled in, one target after the other:
   or **ROAR** (a random order fixed up front, a fixed number of positions revealed per step). The
   tokens revealed so far (and tokens given for in-/out-painting) are encoder inputs of the next step.
 * sequence targets (captions, boxes) decode **autoregressively**: the encoder reads the given
-  prefix followed by the sentinel ``[S_1]``; the decoder starts from ``[S_1]`` and stops at
+  prefix followed by the sentinel ``[S_1]`` (with no prefix, nothing of the sequence: that is how
+  ``FourMMaskingCollator`` trains a sequence that gets no input budget, the common case of a
+  fully generated caption); the decoder starts from ``[S_1]`` and stops at
   ``[EOS]``, at the end sentinel ``[S_2]`` (stored as ``[EOS]``) or at the length limit; ``[PAD]``
   is never generated. The encoder runs once; the decoder keeps a self-attention KV cache and the
   cross-attention keys/values of the fixed encoder output, so each step processes one token.
 * **guidance**: the logits are ``l_u + sum_i w_i (l_i - l_u)`` where ``l_u`` sees the inputs minus
   every condition modality and ``l_i`` adds back condition set ``i`` (classifier-free guidance is
   one condition set holding all conditioning modalities, with weight = the guidance scale;
-  negative weights steer away from a condition). All passes run as ONE forward of (1 + K) * B rows.
+  negative weights steer away from a condition). Each pass is encoded at its own length, then ONE
+  decoder forward runs all (1 + K) * B rows.
 * **chaining**: a finished target is an input of every later target.
 
 ``naive=True`` runs the same algorithm without any of the speed-ups (full recomputation of the
@@ -460,7 +463,10 @@ def pack_encoder_inputs(
     """Packed encoder batch (B, L) of the known tokens of the ``visible`` modalities.
 
     ``open_sequence = (name, prefix_lengths (B,))`` adds ``[S_1]`` after that sequence's given prefix
-    (rows whose prefix already fills the sequence get none). A given sequence that is hidden from
+    (rows whose prefix already fills the sequence get none, and so do rows with no prefix: a sequence
+    the collator gives no input budget is absent from the encoder, so that is what the model knows
+    for "generate all of it"; a lone ``[S_1]`` only occurs in training when every token of a
+    sequence with input budget is dropped, and it makes the model close the span early). A given sequence that is hidden from
     this view (guidance) enters as ``[S_1]`` alone, the way 4M sees a fully masked text.
     """
     config, batch = state.config, state.batch_size
@@ -484,9 +490,9 @@ def pack_encoder_inputs(
         pieces.append({"ids": ids, "modality": torch.full_like(ids, config.modality_id(name)), "position": positions, "valid": valid})
     if open_sequence is not None and open_sequence[0] in config.input_modalities:
         name, prefix_lengths = open_sequence
-        room = prefix_lengths < config.modality(name).max_length
+        marked = (prefix_lengths > 0) & (prefix_lengths < config.modality(name).max_length)
         pieces.append({"ids": torch.full((batch, 1), START_SENTINEL_ID), "modality": torch.full((batch, 1), config.modality_id(name)),
-                       "position": (prefix_lengths * room)[:, None], "valid": room[:, None]})
+                       "position": (prefix_lengths * marked)[:, None], "valid": marked[:, None]})
     packed = _compact(pieces)
     if uses_pixels:
         packed["pixel_values"] = state.pixel_values
