@@ -69,7 +69,18 @@ def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.I
         raise ValueError("make_grid: nothing to show (no inputs and no outputs)")
     if tile_size is None:
         tile_size = max([MIN_TILE_SIZE] + [max(image.size) for _, image in tiles])
-    return _compose(tiles, texts, int(tile_size))
+    tile_size = int(tile_size)
+    if isinstance(outputs.get("det"), Mapping) and "boxes" in outputs["det"]:
+        tiles = [(name, _boxes_tile(outputs, input_image, tile_size) if name == "det" else image) for name, image in tiles]
+    return _compose(tiles, texts, tile_size)
+
+
+def _boxes_tile(outputs: Mapping, input_image: Image.Image | None, tile_size: int) -> Image.Image:
+    """The generated boxes drawn at tile resolution (readable labels) on the input image, else the
+    generated RGB, else the pipeline's own det picture."""
+    generated_rgb = outputs.get("rgb", {}).get("image") if isinstance(outputs.get("rgb"), Mapping) else None
+    background = input_image or generated_rgb or outputs["det"]["image"]
+    return draw_boxes(background.convert("RGB").resize((tile_size, tile_size), Image.BICUBIC), outputs["det"]["boxes"])
 
 
 def save_grid(inputs, outputs: Mapping, path, tile_size: int | None = None) -> Path:
