@@ -28,6 +28,7 @@ from .checkpoints import bundled_checkpoint
 
 DEFAULT_NUM_SCENES = 4
 DEFAULT_PROMPTS = 2
+TILE_SIZE = 192  # px per grid tile: the 64 px outputs scaled up 3x
 SCORED_TARGETS = ("depth", "normal", "semseg", "det", "caption")
 
 
@@ -73,20 +74,20 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
 
     for index, scene in enumerate(scenes):
         output = pipe(Image.fromarray(scene["rgb"]), seed=seed, progress=progress)
-        grid = fourm_hf.save_grid({"rgb": scene["rgb"]}, output, out / f"scene_{index:02d}.png")
+        grid = fourm_hf.save_grid({"rgb": scene["rgb"]}, output, out / f"scene_{index:02d}.png", TILE_SIZE)
         report["scenes"].append({"index": index, "grid": grid.name, "caption_truth": scene["caption"],
                                  "caption": output.get("caption"), "scores": score_scene(output, scene)})
     for name in photo_names:
         photo = _photo(name)
         output = pipe(photo["image"], seed=seed, progress=progress)
-        grid = fourm_hf.save_grid(photo["image"], output, out / f"photo_{name}.png")
+        grid = fourm_hf.save_grid(centre_square(photo["image"]), output, out / f"photo_{name}.png", TILE_SIZE)
         report["photos"].append({"name": name, "grid": grid.name, "caption_truth": photo["caption"],
                                  "caption": output.get("caption")})
     for index, scene in enumerate(scenes[:prompts]):
         output = pipe(text=scene["caption"], target_modalities=["rgb"], seed=seed, progress=progress)
         recaption = pipe(output["rgb"]["image"], target_modalities=["caption"], seed=seed)["caption"]
         grid = fourm_hf.save_grid({"caption": scene["caption"]}, {**output, "caption": recaption},
-                                  out / f"prompt_{index:02d}.png")
+                                  out / f"prompt_{index:02d}.png", TILE_SIZE)
         report["prompts"].append({"prompt": scene["caption"], "grid": grid.name, "recaption": recaption})
 
     report["mean_scores"] = mean_scores([scene["scores"] for scene in report["scenes"]])
@@ -94,6 +95,13 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
     _write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     _write_atomic(out / "report.md", format_demo_report(report))
     return report
+
+
+def centre_square(image: Image.Image) -> Image.Image:
+    """The largest centred square of ``image``: the part the processor's centre crop shows the model."""
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
 
 
 def score_scene(output: dict, scene: dict) -> dict:
