@@ -15,7 +15,7 @@ import fourm_hf
 from fourm_hf import FourMAnyToAnyPipeline, FourMImageProcessor, FourMModel, FourMProcessor, save_grid, train_text_tokenizer
 from fourm_hf.data.scenes import SCENE_CLASSES, render_scene
 from fourm_hf.modeling.generation import build_generation_schedule, generate
-from fourm_hf.pipelines.grid import LINE_HEIGHT, MARGIN, grid_size
+from fourm_hf.pipelines.grid import LINE_HEIGHT, MARGIN, grid_size, make_grid
 from fourm_hf.testing_utils import tiny_config, tiny_vqvae
 
 SIZE = 32
@@ -233,6 +233,18 @@ def test_save_grid_writes_one_labelled_png(default_output, scenes, tmp_path):
     expected = np.asarray(default_output["depth"]["image"].resize((tile, tile), Image.Resampling.NEAREST))
     np.testing.assert_array_equal(crop, expected)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_grid_draws_boxes_at_tile_resolution_on_the_input(scenes):
+    from fourm_hf.tokenization.visualization import draw_boxes
+
+    boxes = [{"label": "red cube", "score": 1.0, "box": [0.25, 0.25, 0.75, 0.75]}]
+    small = draw_boxes(Image.fromarray(scenes[0]["rgb"]), boxes)  # what the pipeline returns: model resolution
+    grid = make_grid(scenes[0]["rgb"], {"det": {"boxes": boxes, "image": small}}, tile_size=192)
+    left, top = MARGIN + (192 + MARGIN), MARGIN + 14
+    tile = np.asarray(grid.crop((left, top, left + 192, top + 192)))
+    expected = draw_boxes(Image.fromarray(scenes[0]["rgb"]).resize((192, 192), Image.BICUBIC), boxes)
+    np.testing.assert_array_equal(tile, np.asarray(expected))
 
 
 # ---- bad input ------------------------------------------------------------------------------------------
