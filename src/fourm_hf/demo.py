@@ -61,6 +61,8 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
     if not (num_scenes or photo_names):
         raise ValueError("nothing to do: --num-scenes 0 and no --photos")
     checkpoint = bundled_checkpoint() if checkpoint is None else str(checkpoint)
+    if Path(checkpoint).exists() and not (Path(checkpoint) / "config.json").is_file():
+        raise ValueError(f"--checkpoint {checkpoint}: no config.json; expected a folder with a FourM model and its processor")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -194,7 +196,7 @@ def main(args) -> int:
     try:
         report = run_demo(args.checkpoint, args.out, args.num_scenes, args.photos, args.prompts, args.seed,
                           progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: transformers could not find or read the checkpoint
         print(f"fourm-hf demo: {error}", file=sys.stderr)
         return 2
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))

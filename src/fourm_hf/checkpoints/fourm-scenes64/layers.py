@@ -1,0 +1,193 @@
+"""Transformer building blocks of 4M: bias-free LayerNorm, SwiGLU MLP, attention, blocks.
+
+Shapes: B batch, L / S query / key lengths, D hidden size, H heads, d head dim (D = H * d).
+Attention masks are additive float biases of shape (B, 1, L, S): 0 where a query may attend to a
+key, the dtype's most negative finite value where it may not. A query row that may attend to
+nothing (padding) then gets a uniform softmax instead of NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .configuration_fourm import FourMConfig
+
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def layer_norm(config: FourMConfig) -> nn.LayerNorm:
+    """LayerNorm with a learned scale and no bias, as in the 4M-7 ``*_nobias`` models."""
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=False)
+
+
+def mask_to_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L, S) bool, True = may attend  ->  (B, 1, L, S) additive bias in ``dtype``."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    bias = bias.masked_fill(~allowed, torch.finfo(dtype).min)
+    return bias.unsqueeze(1)
+
+
+def attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor | None, implementation: str
+) -> torch.Tensor:
+    """Scaled dot-product attention. q (B,H,L,d), k/v (B,H,S,d), bias (B,1,L,S) -> (B,H,L,d)."""
+    if implementation == "sdpa":
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+    if implementation == "eager":
+        scores = (query @ key.transpose(-2, -1)) * query.shape[-1] ** -0.5
+        if bias is not None:
+            scores = scores + bias
+        return scores.softmax(dim=-1) @ value
+    raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}.")
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, L, H*d) -> (B, H, L, d)."""
+    batch, length, width = x.shape
+    return x.view(batch, length, num_heads, width // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, d) -> (B, L, H*d)."""
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused [q | k | v] projection and no biases."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+
+    def forward(
+        self, hidden_states: torch.Tensor, bias: torch.Tensor | None, kv_cache: "KVCache | None" = None
+    ) -> torch.Tensor:
+        """hidden_states (B, L, D), bias (B, 1, L, S) -> (B, L, D).
+
+        With ``kv_cache`` the new keys/values are appended to the cached ones first (S = cached + L).
+        """
+        query, key, value = self.qkv(hidden_states).chunk(3, dim=-1)
+        query, key, value = (split_heads(t, self.num_heads) for t in (query, key, value))
+        if kv_cache is not None:
+            key, value = kv_cache.append(key, value)
+        out = attention(query, key, value, bias, self.config._attn_implementation)
+        return self.proj(merge_heads(out))
+
+
+class CrossAttention(nn.Module):
+    """Decoder-to-encoder attention: q from the decoder stream, [k | v] from the encoder context."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.q = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.kv = nn.Linear(config.hidden_size, 2 * config.hidden_size, bias=False)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+
+    def context_key_value(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context (B, S, D) -> keys, values (B, H, S, d). Cacheable: the context is fixed per sample."""
+        key, value = self.kv(context).chunk(2, dim=-1)
+        return split_heads(key, self.num_heads), split_heads(value, self.num_heads)
+
+    def forward(
+        self, hidden_states: torch.Tensor, key_value: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """hidden_states (B, L, D), key_value from :meth:`context_key_value`, bias (B, 1, L|1, S) -> (B, L, D)."""
+        query = split_heads(self.q(hidden_states), self.num_heads)
+        out = attention(query, *key_value, bias, self.config._attn_implementation)
+        return self.proj(merge_heads(out))
+
+
+class SwiGLUMLP(nn.Module):
+    """``fc2(silu(fc1(x)) * fc3(x))`` with hidden width ``int(2 * mlp_ratio * D / 3)``, no biases."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.fc3 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
+
+
+class EncoderBlock(GradientCheckpointingLayer):
+    """Pre-norm block: ``h += attn(LN1 h)``; ``h += mlp(LN2 h)``."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__()
+        self.norm1 = layer_norm(config)
+        self.attn = SelfAttention(config)
+        self.norm2 = layer_norm(config)
+        self.mlp = SwiGLUMLP(config)
+
+    def forward(self, hidden_states: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """hidden_states (B, L, D), bias (B, 1, L, L) -> (B, L, D)."""
+        hidden_states = hidden_states + self.attn(self.norm1(hidden_states), bias)
+        return hidden_states + self.mlp(self.norm2(hidden_states))
+
+
+class DecoderBlock(GradientCheckpointingLayer):
+    """Pre-norm block: self-attention, cross-attention to the encoder context, MLP."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__()
+        self.norm1 = layer_norm(config)
+        self.self_attn = SelfAttention(config)
+        self.query_norm = layer_norm(config)
+        self.context_norm = layer_norm(config)
+        self.cross_attn = CrossAttention(config)
+        self.norm2 = layer_norm(config)
+        self.mlp = SwiGLUMLP(config)
+
+    def context_key_value(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys/values of this block, (B, H, S, d) each."""
+        return self.cross_attn.context_key_value(self.context_norm(context))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        self_bias: torch.Tensor | None,
+        cross_bias: torch.Tensor | None,
+        context: torch.Tensor | None = None,
+        context_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_cache: "KVCache | None" = None,
+    ) -> torch.Tensor:
+        """hidden_states (B, L, D); context (B, S, D) or its precomputed ``context_key_value``."""
+        if context_key_value is None:
+            context_key_value = self.context_key_value(context)
+        hidden_states = hidden_states + self.self_attn(self.norm1(hidden_states), self_bias, kv_cache)
+        hidden_states = hidden_states + self.cross_attn(self.query_norm(hidden_states), context_key_value, cross_bias)
+        return hidden_states + self.mlp(self.norm2(hidden_states))
+
+
+class KVCache:
+    """Self-attention keys/values of one decoder block, grown one chunk at a time.
+
+    Used by autoregressive decoding: every step appends the new token's k/v (B, H, 1, d) instead of
+    recomputing the whole prefix.
+    """
+
+    def __init__(self):
+        self.key: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+
+    def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """key/value (B, H, L, d) -> all keys/values so far (B, H, S + L, d)."""
+        if self.key is None:
+            self.key, self.value = key, value
+        else:
+            self.key = torch.cat([self.key, key], dim=2)
+            self.value = torch.cat([self.value, value], dim=2)
+        return self.key, self.value
+
+    def __len__(self) -> int:
+        return 0 if self.key is None else self.key.shape[2]

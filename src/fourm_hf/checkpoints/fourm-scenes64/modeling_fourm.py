@@ -1,0 +1,388 @@
+"""FourMModel: the 4M encoder-decoder, read top to bottom like the paper.
+
+1. Embeddings: each chosen input token becomes ``x + e`` (content + sin-cos position + modality).
+2. Encoder: pre-norm transformer blocks over the input tokens, then a LayerNorm.
+3. Decoder: each chosen target token starts as the mask token (image modalities) or its
+   teacher-forced previous token (sequences), plus position and modality. Self-attention stays
+   within one modality (bidirectional for images, causal for sequences); cross-attention reads the
+   encoder output projected to a context (plus the encoder tokens' positions and modalities).
+4. Loss: per-modality cross-entropy on the target tokens, averaged per modality then over the
+   output modalities (or over all tokens).
+
+The forward takes packed tensors: the collator (training) or the sampler (generation) has chosen
+which tokens are inputs and which are targets. B = batch, L = input tokens, T = target tokens,
+D = hidden size. Modality ids index ``config.modality_names``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_fourm import FourMConfig
+from .remote_code import write_remote_code
+from .embeddings import FourMDecoderEmbeddings, FourMEncoderEmbeddings, ModalityEmbedding, position_table
+from .layers import DecoderBlock, EncoderBlock, KVCache, layer_norm, mask_to_bias
+from .validation import validate_packed_inputs
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class FourMEncoderOutput(ModelOutput):
+    """Encoder result.
+
+    Attributes:
+        last_hidden_state: (B, L, D) after the final encoder LayerNorm.
+        placement: (B, L, D) the tokens' position + modality embeddings (zeros on padding), which the
+            decoder adds to its context.
+        attention_mask: (B, L) 1 = real token.
+        hidden_states: per-layer (B, L, D) states when ``output_hidden_states``.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    placement: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class FourMOutput(ModelOutput):
+    """Result of :meth:`FourMModel.forward`.
+
+    Attributes:
+        loss: scalar training loss (when ``labels`` are given).
+        modality_losses: output modality name -> scalar mean cross-entropy of its target tokens.
+        logits: output modality name -> (N_m, V_m) logits of that modality's target tokens, flattened
+            in batch-major order (sample 0's tokens in slot order, then sample 1's, ...).
+        encoder_last_hidden_state: (B, L, D).
+        decoder_last_hidden_state: (B, T, D) after the final decoder LayerNorm.
+        encoder_hidden_states / decoder_hidden_states: per-layer states when ``output_hidden_states``.
+    """
+
+    loss: torch.Tensor | None = None
+    modality_losses: dict[str, torch.Tensor] | None = None
+    logits: dict[str, torch.Tensor] | None = None
+    encoder_last_hidden_state: torch.Tensor | None = None
+    decoder_last_hidden_state: torch.Tensor | None = None
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class FourMPreTrainedModel(PreTrainedModel):
+    config_class = FourMConfig
+    base_model_prefix = "fourm"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["EncoderBlock", "DecoderBlock"]
+    # The loss is a per-modality mean: it must not be rescaled by the Trainer's num_items_in_batch.
+    accepts_loss_kwargs = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus the flat model code ``auto_map`` points at."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload the model in one commit with a generated 4M model card and the any-to-any pipeline entry
+        (``fourm_hf.hub.push_checkpoint``; same keywords as ``PreTrainedModel.push_to_hub`` plus card options)."""
+        import importlib
+
+        try:  # by name, so this file stays loadable as remote code where fourm_hf is not installed
+            hub = importlib.import_module("fourm_hf.hub")
+        except ImportError:
+            return super().push_to_hub(repo_id, **kwargs)
+        return hub.push_checkpoint(self, repo_id, **kwargs)
+
+    def _init_weights(self, module: nn.Module):
+        """4M init: xavier-uniform linears (fused q/k/v and k/v as separate matrices), N(0, 0.02) tables."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            fused_chunks = module.out_features // module.in_features if module.out_features in (
+                2 * module.in_features, 3 * module.in_features) and module.in_features == self.config.hidden_size else 1
+            fan_out = module.out_features // fused_chunks
+            bound = (6.0 / (fan_out + module.in_features)) ** 0.5
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+        if isinstance(module, ModalityEmbedding):
+            init.copy_(module.pos_emb, position_table(self.config, module.spec))
+            if module.mod_emb is not None:
+                init.trunc_normal_(module.mod_emb, std=std, a=-2 * std, b=2 * std)
+        if isinstance(module, FourMModel):
+            init.trunc_normal_(module.mask_token, std=std, a=-2 * std, b=2 * std)
+
+
+class FourMModel(FourMPreTrainedModel):
+    """The 4M encoder-decoder over packed multimodal tokens (see the module docstring)."""
+
+    def __init__(self, config: FourMConfig):
+        super().__init__(config)
+        self.encoder_embeddings = FourMEncoderEmbeddings(config)
+        self.decoder_embeddings = FourMDecoderEmbeddings(config)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.encoder = nn.ModuleList([EncoderBlock(config) for _ in range(config.num_encoder_layers)])
+        self.encoder_norm = layer_norm(config)
+        self.decoder_proj_context = nn.Linear(config.hidden_size, config.hidden_size, bias=True)
+        self.decoder = nn.ModuleList([DecoderBlock(config) for _ in range(config.num_decoder_layers)])
+        self.decoder_norm = layer_norm(config)
+        self.post_init()
+
+    # ---- 1+2. embeddings and encoder ---------------------------------------------------------------
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        input_modality_ids: torch.Tensor,
+        input_positions: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> FourMEncoderOutput:
+        """Packed input tokens (B, L) [+ pixel_values (B, C, H, W)] -> encoder states (B, L, D)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        content, placement = self.encoder_embeddings(
+            input_ids, input_modality_ids, input_positions, attention_mask, pixel_values
+        )
+        hidden_states = content + placement
+        valid = attention_mask.bool()
+        bias = mask_to_bias(valid[:, None, :].expand(-1, valid.shape[1], -1), hidden_states.dtype)
+        all_states = (hidden_states,) if output_hidden_states else None
+        for block in self.encoder:
+            hidden_states = block(hidden_states, bias)
+            if output_hidden_states:
+                all_states += (hidden_states,)
+        return FourMEncoderOutput(
+            last_hidden_state=self.encoder_norm(hidden_states),
+            placement=placement,
+            attention_mask=attention_mask,
+            hidden_states=all_states,
+        )
+
+    def get_encoder_features(
+        self,
+        input_ids: torch.Tensor,
+        input_modality_ids: torch.Tensor,
+        input_positions: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pool: bool = False,
+    ) -> torch.Tensor:
+        """Encoder features for downstream heads: (B, L, D) per token, or (B, D) mean over real tokens."""
+        encoded = self.encode(input_ids, input_modality_ids, input_positions, attention_mask, pixel_values)
+        if not pool:
+            return encoded.last_hidden_state
+        weights = encoded.attention_mask.to(encoded.last_hidden_state.dtype).unsqueeze(-1)
+        return (encoded.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    # ---- 3. decoder ----------------------------------------------------------------------------------
+    def encoder_context(self, encoded: FourMEncoderOutput) -> torch.Tensor:
+        """(B, L, D) context the decoder cross-attends to: projected encoder output + placement."""
+        return self.decoder_proj_context(encoded.last_hidden_state) + encoded.placement
+
+    def decoder_self_attention_mask(
+        self, decoder_modality_ids: torch.Tensor, decoder_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T) ids and padding mask -> (B, T, T) bool, True where query i may attend to key j.
+
+        Same modality only; bidirectional within an image modality, causal (slot order) within a
+        sequence modality; never to padding.
+        """
+        is_sequence = torch.tensor(
+            [self.config.modality(name).is_sequence for name in self.config.modality_names],
+            device=decoder_modality_ids.device,
+        )
+        query_is_sequence = is_sequence[decoder_modality_ids.clamp(min=0)]
+        length = decoder_modality_ids.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=decoder_modality_ids.device).tril()
+        same_modality = decoder_modality_ids[:, :, None] == decoder_modality_ids[:, None, :]
+        key_valid = decoder_attention_mask.bool()[:, None, :]
+        order_ok = ~query_is_sequence[:, :, None] | causal[None]
+        return same_modality & key_valid & order_ok
+
+    def decode(
+        self,
+        encoded: FourMEncoderOutput,
+        decoder_input_ids: torch.Tensor,
+        decoder_modality_ids: torch.Tensor,
+        decoder_positions: torch.Tensor,
+        decoder_attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        *,
+        context_key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        kv_caches: list[KVCache] | None = None,
+        self_attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Packed target tokens (B, T) attending to ``encoded`` -> decoder states (B, T, D).
+
+        Cached decoding (generation) passes, all optional:
+            context_key_values: per-block cross-attention (keys, values) from
+                :meth:`decoder_context_key_values` (the encoder output is fixed while one target decodes).
+            kv_caches: one :class:`KVCache` per block; the T new tokens' self-attention keys/values are
+                appended to it and the new tokens attend to everything cached before them.
+            self_attention_mask: (B, T, S) bool, True where new token i may attend to key j of the
+                S = cached + T self-attention keys. Default: the modality rule among the new tokens and
+                every cached key allowed (one sequence decoded token by token).
+        """
+        if decoder_attention_mask is None:
+            decoder_attention_mask = torch.ones_like(decoder_input_ids)
+        content, placement = self.decoder_embeddings(
+            decoder_input_ids,
+            decoder_modality_ids,
+            decoder_positions,
+            decoder_attention_mask,
+            self.mask_token,
+            self.encoder_modality_embeddings(),
+        )
+        hidden_states = content + placement
+        if self_attention_mask is None:
+            self_attention_mask = self.decoder_self_attention_mask(decoder_modality_ids, decoder_attention_mask)
+            cached = len(kv_caches[0]) if kv_caches is not None else 0
+            if cached:
+                seen = torch.ones(*self_attention_mask.shape[:2], cached, dtype=torch.bool, device=self_attention_mask.device)
+                self_attention_mask = torch.cat([seen, self_attention_mask], dim=-1)
+        self_bias = mask_to_bias(self_attention_mask, hidden_states.dtype)
+        cross_bias = mask_to_bias(encoded.attention_mask.bool()[:, None, :], hidden_states.dtype)
+        context = self.encoder_context(encoded) if context_key_values is None else None
+        all_states = (hidden_states,) if output_hidden_states else None
+        for index, block in enumerate(self.decoder):
+            hidden_states = block(
+                hidden_states, self_bias, cross_bias, context,
+                context_key_value=None if context_key_values is None else context_key_values[index],
+                kv_cache=None if kv_caches is None else kv_caches[index],
+            )
+            if output_hidden_states:
+                all_states += (hidden_states,)
+        return self.decoder_norm(hidden_states), all_states
+
+    def decoder_context_key_values(self, encoded: FourMEncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder block, the cross-attention (keys, values), each (B, H, L, d), of ``encoded``.
+
+        Computed once per encoder output and reused by every step of autoregressive decoding.
+        """
+        context = self.encoder_context(encoded)
+        return [block.context_key_value(context) for block in self.decoder]
+
+    def encoder_modality_embeddings(self) -> dict[str, torch.Tensor]:
+        """Modality name -> the encoder's learned modality embedding (1, 1, D), shared with the decoder."""
+        return {name: emb.mod_emb for name, emb in self.encoder_embeddings.items()}
+
+    # ---- 4. logits and loss ----------------------------------------------------------------------------
+    def compute_logits(
+        self, decoder_states: torch.Tensor, decoder_modality_ids: torch.Tensor, decoder_attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """(B, T, D) states -> modality -> (N_m, V_m) logits of its real target tokens, batch-major."""
+        valid = decoder_attention_mask.bool()
+        logits = {}
+        for name, embedding in self.decoder_embeddings.items():
+            rows = decoder_states[(decoder_modality_ids == self.config.modality_id(name)) & valid]
+            logits[name] = F.linear(rows, embedding.logits_weight)
+        return logits
+
+    def compute_loss(
+        self,
+        logits: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        decoder_modality_ids: torch.Tensor,
+        decoder_attention_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Cross-entropy per modality (mean over its tokens; 0 if it has none), then the total.
+
+        ``"modality"`` averaging divides the sum of per-modality means by the number of output
+        modalities (a modality without targets still counts), as 4M-7 trains; ``"token"`` takes
+        the mean over all target tokens.
+        """
+        valid = decoder_attention_mask.bool()
+        modality_losses, token_loss_sum, token_count = {}, 0.0, 0
+        for name, modality_logits in logits.items():
+            targets = labels[(decoder_modality_ids == self.config.modality_id(name)) & valid]
+            summed = F.cross_entropy(modality_logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+            count = (targets != IGNORE_INDEX).sum()
+            modality_losses[name] = summed / count.clamp(min=1)
+            token_loss_sum = token_loss_sum + summed
+            token_count = token_count + count
+        if self.config.loss_averaging == "modality":
+            loss = sum(modality_losses.values()) / len(self.config.output_modalities)
+        else:
+            loss = token_loss_sum / token_count.clamp(min=1)
+        return loss, modality_losses
+
+    # ---- the whole model --------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_modality_ids: torch.Tensor,
+        input_positions: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_modality_ids: torch.Tensor | None = None,
+        decoder_positions: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> FourMOutput | tuple:
+        """Encode the input tokens, decode the target tokens, and (with ``labels``) compute the loss.
+
+        Args:
+            input_ids, input_modality_ids, input_positions, attention_mask: (B, L) int packed input
+                tokens (see the module docstring); ``attention_mask`` 1 = real, 0 = padding.
+            pixel_values: (B, C, H, W) float, needed when an input token belongs to a pixels modality;
+                the token's position is its patch index.
+            decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask: (B, T)
+                int packed target tokens; ``decoder_input_ids`` is the teacher-forced input of sequence
+                targets (ignored for image targets, which enter as the mask token).
+            labels: (B, T) int target ids, -100 = no loss.
+        Without decoder tokens only the encoder runs.
+        """
+        output_hidden_states = bool(output_hidden_states)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        has_decoder = decoder_modality_ids is not None
+        if has_decoder:
+            if decoder_input_ids is None:
+                decoder_input_ids = torch.zeros_like(decoder_modality_ids)
+            if decoder_attention_mask is None:
+                decoder_attention_mask = torch.ones_like(decoder_modality_ids)
+        if not torch.compiler.is_compiling():
+            validate_packed_inputs(
+                self.config, input_ids, input_modality_ids, input_positions, attention_mask, pixel_values,
+                decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask, labels,
+            )
+        encoded = self.encode(
+            input_ids, input_modality_ids, input_positions, attention_mask, pixel_values, output_hidden_states
+        )
+        output = FourMOutput(
+            encoder_last_hidden_state=encoded.last_hidden_state, encoder_hidden_states=encoded.hidden_states
+        )
+        if has_decoder:
+            decoder_states, all_decoder_states = self.decode(
+                encoded, decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask,
+                output_hidden_states,
+            )
+            output.decoder_last_hidden_state = decoder_states
+            output.decoder_hidden_states = all_decoder_states
+            output.logits = self.compute_logits(decoder_states, decoder_modality_ids, decoder_attention_mask)
+            if labels is not None:
+                output.loss, output.modality_losses = self.compute_loss(
+                    output.logits, labels, decoder_modality_ids, decoder_attention_mask
+                )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["FourMModel", "FourMPreTrainedModel", "FourMOutput", "FourMEncoderOutput", "KVCache"]

@@ -1,0 +1,160 @@
+"""Checks of the packed batch FourMModel.forward receives; every error names the field and modality.
+
+Only real tokens (attention mask 1) are checked: padding may hold anything.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .configuration_fourm import FourMConfig
+
+IGNORE_INDEX = -100
+
+
+def _check_integer(name: str, tensor: torch.Tensor) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex:
+        raise ValueError(f"{name} must be an integer tensor (torch.long), got dtype {tensor.dtype}.")
+
+
+def _check_same_shape(reference_name: str, reference: torch.Tensor, others: dict[str, torch.Tensor | None]) -> None:
+    if reference.dim() != 2:
+        raise ValueError(f"{reference_name} must have shape (batch, tokens), got {tuple(reference.shape)}.")
+    for name, tensor in others.items():
+        if tensor is None:
+            continue
+        _check_integer(name, tensor)
+        if tensor.shape != reference.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} but {reference_name} has {tuple(reference.shape)}; "
+                "all tensors of one side (encoder or decoder) must have the same (batch, tokens) shape."
+            )
+
+
+def _check_tokens(
+    config: FourMConfig,
+    side: str,
+    allowed_modalities: list[str],
+    ids: tuple[str, torch.Tensor],
+    modality_ids: tuple[str, torch.Tensor],
+    positions: tuple[str, torch.Tensor],
+    valid: torch.Tensor,
+) -> None:
+    """Modality ids in the allowed set, positions inside each modality's table, ids inside its vocab."""
+    ids_name, ids_tensor = ids
+    modality_name, modality_tensor = modality_ids
+    positions_name, positions_tensor = positions
+    allowed_ids = torch.tensor([config.modality_id(name) for name in allowed_modalities], device=modality_tensor.device)
+    real_modalities = modality_tensor[valid]
+    unknown = ~torch.isin(real_modalities, allowed_ids)
+    if unknown.any():
+        bad = real_modalities[unknown][0].item()
+        described = config.modality_names[bad] if 0 <= bad < len(config.modality_names) else "no modality"
+        raise ValueError(
+            f"{modality_name} contains id {bad} ({described}), which is not a {side} modality of this model; "
+            f"expected ids {allowed_ids.tolist()} for {allowed_modalities}."
+        )
+    for name in allowed_modalities:
+        spec = config.modality(name)
+        selected = valid & (modality_tensor == config.modality_id(name))
+        if not selected.any():
+            continue
+        modality_positions = positions_tensor[selected]
+        limit = config.num_positions(name)
+        if modality_positions.min() < 0 or modality_positions.max() >= limit:
+            raise ValueError(
+                f"{positions_name} for modality {name!r} must lie in [0, {limit}), got values in "
+                f"[{modality_positions.min().item()}, {modality_positions.max().item()}]."
+            )
+        if ids_tensor is not None and spec.kind != "pixels" and (side == "encoder" or spec.is_sequence):
+            modality_ids_values = ids_tensor[selected]
+            if modality_ids_values.min() < 0 or modality_ids_values.max() >= spec.vocab_size:
+                raise ValueError(
+                    f"{ids_name} for modality {name!r} must lie in [0, {spec.vocab_size}), got values in "
+                    f"[{modality_ids_values.min().item()}, {modality_ids_values.max().item()}]."
+                )
+
+
+def _check_labels(config: FourMConfig, labels, decoder_modality_ids, valid) -> None:
+    for name in config.output_modalities:
+        selected = valid & (decoder_modality_ids == config.modality_id(name))
+        values = labels[selected]
+        values = values[values != IGNORE_INDEX]
+        if values.numel() and (values.min() < 0 or values.max() >= config.modality(name).vocab_size):
+            raise ValueError(
+                f"labels for modality {name!r} must lie in [0, {config.modality(name).vocab_size}) or be "
+                f"{IGNORE_INDEX}, got values in [{values.min().item()}, {values.max().item()}]."
+            )
+
+
+def _check_pixels(config: FourMConfig, pixel_values, input_modality_ids, valid, batch_size) -> None:
+    pixel_modalities = [name for name in config.input_modalities if config.modality(name).kind == "pixels"]
+    used = [name for name in pixel_modalities if (valid & (input_modality_ids == config.modality_id(name))).any()]
+    if pixel_values is None:
+        if used:
+            raise ValueError(f"Input tokens of the pixels modality {used[0]!r} are given but pixel_values is None.")
+        return
+    if not pixel_modalities:
+        raise ValueError("pixel_values was given but this model has no pixels input modality.")
+    if not isinstance(pixel_values, torch.Tensor) or not pixel_values.dtype.is_floating_point:
+        raise ValueError(f"pixel_values must be a floating point tensor, got {getattr(pixel_values, 'dtype', type(pixel_values))}.")
+    channels = config.modality(pixel_modalities[0]).num_channels
+    expected = (batch_size, channels, config.image_size, config.image_size)
+    if tuple(pixel_values.shape) != expected:
+        raise ValueError(
+            f"pixel_values for modality {pixel_modalities[0]!r} must have shape {expected} "
+            f"(batch, channels, image_size, image_size), got {tuple(pixel_values.shape)}."
+        )
+
+
+def validate_packed_inputs(
+    config: FourMConfig,
+    input_ids,
+    input_modality_ids,
+    input_positions,
+    attention_mask,
+    pixel_values,
+    decoder_input_ids,
+    decoder_modality_ids,
+    decoder_positions,
+    decoder_attention_mask,
+    labels,
+) -> None:
+    """Raise ValueError/TypeError for any malformed field of a packed batch (see FourMModel.forward)."""
+    _check_integer("input_ids", input_ids)
+    _check_same_shape(
+        "input_ids", input_ids,
+        {"input_modality_ids": input_modality_ids, "input_positions": input_positions, "attention_mask": attention_mask},
+    )
+    encoder_valid = attention_mask.bool()
+    _check_tokens(
+        config, "encoder", config.input_modalities, ("input_ids", input_ids),
+        ("input_modality_ids", input_modality_ids), ("input_positions", input_positions), encoder_valid,
+    )
+    _check_pixels(config, pixel_values, input_modality_ids, encoder_valid, input_ids.shape[0])
+    if decoder_modality_ids is None:
+        if labels is not None:
+            raise ValueError("labels were given without decoder tokens (decoder_modality_ids is None).")
+        return
+    _check_integer("decoder_modality_ids", decoder_modality_ids)
+    _check_same_shape(
+        "decoder_modality_ids", decoder_modality_ids,
+        {"decoder_input_ids": decoder_input_ids, "decoder_positions": decoder_positions,
+         "decoder_attention_mask": decoder_attention_mask, "labels": labels},
+    )
+    if decoder_positions is None:
+        raise ValueError("decoder_positions is required when decoder_modality_ids is given.")
+    if decoder_modality_ids.shape[0] != input_ids.shape[0]:
+        raise ValueError(
+            f"Encoder and decoder batch sizes differ: input_ids has {input_ids.shape[0]} rows, "
+            f"decoder_modality_ids has {decoder_modality_ids.shape[0]}."
+        )
+    decoder_valid = decoder_attention_mask.bool()
+    _check_tokens(
+        config, "decoder (output)", config.output_modalities, ("decoder_input_ids", decoder_input_ids),
+        ("decoder_modality_ids", decoder_modality_ids), ("decoder_positions", decoder_positions), decoder_valid,
+    )
+    if labels is not None:
+        _check_labels(config, labels, decoder_modality_ids, decoder_valid)
