@@ -164,3 +164,17 @@ def test_the_committed_recipe_describes_the_bundled_checkpoint():
     assert list(config.output_modalities) == settings["model"]["output_modalities"]
     for name, length in settings["model"]["max_lengths"].items():
         assert config.modality(name).max_length == length
+
+
+def test_the_bundled_remote_code_is_the_current_package_code():
+    """The folder carries a flat copy of the model/processor code for trust_remote_code users; when the
+    package code changes, refresh it in place (no retraining; see fourm_hf/checkpoints/__init__.py)."""
+    from fourm_hf.remote_code import PACKAGE_ROOT, flatten_relative_imports
+
+    copies = sorted(BUNDLED_CHECKPOINT.glob("*.py"))
+    assert copies, "the bundled checkpoint carries no remote code"
+    for copy in copies:
+        sources = [path for path in PACKAGE_ROOT.rglob(copy.name) if "checkpoints" not in path.parts]
+        assert len(sources) == 1, f"{copy.name}: expected one package module of that name, found {sources}"
+        assert copy.read_text(encoding="utf-8") == flatten_relative_imports(sources[0].read_text(encoding="utf-8")), (
+            f"{copy.name} in the bundled checkpoint is stale: refresh it (fourm_hf/checkpoints/__init__.py says how)")

@@ -56,5 +56,6 @@ OMP_NUM_THREADS=1 fourm-hf evaluate --checkpoint "$RUN/fourm_stage2" --processor
     --compare "4M after stage 1 (3000 steps: the specialists' compute)=$RUN/fourm" \
     --specialist depth="$RUN/specialist_depth" --specialist semseg="$RUN/specialist_semseg" \
     --train-stats "$RUN/scenes" --out "$RUN/eval.json" --markdown "$RUN/eval.md"
+cp "$RUN/eval.json" examples/scenes64/eval.json   # the committed record (and the card's table)
 fourm-hf assemble-checkpoint --model "$RUN/fourm_stage2" --processor "$RUN/processor" --evaluation "$RUN/eval.json" \
     --bundled --out src/fourm_hf/checkpoints/fourm-scenes64

@@ -4,12 +4,20 @@
 ``fourm-hf demo`` and the tests use it. ``examples/scenes64/reproduce.sh`` rebuilds it from nothing,
 its last step being::
 
-    fourm-hf assemble-checkpoint --model runs/scenes64/fourm --processor runs/scenes64/processor \\
-        --evaluation runs/scenes64/eval.json --out src/fourm_hf/checkpoints/fourm-scenes64
+    fourm-hf assemble-checkpoint --model runs/scenes64/fourm_stage2 --processor runs/scenes64/processor \\
+        --evaluation runs/scenes64/eval.json --bundled --out src/fourm_hf/checkpoints/fourm-scenes64
 
 which puts the model, its processor (text tokenizer, VQ-VAEs) and a model card (with the evaluation
 table) into one folder that ``AutoModel``, ``AutoProcessor`` and
 ``pipeline("any-to-any")`` load.
+
+The folder also holds a flat copy of the package's model and processor code (for ``trust_remote_code``
+users). After a change to that code, refresh the copy in place, without retraining (the weights and
+the card come out byte for byte the same)::
+
+    fourm-hf assemble-checkpoint --model src/fourm_hf/checkpoints/fourm-scenes64 \\
+        --processor src/fourm_hf/checkpoints/fourm-scenes64 --evaluation examples/scenes64/eval.json \\
+        --bundled --out src/fourm_hf/checkpoints/fourm-scenes64
 """
 
 from __future__ import annotations
