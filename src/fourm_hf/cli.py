@@ -14,7 +14,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "assemble-processor": ("fourm_hf.tokenization.processing_fourm", "put a trained text tokenizer and VQ-VAEs together into one FourMProcessor folder"),
-    "assemble-checkpoint": ("fourm_hf.checkpoints", "put a trained model, its processor, the pipeline entry and a model card into one checkpoint folder"),
+    "assemble-checkpoint": ("fourm_hf.checkpoints", "put a trained model, its processor and a model card (with an evaluation table) into one checkpoint folder"),
     "build-corpus": ("fourm_hf.data.corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),
     "convert-ml4m": ("fourm_hf.modeling.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
     "demo": ("fourm_hf.demo", "run the bundled 4M on held-out scenes and real photographs: PNG grids of every modality and a scored report"),

@@ -5,7 +5,7 @@
 
 For each of ``--num-scenes`` held-out scenes (never trained on; rendered in memory with exact
 labels) and each real photograph shipped in scikit-image (``data/photos.py``), the any-to-any
-pipeline generates depth, normals, segmentation, RGB tokens, a caption and boxes from the RGB
+pipeline generates depth, normals, segmentation, a caption and boxes from the RGB
 image, chained as 4M chains them, and one PNG grid per input shows the input beside every output.
 ``--prompts`` held-out captions are turned into scenes (caption -> RGB). ``report.md`` (and
 ``report.json``) score every scene against its exact truth with the package's metrics.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
     import fourm_hf  # noqa: F401  (registers the 4M any-to-any pipeline)
     from transformers import pipeline
 
-    from .data.photos import PHOTO_CAPTIONS
+    from .data.photos import PHOTO_CAPTIONS, load_photos
     from .evaluation.heldout import HELDOUT_DATASET_SEED, heldout_scenes
 
     num_scenes, prompts = _count(num_scenes, "--num-scenes"), _count(prompts, "--prompts")
@@ -79,8 +80,9 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
         grid = fourm_hf.save_grid({"rgb": scene["rgb"]}, output, out / f"scene_{index:02d}.png", TILE_SIZE)
         report["scenes"].append({"index": index, "grid": grid.name, "caption_truth": scene["caption"],
                                  "caption": output.get("caption"), "scores": score_scene(output, scene)})
+    photos_by_name = {photo["name"]: photo for photo in load_photos()} if photo_names else {}
     for name in photo_names:
-        photo = _photo(name)
+        photo = photos_by_name[name]
         output = pipe(photo["image"], seed=seed, progress=progress)
         grid = fourm_hf.save_grid(centre_square(photo["image"]), output, out / f"photo_{name}.png", TILE_SIZE)
         report["photos"].append({"name": name, "grid": grid.name, "caption_truth": photo["caption"],
@@ -156,12 +158,6 @@ def format_demo_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _photo(name: str) -> dict:
-    from .data.photos import load_photos
-
-    return next(photo for photo in load_photos() if photo["name"] == name)
-
-
 def _count(value, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{field} must be an integer >= 0, got {value!r}")
@@ -191,8 +187,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    import sys
-
     try:
         report = run_demo(args.checkpoint, args.out, args.num_scenes, args.photos, args.prompts, args.seed,
                           progress=not args.no_progress)
