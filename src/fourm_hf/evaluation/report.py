@@ -10,9 +10,9 @@ ceiling`` (the true maps through the checkpoint's own VQ-VAEs / text tokenizer),
 ``--train-stats`` or from scenes rendered with the default training seed) and one row per
 ``--specialist`` (a FourM checkpoint of the same format trained for one target, run through the same
 pipeline on that target only); ``--compare NAME=DIR`` adds a row for another 4M checkpoint, scored
-like ``--checkpoint`` (e.g. the same model at a compute equal to the specialists'). Columns: see ``scoring.py``. Below the table: caption -> RGB (see
-``caption_to_rgb.py``). The held-out scenes are rendered in memory at the processor's image size
-(``heldout.py``). The JSON (``--out``) and markdown (``--markdown``) files are written atomically.
+like ``--checkpoint`` (e.g. the same model at the specialists' compute). Columns: see ``scoring.py``.
+Below the table: caption -> RGB (see ``caption_to_rgb.py``). The held-out scenes are rendered in
+memory at the processor's image size (``heldout.py``). The JSON (``--out``) and markdown (``--markdown``) files are written atomically.
 """
 
 from __future__ import annotations

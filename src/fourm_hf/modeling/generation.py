@@ -466,8 +466,9 @@ def pack_encoder_inputs(
     (rows whose prefix already fills the sequence get none, and so do rows with no prefix: a sequence
     the collator gives no input budget is absent from the encoder, so that is what the model knows
     for "generate all of it"; a lone ``[S_1]`` only occurs in training when every token of a
-    sequence with input budget is dropped, and it makes the model close the span early). A given sequence that is hidden from
-    this view (guidance) enters as ``[S_1]`` alone, the way 4M sees a fully masked text.
+    sequence with input budget is dropped, and it makes the model close the span early). A given
+    sequence that is hidden from this view (guidance) enters as ``[S_1]`` alone, the way 4M sees a
+    fully masked text.
     """
     config, batch = state.config, state.batch_size
     empty = torch.zeros(batch, 0, dtype=torch.long)
@@ -504,9 +505,9 @@ def _stack_encoded(outputs: list[FourMEncoderOutput]) -> FourMEncoderOutput:
     (padding: zero states and placement, attention mask 0, so the decoder never attends to it)."""
     length = max(output.attention_mask.shape[1] for output in outputs)
 
-    def padded(tensor, value=0):
+    def padded(tensor):
         pad = (0, 0, 0, length - tensor.shape[1]) if tensor.dim() == 3 else (0, length - tensor.shape[1])
-        return F.pad(tensor, pad, value=value)
+        return F.pad(tensor, pad)
 
     return FourMEncoderOutput(
         last_hidden_state=torch.cat([padded(output.last_hidden_state) for output in outputs]),
