@@ -51,6 +51,7 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
 
     from .data.photos import PHOTO_CAPTIONS, load_photos
     from .evaluation.heldout import HELDOUT_DATASET_SEED, heldout_scenes
+    from .evaluation.report import write_atomic
 
     num_scenes, prompts = _count(num_scenes, "--num-scenes"), _count(prompts, "--prompts")
     photo_names = list(PHOTO_CAPTIONS) if photos is None else list(photos)
@@ -96,8 +97,8 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
 
     report["mean_scores"] = mean_scores([scene["scores"] for scene in report["scenes"]])
     report["seconds"] = round(time.perf_counter() - start, 1)
-    _write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
-    _write_atomic(out / "report.md", format_demo_report(report))
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", format_demo_report(report))
     return report
 
 
@@ -162,12 +163,6 @@ def _count(value, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{field} must be an integer >= 0, got {value!r}")
     return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    from .evaluation.report import write_atomic
-
-    write_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------------------------------
