@@ -1,0 +1,66 @@
+"""RGB -> caption and boxes with and without a lone ``[S_1]`` in the encoder for a sequence generated
+from nothing, on held-out scenes, in the same run.
+
+The sampler leaves such a sequence out of the encoder (``pack_encoder_inputs``), as the masking collator
+trains a sequence with no input budget. The old behaviour (a lone ``[S_1]`` at position 0) is restored
+here by wrapping ``pack_encoder_inputs``, so both are scored on the same checkpoint and scenes.
+
+    python benchmarks/eval_sequence_start.py [--checkpoint DIR] [--num-scenes 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+import fourm_hf.modeling.generation as generation
+from fourm_hf.checkpoints import bundled_checkpoint
+from fourm_hf.evaluation.heldout import heldout_scenes
+from fourm_hf.evaluation.predictors import PipelinePredictor
+from fourm_hf.evaluation.scoring import evaluate_predictor
+
+CURRENT = generation.pack_encoder_inputs
+
+
+def with_lone_start_sentinel(state, visible, open_sequence=None):
+    """The old packing: the open sequence's rows with no prefix also get ``[S_1]`` at position 0."""
+    packed = CURRENT(state, visible, open_sequence)
+    if open_sequence is None or open_sequence[0] not in state.config.input_modalities:
+        return packed
+    name, prefix_lengths = open_sequence
+    empty = prefix_lengths == 0
+    if not empty.any():
+        return packed
+    batch = state.batch_size
+    sentinel = {"input_ids": torch.full((batch, 1), generation.START_SENTINEL_ID),
+                "input_modality_ids": torch.full((batch, 1), state.config.modality_id(name)),
+                "input_positions": torch.zeros(batch, 1, dtype=torch.long), "attention_mask": empty.long()[:, None]}
+    for key, column in sentinel.items():
+        packed[key] = torch.cat([packed[key], column], dim=1)
+    order = torch.sort((packed["attention_mask"] == 0).to(torch.int8), dim=1, stable=True).indices
+    for key in sentinel:
+        packed[key] = packed[key].gather(1, order)
+    return packed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="FourM model + processor folder (default: the bundled one)")
+    parser.add_argument("--num-scenes", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    checkpoint = args.checkpoint or bundled_checkpoint()
+    predictor = PipelinePredictor(checkpoint, ["det", "caption"])
+    scenes = heldout_scenes(args.num_scenes, predictor.pipe.processor.image_size)
+    for label, packing in (("lone [S_1] (old)", with_lone_start_sentinel), ("absent (current)", CURRENT)):
+        generation.pack_encoder_inputs = packing
+        scores = evaluate_predictor(predictor, scenes)["scores"]
+        print(json.dumps({"encoder gets": label, **{k: round(v, 3) for k, v in scores.items()}}), flush=True)
+    generation.pack_encoder_inputs = CURRENT
+
+
+if __name__ == "__main__":
+    main()
