@@ -15,7 +15,7 @@ import json
 
 import torch
 
-import fourm_hf.modeling.generation as generation
+import fourm_hf.modeling.generation.sequence_decoding as generation  # the module that calls pack_encoder_inputs
 from fourm_hf.checkpoints import bundled_checkpoint
 from fourm_hf.evaluation.heldout import heldout_scenes
 from fourm_hf.evaluation.predictors import PipelinePredictor

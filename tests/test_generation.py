@@ -1,4 +1,4 @@
-"""The sampler (modeling/generation.py) on a tiny random model: every decoding mode, guidance,
+"""The sampler (modeling/generation/) on a tiny random model: every decoding mode, guidance,
 chaining, in-/out-painting, the KV cache against full recomputation, and bad input."""
 
 from __future__ import annotations

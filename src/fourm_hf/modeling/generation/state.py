@@ -1,0 +1,108 @@
+"""The state of one generation run: the token dicts being filled in, checked against the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...configuration_fourm import FourMConfig
+from .schedules import GenerationSchedule
+from .special_ids import PAD_ID
+
+
+@dataclass
+class GenerationState:
+    """The batch being generated: ``tokens[m]`` (B, N_m) ids, ``known[m]`` (B, N_m) bool, pixels.
+
+    Sequences are stored left-aligned and padded with ``[PAD]``; their known mask is a prefix.
+    """
+
+    config: FourMConfig
+    tokens: dict[str, torch.Tensor]
+    known: dict[str, torch.Tensor]
+    pixel_values: torch.Tensor | None
+    batch_size: int
+
+    def available(self) -> list[str]:
+        """Modalities the encoder can read now, in the model's modality order."""
+        names = [name for name in self.known if self.known[name].any()]
+        if self.pixel_values is not None:
+            names += [n for n in self.config.input_modalities if self.config.modality(n).kind == "pixels"]
+        return [n for n in self.config.modality_names if n in names and n in self.config.input_modalities]
+
+
+def prepare_state(
+    config: FourMConfig,
+    tokens: dict[str, torch.Tensor],
+    schedule: GenerationSchedule,
+    known: dict[str, torch.Tensor] | None = None,
+    pixel_values: torch.Tensor | None = None,
+    batch_size: int | None = None,
+) -> GenerationState:
+    """Check the inputs of :func:`generate` against the model and the schedule; build the state."""
+    if not isinstance(tokens, dict):
+        raise TypeError(f"tokens must be a dict {{modality: (B, N) LongTensor}}, got {type(tokens).__name__}.")
+    known = dict(known or {})
+    targets = [plan.modality for plan in schedule.targets]
+    for name in list(schedule.cond_domains) + targets:
+        config.modality(name)  # schedule built for another model
+    for name, ids in tokens.items():
+        if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dim() != 2:
+            raise ValueError(f"tokens[{name!r}] must be a (batch, tokens) integer tensor, got "
+                             f"{getattr(ids, 'dtype', type(ids).__name__)} of shape {tuple(getattr(ids, 'shape', ()))}.")
+    for name in schedule.cond_domains:
+        if config.modality(name).kind != "pixels" and name not in tokens:
+            raise ValueError(f"conditioning input {name!r} has no tokens (tokens has {sorted(tokens)}).")
+    sizes = {name: ids.shape[0] for name, ids in tokens.items()}
+    if pixel_values is not None:
+        sizes["pixel_values"] = pixel_values.shape[0]
+    if batch_size is not None:
+        sizes["batch_size"] = batch_size
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"Every input must have the same batch size, got {sizes}.")
+    if not sizes:
+        raise ValueError("Nothing tells the batch size (no tokens, no pixel_values): pass batch_size.")
+    batch = next(iter(sizes.values()))
+    state_tokens, state_known = {}, {}
+    for name, ids in tokens.items():
+        spec = config.modality(name)  # unknown modality names raise ValueError here
+        if spec.kind == "pixels":
+            raise ValueError(f"{name!r} is a pixels modality: pass it as pixel_values, not as tokens.")
+        if name not in schedule.cond_domains and name not in targets:
+            raise ValueError(f"tokens were given for {name!r}, which is neither a conditioning input "
+                             f"{list(schedule.cond_domains)} nor a target {targets}.")
+        length = ids.shape[1]
+        if spec.is_sequence and length > spec.max_length:
+            raise ValueError(f"tokens[{name!r}] has {length} positions, more than max_length {spec.max_length}.")
+        if not spec.is_sequence and length != config.grid_size**2:
+            raise ValueError(f"tokens[{name!r}] must have {config.grid_size ** 2} positions "
+                             f"({config.grid_size}x{config.grid_size} grid), got {length}.")
+        given = known.pop(name, None)
+        if given is None:
+            given = ids != PAD_ID if spec.is_sequence else torch.ones_like(ids, dtype=torch.bool)
+        elif given.shape != ids.shape or given.dtype != torch.bool:
+            raise ValueError(f"known[{name!r}] must be a bool tensor of shape {tuple(ids.shape)}, got "
+                             f"{given.dtype} of shape {tuple(given.shape)}.")
+        if spec.is_sequence and (given[:, 1:] & ~given[:, :-1]).any():
+            raise ValueError(f"known[{name!r}]: the given tokens of a sequence must be a prefix (left-aligned).")
+        values = ids.long()[given]
+        if values.numel() and (values.min() < 0 or values.max() >= spec.vocab_size):
+            raise ValueError(f"tokens[{name!r}] must lie in [0, {spec.vocab_size}), got values in "
+                             f"[{values.min().item()}, {values.max().item()}].")
+        if name in schedule.cond_domains and not given.any(dim=1).all():
+            raise ValueError(f"conditioning input {name!r} has a sample without any given token.")
+        state_tokens[name], state_known[name] = ids.long().clone(), given.clone()
+    if known:
+        raise ValueError(f"known masks were given for {sorted(known)} without tokens for them.")
+    pixel_names = [n for n in schedule.cond_domains if config.modality(n).kind == "pixels"]
+    if pixel_names and pixel_values is None:
+        raise ValueError(f"conditioning input {pixel_names[0]!r} needs pixel_values (B, 3, H, W).")
+    if pixel_values is not None:
+        expected = (batch, config.modality(pixel_names[0]).num_channels, config.image_size, config.image_size) if pixel_names else None
+        if expected is None:
+            raise ValueError("pixel_values were given but no pixels modality is among cond_domains.")
+        if not pixel_values.dtype.is_floating_point or tuple(pixel_values.shape) != expected:
+            raise ValueError(f"pixel_values for {pixel_names[0]!r} must be a float tensor of shape {expected}, "
+                             f"got {pixel_values.dtype} {tuple(pixel_values.shape)}.")
+    return GenerationState(config, state_tokens, state_known, pixel_values, batch)
