@@ -28,6 +28,9 @@ from .tokenization.image_processing_fourm import FourMImageProcessor
 from .tokenization.processing_fourm import FourMProcessor
 from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, text_to_boxes, train_text_tokenizer
 from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
+from .tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
+from .tokenization.released import FourMTokenizerModel, convert_released_tokenizer, register_released_family
+from .tokenization.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
 from .pipelines.any_to_any import FourMAnyToAnyPipeline, register_any_to_any_pipeline
 from .pipelines.grid import save_grid
 
@@ -43,6 +46,8 @@ AutoModelForSemanticSegmentation.register(FourMConfig, FourMForSemanticSegmentat
 # VQ-VAE tokenizers load as models of their own (model_type "fourm_vqvae").
 AutoConfig.register("fourm_vqvae", FourMVQVAEConfig, exist_ok=True)
 AutoModel.register(FourMVQVAEConfig, FourMVQVAE, exist_ok=True)
+# The released 4M tokenizer families ("fourm_vit_vqvae", "fourm_mlp_vqvae", ...) register themselves with
+# AutoConfig / AutoModel in tokenization/released.py (register_released_family).
 # A saved tokenizer_config.json names "FourMTextTokenizer"; without this registration transformers
 # silently falls back to the generic TokenizersBackend.
 AutoTokenizer.register(FourMConfig, tokenizer_class=FourMTextTokenizer, exist_ok=True)
@@ -60,6 +65,8 @@ __all__ = [
     "convert_ml4m_checkpoint", "load_reference_model", "reference_batch_to_packed",
     "FourMTextTokenizer", "boxes_to_text", "text_to_boxes", "train_text_tokenizer",
     "FourMVQVAE", "FourMVQVAEConfig", "FourMImageProcessor", "FourMProcessor",
+    "FourMTokenizerModel", "FourMViTVQVAE", "FourMViTVQVAEConfig", "FourMMLPVQVAE", "FourMMLPVQVAEConfig",
+    "convert_released_tokenizer", "register_released_family",
     "DirichletMasking", "FourMMaskingCollator", "MaskingEpochCallback", "masking_preset", "with_sample_index",
     "build_corpus", "load_corpus",
     "build_generation_schedule", "generate", "FourMAnyToAnyPipeline", "save_grid",
