@@ -32,6 +32,8 @@ setup(
         "pillow>=10.0",
         "tqdm>=4.60",
         "pyyaml>=6.0",
+        # DiVAE tokenizers sample with diffusers' DDIM / DDPM schedulers (imported only when decoding).
+        "diffusers>=0.30",
     ],
     extras_require={
         "test": ["pytest>=8.0"],

@@ -31,6 +31,7 @@ from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
 from .tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
 from .tokenization.released import FourMTokenizerModel, convert_released_tokenizer, register_released_family
 from .tokenization.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
+from .tokenization.divae import FourMDiVAE, FourMDiVAEConfig
 from .pipelines.any_to_any import FourMAnyToAnyPipeline, register_any_to_any_pipeline
 from .pipelines.grid import save_grid
 
@@ -66,7 +67,7 @@ __all__ = [
     "FourMTextTokenizer", "boxes_to_text", "text_to_boxes", "train_text_tokenizer",
     "FourMVQVAE", "FourMVQVAEConfig", "FourMImageProcessor", "FourMProcessor",
     "FourMTokenizerModel", "FourMViTVQVAE", "FourMViTVQVAEConfig", "FourMMLPVQVAE", "FourMMLPVQVAEConfig",
-    "convert_released_tokenizer", "register_released_family",
+    "convert_released_tokenizer", "register_released_family", "FourMDiVAE", "FourMDiVAEConfig",
     "DirichletMasking", "FourMMaskingCollator", "MaskingEpochCallback", "masking_preset", "with_sample_index",
     "build_corpus", "load_corpus",
     "build_generation_schedule", "generate", "FourMAnyToAnyPipeline", "save_grid",
