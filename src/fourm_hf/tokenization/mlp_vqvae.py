@@ -96,6 +96,7 @@ class FourMMLPVQVAEConfig(ReleasedTokenizerConfig):
             effect on this family (kept so the released config round-trips).
     """
 
+    released_keys = RELEASED_MLP_VQVAE_KEYS
     model_type = "fourm_mlp_vqvae"
 
     enc_type: str = "BottleneckMLP/B_6-Wi_1024"

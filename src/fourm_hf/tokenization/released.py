@@ -94,11 +94,30 @@ class FourMTokenizerModel:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, **kwargs) -> PreTrainedModel:
-        """The tokenizer in ``folder`` (released layout or our saved format), in eval mode."""
+        """The tokenizer in ``folder`` (released layout or our saved format), in eval mode.
+
+        ``folder`` may also be a Hub repo id (``EPFL-VILAB/4M_tokenizers_semseg_4k_224-448``): its
+        ``config.json`` and ``model.safetensors`` are fetched with ``huggingface_hub`` (or taken from
+        its cache when offline).
+        """
+        folder = _local_folder(folder)
         family = cls.family_of(folder)
         if is_released_folder(folder):
             return family.from_released_folder(folder, **kwargs)
         return family.from_pretrained(folder, **kwargs).eval()
+
+
+def _local_folder(path: str | os.PathLike) -> str:
+    """``path`` itself when it is a local directory, else the snapshot of the Hub repo it names."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or os.path.isabs(path) or path.count("/") != 1:
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(path, allow_patterns=[CONFIG_FILE, "model.safetensors"])
+    except Exception as error:  # offline, unknown repo, no access: say what was looked for
+        raise ValueError(f"FourMTokenizerModel: {path!r} is neither a local folder nor a reachable Hub repo ({error}).") from error
 
 
 def convert_released_tokenizer(folder: str | os.PathLike, output_dir: str | os.PathLike, **kwargs) -> PreTrainedModel:

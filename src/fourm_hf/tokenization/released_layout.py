@@ -13,6 +13,7 @@ every tokenizer family needs to load one as is:
   strictly (missing / unexpected / mis-shaped tensors are a ``ValueError`` naming them), so the
   weights are held once.
 * :func:`is_released_folder` - ``config.json`` without ``model_type``.
+* :func:`save_in_released_layout` - the inverse: write a model of this package as a released folder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedConfig
 
 CONFIG_FILE = "config.json"
@@ -68,6 +69,13 @@ class ReleasedTokenizerConfig(PreTrainedConfig):
     sync_codebook: bool = False
     undo_std: bool = False
     modality: str | None = None
+
+    # the keys of this family's released config.json (set by each family config)
+    released_keys = frozenset()
+
+    def to_released_dict(self) -> dict[str, Any]:
+        """The released ``config.json`` content for this configuration (``released_keys`` only)."""
+        return {key: getattr(self, key) for key in sorted(self.released_keys)}
 
     @property
     def vocab_size(self) -> int:
@@ -185,6 +193,21 @@ def build_from_state_dict(model_class, config, state_dict: dict[str, torch.Tenso
     return model.eval()
 
 
+def save_in_released_layout(model, folder: str | os.PathLike) -> None:
+    """Write ``model`` as a released Hub folder (``config.json`` without ``model_type`` +
+    ``model.safetensors`` with the reference's names), e.g. to hand it back to the reference code.
+    Both files are written under temporary names and renamed into place."""
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    config_path, weights_path = os.path.join(folder, CONFIG_FILE), os.path.join(folder, WEIGHTS_FILE)
+    state_dict = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    save_file(state_dict, weights_path + ".tmp")
+    os.replace(weights_path + ".tmp", weights_path)
+    with open(config_path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(model.config.to_released_dict(), handle, indent=2, sort_keys=True)
+    os.replace(config_path + ".tmp", config_path)
+
+
 def read_json_object(path: str) -> dict[str, Any]:
     """The JSON object in ``path`` (``ValueError`` when it is not valid JSON or not an object)."""
     try:
@@ -209,4 +232,5 @@ __all__ = [
     "read_released_config",
     "read_released_folder",
     "require_weight",
+    "save_in_released_layout",
 ]

@@ -73,6 +73,7 @@ class FourMViTVQVAEConfig(ReleasedTokenizerConfig):
         mlp_ratio: ViT MLP expansion (4 in every preset).
     """
 
+    released_keys = RELEASED_VIT_VQVAE_KEYS
     model_type = "fourm_vit_vqvae"
 
     out_conv: bool = False
@@ -150,6 +151,7 @@ class FourMViTVQVAEConfig(ReleasedTokenizerConfig):
     def from_released(cls, released: dict, state_dict: dict[str, torch.Tensor], **overrides) -> "FourMViTVQVAEConfig":
         """A config from a released ``config.json`` dict; widths / depths from the weights."""
         check_released_keys(released, RELEASED_VIT_VQVAE_KEYS, "FourMViTVQVAE")
+        preset_sizes = {side: vit_preset_size(released.get(key)) for side, key in (("encoder", "enc_type"), ("decoder", "dec_type"))}
         sizes = {}
         for side in ("encoder", "decoder"):
             table = require_weight(state_dict, f"{side}.pos_emb", "FourMViTVQVAE")
@@ -157,7 +159,7 @@ class FourMViTVQVAEConfig(ReleasedTokenizerConfig):
             sizes[f"{side}_depth"] = count_blocks(state_dict, f"{side}.blocks")
         preset_heads = {}
         for side, preset in (("encoder", released.get("enc_type")), ("decoder", released.get("dec_type"))):
-            dim, depth, heads = vit_preset_size(preset)
+            dim, depth, heads = preset_sizes[side]
             for field, preset_value in (("dim", dim), ("depth", depth)):
                 if preset_value is not None and preset_value != sizes[f"{side}_{field}"]:
                     raise ValueError(
