@@ -62,12 +62,18 @@ def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 class ModalityEmbedding(nn.Module):
-    """Position table (a non-persistent buffer, rebuilt on load) and learned modality embedding."""
+    """Position table (a non-persistent buffer, rebuilt on load) and learned modality embedding.
+
+    The table is computed in float32 and stored in the model's dtype (the default dtype while the
+    model is built, which ``from_pretrained(dtype=...)`` / ``_from_config(dtype=...)`` set), as
+    transformers' models keep their fixed position tables.
+    """
 
     def __init__(self, config: FourMConfig, spec: ModalitySpec, with_modality_embedding: bool = True):
         super().__init__()
         self.spec = spec
-        self.register_buffer("pos_emb", position_table(config, spec), persistent=False)
+        table = position_table(config, spec).to(torch.get_default_dtype())
+        self.register_buffer("pos_emb", table, persistent=False)
         self.mod_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if with_modality_embedding else None
 
     def positions(self, positions: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,10 @@ Shapes: B batch, L / S query / key lengths, D hidden size, H heads, d head dim (
 Attention masks are additive float biases of shape (B, 1, L, S): 0 where a query may attend to a
 key, the dtype's most negative finite value where it may not. A query row that may attend to
 nothing (padding) then gets a uniform softmax instead of NaN.
+
+Every attention module returns ``(output, weights)``: ``weights`` (B, H, L, S) are the softmax
+probabilities when asked for (``output_attentions``), else None. SDPA never materialises them, so a
+call that asks for them computes that layer the eager way, as transformers' models fall back.
 """
 
 from __future__ import annotations
@@ -31,17 +35,27 @@ def mask_to_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor | None, implementation: str
-) -> torch.Tensor:
-    """Scaled dot-product attention. q (B,H,L,d), k/v (B,H,S,d), bias (B,1,L,S) -> (B,H,L,d)."""
-    if implementation == "sdpa":
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
-    if implementation == "eager":
-        scores = (query @ key.transpose(-2, -1)) * query.shape[-1] ** -0.5
-        if bias is not None:
-            scores = scores + bias
-        return scores.softmax(dim=-1) @ value
-    raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}.")
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None,
+    implementation: str,
+    output_attentions: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention. q (B,H,L,d), k/v (B,H,S,d), bias (B,1,L,S) -> (B,H,L,d), weights.
+
+    ``weights`` (B, H, L, S) only with ``output_attentions`` (computed eagerly whatever the
+    implementation, since SDPA does not return them), else None.
+    """
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}.")
+    if implementation == "sdpa" and not output_attentions:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias), None
+    scores = (query @ key.transpose(-2, -1)) * query.shape[-1] ** -0.5
+    if bias is not None:
+        scores = scores + bias
+    weights = scores.softmax(dim=-1)
+    return weights @ value, (weights if output_attentions else None)
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -67,9 +81,13 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
     def forward(
-        self, hidden_states: torch.Tensor, bias: torch.Tensor | None, kv_cache: "KVCache | None" = None
-    ) -> torch.Tensor:
-        """hidden_states (B, L, D), bias (B, 1, L, S) -> (B, L, D).
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | None,
+        kv_cache: "KVCache | None" = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, L, D), bias (B, 1, L, S) -> (B, L, D), weights (B, H, L, S) or None.
 
         With ``kv_cache`` the new keys/values are appended to the cached ones first (S = cached + L).
         """
@@ -77,8 +95,8 @@ class SelfAttention(nn.Module):
         query, key, value = (split_heads(t, self.num_heads) for t in (query, key, value))
         if kv_cache is not None:
             key, value = kv_cache.append(key, value)
-        out = attention(query, key, value, bias, self.config._attn_implementation)
-        return self.proj(merge_heads(out))
+        out, weights = attention(query, key, value, bias, self.config._attn_implementation, output_attentions)
+        return self.proj(merge_heads(out)), weights
 
 
 class CrossAttention(nn.Module):
@@ -98,12 +116,17 @@ class CrossAttention(nn.Module):
         return split_heads(key, self.num_heads), split_heads(value, self.num_heads)
 
     def forward(
-        self, hidden_states: torch.Tensor, key_value: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        """hidden_states (B, L, D), key_value from :meth:`context_key_value`, bias (B, 1, L|1, S) -> (B, L, D)."""
+        self,
+        hidden_states: torch.Tensor,
+        key_value: tuple[torch.Tensor, torch.Tensor],
+        bias: torch.Tensor | None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, L, D), key_value from :meth:`context_key_value`, bias (B, 1, L|1, S)
+        -> (B, L, D), weights (B, H, L, S) or None."""
         query = split_heads(self.q(hidden_states), self.num_heads)
-        out = attention(query, *key_value, bias, self.config._attn_implementation)
-        return self.proj(merge_heads(out))
+        out, weights = attention(query, *key_value, bias, self.config._attn_implementation, output_attentions)
+        return self.proj(merge_heads(out)), weights
 
 
 class SwiGLUMLP(nn.Module):
@@ -129,10 +152,13 @@ class EncoderBlock(GradientCheckpointingLayer):
         self.norm2 = layer_norm(config)
         self.mlp = SwiGLUMLP(config)
 
-    def forward(self, hidden_states: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """hidden_states (B, L, D), bias (B, 1, L, L) -> (B, L, D)."""
-        hidden_states = hidden_states + self.attn(self.norm1(hidden_states), bias)
-        return hidden_states + self.mlp(self.norm2(hidden_states))
+    def forward(
+        self, hidden_states: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, L, D), bias (B, 1, L, L) -> (B, L, D), self-attention weights or None."""
+        attended, weights = self.attn(self.norm1(hidden_states), bias, output_attentions=output_attentions)
+        hidden_states = hidden_states + attended
+        return hidden_states + self.mlp(self.norm2(hidden_states)), weights
 
 
 class DecoderBlock(GradientCheckpointingLayer):
@@ -160,13 +186,19 @@ class DecoderBlock(GradientCheckpointingLayer):
         context: torch.Tensor | None = None,
         context_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv_cache: "KVCache | None" = None,
-    ) -> torch.Tensor:
-        """hidden_states (B, L, D); context (B, S, D) or its precomputed ``context_key_value``."""
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """hidden_states (B, L, D); context (B, S, D) or its precomputed ``context_key_value``
+        -> (B, L, D), self-attention weights, cross-attention weights (None unless ``output_attentions``)."""
         if context_key_value is None:
             context_key_value = self.context_key_value(context)
-        hidden_states = hidden_states + self.self_attn(self.norm1(hidden_states), self_bias, kv_cache)
-        hidden_states = hidden_states + self.cross_attn(self.query_norm(hidden_states), context_key_value, cross_bias)
-        return hidden_states + self.mlp(self.norm2(hidden_states))
+        attended, self_weights = self.self_attn(self.norm1(hidden_states), self_bias, kv_cache, output_attentions)
+        hidden_states = hidden_states + attended
+        attended, cross_weights = self.cross_attn(
+            self.query_norm(hidden_states), context_key_value, cross_bias, output_attentions
+        )
+        hidden_states = hidden_states + attended
+        return hidden_states + self.mlp(self.norm2(hidden_states)), self_weights, cross_weights
 
 
 class KVCache:

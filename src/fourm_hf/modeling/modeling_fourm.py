@@ -44,12 +44,31 @@ class FourMEncoderOutput(ModelOutput):
             decoder adds to its context.
         attention_mask: (B, L) 1 = real token.
         hidden_states: per-layer (B, L, D) states when ``output_hidden_states``.
+        attentions: per-layer (B, H, L, L) self-attention weights when ``output_attentions``.
     """
 
     last_hidden_state: torch.Tensor | None = None
     placement: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class FourMDecoderOutput(ModelOutput):
+    """Decoder result.
+
+    Attributes:
+        last_hidden_state: (B, T, D) after the final decoder LayerNorm.
+        hidden_states: per-layer (B, T, D) states when ``output_hidden_states``.
+        attentions: per-layer (B, H, T, S) self-attention weights when ``output_attentions``.
+        cross_attentions: per-layer (B, H, T, L) weights over the encoder tokens when ``output_attentions``.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -63,7 +82,13 @@ class FourMOutput(ModelOutput):
             in batch-major order (sample 0's tokens in slot order, then sample 1's, ...).
         encoder_last_hidden_state: (B, L, D).
         decoder_last_hidden_state: (B, T, D) after the final decoder LayerNorm.
-        encoder_hidden_states / decoder_hidden_states: per-layer states when ``output_hidden_states``.
+        encoder_hidden_states / decoder_hidden_states: per-layer states when ``output_hidden_states``
+            (the embeddings, then each block's output).
+        encoder_attentions / decoder_attentions / cross_attentions: per-layer attention weights
+            (B, H, queries, keys) when ``output_attentions``.
+
+    With ``return_dict=False`` the same fields come as a tuple, skipping the None ones, so ``out[0]``
+    is the loss when ``labels`` were given.
     """
 
     loss: torch.Tensor | None = None
@@ -73,6 +98,9 @@ class FourMOutput(ModelOutput):
     decoder_last_hidden_state: torch.Tensor | None = None
     encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
     decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 class FourMPreTrainedModel(PreTrainedModel):
@@ -129,6 +157,7 @@ class FourMModel(FourMPreTrainedModel):
     """The 4M encoder-decoder over packed multimodal tokens (see the module docstring)."""
 
     def __init__(self, config: FourMConfig):
+        config.is_encoder_decoder = True
         super().__init__(config)
         self.encoder_embeddings = FourMEncoderEmbeddings(config)
         self.decoder_embeddings = FourMDecoderEmbeddings(config)
@@ -149,6 +178,7 @@ class FourMModel(FourMPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> FourMEncoderOutput:
         """Packed input tokens (B, L) [+ pixel_values (B, C, H, W)] -> encoder states (B, L, D)."""
         if attention_mask is None:
@@ -160,15 +190,19 @@ class FourMModel(FourMPreTrainedModel):
         valid = attention_mask.bool()
         bias = mask_to_bias(valid[:, None, :].expand(-1, valid.shape[1], -1), hidden_states.dtype)
         all_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for block in self.encoder:
-            hidden_states = block(hidden_states, bias)
+            hidden_states, weights = block(hidden_states, bias, output_attentions)
             if output_hidden_states:
                 all_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
         return FourMEncoderOutput(
             last_hidden_state=self.encoder_norm(hidden_states),
             placement=placement,
             attention_mask=attention_mask,
             hidden_states=all_states,
+            attentions=all_attentions,
         )
 
     def get_encoder_features(
@@ -225,7 +259,29 @@ class FourMModel(FourMPreTrainedModel):
         kv_caches: list[KVCache] | None = None,
         self_attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Packed target tokens (B, T) attending to ``encoded`` -> decoder states (B, T, D).
+        """(decoder states (B, T, D), per-layer states or None): :meth:`decode_layers` without attentions."""
+        decoded = self.decode_layers(
+            encoded, decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask,
+            output_hidden_states, context_key_values=context_key_values, kv_caches=kv_caches,
+            self_attention_mask=self_attention_mask,
+        )
+        return decoded.last_hidden_state, decoded.hidden_states
+
+    def decode_layers(
+        self,
+        encoded: FourMEncoderOutput,
+        decoder_input_ids: torch.Tensor,
+        decoder_modality_ids: torch.Tensor,
+        decoder_positions: torch.Tensor,
+        decoder_attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        *,
+        context_key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        kv_caches: list[KVCache] | None = None,
+        self_attention_mask: torch.Tensor | None = None,
+    ) -> FourMDecoderOutput:
+        """Packed target tokens (B, T) attending to ``encoded`` -> decoder states (B, T, D) [+ attentions].
 
         Cached decoding (generation) passes, all optional:
             context_key_values: per-block cross-attention (keys, values) from
@@ -257,15 +313,26 @@ class FourMModel(FourMPreTrainedModel):
         cross_bias = mask_to_bias(encoded.attention_mask.bool()[:, None, :], hidden_states.dtype)
         context = self.encoder_context(encoded) if context_key_values is None else None
         all_states = (hidden_states,) if output_hidden_states else None
+        self_attentions = () if output_attentions else None
+        cross_attentions = () if output_attentions else None
         for index, block in enumerate(self.decoder):
-            hidden_states = block(
+            hidden_states, self_weights, cross_weights = block(
                 hidden_states, self_bias, cross_bias, context,
                 context_key_value=None if context_key_values is None else context_key_values[index],
                 kv_cache=None if kv_caches is None else kv_caches[index],
+                output_attentions=output_attentions,
             )
             if output_hidden_states:
                 all_states += (hidden_states,)
-        return self.decoder_norm(hidden_states), all_states
+            if output_attentions:
+                self_attentions += (self_weights,)
+                cross_attentions += (cross_weights,)
+        return FourMDecoderOutput(
+            last_hidden_state=self.decoder_norm(hidden_states),
+            hidden_states=all_states,
+            attentions=self_attentions,
+            cross_attentions=cross_attentions,
+        )
 
     def decoder_context_key_values(self, encoded: FourMEncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder block, the cross-attention (keys, values), each (B, H, L, d), of ``encoded``.
@@ -333,6 +400,7 @@ class FourMModel(FourMPreTrainedModel):
         decoder_attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> FourMOutput | tuple:
@@ -347,10 +415,13 @@ class FourMModel(FourMPreTrainedModel):
                 int packed target tokens; ``decoder_input_ids`` is the teacher-forced input of sequence
                 targets (ignored for image targets, which enter as the mask token).
             labels: (B, T) int target ids, -100 = no loss.
+            output_hidden_states / output_attentions / return_dict: default to the config's
+                (``config.output_hidden_states``, ``config.output_attentions``, ``config.return_dict``).
         Without decoder tokens only the encoder runs.
         """
-        output_hidden_states = bool(output_hidden_states)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_hidden_states, output_attentions, return_dict = resolve_output_flags(
+            self.config, output_hidden_states, output_attentions, return_dict
+        )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         has_decoder = decoder_modality_ids is not None
@@ -365,24 +436,41 @@ class FourMModel(FourMPreTrainedModel):
                 decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask, labels,
             )
         encoded = self.encode(
-            input_ids, input_modality_ids, input_positions, attention_mask, pixel_values, output_hidden_states
+            input_ids, input_modality_ids, input_positions, attention_mask, pixel_values,
+            output_hidden_states, output_attentions,
         )
-        output = FourMOutput(
-            encoder_last_hidden_state=encoded.last_hidden_state, encoder_hidden_states=encoded.hidden_states
-        )
+        decoded, logits, loss, modality_losses = FourMDecoderOutput(), None, None, None
         if has_decoder:
-            decoder_states, all_decoder_states = self.decode(
+            decoded = self.decode_layers(
                 encoded, decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask,
-                output_hidden_states,
+                output_hidden_states, output_attentions,
             )
-            output.decoder_last_hidden_state = decoder_states
-            output.decoder_hidden_states = all_decoder_states
-            output.logits = self.compute_logits(decoder_states, decoder_modality_ids, decoder_attention_mask)
+            logits = self.compute_logits(decoded.last_hidden_state, decoder_modality_ids, decoder_attention_mask)
             if labels is not None:
-                output.loss, output.modality_losses = self.compute_loss(
-                    output.logits, labels, decoder_modality_ids, decoder_attention_mask
-                )
+                loss, modality_losses = self.compute_loss(logits, labels, decoder_modality_ids, decoder_attention_mask)
+        # built in one call, in field order, so the tuple form (return_dict=False) starts with the loss
+        output = FourMOutput(
+            loss=loss,
+            modality_losses=modality_losses,
+            logits=logits,
+            encoder_last_hidden_state=encoded.last_hidden_state,
+            decoder_last_hidden_state=decoded.last_hidden_state,
+            encoder_hidden_states=encoded.hidden_states,
+            decoder_hidden_states=decoded.hidden_states,
+            encoder_attentions=encoded.attentions,
+            decoder_attentions=decoded.attentions,
+            cross_attentions=decoded.cross_attentions,
+        )
         return output if return_dict else output.to_tuple()
 
 
-__all__ = ["FourMModel", "FourMPreTrainedModel", "FourMOutput", "FourMEncoderOutput", "KVCache"]
+def resolve_output_flags(config: FourMConfig, output_hidden_states, output_attentions, return_dict) -> tuple[bool, bool, bool]:
+    """Call-time ``output_hidden_states`` / ``output_attentions`` / ``return_dict``, each defaulting to the config's."""
+    return (
+        config.output_hidden_states if output_hidden_states is None else bool(output_hidden_states),
+        config.output_attentions if output_attentions is None else bool(output_attentions),
+        config.return_dict if return_dict is None else bool(return_dict),
+    )
+
+
+__all__ = ["FourMModel", "FourMPreTrainedModel", "FourMOutput", "FourMEncoderOutput", "FourMDecoderOutput", "KVCache"]

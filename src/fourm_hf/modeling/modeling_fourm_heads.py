@@ -4,7 +4,10 @@ All heads read raw pixels (the config's ``pixels`` input modality, ``rgb`` in 4M
 ``grid_size x grid_size`` patch grid, run only the encoder, and put a small head on its output:
 
 * :class:`FourMForImageClassification`: mean over the patch features -> LayerNorm -> linear ->
-  ``num_labels`` logits; cross-entropy.
+  ``num_labels`` logits; the loss follows ``config.problem_type`` as transformers'
+  ``*ForSequenceClassification`` do (``"regression"``: MSE, ``"single_label_classification"``:
+  cross-entropy, ``"multi_label_classification"``: BCE with logits; inferred from ``num_labels``
+  and the labels' dtype when unset).
 * :class:`FourMForDepthEstimation`: each patch feature -> linear -> a ``patch_size x patch_size``
   block of log-depth values (pixel shuffle back to full resolution); L1 or scale-invariant log
   loss over the pixels with a valid (positive, finite) depth.
@@ -23,17 +26,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.modeling_outputs import DepthEstimatorOutput, ImageClassifierOutput, SemanticSegmenterOutput
+from transformers.modeling_outputs import BaseModelOutput, DepthEstimatorOutput, ImageClassifierOutput, SemanticSegmenterOutput
 
 from ..configuration_fourm import FourMConfig
 from ..remote_code import write_remote_code
 from .embeddings import PatchEncoderEmbedding, patchify
 from .layers import EncoderBlock, layer_norm
-from .modeling_fourm import FourMPreTrainedModel
+from .modeling_fourm import FourMPreTrainedModel, resolve_output_flags
 
 HEADS_MODULE_NAME = "modeling_fourm_heads"
 DEPTH_LOSSES = ("l1", "silog")
 DEFAULT_SEGMENTATION_IGNORE_INDEX = 255
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
 def pixel_modality(config: FourMConfig) -> str:
@@ -47,23 +51,29 @@ def pixel_modality(config: FourMConfig) -> str:
     return names[0]
 
 
-class FourMEncoderTrunk(nn.Module):
+class FourMEncoderTrunk(FourMPreTrainedModel):
     """The encoder of :class:`FourMModel` over all patches of an image (no masking, no decoder).
 
     Parameter names match ``FourMModel`` (``encoder_embeddings.<pixels>.*``, ``encoder.*``,
     ``encoder_norm.*``), so its weights load from a 4M checkpoint; its output equals
-    ``FourMModel.get_encoder_features`` on the full patch grid of that modality.
+    ``FourMModel.get_encoder_features`` on the full patch grid of that modality. It is the heads'
+    ``base_model`` (a ``PreTrainedModel``: ``head.base_model.save_pretrained`` works).
     """
 
+    _keys_to_ignore_on_load_unexpected = [
+        r"^decoder", r"^mask_token", r"^encoder_embeddings\.\w+\.(token_emb|mod_emb)",
+    ]
+
     def __init__(self, config: FourMConfig):
-        super().__init__()
-        self.config = config
+        config.is_encoder_decoder = False
+        super().__init__(config)
         self.pixel_modality = pixel_modality(config)
         self.encoder_embeddings = nn.ModuleDict(
             {self.pixel_modality: PatchEncoderEmbedding(config, config.modality(self.pixel_modality))}
         )
         self.encoder = nn.ModuleList([EncoderBlock(config) for _ in range(config.num_encoder_layers)])
         self.encoder_norm = layer_norm(config)
+        self.post_init()
 
     def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         channels = self.config.modality(self.pixel_modality).num_channels
@@ -79,19 +89,26 @@ class FourMEncoderTrunk(nn.Module):
                 f"got {tuple(pixel_values.shape)}; resize/crop with the image processor first."
             )
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
-        """pixel_values (B, C, H, W) -> patch features (B, N, D) [, per-layer states]."""
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False):
+        """pixel_values (B, C, H, W) -> ``BaseModelOutput``: patch features ``last_hidden_state`` (B, N, D),
+        ``hidden_states`` (embeddings, then each block's output) and ``attentions`` (B, H, N, N) when asked for.
+        """
         self.check_pixel_values(pixel_values)
         embedding = self.encoder_embeddings[self.pixel_modality]
         dtype = embedding.proj.weight.dtype
         hidden_states = embedding.proj(patchify(pixel_values.to(dtype), self.config.patch_size))
         hidden_states = hidden_states + embedding.pos_emb.to(dtype) + embedding.mod_emb
         all_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for block in self.encoder:
-            hidden_states = block(hidden_states, None)  # every patch is real: no attention mask
+            hidden_states, weights = block(hidden_states, None, output_attentions)  # every patch is real: no mask
             if output_hidden_states:
                 all_states += (hidden_states,)
-        return self.encoder_norm(hidden_states), all_states
+            if output_attentions:
+                all_attentions += (weights,)
+        return BaseModelOutput(
+            last_hidden_state=self.encoder_norm(hidden_states), hidden_states=all_states, attentions=all_attentions
+        )
 
 
 class FourMHeadPreTrainedModel(FourMPreTrainedModel):
@@ -109,6 +126,7 @@ class FourMHeadPreTrainedModel(FourMPreTrainedModel):
     auto_class_name: str | None = None  # the transformers Auto class this head registers with
 
     def __init__(self, config: FourMConfig):
+        config.is_encoder_decoder = False  # the heads run the encoder only
         super().__init__(config)
         if self.auto_class_name is not None:
             config.auto_map = {**(config.auto_map or {}), self.auto_class_name: f"{HEADS_MODULE_NAME}.{type(self).__name__}"}
@@ -137,19 +155,52 @@ class FourMForImageClassification(FourMHeadPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
-        """pixel_values (B, C, H, W) [, labels (B,) int in [0, num_labels)] -> logits (B, num_labels), loss."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        features, hidden_states = self.fourm(pixel_values, bool(output_hidden_states))
+        """pixel_values (B, C, H, W) [, labels] -> logits (B, num_labels), loss.
+
+        labels: (B,) int class ids (single label), (B, num_labels) float (multi-label, or regression
+        targets), or (B,) float (regression with one label); see the module docstring.
+        """
+        output_hidden_states, output_attentions, return_dict = resolve_output_flags(
+            self.config, output_hidden_states, output_attentions, return_dict
+        )
+        trunk = self.fourm(pixel_values, output_hidden_states, output_attentions)
+        features, hidden_states, attentions = trunk.last_hidden_state, trunk.hidden_states, trunk.attentions
         logits = self.classifier(self.pool_norm(features.mean(dim=1)))
-        loss = None
-        if labels is not None:
-            check_class_labels(labels, self.config.num_labels, "labels", expected_shape=(pixel_values.shape[0],))
-            loss = F.cross_entropy(logits.float(), labels)
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+        loss = None if labels is None else self.classification_loss(logits, labels)
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
         return output if return_dict else output.to_tuple()
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss of ``config.problem_type`` (set here from num_labels and the labels' dtype when None)."""
+        batch, num_labels = logits.shape
+        if self.config.problem_type is None:
+            if num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        problem_type = self.config.problem_type
+        if problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"config.problem_type must be one of {PROBLEM_TYPES} or None, got {problem_type!r}.")
+        if problem_type == "single_label_classification":
+            check_class_labels(labels, num_labels, "labels", expected_shape=(batch,))
+            return F.cross_entropy(logits.float(), labels)
+        expected = (batch,) if problem_type == "regression" and num_labels == 1 else (batch, num_labels)
+        if not labels.dtype.is_floating_point and problem_type == "multi_label_classification":
+            labels = labels.float()  # 0/1 integer targets are fine for BCE
+        if not labels.dtype.is_floating_point or tuple(labels.shape) not in (expected, (batch, num_labels)):
+            raise ValueError(
+                f"{problem_type} labels must be a float tensor of shape {expected}, "
+                f"got {labels.dtype} {tuple(labels.shape)}."
+            )
+        if problem_type == "regression":
+            return F.mse_loss(logits.float().reshape(labels.shape), labels.float())
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
 class DensePatchHead(nn.Module):
@@ -196,12 +247,16 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> DepthEstimatorOutput | tuple:
         """pixel_values (B, C, H, W) [, labels (B, H, W) depth] -> predicted_depth (B, H, W), loss."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        features, hidden_states = self.fourm(pixel_values, bool(output_hidden_states))
+        output_hidden_states, output_attentions, return_dict = resolve_output_flags(
+            self.config, output_hidden_states, output_attentions, return_dict
+        )
+        trunk = self.fourm(pixel_values, output_hidden_states, output_attentions)
+        features, hidden_states, attentions = trunk.last_hidden_state, trunk.hidden_states, trunk.attentions
         log_depth = self.head(features)[:, 0]
         predicted_depth = log_depth.exp()
         loss = None
@@ -218,7 +273,9 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
                 loss = scale_invariant_log_loss(log_depth.float(), labels.float(), valid, lam)
             else:
                 loss = (predicted_depth.float() - labels.float()).abs()[valid].sum() / valid.sum().clamp(min=1)
-        output = DepthEstimatorOutput(loss=loss, predicted_depth=predicted_depth, hidden_states=hidden_states)
+        output = DepthEstimatorOutput(
+            loss=loss, predicted_depth=predicted_depth, hidden_states=hidden_states, attentions=attentions
+        )
         return output if return_dict else output.to_tuple()
 
 
@@ -238,12 +295,16 @@ class FourMForSemanticSegmentation(FourMHeadPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SemanticSegmenterOutput | tuple:
         """pixel_values (B, C, H, W) [, labels (B, H, W) int class ids] -> logits (B, num_labels, H, W), loss."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        features, hidden_states = self.fourm(pixel_values, bool(output_hidden_states))
+        output_hidden_states, output_attentions, return_dict = resolve_output_flags(
+            self.config, output_hidden_states, output_attentions, return_dict
+        )
+        trunk = self.fourm(pixel_values, output_hidden_states, output_attentions)
+        features, hidden_states, attentions = trunk.last_hidden_state, trunk.hidden_states, trunk.attentions
         logits = self.head(features)
         loss = None
         if labels is not None:
@@ -252,7 +313,7 @@ class FourMForSemanticSegmentation(FourMHeadPreTrainedModel):
             check_class_labels(labels, self.config.num_labels, "segmentation labels",
                                expected_shape=(pixel_values.shape[0], size, size), ignore_index=ignore_index)
             loss = F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
-        output = SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+        output = SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
         return output if return_dict else output.to_tuple()
 
 

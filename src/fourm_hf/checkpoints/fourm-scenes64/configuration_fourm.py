@@ -43,9 +43,13 @@ class FourMConfig(PreTrainedConfig):
         tie_output_embeddings: the decoder's output projection of each modality is its token
             embedding table.
         initializer_range: std of the truncated-normal init of embeddings.
+
+    ``num_hidden_layers`` reads and writes ``num_encoder_layers`` (``attribute_map``).
     """
 
     model_type = "fourm"
+    # transformers' generic names (T5 and BART map them the same way): the encoder's depth.
+    attribute_map = {"num_hidden_layers": "num_encoder_layers"}
 
     hidden_size: int = 384
     num_encoder_layers: int = 6
