@@ -227,6 +227,28 @@ def test_cli_trains_the_example_config(tmp_path):
     assert model.config.modality("tok_semseg").vocab_size == 256 and model.config.input_budget == 64
 
 
+def test_two_fresh_init_runs_with_the_same_seed_are_identical(tmp_path, corpus):
+    """``fourm-hf train`` seeds before it builds the model, so a fresh init does not depend on the global RNG."""
+    from safetensors.torch import load_file
+
+    corpus.select(range(8)).save_to_disk(str(tmp_path / "train"))
+
+    def run(name: str, seed: int) -> dict:
+        settings = tiny_settings(tmp_path / name, data={"train": str(tmp_path / "train")}, max_steps=3,
+                                 per_device_train_batch_size=4, learning_rate=2e-3, seed=seed)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        torch.rand(int(torch.randint(1, 100, (1,))))  # move the global RNG between runs
+        assert cli_main(["train", "--config", str(path)]) == 0
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    first, second, other_seed = run("a", 5), run("b", 5), run("c", 6)
+    assert first.keys() == second.keys()
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+    assert any(not torch.equal(tensor, other_seed[name]) for name, tensor in first.items())
+
+
 def test_cli_reports_config_errors(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model": {"hiden_size": 64}}))

@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from transformers import set_seed
 
 from ..configuration_fourm import FOURM7_INPUTS, FOURM7_OUTPUTS, FourMConfig
 from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator
@@ -496,6 +497,9 @@ def build_trainer(settings: Mapping, output_dir: str | None = None, train_datase
     elif args.eval_strategy != "no":
         raise ValueError(f"training.eval_strategy is {args.eval_strategy!r} but data.eval is not set.")
 
+    # Seed before the model is built, as transformers' example scripts do: a fresh init is then the same
+    # in every run with the same training.seed (the Trainer itself seeds only after the model exists).
+    set_seed(args.seed)
     model = build_model(model_settings, config)
     return FourMTrainer(
         model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset
