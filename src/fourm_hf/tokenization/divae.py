@@ -390,7 +390,7 @@ class FourMDiVAE(FourMDiVAEPreTrainedModel):
         """One UNet call: noisy [B, C, H, W], timesteps [B] (or one shared), codes [B, L, h, w] -> [B, C, H, W]."""
         return self.decoder(noisy, timesteps, codes, intermediates)
 
-    def initial_noise(self, shape: tuple[int, ...], generator: torch.Generator | int | None = None) -> torch.Tensor:
+    def sample_initial_noise(self, shape: tuple[int, ...], generator: torch.Generator | int | None = None) -> torch.Tensor:
         """``torch.randn(shape, generator=...)`` as the reference draws it: on the generator's device
         (CPU for an int seed or no generator), so a seed gives the same image on every device."""
         if isinstance(generator, bool) or not (generator is None or isinstance(generator, (int, torch.Generator))):
@@ -435,23 +435,21 @@ class FourMDiVAE(FourMDiVAEPreTrainedModel):
         height, width = self._output_size(ids, image_size)
         self.decoder.check_image_size(height, width)
         shape = (ids.shape[0], config.n_channels, height, width)
+        if isinstance(generator, int) and not isinstance(generator, bool):
+            generator = torch.Generator().manual_seed(generator)  # one stream: initial noise, then DDPM's noise
         if initial_noise is None:
-            initial_noise = self.initial_noise(shape, generator)
+            initial_noise = self.sample_initial_noise(shape, generator)
         elif not isinstance(initial_noise, torch.Tensor) or tuple(initial_noise.shape) != shape:
             raise ValueError(f"{self._name()}: initial_noise must be a tensor of shape {shape}, got {getattr(initial_noise, 'shape', type(initial_noise))}.")
-        if isinstance(generator, int):
-            generator = torch.Generator().manual_seed(generator)
         initial_noise = initial_noise.to(self.device, torch.float32)
 
+        unet_record = {} if intermediates is not None else None  # the latest call's time embedding
+
         def denoiser(sample, timestep):
-            record = {} if intermediates is not None else None
-            output = self.denoise(sample, timestep.to(self.device), codes, record)
-            if record is not None:
-                denoiser.last_embedding = record["time_embedding"]
-            return output
+            return self.denoise(sample, timestep.to(self.device), codes, unet_record)
 
         def on_step(index, timestep, model_output, sample):
-            intermediates[f"ddim.step{index}.time_embedding"] = denoiser.last_embedding
+            intermediates[f"ddim.step{index}.time_embedding"] = unet_record["time_embedding"]
             intermediates[f"ddim.step{index}.model_output"] = model_output.detach()
             intermediates[f"ddim.step{index}.sample"] = sample.detach()
 
