@@ -30,6 +30,8 @@ from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, 
 from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
 from .tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
 from .tokenization.released import FourMTokenizerModel, convert_released_tokenizer, register_released_family
+from .tokenization.released_modalities import ReleasedModalityTokenizer
+from .tokenization.feature_maps import VisionFeatureExtractor
 from .tokenization.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
 from .tokenization.divae import FourMDiVAE, FourMDiVAEConfig
 from .pipelines.any_to_any import FourMAnyToAnyPipeline, register_any_to_any_pipeline
@@ -68,6 +70,7 @@ __all__ = [
     "FourMVQVAE", "FourMVQVAEConfig", "FourMImageProcessor", "FourMProcessor",
     "FourMTokenizerModel", "FourMViTVQVAE", "FourMViTVQVAEConfig", "FourMMLPVQVAE", "FourMMLPVQVAEConfig",
     "convert_released_tokenizer", "register_released_family", "FourMDiVAE", "FourMDiVAEConfig",
+    "ReleasedModalityTokenizer", "VisionFeatureExtractor",
     "DirichletMasking", "FourMMaskingCollator", "MaskingEpochCallback", "masking_preset", "with_sample_index",
     "build_corpus", "load_corpus",
     "build_generation_schedule", "generate", "FourMAnyToAnyPipeline", "save_grid",
