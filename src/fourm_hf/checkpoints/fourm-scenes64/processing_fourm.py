@@ -21,7 +21,14 @@ reads (``config.target``) and the modality it produces (``config.modality``), e.
 is ``"rgb"``. Sequences are padded rather than returned as lists so the dict goes straight into
 ``generate`` (left-aligned rows, ``[PAD]`` = 0 marks the free positions); a row's length is its
 number of non-zero ids. Feature-map modalities (``tok_clip``) are decoded but not encoded here:
-they need the feature network, which is not part of the processor.
+they need the feature network, which is not part of the processor (except with a released
+feature tokenizer, below).
+
+Released 4M tokenizers (``EPFL-VILAB/4M_tokenizers_*``, loaded with ``FourMTokenizerModel``) join
+``vqvaes`` wrapped in :class:`~fourm_hf.tokenization.released_modalities.ReleasedModalityTokenizer`,
+which applies the reference's input transforms per modality (depth standardisation, ...) and, for
+``tok_clip``-style modalities, computes the feature map from ``images=`` with a transformers vision
+model; DiVAE decoders take ``num_diffusion_steps`` / ``generator`` in :meth:`FourMProcessor.decode`.
 
 ``processor.decode(token_dict)`` (alias ``postprocess``) goes the other way: per modality the raw
 numpy arrays (RGB uint8, depth in metres, unit normals, class ids), PIL images for viewing (depth
@@ -95,8 +102,9 @@ class FourMProcessor(ProcessorMixin):
         image_processor: the shared-crop :class:`FourMImageProcessor`; its ``image_size`` is the
             size every VQ-VAE reads.
         tokenizer: the :class:`FourMTextTokenizer` of captions and boxes.
-        vqvaes: ``{modality name: FourMVQVAE}``, e.g. ``{"tok_depth": depth_vqvae}``; each key must
-            equal the VQ-VAE's ``config.modality``. Frozen and put in eval mode here.
+        vqvaes: ``{modality name: FourMVQVAE or ReleasedModalityTokenizer}``, e.g.
+            ``{"tok_depth": depth_vqvae}``; each key must equal the VQ-VAE's ``config.modality``.
+            Frozen and put in eval mode here.
         max_text_length: most ids (with [EOS]) of a caption or box sequence (the modality's
             ``max_length``; 256 in 4M-7).
     """
@@ -118,8 +126,11 @@ class FourMProcessor(ProcessorMixin):
             self.vqvaes[name] = vqvae.eval().requires_grad_(False)
 
     def _check_vqvae(self, name: str, vqvae) -> None:
-        if not isinstance(vqvae, FourMVQVAE):
-            raise TypeError(f"vqvaes[{name!r}] must be a FourMVQVAE, got {type(vqvae).__name__}")
+        if not isinstance(vqvae, FourMVQVAE) and not getattr(vqvae, "is_modality_tokenizer", False):
+            raise TypeError(
+                f"vqvaes[{name!r}] must be a FourMVQVAE or a ReleasedModalityTokenizer (a released 4M tokenizer), "
+                f"got {type(vqvae).__name__}"
+            )
         config = vqvae.config
         if config.modality != name:
             raise ValueError(f"vqvaes[{name!r}]: the VQ-VAE produces modality {config.modality!r}; key it by that name")
@@ -252,7 +263,7 @@ class FourMProcessor(ProcessorMixin):
 
     # ----------------------------------------------------------------------------------- decode
 
-    def decode(self, tokens=None, *args, image=None, box_scores=None, **kwargs):
+    def decode(self, tokens=None, *args, image=None, box_scores=None, num_diffusion_steps=None, generator=None, **kwargs):
         """Turn a (generated) token dict back into arrays, images, text and boxes.
 
         Given anything but a dict, behaves like ``tokenizer.decode`` (the ProcessorMixin contract).
@@ -263,6 +274,9 @@ class FourMProcessor(ProcessorMixin):
             image: PIL image(s) (one, or one per sample) to draw ``det`` boxes on. Default: the
                 decoded ``tok_rgb``, else the image in ``pixel_values``, else a grey canvas.
             box_scores: optional scores, one list per sample with one value per decoded box.
+            num_diffusion_steps / generator: DDIM steps and noise seed (a ``torch.Generator`` or an int)
+                for released DiVAE tokenizers (RGB, depth, normals); default: each tokenizer's own
+                ``num_diffusion_steps``.
 
         Returns a dict with, per modality present:
 
@@ -286,7 +300,8 @@ class FourMProcessor(ProcessorMixin):
         decoded = {}
         for name in tokens:
             if name in self.vqvaes:
-                decoded[name] = self.decode_image_tokens(name, tokens[name])
+                decoded[name] = self.decode_image_tokens(name, tokens[name], num_diffusion_steps=num_diffusion_steps,
+                                                         generator=generator)
         if "pixel_values" in tokens:
             decoded[PIXELS_MODALITY] = self.decode_pixel_values(tokens["pixel_values"])
         if CAPTION_MODALITY in tokens:
@@ -297,8 +312,10 @@ class FourMProcessor(ProcessorMixin):
 
     postprocess = decode
 
-    def decode_image_tokens(self, name: str, ids) -> dict:
-        """(B, G*G) or (G*G,) ids of modality ``name`` -> ``{"array": ..., "image": [PIL]}``."""
+    def decode_image_tokens(self, name: str, ids, num_diffusion_steps=None, generator=None) -> dict:
+        """(B, G*G) or (G*G,) ids of modality ``name`` -> ``{"array": ..., "image": [PIL]}``.
+
+        ``num_diffusion_steps`` / ``generator`` reach released diffusion (DiVAE) tokenizers only."""
         vqvae = self.vqvaes[name]
         grid = vqvae.config.grid_size
         ids = torch.as_tensor(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids))
@@ -309,11 +326,16 @@ class FourMProcessor(ProcessorMixin):
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise ValueError(f"{name}: ids must be integers, got dtype {ids.dtype}")
         device = next(vqvae.parameters()).device
+        released = getattr(vqvae, "is_modality_tokenizer", False)
+        options = {"num_diffusion_steps": num_diffusion_steps, "generator": generator} if released else {}
         with torch.inference_mode():
-            maps = vqvae.decode(ids.long().reshape(-1, grid, grid).to(device))
+            maps = vqvae.decode(ids.long().reshape(-1, grid, grid).to(device), **options)
         array = vqvae.postprocess(maps)
         kind = vqvae.config.input_kind
-        if kind == "rgb":
+        if released:
+            rendered = vqvae.render(array)
+            images = None if rendered is None else [Image.fromarray(sample) for sample in rendered]
+        elif kind == "rgb":
             images = [Image.fromarray(sample) for sample in array]
         elif kind == "depth":
             images = [Image.fromarray(colorize_depth(sample)) for sample in array]
@@ -428,7 +450,7 @@ class FourMProcessor(ProcessorMixin):
             vqvae_folder = folder / VQVAE_FOLDER / name
             if not vqvae_folder.is_dir():
                 raise ValueError(f"{folder}: processor_config.json lists VQ-VAE {name!r} but {vqvae_folder} is missing")
-            vqvaes[name] = FourMVQVAE.from_pretrained(str(vqvae_folder))
+            vqvaes[name] = _load_modality_vqvae(vqvae_folder)
             if device is not None:
                 vqvaes[name].to(device)
         max_text_length = kwargs.get("max_text_length", config.get("max_text_length", 256))
@@ -501,6 +523,17 @@ def _push_folder(folder, repo_id: str, **kwargs):
     repo_id = api.create_repo(repo_id, private=kwargs.get("private"), exist_ok=True).repo_id
     return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=kwargs.get("revision"),
                              commit_message=kwargs.get("commit_message") or "Upload processor")
+
+
+def _load_modality_vqvae(folder: Path):
+    """A ``vqvae/<modality>/`` folder: our FSQ ``FourMVQVAE``, or a released tokenizer saved by
+    ``ReleasedModalityTokenizer`` (imported by name, so remote code without it still loads FSQ folders)."""
+    import importlib
+
+    if (folder / "modality_tokenizer.json").is_file():
+        module = importlib.import_module("fourm_hf.tokenization.released_modalities")
+        return module.ReleasedModalityTokenizer.from_pretrained(str(folder))
+    return FourMVQVAE.from_pretrained(str(folder))
 
 
 def _local_folder(path, kwargs) -> Path:
