@@ -17,7 +17,7 @@ COMMANDS = {
     "assemble-checkpoint": ("fourm_hf.checkpoints", "put a trained model, its processor and a model card (with an evaluation table) into one checkpoint folder"),
     "build-corpus": ("fourm_hf.data.corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),
     "convert-ml4m": ("fourm_hf.modeling.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
-    "demo": ("fourm_hf.demo", "run the bundled 4M on held-out scenes and real photographs: PNG grids of every modality and a scored report"),
+    "demo": ("fourm_hf.demo", "run the bundled 4M on held-out scenes and real photographs: PNG grids of every modality and a scored report (--web: an interactive Gradio app)"),
     "evaluate": ("fourm_hf.evaluation.report", "score a checkpoint on held-out scenes beside the tokenizer ceiling, a trivial baseline and specialists"),
     "make-scenes": ("fourm_hf.data.scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
     "pseudo-label": ("fourm_hf.data.pseudo_label", "add pseudo-labels (depth, normals, semseg, boxes, feature maps, captions) to images with transformers models"),

@@ -2,6 +2,8 @@
 
     fourm-hf demo [--checkpoint DIR] [--out demo] [--num-scenes 4] [--photos astronaut chelsea ...]
         [--prompts 2] [--seed 0]
+    fourm-hf demo --web [--checkpoint DIR_OR_REPO_ID] [--port N] [--host 127.0.0.1]
+
 
 For each of ``--num-scenes`` held-out scenes (never trained on; rendered in memory with exact
 labels) and each real photograph shipped in scikit-image (``data/photos.py``), the any-to-any
@@ -9,6 +11,9 @@ pipeline generates depth, normals, segmentation, a caption and boxes from the RG
 image, chained as 4M chains them, and one PNG grid per input shows the input beside every output.
 ``--prompts`` held-out captions are turned into scenes (caption -> RGB). ``report.md`` (and
 ``report.json``) score every scene against its exact truth with the package's metrics.
+
+``--web`` serves the same model as a Gradio app in the browser instead (``fourm_hf/web``; the optional
+extra ``pip install -e ".[web]"``; Gradio is imported only then).
 
 The bundled checkpoint (``fourm_hf.checkpoints.BUNDLED_CHECKPOINT``) was trained only on rendered scenes at
 64 px; the photographs show how far that carries, not what a 4M trained on photographs does.
@@ -179,9 +184,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS, help="held-out captions to turn into images")
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars over decoding steps")
+    parser.add_argument("--web", action="store_true",
+                        help="serve an interactive Gradio app instead of writing PNGs (needs: pip install -e \".[web]\")")
+    parser.add_argument("--port", type=int, default=None, help="--web: port (default: the first free one from 7860)")
+    parser.add_argument("--host", default="127.0.0.1", help="--web: address to listen on (default: 127.0.0.1)")
 
 
 def main(args) -> int:
+    if args.web:
+        return main_web(args)
     try:
         report = run_demo(args.checkpoint, args.out, args.num_scenes, args.photos, args.prompts, args.seed,
                           progress=not args.no_progress)
@@ -190,4 +201,24 @@ def main(args) -> int:
         return 2
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
     print(f"wrote {len(report['scenes']) + len(report['photos']) + len(report['prompts'])} PNG grids and report.md to {args.out}")
+    return 0
+
+
+def main_web(args) -> int:
+    """``fourm-hf demo --web``: serve the Gradio app until Ctrl+C."""
+    if args.port is not None and not 1 <= args.port <= 65535:
+        print(f"fourm-hf demo: --port must lie in [1, 65535], got {args.port}", file=sys.stderr)
+        return 2
+    try:
+        from .web.app import launch
+
+        launch(args.checkpoint, port=args.port, host=args.host)
+    except ImportError as error:
+        print(f"fourm-hf demo --web: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as error:
+        print(f"fourm-hf demo --web: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
