@@ -254,6 +254,15 @@ def test_cli_serves_the_app_at_the_printed_url(web_app):
     assert "googleapis" not in page + theme and "@import" not in theme
 
 
+# Records whether any "k/N steps" progress text appeared while the page changed (however short the run).
+PROGRESS_OBSERVER = """
+window.fourmProgressSeen = false;
+new MutationObserver(() => {
+  if (/\\d+\\/\\d+ steps/.test(document.body.innerText)) { window.fourmProgressSeen = true; }
+}).observe(document.body, {subtree: true, childList: true, characterData: true});
+"""
+
+
 def _driver():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -346,11 +355,14 @@ def test_web_demo_in_headless_chromium(web_app, scene, tmp_path):
         for label in browser.find_elements(By.CSS_SELECTOR, "#rgb_targets label"):
             if not label.find_element(By.CSS_SELECTOR, "input").is_selected():
                 label.click()
+        browser.execute_script(PROGRESS_OBSERVER)
         find("#rgb_run").click()
         wait.until(lambda _: all(shown_image(f"#rgb_{name}") for name in ("depth", "normal", "semseg", "det"))
                    and "%" in find("#rgb_legend").text)
         assert find("#rgb_caption textarea").get_property("value").strip()
         browser.save_screenshot(str(ARTIFACTS / "4_rgb_to_all.png"))
+        # the progress indicator followed the decoding steps (the pipeline's tqdm bar, "k/N steps")
+        assert browser.execute_script("return window.fourmProgressSeen"), "no progress shown during generation"
     finally:
         browser.quit()
     for name in ("1_rgb_to_depth_caption.png", "2_caption_to_rgb.png", "3_not_an_image.png", "4_rgb_to_all.png"):

@@ -125,12 +125,17 @@ def build_app(checkpoint=None, session: WebDemoSession | None = None, examples_d
                 caption_outputs = _output_panel(gr, [n for n in ("rgb", "depth", "normal", "semseg", "det")
                                                      if n in caption_choices], "caption")
 
-        def run_rgb(path, targets, *settings, progress=gr.Progress(track_tqdm=True)):
-            return _run(gr, lambda: session.rgb_to_targets(path, targets, _settings(settings), progress=True),
-                        rgb_outputs)
+        # Every input is a named positional parameter: Gradio finds the gr.Progress (which mirrors the
+        # pipeline's tqdm bar over decoding steps) only among those, not after *args.
+        def run_rgb(path, targets, steps, image_temperature, image_top_p, text_temperature, text_top_p, top_k, seed,
+                    progress=gr.Progress(track_tqdm=True)):
+            settings = _settings(steps, image_temperature, image_top_p, text_temperature, text_top_p, top_k, seed)
+            return _run(gr, lambda: session.rgb_to_targets(path, targets, settings, progress=True), rgb_outputs)
 
-        def run_caption(text, targets, scale, *settings, progress=gr.Progress(track_tqdm=True)):
-            return _run(gr, lambda: session.caption_to_targets(text, targets, scale, _settings(settings), progress=True),
+        def run_caption(text, targets, scale, steps, image_temperature, image_top_p, text_temperature, text_top_p,
+                        top_k, seed, progress=gr.Progress(track_tqdm=True)):
+            settings = _settings(steps, image_temperature, image_top_p, text_temperature, text_top_p, top_k, seed)
+            return _run(gr, lambda: session.caption_to_targets(text, targets, scale, settings, progress=True),
                         caption_outputs)
 
         rgb_button.click(run_rgb, [image, rgb_targets, *settings_inputs], list(rgb_outputs.values()))
@@ -174,8 +179,8 @@ def _output_panel(gr, image_names: list[str], prefix: str) -> dict:
     return outputs
 
 
-def _settings(values) -> DecodingSettings:
-    steps, image_temperature, image_top_p, text_temperature, text_top_p, top_k, seed = values
+def _settings(steps, image_temperature, image_top_p, text_temperature, text_top_p, top_k, seed) -> DecodingSettings:
+    """The advanced-settings widgets' values (the number boxes give None when emptied: the defaults)."""
     return DecodingSettings(num_steps=steps, image_temperature=image_temperature, image_top_p=image_top_p,
                             text_temperature=text_temperature, text_top_p=text_top_p,
                             top_k=0 if top_k is None else top_k, seed=0 if seed is None else seed)
