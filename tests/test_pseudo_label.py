@@ -421,7 +421,7 @@ def replace_then_die(src, dst):
     if len(calls) == 3:  # 1: params file, 2: shard 0; the 2nd shard is saved to its temp folder, not renamed
         os.kill(os.getpid(), signal.SIGKILL)
     real_replace(src, dst)
-pl.os.replace = replace_then_die
+os.replace = replace_then_die
 labellers = pl.build_labellers(depth_model=depth, batch_size=2)
 pl.pseudo_label_dataset(images, out, labellers, size=32, batch_size=2, shard_size=2)
 """

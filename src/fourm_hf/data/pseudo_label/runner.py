@@ -1,0 +1,244 @@
+"""Sharded, resumable, multi-process labelling (``pseudo_label_dataset``) and the merge of the shards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .base import Labeller
+from .images import UnreadableImageError, resize_and_center_crop
+from .source import ImageSource
+
+_PARAMS_FILE = "pseudo_label.json"
+_SKIPPED_FILE = "skipped.jsonl"
+
+
+def _shard_name(shard: int, num_shards: int) -> str:
+    return f"shard-{shard:05d}-of-{num_shards:05d}"
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Hide datasets' own progress bars (ours counts images) and restore the setting afterwards."""
+    from datasets import utils as datasets_utils
+
+    was_disabled = datasets_utils.are_progress_bars_disabled()
+    datasets_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets_utils.enable_progress_bars()
+
+
+def output_features(source: ImageSource, labellers: list[Labeller], size: int, replace_existing: bool = False):
+    """``datasets.Features`` of the labelled dataset: rgb, source, the labellers' columns, then the input's other columns."""
+    from datasets import Features, Image, Value
+
+    features = {"rgb": Image(), "source": Value("string")}
+    for labeller in labellers:
+        for name, feature in labeller.features(size).items():
+            if name in features:
+                raise ValueError(f"pseudo-label: two labellers write column {name!r}")
+            features[name] = feature
+    for name, feature in source.extra_features.items():
+        if name in features:
+            if not replace_existing:
+                raise ValueError(f"pseudo-label: the input dataset already has a column {name!r} that a labeller writes; pass --replace-existing to replace it")
+            continue
+        features[name] = feature
+    return Features(features)
+
+
+def _label_items(source, labellers, indices, size, batch_size, progress=None):
+    """Label items ``indices`` in batches; returns (rows as columns, skipped records)."""
+    columns, skipped = {}, []
+    for start in range(0, len(indices), batch_size):
+        images, rows = [], {"source": [], "rgb": []}
+        for index in indices[start : start + batch_size]:
+            try:
+                image, extra = source.read(index)
+            except UnreadableImageError as error:
+                skipped.append({"index": int(index), "source": source.sources[index], "error": str(error)})
+                continue
+            image = resize_and_center_crop(image, size)
+            images.append(image)
+            rows["source"].append(source.sources[index])
+            rows["rgb"].append(image)
+            for name, value in extra.items():
+                rows.setdefault(name, []).append(value)
+        if images:
+            labels = {}
+            for labeller in labellers:
+                produced = labeller.label(images, labels)
+                for name, values in produced.items():
+                    if len(values) != len(images):
+                        raise ValueError(f"{name}: labeller {type(labeller).__name__} returned {len(values)} values for {len(images)} images")
+                labels.update(produced)
+            rows.update(labels)
+            for name, values in rows.items():
+                columns.setdefault(name, []).extend(values)
+        if progress is not None:
+            progress.update(len(indices[start : start + batch_size]))
+    return columns, skipped
+
+
+def _save_shard(shards_dir: Path, name: str, columns: dict, skipped: list, features) -> None:
+    """Write one shard (dataset + its skipped.jsonl) to a temporary folder, then rename it into place."""
+    from datasets import Dataset
+
+    final_dir = shards_dir / name
+    temp_dir = shards_dir / f"{name}.tmp-{os.getpid()}"
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    temp_dir.mkdir()
+    if columns.get("source"):  # a shard of only unreadable images holds just its skipped.jsonl
+        data = {key: columns.get(key, []) for key in features}
+        with _quiet_datasets():
+            Dataset.from_dict(data, features=features).save_to_disk(str(temp_dir))
+    (temp_dir / _SKIPPED_FILE).write_text("".join(json.dumps(record) + "\n" for record in skipped))
+    os.replace(temp_dir, final_dir)
+
+
+def _write_json_atomically(path: Path, value) -> None:
+    temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    temp.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(temp, path)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"pseudo-label: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def pseudo_label_dataset(
+    images, out_dir, labellers: list[Labeller], size: int = 224, batch_size: int = 8, shard_size: int = 256,
+    num_processes: int = 1, process_index: int = 0, image_column: str | None = None, replace_existing: bool = False,
+    merge: bool | None = None, _stop_after_shards: int | None = None,
+):
+    """Label the images at ``images`` (a folder of image files, or a ``save_to_disk`` dataset) and save
+    the result with ``save_to_disk`` at ``out_dir``.
+
+    Items are cut into shards of ``shard_size`` in a fixed order (sorted file paths / row order); this
+    process labels shards ``k`` with ``k % num_processes == process_index`` that are not done yet and
+    saves each atomically under ``<out_dir>.shards/``. With ``merge`` (default: when
+    ``num_processes == 1``) the shards are then merged into ``out_dir`` (see ``merge_shards``) and the
+    merged ``datasets.Dataset`` is returned; otherwise returns None. A rerun with the same arguments
+    continues where a killed run stopped. ``_stop_after_shards`` (tests only) raises
+    ``KeyboardInterrupt`` after that many new shards.
+    """
+    from tqdm.auto import tqdm
+
+    size = _check_int("size", size, 8)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    shard_size = _check_int("shard_size", shard_size, 1)
+    num_processes = _check_int("num_processes", num_processes, 1)
+    process_index = _check_int("process_index", process_index, 0)
+    if process_index >= num_processes:
+        raise ValueError(f"pseudo-label: process_index must be < num_processes={num_processes}, got {process_index}")
+    if not labellers:
+        raise ValueError("pseudo-label: no labeller given")
+    out_dir = Path(out_dir)
+    source = ImageSource(images, image_column)
+    features = output_features(source, labellers, size, replace_existing)
+    params = {
+        "images": str(Path(images).resolve()), "num_items": len(source), "items_sha256": source.fingerprint(),
+        "size": size, "batch_size": batch_size, "shard_size": shard_size,
+        "labellers": {",".join(labeller.columns): {"labeller": type(labeller).__name__, **labeller.metadata()} for labeller in labellers},
+        "features": features.to_dict(),
+    }
+    if (out_dir / _PARAMS_FILE).is_file() and json.loads((out_dir / _PARAMS_FILE).read_text()) == json.loads(json.dumps(params)):
+        from datasets import load_from_disk
+
+        return load_from_disk(str(out_dir))  # already finished with the same arguments
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"pseudo-label: --out {out_dir} exists and is not empty; choose a new or empty directory")
+    shards_dir = out_dir.parent / f"{out_dir.name}.shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    params_file = shards_dir / _PARAMS_FILE
+    if params_file.is_file():
+        existing = json.loads(params_file.read_text())
+        normalised = json.loads(json.dumps(params))
+        if existing != normalised:
+            differing = sorted(k for k in set(existing) | set(normalised) if existing.get(k) != normalised.get(k))
+            raise ValueError(f"pseudo-label: {shards_dir} holds an unfinished run with different {differing}; rerun with its arguments or delete it")
+    else:
+        _write_json_atomically(params_file, params)
+
+    num_shards = (len(source) + shard_size - 1) // shard_size
+    mine = [k for k in range(num_shards) if k % num_processes == process_index]
+    todo = [k for k in mine if not (shards_dir / _shard_name(k, num_shards)).is_dir()]
+    done_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine if k not in todo)
+    total_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine)
+    if _stop_after_shards is not None:
+        todo = todo[:_stop_after_shards]
+    with tqdm(total=total_items, initial=done_items, desc="pseudo-labeling", unit="img") as progress:
+        for shard in todo:
+            indices = list(range(shard * shard_size, min(len(source), (shard + 1) * shard_size)))
+            columns, skipped = _label_items(source, labellers, indices, size, batch_size, progress)
+            _save_shard(shards_dir, _shard_name(shard, num_shards), columns, skipped, features)
+    if _stop_after_shards is not None:
+        raise KeyboardInterrupt(f"stopped after {len(todo)} shards (test hook)")
+    if merge is None:
+        merge = num_processes == 1
+    return merge_shards(out_dir) if merge else None
+
+
+def merge_shards(out_dir):
+    """Concatenate the finished shards of ``<out_dir>.shards/`` into ``out_dir`` (atomically), with
+    ``pseudo_label.json`` (run parameters and labeller metadata) and ``skipped.jsonl`` beside the data;
+    warn with the number of skipped images; remove the shards. Returns the merged ``datasets.Dataset``."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    out_dir = Path(out_dir)
+    shards_dir = out_dir.parent / f"{out_dir.name}.shards"
+    params_file = shards_dir / _PARAMS_FILE
+    if not params_file.is_file():
+        raise ValueError(f"pseudo-label: nothing to merge: {params_file} does not exist (run the labelling first)")
+    params = json.loads(params_file.read_text())
+    num_shards = (params["num_items"] + params["shard_size"] - 1) // params["shard_size"]
+    names = [_shard_name(k, num_shards) for k in range(num_shards)]
+    missing = [name for name in names if not (shards_dir / name).is_dir()]
+    if missing:
+        raise ValueError(f"pseudo-label: cannot merge {shards_dir}: {len(missing)} of {num_shards} shards are not done yet (e.g. {missing[0]})")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"pseudo-label: --out {out_dir} exists and is not empty; choose a new or empty directory")
+
+    skipped_lines = []
+    for name in names:
+        skipped_lines.extend((shards_dir / name / _SKIPPED_FILE).read_text().splitlines())
+    nonempty = [load_from_disk(str(shards_dir / name)) for name in names if (shards_dir / name / "state.json").is_file()]
+    if not nonempty:
+        raise ValueError(f"pseudo-label: none of the {params['num_items']} images could be read; see {shards_dir}/*/{_SKIPPED_FILE}")
+    merged = concatenate_datasets(nonempty)
+    merged.info.description = json.dumps({"fourm_hf_pseudo_label": params["labellers"]})
+    temp_out = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temp_out, ignore_errors=True)
+    with _quiet_datasets():
+        merged.save_to_disk(str(temp_out))
+    (temp_out / _SKIPPED_FILE).write_text("".join(line + "\n" for line in skipped_lines))
+    (temp_out / _PARAMS_FILE).write_text(json.dumps(params, indent=1, sort_keys=True))
+    if out_dir.exists():
+        out_dir.rmdir()  # empty (checked above); os.replace onto a non-empty directory would fail
+    os.replace(temp_out, out_dir)
+    shutil.rmtree(shards_dir)
+    if skipped_lines:
+        warnings.warn(
+            f"pseudo-label: skipped {len(skipped_lines)} of {params['num_items']} images that could not be read; "
+            f"see {out_dir / _SKIPPED_FILE}",
+            stacklevel=2,
+        )
+    return load_from_disk(str(out_dir))
+
+
+def load_metadata(out_dir) -> dict:
+    """Run parameters and labeller metadata of a labelled dataset, e.g.
+    ``load_metadata(out)["labellers"]["semseg"]["semseg_classes"]`` or ``[...]["depth"]["depth_kind"]``
+    (labellers are keyed by the columns they write)."""
+    return json.loads((Path(out_dir) / _PARAMS_FILE).read_text())
