@@ -8,6 +8,8 @@ import pytest
 
 from fourm_hf import cli
 from fourm_hf.data import scenes
+from fourm_hf.data.scenes import dataset as scene_dataset
+from fourm_hf.data.scenes import raytrace
 from fourm_hf.data.scenes import (
     FIELD_OF_VIEW_DEGREES,
     MIN_VISIBLE_FRACTION,
@@ -232,8 +234,8 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tmp_path, monkeypatch):
     (shards_dir / "shard-00002-of-00004.tmp-99999" / "junk").write_text("half written")
 
     rendered_seeds = []
-    original_row = scenes._scene_row
-    monkeypatch.setattr(scenes, "_scene_row", lambda seed, size: rendered_seeds.append(seed) or original_row(seed, size))
+    original_row = scene_dataset._scene_row
+    monkeypatch.setattr(scene_dataset, "_scene_row", lambda seed, size: rendered_seeds.append(seed) or original_row(seed, size))
     resumed = make_scene_dataset(7, 32, out, seed=1, shard_size=2)
     assert rendered_seeds == [scene_seed(1, i) for i in range(4, 7)]  # finished shards are not redone
     assert not shards_dir.exists()
@@ -280,7 +282,7 @@ def test_intersections_and_shadows_match_the_geometry():
         # a ray straight down through the axis hits the top of the object
         origins = np.array([[1.0, -2.0, 5.0], [1.0 + 0.25, -2.0, 5.0], [4.0, 4.0, 5.0]])
         dirs = np.array([[0.0, 0.0, -1.0]] * 3)
-        t, normals = scenes._intersect_object(obj, origins, dirs)
+        t, normals = raytrace._intersect_object(obj, origins, dirs)
         assert t[0] == pytest.approx(5.0 - obj.height), shape
         assert np.isinf(t[2]), shape  # far away: miss
         if shape == "cone":  # halfway out from the axis the side is at half the height
@@ -293,5 +295,5 @@ def test_intersections_and_shadows_match_the_geometry():
             assert t[1] == pytest.approx(5.0 - obj.height), shape
             np.testing.assert_allclose(normals[1], [0.0, 0.0, 1.0], atol=1e-9)
         scene = scenes.Scene(objects=[obj], camera=sample_scene(0).camera, light=light_from_above)
-        shadowed = scenes._in_shadow(scene, np.array([[1.0, -2.0, 1e-3], [3.0, -2.0, 1e-3]]))
+        shadowed = raytrace._in_shadow(scene, np.array([[1.0, -2.0, 1e-3], [3.0, -2.0, 1e-3]]))
         assert shadowed.tolist() == [True, False], shape

@@ -1,0 +1,204 @@
+"""Many scenes as a ``datasets`` dataset, rendered in atomically written, resumable shards; ``fourm-hf make-scenes``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .render import _check_size, render_scene
+
+_PARAMS_FILE = "make_scenes.json"
+
+
+def scene_seed(seed: int, index: int) -> int:
+    """Seed of the ``index``-th scene of a dataset made with ``seed`` (datasets made with
+    different seeds do not share scenes)."""
+    low, high = np.random.SeedSequence([seed, index]).generate_state(2)
+    return int((int(high) << 31) ^ int(low))
+
+
+def scene_features(size: int):
+    """``datasets.Features`` of a scene dataset at ``size`` x ``size`` pixels."""
+    from datasets import Array2D, Array3D, Features, Image, List, Value
+
+    size = _check_size(size)
+    return Features(
+        {
+            "rgb": Image(),
+            "depth": Array2D((size, size), "float32"),
+            "normal": Array3D((size, size, 3), "float32"),
+            "semseg": Array2D((size, size), "uint8"),
+            "boxes": List({"label": Value("string"), "box": List(Value("float32"), length=4)}),
+            "caption": Value("string"),
+            "seed": Value("int64"),
+        }
+    )
+
+
+def _scene_row(seed: int, size: int) -> dict:
+    from PIL import Image
+
+    scene = render_scene(seed, size)
+    return {
+        "rgb": Image.fromarray(scene["rgb"]),
+        "depth": scene["depth"],
+        "normal": scene["normal"],
+        "semseg": scene["semseg"],
+        "boxes": scene["boxes"],
+        "caption": scene["caption"],
+        "seed": scene["seed"],
+    }
+
+
+def _shard_name(shard: int, num_shards: int) -> str:
+    return f"shard-{shard:05d}-of-{num_shards:05d}"
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Hide datasets' own per-save progress bars (ours counts scenes) and restore the setting after."""
+    from datasets import utils as datasets_tqdm
+
+    was_disabled = datasets_tqdm.are_progress_bars_disabled()
+    datasets_tqdm.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets_tqdm.enable_progress_bars()
+
+
+def _write_shard(shards_dir: str, shard: int, num_shards: int, start: int, stop: int, size: int, seed: int, progress=None) -> int:
+    """Render scenes ``start..stop-1`` and save them atomically as one shard; returns the number of scenes."""
+    from datasets import Dataset
+
+    rows = []
+    for index in range(start, stop):
+        rows.append(_scene_row(scene_seed(seed, index), size))
+        if progress is not None:
+            progress.update(1)
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    final_dir = os.path.join(shards_dir, _shard_name(shard, num_shards))
+    temp_dir = f"{final_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    with _quiet_datasets():
+        Dataset.from_dict(columns, features=scene_features(size)).save_to_disk(temp_dir)
+    os.replace(temp_dir, final_dir)
+    return stop - start
+
+
+def _check_out_dir(out_dir: Path, params: dict) -> bool:
+    """True if ``out_dir`` already holds the finished dataset for ``params``; raises if it holds anything else."""
+    if not out_dir.exists():
+        return False
+    if not out_dir.is_dir():
+        raise ValueError(f"make-scenes: --out {out_dir} exists and is not a directory")
+    params_file = out_dir / _PARAMS_FILE
+    if params_file.is_file():
+        existing = json.loads(params_file.read_text())
+        if existing == params:
+            return True
+        raise ValueError(f"make-scenes: --out {out_dir} holds a scene dataset made with {existing}, not {params}; choose another directory")
+    if any(out_dir.iterdir()):
+        raise ValueError(f"make-scenes: --out {out_dir} exists and holds something other than a scene dataset; choose an empty or new directory")
+    return False
+
+
+def make_scene_dataset(
+    num: int, size: int, out_dir, seed: int = 0, shard_size: int = 500, num_proc: int = 1, _stop_after_shards: int | None = None
+):
+    """Render ``num`` scenes at ``size`` pixels and save them with ``save_to_disk`` at ``out_dir``.
+
+    Scenes are rendered in shards of ``shard_size``, each saved atomically under
+    ``<out_dir>.shards/``; a rerun after a kill skips the finished shards and gives the same dataset
+    as an uninterrupted run. The shards are then concatenated into ``out_dir`` (also atomically)
+    and removed. Scene ``i`` has seed ``scene_seed(seed, i)``, stored in the ``seed`` column.
+    If ``out_dir`` already holds the finished dataset for the same arguments it is loaded as is.
+
+    Returns the ``datasets.Dataset`` loaded from ``out_dir`` (features: ``scene_features(size)``).
+    ``_stop_after_shards`` (tests only) raises ``KeyboardInterrupt`` after that many new shards.
+    """
+    from datasets import concatenate_datasets, load_from_disk
+    from tqdm.auto import tqdm
+
+    for name, value, minimum in (("num", num, 1), ("shard_size", shard_size, 1), ("num_proc", num_proc, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"make-scenes: {name} must be an int >= {minimum}, got {value!r}")
+    size = _check_size(size)
+    out_dir = Path(out_dir)
+    params = {"num": int(num), "size": size, "seed": int(seed)}
+    if _check_out_dir(out_dir, params):
+        return load_from_disk(str(out_dir))
+
+    shards_dir = out_dir.parent / f"{out_dir.name}.shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    shards_params = shards_dir / _PARAMS_FILE
+    run_params = {**params, "shard_size": int(shard_size)}
+    if shards_params.is_file() and json.loads(shards_params.read_text()) != run_params:
+        raise ValueError(
+            f"make-scenes: {shards_dir} holds an unfinished run with {json.loads(shards_params.read_text())}, "
+            f"not {run_params}; rerun with those arguments or delete it"
+        )
+    shards_params.write_text(json.dumps(run_params))
+
+    num_shards = (num + shard_size - 1) // shard_size
+    bounds = [(k, k * shard_size, min(num, (k + 1) * shard_size)) for k in range(num_shards)]
+    todo = [b for b in bounds if not (shards_dir / _shard_name(b[0], num_shards)).is_dir()]
+    already_done = num - sum(stop - start for _, start, stop in todo)
+    if _stop_after_shards is not None:
+        todo = todo[:_stop_after_shards]
+    with tqdm(total=num, initial=already_done, desc="rendering scenes", unit="scene") as progress:
+        if num_proc == 1:
+            for shard, start, stop in todo:
+                _write_shard(str(shards_dir), shard, num_shards, start, stop, size, seed, progress)
+        else:
+            with ProcessPoolExecutor(max_workers=num_proc) as pool:
+                futures = [pool.submit(_write_shard, str(shards_dir), k, num_shards, a, b, size, seed) for k, a, b in todo]
+                for future in futures:
+                    progress.update(future.result())
+    if _stop_after_shards is not None:
+        raise KeyboardInterrupt(f"stopped after {len(todo)} shards (test hook)")
+
+    shards = [load_from_disk(str(shards_dir / _shard_name(k, num_shards))) for k in range(num_shards)]
+    temp_out = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temp_out, ignore_errors=True)
+    with _quiet_datasets():
+        concatenate_datasets(shards).save_to_disk(str(temp_out))
+    (temp_out / _PARAMS_FILE).write_text(json.dumps(params))
+    os.replace(temp_out, out_dir)  # out_dir is absent or an empty directory (checked above)
+    shutil.rmtree(shards_dir)
+    return load_from_disk(str(out_dir))
+
+
+# ----------------------------------------------------------------------------------------------
+# fourm-hf make-scenes
+# ----------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num", type=int, required=True, help="number of scenes")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (multiple of 8, >= 32)")
+    parser.add_argument("--out", required=True, help="output directory (datasets.save_to_disk format)")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (scene i uses scene_seed(seed, i))")
+    parser.add_argument("--num-proc", type=int, default=1, help="worker processes")
+    parser.add_argument("--shard-size", type=int, default=500, help="scenes per resumable shard")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        dataset = make_scene_dataset(
+            num=args.num, size=args.size, out_dir=args.out, seed=args.seed, shard_size=args.shard_size, num_proc=args.num_proc
+        )
+    except (ValueError, TypeError) as error:
+        print(f"fourm-hf: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(dataset)} scenes of {args.size}x{args.size} to {args.out}")
+    return 0
