@@ -16,8 +16,12 @@ setup(
     license="Apache-2.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    # The bundled checkpoint (model, processor, VQ-VAEs, model card) ships inside the package.
-    package_data={"fourm_hf": ["checkpoints/fourm-scenes64/*", "checkpoints/fourm-scenes64/vqvae/*/*"]},
+    # The bundled checkpoint (model, processor, VQ-VAEs, model card; no code: it loads with the package)
+    # ships inside the package.
+    package_data={"fourm_hf": [
+        "checkpoints/fourm-scenes64/*.json", "checkpoints/fourm-scenes64/*.safetensors",
+        "checkpoints/fourm-scenes64/README.md", "checkpoints/fourm-scenes64/vqvae/*/*",
+    ]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

@@ -6,6 +6,10 @@ held-out scenes beat the trivial baseline by a clear margin. Also ``fourm-hf dem
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from transformers import AutoModel, AutoProcessor, pipeline
 import fourm_hf
 from fourm_hf.checkpoints import BUNDLED_CHECKPOINT, assemble_checkpoint, bundled_checkpoint
 from fourm_hf.demo import run_demo
+from fourm_hf.hub import add_remote_code
 from fourm_hf.evaluation.heldout import TRAIN_STATS_DATASET_SEED, heldout_scenes, render_scene_set
 from fourm_hf.evaluation.predictors import PipelinePredictor, TrainStatistics, TrivialBaseline
 from fourm_hf.evaluation.scoring import evaluate_predictor
@@ -134,6 +139,12 @@ def test_assemble_checkpoint_round_trips_and_replaces_atomically(tmp_path):
     assert np.array_equal(first, again)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  AutoModel.from_pretrained(str(out)).state_dict().values()))
+    assert (out / "modeling_fourm.py").is_file() and (out / "processing_fourm.py").is_file()
+    # --no-remote-code (the bundled checkpoint): the same files less the code
+    bare = assemble_checkpoint(tmp_path / "model", tmp_path / "processor", tmp_path / "bare", evaluation=evaluation,
+                               training_data="scenes", remote_code=False)
+    assert not list(bare.glob("*.py"))
+    assert {p.relative_to(bare) for p in bare.rglob("*")} == {p.relative_to(out) for p in out.rglob("*") if p.suffix != ".py"}
 
 
 def test_assemble_checkpoint_rejects_folders_that_are_not_checkpoints(tmp_path):
@@ -166,15 +177,31 @@ def test_the_committed_recipe_describes_the_bundled_checkpoint():
         assert config.modality(name).max_length == length
 
 
-def test_the_bundled_remote_code_is_the_current_package_code():
-    """The folder carries a flat copy of the model/processor code for trust_remote_code users; when the
-    package code changes, refresh it in place (no retraining; see fourm_hf/checkpoints/__init__.py)."""
-    from fourm_hf.remote_code import PACKAGE_ROOT, flatten_relative_imports
-
-    copies = sorted(BUNDLED_CHECKPOINT.glob("*.py"))
-    assert copies, "the bundled checkpoint carries no remote code"
-    for copy in copies:
-        sources = [path for path in PACKAGE_ROOT.rglob(copy.name) if "checkpoints" not in path.parts]
-        assert len(sources) == 1, f"{copy.name}: expected one package module of that name, found {sources}"
-        assert copy.read_text(encoding="utf-8") == flatten_relative_imports(sources[0].read_text(encoding="utf-8")), (
-            f"{copy.name} in the bundled checkpoint is stale: refresh it (fourm_hf/checkpoints/__init__.py says how)")
+def test_the_bundled_checkpoint_carries_no_code_and_a_saved_copy_does(tmp_path):
+    """The bundled folder ships inside the package: no flat code in it. A folder saved from it gets the
+    code (as every saved folder does), and so does a copy prepared for the Hub; both then load with
+    trust_remote_code=True in a process where fourm_hf cannot be imported."""
+    assert not sorted(BUNDLED_CHECKPOINT.glob("*.py")), "the bundled checkpoint should carry no code"
+    saved, pushed = tmp_path / "saved", tmp_path / "pushed"
+    AutoModel.from_pretrained(bundled_checkpoint()).save_pretrained(saved)
+    AutoProcessor.from_pretrained(bundled_checkpoint()).save_pretrained(saved)
+    shutil.copytree(BUNDLED_CHECKPOINT, pushed)
+    written = add_remote_code(pushed)
+    assert {"modeling_fourm.py", "configuration_fourm.py", "processing_fourm.py", "vqvae.py"} <= set(written)
+    assert add_remote_code(pushed) == []  # nothing left to add
+    for folder in (saved, pushed):
+        assert {path.name for path in saved.glob("*.py")} <= {path.name for path in folder.glob("*.py")}
+        code = (
+            "import sys; sys.modules['fourm_hf'] = None  # make the package unimportable\n"
+            "from transformers import AutoModel, AutoProcessor\n"
+            f"m = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
+            f"p = AutoProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
+            "assert 'transformers_modules' in type(m).__module__ and 'transformers_modules' in type(p).__module__\n"
+            "print(sum(x.numel() for x in m.parameters()), sorted(p.vqvaes))\n"
+        )
+        environment = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+        result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        count, vqvaes = result.stdout.strip().splitlines()[-1].split(" ", 1)
+        assert int(count) == sum(x.numel() for x in AutoModel.from_pretrained(bundled_checkpoint()).parameters())
+        assert "tok_depth" in vqvaes

@@ -58,4 +58,4 @@ OMP_NUM_THREADS=1 fourm-hf evaluate --checkpoint "$RUN/fourm_stage2" --processor
     --train-stats "$RUN/scenes" --out "$RUN/eval.json" --markdown "$RUN/eval.md"
 cp "$RUN/eval.json" examples/scenes64/eval.json   # the committed record (and the card's table)
 fourm-hf assemble-checkpoint --model "$RUN/fourm_stage2" --processor "$RUN/processor" --evaluation "$RUN/eval.json" \
-    --bundled --out src/fourm_hf/checkpoints/fourm-scenes64
+    --bundled --no-remote-code --out src/fourm_hf/checkpoints/fourm-scenes64

@@ -11,7 +11,9 @@ VQ-VAE per dense modality under ``vqvae/<modality>/``, processor code) or both. 
   the training data, an evaluation table and a usage snippet;
 - ``config.json["custom_pipelines"]``: ``{"any-to-any": {"impl": "any_to_any.FourMAnyToAnyPipeline",
   "pt": ["AutoModel"], ...}}``, the entry ``pipeline(task, model=repo_id, trust_remote_code=True)``
-  reads, together with the flat pipeline code it points at (and the modules it imports).
+  reads, together with the flat pipeline code it points at (and the modules it imports);
+- the flat model / processor code the configs' ``auto_map`` points at, where the folder lacks it
+  (:func:`add_remote_code`; the bundled checkpoint ships without code).
 
 Then :func:`push_checkpoint` creates the repo (if needed) and uploads the folder with
 ``HfApi.upload_folder`` in one commit. ``FourMModel.push_to_hub`` and ``FourMProcessor.push_to_hub``
@@ -259,6 +261,48 @@ def checkpoint_kind(folder: str | os.PathLike) -> set[str]:
     return kind
 
 
+AUTO_MAP_FILES = (CONFIG_NAME, PROCESSOR_CONFIG_NAME, "preprocessor_config.json")
+
+
+def auto_map_modules(folder: str | os.PathLike) -> list[str]:
+    """The module names (``modeling_fourm``...) that the ``auto_map`` entries of the folder's configs point at."""
+    modules = []
+    for name in AUTO_MAP_FILES:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        config = _read_json(path)
+        maps = [config.get("auto_map") or {}]
+        maps += [value["auto_map"] for value in config.values() if isinstance(value, dict) and isinstance(value.get("auto_map"), dict)]
+        for auto_map in maps:
+            for reference in auto_map.values():
+                for dotted in reference if isinstance(reference, (list, tuple)) else [reference]:
+                    if isinstance(dotted, str) and "." in dotted and dotted.rsplit(".", 1)[0] not in modules:
+                        modules.append(dotted.rsplit(".", 1)[0])
+    return modules
+
+
+def add_remote_code(folder: str | os.PathLike) -> list[str]:
+    """Write the flat package code that the folder's ``auto_map`` entries point at and the folder lacks
+    (with every package module it imports), so ``trust_remote_code=True`` works from it without the
+    package; returns the file names written. A folder written by ``save_pretrained`` has it all already;
+    the bundled checkpoint (which ships inside the package) has none."""
+    folder = Path(folder)
+    written: list[str] = []
+    for module in auto_map_modules(folder):
+        if (folder / f"{module}.py").is_file():
+            continue
+        sources = [path for path in PACKAGE_ROOT.rglob(f"{module}.py") if "checkpoints" not in path.relative_to(PACKAGE_ROOT).parts]
+        if len(sources) != 1:
+            raise ValueError(
+                f"{folder}: auto_map names module {module!r}, which the folder lacks and which fourm_hf has "
+                f"{len(sources)} modules of that name for (expected one)"
+            )
+        closure = remote_code_closure(sources[0].relative_to(PACKAGE_ROOT).as_posix())
+        written += [name for name in write_remote_code(folder, closure) if name not in written]
+    return written
+
+
 def add_custom_pipeline(folder: str | os.PathLike) -> dict | None:
     """Make ``pipeline("any-to-any", model=folder_or_repo, trust_remote_code=True)`` work from the folder.
 
@@ -302,9 +346,11 @@ def remote_code_closure(module: str) -> tuple[str, ...]:
 
 def prepare_checkpoint_folder(folder: str | os.PathLike, repo_id: str | None = None, *, card: bool = True,
                               **card_options) -> set[str]:
-    """Add the model card (unless ``card`` is False or the folder has its own README.md) and, for a model
-    checkpoint, the any-to-any pipeline entry. Changes ``folder`` in place; returns its kind."""
+    """Add the model card (unless ``card`` is False or the folder has its own README.md), the flat code
+    ``auto_map`` points at where it is missing and, for a model checkpoint, the any-to-any pipeline entry.
+    Changes ``folder`` in place; returns its kind."""
     kind = checkpoint_kind(folder)
+    add_remote_code(folder)
     if "model" in kind:
         add_custom_pipeline(folder)
     if card and not (Path(folder) / CARD_NAME).exists():

@@ -5,19 +5,17 @@
 its last step being::
 
     fourm-hf assemble-checkpoint --model runs/scenes64/fourm_stage2 --processor runs/scenes64/processor \\
-        --evaluation runs/scenes64/eval.json --bundled --out src/fourm_hf/checkpoints/fourm-scenes64
+        --evaluation runs/scenes64/eval.json --bundled --no-remote-code --out src/fourm_hf/checkpoints/fourm-scenes64
 
 which puts the model, its processor (text tokenizer, VQ-VAEs) and a model card (with the evaluation
 table) into one folder that ``AutoModel``, ``AutoProcessor`` and
 ``pipeline("any-to-any")`` load.
 
-The folder also holds a flat copy of the package's model and processor code (for ``trust_remote_code``
-users). After a change to that code, refresh the copy in place, without retraining (the weights and
-the card come out byte for byte the same)::
-
-    fourm-hf assemble-checkpoint --model src/fourm_hf/checkpoints/fourm-scenes64 \\
-        --processor src/fourm_hf/checkpoints/fourm-scenes64 --evaluation examples/scenes64/eval.json \\
-        --bundled --out src/fourm_hf/checkpoints/fourm-scenes64
+The bundled folder holds no code: it ships inside the package, so whoever loads it has the package
+(``--no-remote-code``). A folder saved from it (``save_pretrained``) still gets the flat model and
+processor code, as any saved folder does; and as its configs keep their ``auto_map``,
+``fourm-hf push-to-hub --checkpoint`` adds the code that ``auto_map`` names to the uploaded copy
+(``fourm_hf.hub.add_remote_code``).
 """
 
 from __future__ import annotations
@@ -53,7 +51,7 @@ def bundled_checkpoint() -> str:
 
 
 def assemble_checkpoint(model, processor, out, evaluation=None, training_data: str | None = None,
-                        title: str | None = None, license: str | None = None) -> Path:
+                        title: str | None = None, license: str | None = None, remote_code: bool = True) -> Path:
     """Write ``out``: the FourM model folder ``model`` and the FourMProcessor folder ``processor``
     side by side, and a model card.
 
@@ -67,6 +65,9 @@ def assemble_checkpoint(model, processor, out, evaluation=None, training_data: s
         out: the new folder; replaced as a whole, atomically (built beside it, then renamed).
         evaluation: a ``fourm-hf evaluate --out`` JSON; its markdown report goes into the card.
         training_data / title / license: for the card.
+        remote_code: keep the flat package code ``save_pretrained`` writes next to the weights (for
+            ``trust_remote_code`` users without the package). False for a checkpoint that ships
+            inside the package: its loaders have the package.
     """
     from ..hub import DEFAULT_LICENSE, write_model_card
     from ..modeling.modeling_fourm import FourMModel
@@ -90,6 +91,9 @@ def assemble_checkpoint(model, processor, out, evaluation=None, training_data: s
     try:
         FourMModel.from_pretrained(str(model)).save_pretrained(staging)
         FourMProcessor.from_pretrained(str(processor)).save_pretrained(staging)
+        if not remote_code:
+            for module in staging.glob("*.py"):
+                module.unlink()
         write_model_card(staging, title=title or out.name, evaluation=report, training_data=training_data,
                          license=license or DEFAULT_LICENSE)
         if out.exists():
@@ -113,13 +117,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--training-data", default=None, help="text describing the training data, for the card")
     parser.add_argument("--bundled", action="store_true", help="describe the training data as the bundled checkpoint's")
     parser.add_argument("--title", default=None, help="card title (default: the folder name)")
+    parser.add_argument("--no-remote-code", action="store_true",
+                        help="leave out the flat package code (for a checkpoint shipped inside the package)")
 
 
 def main(args) -> int:
     training_data = BUNDLED_TRAINING_DATA if args.bundled and not args.training_data else args.training_data
     try:
         out = assemble_checkpoint(args.model, args.processor, args.out, evaluation=args.evaluation,
-                                  training_data=training_data, title=args.title)
+                                  training_data=training_data, title=args.title,
+                                  remote_code=not args.no_remote_code)
     except ValueError as error:
         print(f"fourm-hf assemble-checkpoint: {error}", file=sys.stderr)
         return 2
