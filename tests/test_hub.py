@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,15 +192,12 @@ def test_installed_pipeline_runs_from_the_hub_repo(server, pushed, installed_pip
         pipeline("any-to-any", model=pushed["repo_id"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transformers re-executes modeling_fourm.py / processing_fourm.py when AutoModel / AutoProcessor load them "
-    "after the remote pipeline module imported them, so the pipeline's isinstance(model, FourMModel) check sees "
-    "a different class and returns the parent AnyToAnyPipeline; pipelines/any_to_any.py should check "
-    "model.config.model_type == 'fourm' (and the processor by duck type) instead"))
 def test_pipeline_with_trust_remote_code_where_fourm_hf_cannot_be_imported(server, pushed, scene, tmp_path,
                                                                             installed_pipeline_tokens):
     """The repo's custom_pipelines entry + flat code: a process without fourm_hf runs the pipeline and
-    generates the same tokens as the installed pipeline class."""
+    generates the same tokens as the installed pipeline class. (transformers executes the flat model and
+    processor modules again when AutoModel / AutoProcessor load them, so the pipeline recognises a 4M
+    model by model_type and behaviour, not by isinstance.)"""
     np.save(tmp_path / "rgb.npy", scene["rgb"])
     code = (
         "import sys, json; sys.modules['fourm_hf'] = None  # make the package unimportable\n"
@@ -321,3 +319,20 @@ def test_remote_code_closure_lists_imported_modules_first():
     assert closure.index("modeling/layers.py") < closure.index("modeling/modeling_fourm.py")
     assert {"configuration_fourm.py", "modalities.py", "remote_code.py"} <= set(closure)
     assert all((hub.PACKAGE_ROOT / path).is_file() for path in closure)
+
+
+def test_remote_code_closure_follows_subpackages_and_flattens_them():
+    """The pipeline imports a subpackage (``from ..modeling.generation import``): its ``__init__.py`` comes
+    after its modules and is written flat as ``generation.py``, which the flattened import reads."""
+    from fourm_hf.remote_code import flat_name
+
+    closure = hub.remote_code_closure("pipelines/any_to_any.py")
+    packages = [path for path in closure if path.endswith("/__init__.py")]
+    assert packages, "expected the pipeline to import at least one subpackage"
+    for package in packages:
+        folder = package[: -len("__init__.py")]
+        members = [path for path in closure if path.startswith(folder) and path != package]
+        assert members and all(closure.index(path) < closure.index(package) for path in members)
+        assert flat_name(package) == f"{Path(folder).name}.py"
+    names = [flat_name(path) for path in closure]
+    assert len(set(names)) == len(names), "two modules would share a flat file name"

@@ -323,7 +323,8 @@ def add_custom_pipeline(folder: str | os.PathLike) -> dict | None:
 
 def remote_code_closure(module: str) -> tuple[str, ...]:
     """``module`` (a path relative to the package) and every package module it imports relatively, in
-    dependency order (imported modules first)."""
+    dependency order (imported modules first). A subpackage import (``from ..modeling.generation import``)
+    brings its ``__init__.py`` and, through it, its modules."""
     order: list[str] = []
 
     def visit(path: str, stack: tuple[str, ...]) -> None:
@@ -335,9 +336,11 @@ def remote_code_closure(module: str) -> tuple[str, ...]:
             base = package
             for _ in range(len(dots) - 1):
                 base = base.parent
-            target = (base / Path(*dotted.split("."))).with_suffix(".py")
-            if (PACKAGE_ROOT / target).is_file():
-                visit(target.as_posix(), stack + (path,))
+            target = base / Path(*dotted.split("."))
+            for candidate in (target.with_suffix(".py"), target / "__init__.py"):  # a module or a subpackage
+                if (PACKAGE_ROOT / candidate).is_file():
+                    visit(candidate.as_posix(), stack + (path,))
+                    break
         order.append(path)
 
     visit(module, ())

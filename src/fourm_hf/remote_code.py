@@ -33,10 +33,18 @@ def flatten_relative_imports(source: str) -> str:
     return _RELATIVE_IMPORT.sub(lambda m: f"{m.group(1)}.{m.group(3)}{m.group(4)}", source)
 
 
+def flat_name(module: str) -> str:
+    """File name of a package module in the flat folder: ``modeling/layers.py`` -> ``layers.py``; a
+    subpackage's ``modeling/generation/__init__.py`` -> ``generation.py`` (what its importers' flattened
+    ``from .generation import`` reads)."""
+    path = Path(module)
+    return f"{path.parent.name}.py" if path.name == "__init__.py" else path.name
+
+
 def write_remote_code(save_directory: str | os.PathLike, modules: tuple[str, ...] = MODEL_MODULES) -> list[str]:
     """Copy ``modules`` flat into ``save_directory`` (atomic per file); returns the file names written."""
     save_directory = Path(save_directory)
-    names = [Path(module).name for module in modules]
+    names = [flat_name(module) for module in modules]
     if len(set(names)) != len(names):
         raise ValueError(f"Remote-code modules must have distinct file names, got {names}.")
     for module, name in zip(modules, names):

@@ -90,11 +90,36 @@ def friendly_name(name, field: str = "modality") -> str:
                      f"(or the model's names {list(FRIENDLY_NAMES)}).")
 
 
+# What the pipeline and the sampler call on a 4M model and its processor.
+FOURM_MODEL_METHODS = ("encode", "decode")
+FOURM_PROCESSOR_ATTRIBUTES = ("vqvaes", "tokenizer", "image_size", "decode", "decode_image_tokens", "decode_pixel_values")
+
+
+def is_fourm_model(model) -> bool:
+    """Whether ``model`` is a 4M model: its config's ``model_type`` is ``"fourm"`` and it has the methods
+    the sampler calls (``FOURM_MODEL_METHODS``).
+
+    Not ``isinstance(model, FourMModel)``: with ``trust_remote_code=True`` transformers executes the
+    folder's own copy of the model module, whose class is another object than this package's.
+    """
+    config = getattr(model, "config", None)
+    return (getattr(config, "model_type", None) == FourMConfig.model_type
+            and all(callable(getattr(model, name, None)) for name in FOURM_MODEL_METHODS))
+
+
+def is_fourm_processor(processor) -> bool:
+    """Whether ``processor`` is a 4M processor, by behaviour: callable, with the VQ-VAEs, text tokenizer,
+    crop size and decoders the pipeline uses (``FOURM_PROCESSOR_ATTRIBUTES``); remote code gives it
+    another class object than this package's ``FourMProcessor``."""
+    return callable(processor) and all(hasattr(processor, name) for name in FOURM_PROCESSOR_ATTRIBUTES)
+
+
 class FourMAnyToAnyPipeline(AnyToAnyPipeline):
     """Any-to-any generation with a 4M model (see the module docstring).
 
     Built by ``pipeline("any-to-any", model=folder_or_model, processor=...)``; given any model that
-    is not a :class:`FourMModel`, constructing this class returns transformers' ``AnyToAnyPipeline``.
+    is not a 4M model (:func:`is_fourm_model`), constructing this class returns transformers'
+    ``AnyToAnyPipeline``.
 
     Args:
         model: a :class:`FourMModel`.
@@ -107,12 +132,12 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
 
     def __new__(cls, *args, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
-        if cls is FourMAnyToAnyPipeline and not isinstance(model, FourMModel):
+        if cls is FourMAnyToAnyPipeline and not is_fourm_model(model):
             return AnyToAnyPipeline(*args, **kwargs)  # not 4M: the parent, exactly as without fourm_hf
         return super().__new__(cls)
 
     def __init__(self, model, processor=None, device=None, **kwargs):
-        if not isinstance(processor, FourMProcessor):
+        if not is_fourm_processor(processor):
             raise ValueError(
                 f"processor: the 4M any-to-any pipeline needs a FourMProcessor, got {type(processor).__name__}; "
                 "save the processor into the model folder (processor.save_pretrained(folder)) or pass processor=..."
@@ -478,4 +503,5 @@ def register_any_to_any_pipeline() -> None:
     PIPELINE_REGISTRY.supported_tasks["any-to-any"] = {**entry, "impl": FourMAnyToAnyPipeline}
 
 
-__all__ = ["DEFAULT_DECODING", "FourMAnyToAnyPipeline", "friendly_name", "register_any_to_any_pipeline"]
+__all__ = ["DEFAULT_DECODING", "FourMAnyToAnyPipeline", "friendly_name", "is_fourm_model", "is_fourm_processor",
+           "register_any_to_any_pipeline"]
