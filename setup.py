@@ -38,6 +38,9 @@ setup(
         "pyyaml>=6.0",
         # DiVAE tokenizers sample with diffusers' DDIM / DDPM schedulers (imported only when decoding).
         "diffusers>=0.30",
+        # the standard implementations under training/metrics: BLEU (sacreBLEU) and COCO box AP
+        "sacrebleu>=2.4",
+        "pycocotools>=2.0.7",
     ],
     extras_require={
         "test": ["pytest>=8.0", "selenium>=4.20"],  # selenium: the web demo's browser test (tests/test_web_demo.py)

@@ -1,5 +1,6 @@
 """Metrics against hand-computed values, edge cases and bad input."""
 
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,6 @@ from fourm_hf.training.metrics import (
     DetectionMAP,
     SegmentationMetric,
     SurfaceNormalMetric,
-    average_precision,
 )
 
 # ------------------------------------------------------------------ depth
@@ -142,16 +142,6 @@ def test_segmentation_ignore_index_and_errors():
 # ------------------------------------------------------------------ detection
 
 
-def test_average_precision_all_point_interpolation():
-    # TP, FP, TP with 2 references: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
-    ap = average_precision(np.array([True, False, True]), num_references=2)
-    assert ap == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
-    # TP, FP, TP, TP with 3 references: precision 1, 1/2, 2/3, 3/4; the envelope lifts 2/3 to 3/4
-    ap = average_precision(np.array([True, False, True, True]), num_references=3)
-    assert ap == pytest.approx((1.0 + 0.75 + 0.75) / 3)
-    assert average_precision(np.array([], dtype=bool), num_references=2) == 0.0
-
-
 def test_detection_map_hand_computed():
     references = [
         [{"label": "cube", "box": [0.0, 0.0, 0.5, 0.5]}, {"label": "cube", "box": [0.5, 0.5, 1.0, 1.0]}],
@@ -167,12 +157,68 @@ def test_detection_map_hand_computed():
         [{"label": "cone", "score": 0.5, "box": [0.0, 0.0, 0.5, 1.0]}],  # IoU exactly 0.5 -> TP
     ]
     result = DetectionMAP(keep_in_memory=True).compute(predictions=predictions, references=references)
-    assert result["per_class_ap"]["cube"] == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # COCO: precision envelope 1 up to recall 0.5, 2/3 above, read at the 101 recall points 0, 0.01, ..., 1
+    cube = (51 * 1.0 + 50 * 2 / 3) / 101
+    assert result["per_class_ap"]["cube"] == pytest.approx(cube)
     assert result["per_class_ap"]["cone"] == pytest.approx(1.0)
     assert "sphere" not in result["per_class_ap"]
-    assert result["map"] == pytest.approx((0.5 + 0.5 * 2 / 3 + 1.0) / 2)
+    assert result["map"] == pytest.approx((cube + 1.0) / 2)
+    # AP@[.50:.95]: cube boxes are exact (the same at every threshold), the cone (IoU 0.5) only counts at 0.50
+    assert result["map_50_95"] == pytest.approx((cube + 1.0 / 10) / 2)
     strict = DetectionMAP(iou_threshold=0.6, keep_in_memory=True).compute(predictions=predictions, references=references)
     assert strict["per_class_ap"]["cone"] == 0.0
+
+
+def _random_detections(rng, num_images, labels):
+    def box():
+        x, y = rng.uniform(0, 0.7, size=2)
+        w, h = rng.uniform(0.05, 0.3, size=2)
+        return [float(x), float(y), float(x + w), float(y + h)]
+
+    references, predictions = [], []
+    for _ in range(num_images):
+        truth = [{"label": str(rng.choice(labels)), "box": box()} for _ in range(rng.integers(0, 4))]
+        guesses = []
+        for entry in truth:  # jittered copies of the truth (some relabelled), plus noise boxes
+            if rng.random() < 0.8:
+                jitter = np.clip(np.asarray(entry["box"]) + rng.normal(0, 0.01, 4), 0, 1)
+                jitter[2:] = np.maximum(jitter[2:], jitter[:2])
+                label = entry["label"] if rng.random() < 0.85 else str(rng.choice(labels))
+                guesses.append({"label": label, "score": float(rng.random()), "box": jitter.tolist()})
+        guesses += [{"label": str(rng.choice(labels)), "score": float(rng.random()), "box": box()}
+                    for _ in range(rng.integers(0, 3))]
+        references.append(truth)
+        predictions.append(guesses)
+    return predictions, references
+
+
+def test_detection_map_equals_pycocotools_summarize(tmp_path):
+    """Our metric against pycocotools used the documented way (COCO json files, COCOeval.summarize)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    predictions, references = _random_detections(np.random.default_rng(0), 40, ["red cube", "blue cone", "green sphere"])
+    labels = sorted({e["label"] for boxes in references + predictions for e in boxes})
+    xywh = lambda b: [b[0], b[1], b[2] - b[0], b[3] - b[1]]  # noqa: E731
+    # COCO ids start at 1 (an annotation id of 0 would read as "unmatched")
+    truth = {"images": [{"id": i, "width": 1, "height": 1} for i in range(len(references))],
+             "categories": [{"id": k + 10, "name": name} for k, name in enumerate(labels)],
+             "annotations": [{"id": n + 1, "image_id": i, "category_id": labels.index(e["label"]) + 10, "bbox": xywh(e["box"]),
+                              "area": xywh(e["box"])[2] * xywh(e["box"])[3], "iscrowd": 0}
+                             for n, (i, e) in enumerate((i, e) for i, boxes in enumerate(references) for e in boxes)]}
+    detections = [{"image_id": i, "category_id": labels.index(e["label"]) + 10, "bbox": xywh(e["box"]), "score": e["score"]}
+                  for i, boxes in enumerate(predictions) for e in boxes]
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    (tmp_path / "detections.json").write_text(json.dumps(detections))
+    coco = COCO(str(tmp_path / "truth.json"))
+    evaluation = COCOeval(coco, coco.loadRes(str(tmp_path / "detections.json")), "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    ours = DetectionMAP(keep_in_memory=True).compute(predictions=predictions, references=references)
+    assert ours["map_50_95"] == pytest.approx(evaluation.stats[0], abs=1e-12)
+    assert ours["map"] == pytest.approx(evaluation.stats[1], abs=1e-12)
+    assert 0.2 < ours["map"] < 0.95  # a non-trivial case
 
 
 def test_detection_empty_predictions_and_errors():
@@ -196,15 +242,22 @@ def test_detection_empty_predictions_and_errors():
 
 
 def test_bleu_hand_computed():
-    prediction, reference = "the cat sat on the mat", "The cat is on the mat"
-    # p1 = 5/6, p2 = 3/5, p3 = 1/4, p4 = 0/3 -> BLEU 0 unsmoothed
-    plain = CaptionBLEU(keep_in_memory=True).compute(predictions=[prediction], references=[reference])
+    prediction, reference = "the cat sat on the mat", "the cat is on the mat"
+    # p1 = 5/6, p2 = 3/5, p3 = 1/4, p4 = 0/3
+    plain = CaptionBLEU(smooth_method="none", keep_in_memory=True).compute(predictions=[prediction], references=[reference])
     assert plain["precisions"] == pytest.approx([5 / 6, 3 / 5, 1 / 4, 0.0])
-    assert plain["bleu"] == 0.0
-    assert plain["brevity_penalty"] == 1.0
+    assert plain["bleu"] == 0.0 and plain["brevity_penalty"] == 1.0
+    assert "smooth:none" in plain["signature"] and "tok:13a" in plain["signature"]
     # add-one for n >= 2: p2 = 4/6, p3 = 2/5, p4 = 1/4
-    smooth = CaptionBLEU(smooth=True, keep_in_memory=True).compute(predictions=[prediction], references=[reference])
+    smooth = CaptionBLEU(smooth_method="add-k", smooth_value=1, keep_in_memory=True).compute(
+        predictions=[prediction], references=[reference])
     assert smooth["bleu"] == pytest.approx((5 / 6 * 4 / 6 * 2 / 5 * 1 / 4) ** 0.25)
+    # sacreBLEU's default exp smoothing: the zero 4-gram count becomes 1 / (2 * 3)
+    default = CaptionBLEU(keep_in_memory=True).compute(predictions=[prediction], references=[reference])
+    assert default["bleu"] == pytest.approx((5 / 6 * 3 / 5 * 1 / 4 * 1 / 6) ** 0.25)
+    # 13a splits punctuation off and is case-sensitive: "Cube." is two tokens, neither "cube"
+    punctuated = CaptionBLEU(max_order=1, keep_in_memory=True).compute(predictions=["a red cube ."], references=["a red Cube."])
+    assert punctuated["precisions"] == pytest.approx([3 / 4])
 
 
 def test_bleu_brevity_penalty_and_closest_reference():
@@ -221,6 +274,28 @@ def test_bleu_brevity_penalty_and_closest_reference():
     assert tie["brevity_penalty"] == 1.0
     empty = CaptionBLEU(keep_in_memory=True).compute(predictions=[""], references=["a red cube"])
     assert empty["bleu"] == 0.0
+
+
+def test_bleu_equals_sacrebleu_corpus_bleu():
+    """Our metric against sacrebleu.corpus_bleu on the same captions, with one to three references each."""
+    import sacrebleu
+
+    from fourm_hf.data.scenes import render_scene
+
+    rng = np.random.default_rng(0)
+    captions = [render_scene(seed, 32)["caption"] for seed in range(12)]
+    predictions, references = [], []
+    for caption in captions:
+        words = caption.split()
+        keep = rng.random(len(words)) > 0.25
+        predictions.append(" ".join(w for w, k in zip(words, keep) if k))
+        references.append([caption] + [captions[int(j)] for j in rng.integers(0, len(captions), rng.integers(0, 3))])
+    streams = [[refs[j] if j < len(refs) else None for refs in references] for j in range(3)]
+    expected = sacrebleu.corpus_bleu(predictions, streams)
+    ours = CaptionBLEU(keep_in_memory=True).compute(predictions=predictions, references=references)
+    assert ours["bleu"] == pytest.approx(expected.score / 100, abs=1e-12)
+    assert ours["precisions"] == pytest.approx([p / 100 for p in expected.precisions], abs=1e-12)
+    assert 0.2 < ours["bleu"] < 0.95
 
 
 def test_caption_errors():

@@ -7,8 +7,9 @@ depth      AbsRel (lower is better), RMSE in metres (lower), delta < 1.25 (highe
            sky included (its true depth is ``SKY_DEPTH`` = 100 m)
 normal     mean and median angular error in degrees (lower), % of pixels under 11.25 degrees (higher)
 semseg     pixel accuracy, mean IoU over the classes present in truth or prediction (higher)
-det        mAP at IoU 0.5 over the "colour shape" labels present in the truth (higher)
-caption    corpus BLEU-4 (higher), F1 of the (colour, shape) objects mentioned (higher)
+det        COCO AP at IoU 0.5 (pycocotools' AP50) over the "colour shape" labels in the truth (higher)
+caption    corpus BLEU-4 by sacreBLEU, default signature, 0-1 scale (higher); F1 of the (colour,
+           shape) objects mentioned (higher)
 =========  =====================================================================================
 """
 

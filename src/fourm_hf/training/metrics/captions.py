@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-
 import datasets
 import evaluate
-import numpy as np
 
 from .base import _FourMMetric
 
 
 def tokenize_caption(text: str) -> list[str]:
-    """Lowercase and split on whitespace (punctuation stays attached to its word)."""
+    """Lowercase and split on whitespace (punctuation stays attached to its word); for object mentions."""
     return text.lower().split()
-
-
-def _ngram_counts(tokens: list[str], order: int) -> Counter:
-    return Counter(tuple(tokens[start : start + order]) for start in range(len(tokens) - order + 1))
 
 
 def _prepare_caption_pair(name: str, index: int, prediction, reference):
@@ -33,33 +25,42 @@ def _prepare_caption_pair(name: str, index: int, prediction, reference):
 
 
 class CaptionBLEU(_FourMMetric):
-    r"""Corpus BLEU (Papineni et al. 2002), BLEU-4 by default.
+    r"""Corpus BLEU (Papineni et al. 2002) computed by sacreBLEU (Post 2018), BLEU-4 by default.
 
-    Inputs: ``predictions`` strings, ``references`` a string or a list of strings per prediction.
-    Tokenisation: lowercase, split on whitespace (:func:`tokenize_caption`).
+    Inputs: ``predictions`` strings, ``references`` a string or a list of strings per prediction
+    (any number per prediction).
 
-    For n = 1..max_order: p_n = sum over sentences of clipped n-gram matches (each n-gram counted
-    at most its maximum count in any reference of that sentence) / total n-grams in the predictions.
-    With ``smooth=True`` add one to numerator and denominator of p_n for n >= 2 (Lin & Och 2004).
-    Brevity penalty BP = 1 if c > r else exp(1 - r / c), c = total prediction length, r = sum of the
-    reference lengths closest to each prediction's length (the shorter on ties).
-    BLEU = BP * exp(mean_n log p_n); 0 when some p_n is 0 or c is 0.
+    The definition is sacreBLEU's ``BLEU`` with its default settings unless given: tokenizer
+    ``"13a"`` (mteval-v13a, the WMT standard: punctuation split off), case-sensitive, ``"exp"``
+    smoothing, no effective order. The result's ``signature`` names them all (e.g.
+    ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``); quote it with the number.
+    Scores are on the 0-1 scale (sacreBLEU's 0-100 divided by 100).
+
+    Args:
+        max_order: largest n-gram order (4: BLEU-4).
+        smooth_method / smooth_value / tokenize / lowercase: sacreBLEU's ``BLEU`` arguments
+            (``smooth_method`` one of ``"exp"``, ``"none"``, ``"floor"``, ``"add-k"``).
 
     Returns ``bleu``, ``precisions`` (p_1..p_N), ``brevity_penalty``, ``length_ratio`` (c / r),
-    ``prediction_length`` (c) and ``reference_length`` (r).
+    ``prediction_length`` (c), ``reference_length`` (r) and ``signature``.
     """
 
-    def __init__(self, max_order: int = 4, smooth: bool = False, **kwargs):
+    def __init__(self, max_order: int = 4, smooth_method: str = "exp", smooth_value: float | None = None,
+                 tokenize: str = "13a", lowercase: bool = False, **kwargs):
+        from sacrebleu.metrics import BLEU
+
         if int(max_order) < 1:
             raise ValueError(f"CaptionBLEU: max_order must be >= 1, got {max_order}")
-        self.max_order = int(max_order)
-        self.smooth = bool(smooth)
+        if smooth_method not in BLEU.SMOOTH_DEFAULTS:
+            raise ValueError(f"CaptionBLEU: smooth_method must be one of {sorted(BLEU.SMOOTH_DEFAULTS)}, got {smooth_method!r}")
+        self.bleu = BLEU(max_ngram_order=int(max_order), smooth_method=smooth_method, smooth_value=smooth_value,
+                         tokenize=tokenize, lowercase=bool(lowercase))
         super().__init__(**kwargs)
 
     def _info(self):
         return evaluate.MetricInfo(
-            description="Corpus-level BLEU with brevity penalty and optional add-one smoothing.",
-            citation="Papineni et al., BLEU: a Method for Automatic Evaluation of Machine Translation, ACL 2002.",
+            description="Corpus-level BLEU computed by sacreBLEU (default signature unless configured).",
+            citation="Papineni et al., BLEU, ACL 2002; Post, A Call for Clarity in Reporting BLEU Scores, WMT 2018.",
             inputs_description="predictions: list of str; references: list of str or list of list of str",
             features=datasets.Features(
                 {"predictions": datasets.Value("string"), "references": datasets.List(datasets.Value("string"))}
@@ -70,42 +71,18 @@ class CaptionBLEU(_FourMMetric):
         return _prepare_caption_pair("CaptionBLEU", index, prediction, reference)
 
     def _compute(self, predictions, references):
-        matches = np.zeros(self.max_order)
-        totals = np.zeros(self.max_order)
-        prediction_length = reference_length = 0
-        for prediction, sentence_references in zip(predictions, references):
-            prediction_tokens = tokenize_caption(prediction)
-            reference_tokens = [tokenize_caption(reference) for reference in sentence_references]
-            prediction_length += len(prediction_tokens)
-            reference_length += min((abs(len(r) - len(prediction_tokens)), len(r)) for r in reference_tokens)[1]
-            for order in range(1, self.max_order + 1):
-                predicted = _ngram_counts(prediction_tokens, order)
-                max_reference = Counter()
-                for tokens in reference_tokens:
-                    max_reference |= _ngram_counts(tokens, order)
-                matches[order - 1] += sum(min(count, max_reference[gram]) for gram, count in predicted.items())
-                totals[order - 1] += max(len(prediction_tokens) - order + 1, 0)
-        if self.smooth:
-            matches[1:] += 1
-            totals[1:] += 1
-        precisions = np.divide(matches, totals, out=np.zeros_like(matches), where=totals > 0)
-        if prediction_length == 0:
-            brevity_penalty = 0.0
-        elif prediction_length > reference_length:
-            brevity_penalty = 1.0
-        else:
-            brevity_penalty = math.exp(1.0 - reference_length / prediction_length)
-        if (precisions > 0).all() and prediction_length > 0:
-            bleu = brevity_penalty * math.exp(np.log(precisions).mean())
-        else:
-            bleu = 0.0
+        # sacreBLEU takes reference streams: stream j holds every prediction's j-th reference (None if it has fewer)
+        streams = [[refs[j] if j < len(refs) else None for refs in references]
+                   for j in range(max(len(refs) for refs in references))]
+        score = self.bleu.corpus_score(list(predictions), streams)
         return {
-            "bleu": float(bleu),
-            "precisions": [float(p) for p in precisions],
-            "brevity_penalty": float(brevity_penalty),
-            "length_ratio": float(prediction_length / reference_length) if reference_length else float("nan"),
-            "prediction_length": int(prediction_length),
-            "reference_length": int(reference_length),
+            "bleu": float(score.score) / 100.0,
+            "precisions": [float(p) / 100.0 for p in score.precisions],
+            "brevity_penalty": float(score.bp),
+            "length_ratio": float(score.ratio),
+            "prediction_length": int(score.sys_len),
+            "reference_length": int(score.ref_len),
+            "signature": str(self.bleu.get_signature()),
         }
 
 

@@ -1,7 +1,9 @@
-"""Object detection: mean average precision over classes."""
+"""Object detection: COCO average precision, computed by ``pycocotools`` (the COCO evaluation code)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import datasets
@@ -10,50 +12,76 @@ import numpy as np
 
 from .base import _FourMMetric
 
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+"""The IoU thresholds COCO's primary AP averages over (0.50, 0.55, ..., 0.95)."""
 
-def box_iou(box_a, box_b) -> float:
-    """IoU of two xyxy boxes; 0 when the union has no area."""
-    width = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
-    height = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
-    intersection = max(width, 0.0) * max(height, 0.0)
-    area_a = (box_a[2] - box_a[0]) * (box_a[3] - box_a[1])
-    area_b = (box_b[2] - box_b[0]) * (box_b[3] - box_b[1])
-    union = area_a + area_b - intersection
-    return intersection / union if union > 0 else 0.0
+_AREA_ALL = 0  # index of COCOeval's "all" area range
+_MAX_DETECTIONS = -1  # index of COCOeval's largest maxDets (100 per image)
 
 
-def average_precision(is_true_positive: np.ndarray, num_references: int) -> float:
-    """All-point interpolated AP (PASCAL VOC 2010+) of detections already sorted by score.
+def _xywh(box) -> list[float]:
+    return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
 
-    precision is made monotone (p_interp(r) = max precision at recall >= r) and AP is the area
-    under that step curve: sum_i (r_i - r_{i-1}) * p_interp(r_i).
+
+def coco_precision(predictions, references, iou_thresholds) -> tuple[np.ndarray, list[str]]:
+    """Run ``pycocotools.cocoeval.COCOeval`` (``iouType="bbox"``) on prepared boxes.
+
+    Args:
+        predictions: per image ``[{"label", "score", "box"}]``; references: per image ``[{"label", "box"}]``;
+            boxes ``[xmin, ymin, xmax, ymax]`` (converted to COCO's ``[x, y, w, h]``).
+        iou_thresholds: (T,) IoU thresholds.
+
+    Returns:
+        precision (T, 101, K): COCO's interpolated precision at its 101 recall points for the "all"
+        area range and at most 100 detections per image, -1 for a label without reference boxes;
+        and the K labels in that order. None instead of the array when there is no detection at all.
     """
-    if num_references == 0:
-        raise ValueError("average_precision: no reference boxes")
-    if len(is_true_positive) == 0:
-        return 0.0
-    true_positives = np.cumsum(is_true_positive)
-    false_positives = np.cumsum(~is_true_positive)
-    recall = np.concatenate([[0.0], true_positives / num_references])
-    precision = np.concatenate([[0.0], true_positives / (true_positives + false_positives)])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    labels = sorted({entry["label"] for boxes in (*references, *predictions) for entry in boxes})
+    category = {label: number + 1 for number, label in enumerate(labels)}
+    annotations = []
+    for image, boxes in enumerate(references):
+        for entry in boxes:
+            xmin, ymin, xmax, ymax = entry["box"]
+            annotations.append({"id": len(annotations) + 1, "image_id": image + 1, "category_id": category[entry["label"]],
+                                "bbox": _xywh(entry["box"]), "area": (xmax - xmin) * (ymax - ymin), "iscrowd": 0})
+    detections = [
+        {"image_id": image + 1, "category_id": category[entry["label"]], "bbox": _xywh(entry["box"]), "score": entry["score"]}
+        for image, boxes in enumerate(predictions) for entry in boxes
+    ]
+    if not detections:
+        return None, labels
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        truth = COCO()
+        truth.dataset = {"images": [{"id": image + 1} for image in range(len(references))], "annotations": annotations,
+                         "categories": [{"id": category[label], "name": label} for label in labels]}
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(detections), iouType="bbox")
+        evaluation.params.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
+        evaluation.evaluate()
+        evaluation.accumulate()
+    return evaluation.eval["precision"][:, :, :, _AREA_ALL, _MAX_DETECTIONS], labels
 
 
 class DetectionMAP(_FourMMetric):
-    r"""Mean average precision at one IoU threshold (default 0.5, i.e. mAP@0.5).
+    r"""COCO box average precision, computed by ``pycocotools``' ``COCOeval`` (``iouType="bbox"``).
 
     Inputs per image: ``predictions`` = ``[{"label", "score", "box"}]``, ``references`` =
     ``[{"label", "box"}]``; boxes are normalised ``[xmin, ymin, xmax, ymax]`` in [0, 1]; labels are
-    strings (ints are converted with ``str``).
+    strings (ints are converted with ``str``). Each label is one COCO category.
 
-    Per class, detections of all images are sorted by score (descending, ties in input order) and
-    matched greedily as in COCO: each one to the unmatched reference box of its image and class with
-    the highest IoU, a true positive when that IoU >= ``iou_threshold``, a false positive otherwise.
-    AP is the all-point interpolated area under the precision-recall curve (:func:`average_precision`).
-    ``map`` averages AP over the classes that have at least one reference box; detections of other
-    classes do not count (as COCO). Also returns ``per_class_ap``. Raises ``ValueError`` when there
-    is no reference box at all.
+    The definition is COCO's: per category, detections of all images sorted by score, matched
+    greedily to the unmatched reference box of their image with the highest IoU (a true positive
+    when that IoU >= the threshold); AP is the mean of the precision envelope at COCO's 101 recall
+    points (0, 0.01, ..., 1), for the "all" area range and at most 100 detections per image; the
+    mean is over the categories that have a reference box (detections of other labels count for
+    nothing). Normalised coordinates change nothing: IoU does not depend on scale.
+
+    Returns ``map``: AP at ``iou_threshold`` (COCO's "AP50" for the default 0.5), ``map_50_95``:
+    COCO's primary AP@[.50:.95] (mean over ``COCO_IOU_THRESHOLDS``), ``per_class_ap`` (at
+    ``iou_threshold``) and ``iou_threshold``. Raises ``ValueError`` when there is no reference box.
     """
 
     def __init__(self, iou_threshold: float = 0.5, **kwargs):
@@ -65,8 +93,8 @@ class DetectionMAP(_FourMMetric):
     def _info(self):
         box = datasets.List(datasets.Value("float64"), length=4)
         return evaluate.MetricInfo(
-            description="Mean average precision of boxes at a fixed IoU threshold (mAP@0.5 by default).",
-            citation="Everingham et al., The PASCAL Visual Object Classes Challenge, IJCV 2010.",
+            description="COCO box average precision (pycocotools COCOeval): AP at one IoU threshold and AP@[.50:.95].",
+            citation="Lin et al., Microsoft COCO: Common Objects in Context, ECCV 2014.",
             inputs_description="predictions: per image [{label, score, box}]; references: per image [{label, box}]",
             features=datasets.Features(
                 {
@@ -110,39 +138,22 @@ class DetectionMAP(_FourMMetric):
         return prediction, reference, {}
 
     def _compute(self, predictions, references):
-        reference_boxes = {}  # label -> {image index -> list of boxes}
-        for image, boxes in enumerate(references):
-            for entry in boxes:
-                reference_boxes.setdefault(entry["label"], {}).setdefault(image, []).append(entry["box"])
-        if not reference_boxes:
+        if not any(references):
             raise ValueError("DetectionMAP: the references contain no box; mAP is undefined")
-        per_class_ap = {}
-        for label, boxes_by_image in sorted(reference_boxes.items()):
-            detections = [
-                (entry["score"], image, entry["box"])
-                for image, entries in enumerate(predictions)
-                for entry in entries
-                if entry["label"] == label
-            ]
-            order = np.argsort([-score for score, _, _ in detections], kind="stable")
-            matched = {image: [False] * len(boxes) for image, boxes in boxes_by_image.items()}
-            is_true_positive = np.zeros(len(detections), dtype=bool)
-            for rank, detection_index in enumerate(order):
-                _, image, box = detections[detection_index]
-                best_iou, best_reference = 0.0, None
-                for reference_index, reference_box in enumerate(boxes_by_image.get(image, [])):
-                    if matched[image][reference_index]:
-                        continue
-                    iou = box_iou(box, reference_box)
-                    if iou > best_iou:
-                        best_iou, best_reference = iou, reference_index
-                if best_reference is not None and best_iou >= self.iou_threshold:
-                    matched[image][best_reference] = True
-                    is_true_positive[rank] = True
-            num_references = sum(len(boxes) for boxes in boxes_by_image.values())
-            per_class_ap[label] = average_precision(is_true_positive, num_references)
+        thresholds = np.unique(np.concatenate([COCO_IOU_THRESHOLDS, [self.iou_threshold]]))
+        precision, labels = coco_precision(predictions, references, thresholds)
+        referenced = sorted({entry["label"] for boxes in references for entry in boxes})
+        if precision is None:  # no detection at all: every category's AP is 0
+            return {"map": 0.0, "map_50_95": 0.0, "per_class_ap": {label: 0.0 for label in referenced},
+                    "iou_threshold": self.iou_threshold}
+        ap = precision.mean(axis=1)  # (T, K); -1 for labels without reference boxes
+        at_threshold = ap[int(np.flatnonzero(np.isclose(thresholds, self.iou_threshold))[0])]
+        coco = np.isclose(thresholds[:, None], COCO_IOU_THRESHOLDS[None, :]).any(axis=1)
+        per_class_ap = {label: float(at_threshold[labels.index(label)]) for label in referenced}
+        columns = [labels.index(label) for label in referenced]
         return {
             "map": float(np.mean(list(per_class_ap.values()))),
+            "map_50_95": float(ap[coco][:, columns].mean()),
             "per_class_ap": per_class_ap,
             "iou_threshold": self.iou_threshold,
         }
