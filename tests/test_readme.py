@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 
@@ -22,3 +23,46 @@ def test_quickstart_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "my-4m" / "model.safetensors").exists()
     assert "tok_depth" in result.stdout
+
+
+def _bash_block_after(heading: str) -> str:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    return re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
+
+
+# Keep the test fast: few scenes, few steps, small batches (the README's own values otherwise).
+FAST_SCENES = "4"
+FAST_TRAINING = ["training.max_steps=2", "training.per_device_train_batch_size=2", "training.per_device_eval_batch_size=2",
+                 "training.eval_steps=1", "training.save_steps=2", "training.logging_steps=1",
+                 "training.dataloader_num_workers=0", "data.validate_samples=4"]
+
+
+def test_training_commands_run_on_a_fresh_clone(tmp_path):
+    """The README's training commands, in order, in a folder that has only the repository's examples/
+    (as a fresh clone): they render the scenes, build the corpus the config reads, and train."""
+    (tmp_path / "examples").symlink_to(REPO_ROOT / "examples")
+    commands = [shlex.split(line) for line in _bash_block_after("## Training").splitlines()
+                if line.startswith("fourm-hf ")]
+    assert [command[1] for command in commands] == ["make-scenes"] * 2 + ["build-corpus"] * 2 + ["train"]
+    argvs = []
+    for command in commands:
+        arguments = command[1:]
+        if "--num" in arguments:
+            arguments[arguments.index("--num") + 1] = FAST_SCENES
+        if arguments[0] == "train":
+            arguments += FAST_TRAINING  # later overrides win
+        argvs.append(arguments)
+    # one fresh process runs them one after the other, as the shell would (each must return 0)
+    code = (
+        "import sys; from fourm_hf import cli\n"
+        f"for argv in {argvs!r}:\n"
+        "    code = cli.main(argv)\n"
+        "    if code: sys.exit(f'fourm-hf {argv[0]} returned {code}')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "corpus" / "tiny_scenes" / "train").is_dir()
+    saved = sorted((tmp_path / "runs" / "tiny_scenes").rglob("model.safetensors"))
+    assert saved, "the training command saved no model"

@@ -370,10 +370,15 @@ def load_corpus(path, streaming: bool = False, rank: int | None = None, world_si
 # ------------------------------------------------------------------------------- fourm-hf build-corpus
 
 
+BUNDLED_PROCESSOR = "bundled"
+"""``--processor bundled``: the processor of the checkpoint that ships inside the package (unless a folder has that name)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="labeled dataset (save_to_disk folder, scene schema)")
     parser.add_argument("--split", default="train", help="split to read when --dataset is a DatasetDict")
-    parser.add_argument("--processor", required=True, help="a saved FourMProcessor folder (with its VQ-VAEs)")
+    parser.add_argument("--processor", required=True,
+                        help="a saved FourMProcessor folder (with its VQ-VAEs), or 'bundled': the bundled checkpoint's")
     parser.add_argument("--out", required=True, help="output folder (datasets.save_to_disk format)")
     parser.add_argument("--crops", type=int, default=1, help="crops per source image")
     parser.add_argument("--crop", choices=CROP_MODES, default="random", help="how crops are chosen")
@@ -394,7 +399,12 @@ def main(args: argparse.Namespace) -> int:
             if args.split not in dataset:
                 raise ValueError(f"--dataset {args.dataset}: no split {args.split!r}; splits are {sorted(dataset)}")
             dataset = dataset[args.split]
-        processor = FourMProcessor.from_pretrained(args.processor, device=args.device)
+        folder = args.processor
+        if folder == BUNDLED_PROCESSOR and not Path(folder).is_dir():
+            from ..checkpoints import bundled_checkpoint
+
+            folder = bundled_checkpoint()
+        processor = FourMProcessor.from_pretrained(folder, device=args.device)
         corpus = build_corpus(dataset, processor, args.out, crops=args.crops, batch_size=args.batch_size,
                               shard_size=args.shard_size, seed=args.seed, crop=args.crop)
     except (ValueError, TypeError, FileNotFoundError) as error:
