@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tokenization.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
+from .shards import quiet_datasets, shard_name
 
 CORPUS_INFO_FILE = "corpus_info.json"
 PARAMS_FILE = "build_corpus.json"
@@ -168,10 +169,6 @@ def tokenize_rows(processor, rows: dict, source_indices, modalities: dict, crops
 # --------------------------------------------------------------------------------- building (resumable)
 
 
-def _shard_name(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}"
-
-
 def _concatenate_columns(parts: list[dict]) -> dict:
     merged = {}
     for name in parts[0]:
@@ -196,7 +193,7 @@ def _write_shard(dataset, processor, modalities, features, shards_dir: Path, sha
         rows = view[batch_start:batch_stop]
         parts.append(tokenize_rows(processor, rows, range(batch_start, batch_stop), modalities, crops, seed, crop))
         progress.update(batch_stop - batch_start)
-    final_dir = shards_dir / _shard_name(shard, num_shards)
+    final_dir = shards_dir / shard_name(shard, num_shards)
     temp_dir = shards_dir / f"{final_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(temp_dir, ignore_errors=True)
     Dataset.from_dict(_concatenate_columns(parts), features=features).save_to_disk(str(temp_dir))
@@ -228,7 +225,6 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
     If ``out_dir`` already holds the finished corpus for the same arguments it is loaded as is.
     """
     from datasets import concatenate_datasets, load_from_disk
-    from datasets import utils as datasets_utils
     from tqdm.auto import tqdm
 
     for name, value in (("crops", crops), ("batch_size", batch_size), ("shard_size", shard_size)):
@@ -260,26 +256,21 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
     total = len(dataset)
     num_shards = (total + shard_size - 1) // shard_size
     bounds = [(k, k * shard_size, min(total, (k + 1) * shard_size)) for k in range(num_shards)]
-    todo = [b for b in bounds if not (shards_dir / _shard_name(b[0], num_shards)).is_dir()]
+    todo = [b for b in bounds if not (shards_dir / shard_name(b[0], num_shards)).is_dir()]
     done = total - sum(stop - start for _, start, stop in todo)
     if _stop_after_shards is not None:
         todo = todo[:_stop_after_shards]
-    was_disabled = datasets_utils.are_progress_bars_disabled()
-    datasets_utils.disable_progress_bars()  # our bar counts images; hide the per-save bars
-    try:
+    with quiet_datasets():  # our bar counts images; hide the per-save bars
         with tqdm(total=total, initial=done, desc="build-corpus", unit="image", disable=not progress) as bar:
             for shard, start, stop in todo:
                 _write_shard(dataset, processor, modalities, features, shards_dir, shard, num_shards,
                              start, stop, crops, seed, crop, batch_size, bar)
         if _stop_after_shards is not None:
             raise KeyboardInterrupt(f"stopped after {len(todo)} shards (test hook)")
-        shards = [load_from_disk(str(shards_dir / _shard_name(k, num_shards))) for k in range(num_shards)]
+        shards = [load_from_disk(str(shards_dir / shard_name(k, num_shards))) for k in range(num_shards)]
         temp_out = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
         shutil.rmtree(temp_out, ignore_errors=True)
         concatenate_datasets(shards).save_to_disk(str(temp_out))
-    finally:
-        if not was_disabled:
-            datasets_utils.enable_progress_bars()
     info = {"crops": int(crops), "image_size": processor.image_size, "image_mean": processor.image_processor.image_mean,
             "image_std": processor.image_processor.image_std, "modalities": modalities}
     (temp_out / CORPUS_INFO_FILE).write_text(json.dumps(info, indent=2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -11,30 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..shards import quiet_datasets, shard_name
 from .base import Labeller
 from .images import UnreadableImageError, resize_and_center_crop
 from .source import ImageSource
 
 _PARAMS_FILE = "pseudo_label.json"
 _SKIPPED_FILE = "skipped.jsonl"
-
-
-def _shard_name(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}"
-
-
-@contextlib.contextmanager
-def _quiet_datasets():
-    """Hide datasets' own progress bars (ours counts images) and restore the setting afterwards."""
-    from datasets import utils as datasets_utils
-
-    was_disabled = datasets_utils.are_progress_bars_disabled()
-    datasets_utils.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets_utils.enable_progress_bars()
 
 
 def output_features(source: ImageSource, labellers: list[Labeller], size: int, replace_existing: bool = False):
@@ -99,7 +81,7 @@ def _save_shard(shards_dir: Path, name: str, columns: dict, skipped: list, featu
     temp_dir.mkdir()
     if columns.get("source"):  # a shard of only unreadable images holds just its skipped.jsonl
         data = {key: columns.get(key, []) for key in features}
-        with _quiet_datasets():
+        with quiet_datasets():
             Dataset.from_dict(data, features=features).save_to_disk(str(temp_dir))
     (temp_dir / _SKIPPED_FILE).write_text("".join(json.dumps(record) + "\n" for record in skipped))
     os.replace(temp_dir, final_dir)
@@ -173,7 +155,7 @@ def pseudo_label_dataset(
 
     num_shards = (len(source) + shard_size - 1) // shard_size
     mine = [k for k in range(num_shards) if k % num_processes == process_index]
-    todo = [k for k in mine if not (shards_dir / _shard_name(k, num_shards)).is_dir()]
+    todo = [k for k in mine if not (shards_dir / shard_name(k, num_shards)).is_dir()]
     done_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine if k not in todo)
     total_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine)
     if _stop_after_shards is not None:
@@ -182,7 +164,7 @@ def pseudo_label_dataset(
         for shard in todo:
             indices = list(range(shard * shard_size, min(len(source), (shard + 1) * shard_size)))
             columns, skipped = _label_items(source, labellers, indices, size, batch_size, progress)
-            _save_shard(shards_dir, _shard_name(shard, num_shards), columns, skipped, features)
+            _save_shard(shards_dir, shard_name(shard, num_shards), columns, skipped, features)
     if _stop_after_shards is not None:
         raise KeyboardInterrupt(f"stopped after {len(todo)} shards (test hook)")
     if merge is None:
@@ -203,7 +185,7 @@ def merge_shards(out_dir):
         raise ValueError(f"pseudo-label: nothing to merge: {params_file} does not exist (run the labelling first)")
     params = json.loads(params_file.read_text())
     num_shards = (params["num_items"] + params["shard_size"] - 1) // params["shard_size"]
-    names = [_shard_name(k, num_shards) for k in range(num_shards)]
+    names = [shard_name(k, num_shards) for k in range(num_shards)]
     missing = [name for name in names if not (shards_dir / name).is_dir()]
     if missing:
         raise ValueError(f"pseudo-label: cannot merge {shards_dir}: {len(missing)} of {num_shards} shards are not done yet (e.g. {missing[0]})")
@@ -220,7 +202,7 @@ def merge_shards(out_dir):
     merged.info.description = json.dumps({"fourm_hf_pseudo_label": params["labellers"]})
     temp_out = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(temp_out, ignore_errors=True)
-    with _quiet_datasets():
+    with quiet_datasets():
         merged.save_to_disk(str(temp_out))
     (temp_out / _SKIPPED_FILE).write_text("".join(line + "\n" for line in skipped_lines))
     (temp_out / _PARAMS_FILE).write_text(json.dumps(params, indent=1, sort_keys=True))

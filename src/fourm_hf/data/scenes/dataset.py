@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..shards import quiet_datasets, shard_name
 from .render import _check_size, render_scene
 
 _PARAMS_FILE = "make_scenes.json"
@@ -58,24 +58,6 @@ def _scene_row(seed: int, size: int) -> dict:
     }
 
 
-def _shard_name(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}"
-
-
-@contextlib.contextmanager
-def _quiet_datasets():
-    """Hide datasets' own per-save progress bars (ours counts scenes) and restore the setting after."""
-    from datasets import utils as datasets_tqdm
-
-    was_disabled = datasets_tqdm.are_progress_bars_disabled()
-    datasets_tqdm.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets_tqdm.enable_progress_bars()
-
-
 def _write_shard(shards_dir: str, shard: int, num_shards: int, start: int, stop: int, size: int, seed: int, progress=None) -> int:
     """Render scenes ``start..stop-1`` and save them atomically as one shard; returns the number of scenes."""
     from datasets import Dataset
@@ -86,10 +68,10 @@ def _write_shard(shards_dir: str, shard: int, num_shards: int, start: int, stop:
         if progress is not None:
             progress.update(1)
     columns = {name: [row[name] for row in rows] for name in rows[0]}
-    final_dir = os.path.join(shards_dir, _shard_name(shard, num_shards))
+    final_dir = os.path.join(shards_dir, shard_name(shard, num_shards))
     temp_dir = f"{final_dir}.tmp-{os.getpid()}"
     shutil.rmtree(temp_dir, ignore_errors=True)
-    with _quiet_datasets():
+    with quiet_datasets():
         Dataset.from_dict(columns, features=scene_features(size)).save_to_disk(temp_dir)
     os.replace(temp_dir, final_dir)
     return stop - start
@@ -151,7 +133,7 @@ def make_scene_dataset(
 
     num_shards = (num + shard_size - 1) // shard_size
     bounds = [(k, k * shard_size, min(num, (k + 1) * shard_size)) for k in range(num_shards)]
-    todo = [b for b in bounds if not (shards_dir / _shard_name(b[0], num_shards)).is_dir()]
+    todo = [b for b in bounds if not (shards_dir / shard_name(b[0], num_shards)).is_dir()]
     already_done = num - sum(stop - start for _, start, stop in todo)
     if _stop_after_shards is not None:
         todo = todo[:_stop_after_shards]
@@ -167,10 +149,10 @@ def make_scene_dataset(
     if _stop_after_shards is not None:
         raise KeyboardInterrupt(f"stopped after {len(todo)} shards (test hook)")
 
-    shards = [load_from_disk(str(shards_dir / _shard_name(k, num_shards))) for k in range(num_shards)]
+    shards = [load_from_disk(str(shards_dir / shard_name(k, num_shards))) for k in range(num_shards)]
     temp_out = out_dir.parent / f"{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(temp_out, ignore_errors=True)
-    with _quiet_datasets():
+    with quiet_datasets():
         concatenate_datasets(shards).save_to_disk(str(temp_out))
     (temp_out / _PARAMS_FILE).write_text(json.dumps(params))
     os.replace(temp_out, out_dir)  # out_dir is absent or an empty directory (checked above)
