@@ -84,6 +84,7 @@ def test_rgb_to_caption_names_the_objects(pipe, scenes):
 
 
 def test_demo_writes_grids_and_a_scored_report(tmp_path):
+    pytest.importorskip("skimage", reason="the demo's photographs come with scikit-image (pip install -e .[demo])")
     report = run_demo(out=tmp_path, num_scenes=1, photos=["chelsea"], prompts=1, progress=False)
     for name in ("scene_00.png", "photo_chelsea.png", "prompt_00.png", "report.md", "report.json"):
         assert (tmp_path / name).is_file(), name

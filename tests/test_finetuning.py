@@ -334,7 +334,9 @@ def test_new_modality_warm_up_then_full_training(tmp_path, pretrained_folder):
 
 
 # ---- (d) LoRA ------------------------------------------------------------------------------------------
+PEFT_HINT = "peft is not installed (pip install -e .[peft])"
 def test_lora_trains_only_adapters_and_reloads(tmp_path, pretrained_folder):
+    pytest.importorskip("peft", reason=PEFT_HINT)
     from peft import PeftModel, get_peft_model
 
     base = FourMModel.from_pretrained(pretrained_folder)
@@ -372,6 +374,7 @@ def test_lora_trains_only_adapters_and_reloads(tmp_path, pretrained_folder):
 
 
 def test_lora_config_for_a_task_head_trains_the_head_fully():
+    pytest.importorskip("peft", reason=PEFT_HINT)
     from peft import get_peft_model
 
     classifier = FourMForImageClassification(tiny_config(num_labels=3))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("skimage", reason="scikit-image is not installed (pip install scikit-image)")
+pytest.importorskip("skimage", reason="scikit-image is not installed (pip install -e .[demo])")
 
 from PIL import Image
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from skimage import data as skimage_data
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
@@ -58,6 +57,7 @@ def _vision_models(folder):
 
 def _photo_maps():
     """The astronaut photograph with a synthetic depth ramp, its normals and an intensity-based class map."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image is not installed (pip install -e .[demo])")
     rgb = skimage_data.astronaut()  # (512, 512, 3) uint8
     rows = np.linspace(1.0, 0.0, rgb.shape[0], dtype=np.float32)[:, None]
     depth = (1.5 + 3.0 * rows + 0.3 * rgb.mean(axis=2) / 255.0).astype(np.float32)  # metres, > 0
