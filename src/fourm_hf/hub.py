@@ -16,7 +16,7 @@ VQ-VAE per dense modality under ``vqvae/<modality>/``, processor code) or both. 
   (:func:`add_remote_code`; the bundled checkpoint ships without code).
 
 Then :func:`push_checkpoint` creates the repo (if needed) and uploads the folder with
-``HfApi.upload_folder`` in one commit. ``FourMModel.push_to_hub`` and ``FourMProcessor.push_to_hub``
+``HfApi.create_commit``, in one commit. ``FourMModel.push_to_hub`` and ``FourMProcessor.push_to_hub``
 go through it, and so does the command::
 
     fourm-hf push-to-hub --checkpoint DIR --repo-id user/my-4m [--private] [--card-metrics eval.json]
@@ -418,14 +418,23 @@ def push_checkpoint(
             if card and kind == {"processor"} and not (folder / CARD_NAME).exists():
                 card = not api.file_exists(repo_id, CARD_NAME, revision=revision)
             prepare_checkpoint_folder(folder, repo_id, card=card, **card_options)
-            return api.upload_folder(
-                repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+            return api.create_commit(
+                repo_id=repo_id, operations=_add_operations(folder), revision=revision, create_pr=create_pr,
                 commit_message=commit_message or f"Upload 4M {what} with fourm-hf",
                 commit_description=commit_description,
             )
         except HfHubHTTPError as error:
             error.append_to_message(f"\n(fourm-hf: pushing the 4M {what} checkpoint to {repo_id!r} at {api.endpoint})")
             raise
+
+
+def _add_operations(folder: Path) -> list:
+    """One ``CommitOperationAdd`` per file of ``folder``: ``create_commit`` makes them ONE commit, where
+    ``upload_folder`` splits a failed commit of more than 20 files into several."""
+    from huggingface_hub import CommitOperationAdd
+
+    return [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
+            for path in sorted(folder.rglob("*")) if path.is_file()]
 
 
 def _stage(source, folder: Path, max_shard_size) -> None:
