@@ -224,7 +224,8 @@ def test_cli_trains_the_example_config(tmp_path):
     saved = yaml.safe_load((out / "fourm_pretrain.yaml").read_text())
     assert saved["training"]["output_dir"] == str(out) and saved["data"]["train"] == str(tmp_path / "train")
     model = FourMModel.from_pretrained(out)
-    assert model.config.modality("tok_semseg").vocab_size == 256 and model.config.input_budget == 64
+    assert model.config.modality("tok_semseg").vocab_size == settings["model"]["vocab_sizes"]["tok_semseg"]
+    assert model.config.input_budget == 64
 
 
 def test_two_fresh_init_runs_with_the_same_seed_are_identical(tmp_path, corpus):
