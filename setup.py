@@ -43,12 +43,14 @@ setup(
         "pycocotools>=2.0.7",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "selenium>=4.20"],  # selenium: the web demo's browser test (tests/test_web_demo.py)
+        # selenium: the web demo's browser test (tests/test_web_demo.py); parameterized: imported by
+        # transformers' common test mixins (tests/transformers_common.py)
+        "test": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9"],
         "peft": ["peft>=0.13"],
         "demo": ["scikit-image>=0.22"],
         # fourm-hf demo --web. Gradio 6 takes theme/css in launch(); it caps pillow below 13.
         "web": ["gradio>=6.0,<7", "scikit-image>=0.22"],
-        "all": ["pytest>=8.0", "selenium>=4.20", "peft>=0.13", "scikit-image>=0.22", "gradio>=6.0,<7"],
+        "all": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "peft>=0.13", "scikit-image>=0.22", "gradio>=6.0,<7"],
     },
     entry_points={"console_scripts": ["fourm-hf=fourm_hf.cli:main"]},
 )
