@@ -201,7 +201,7 @@ def _bad_calls():
     box = {"label": "a", "box": [0.1, 0.1, 0.5, 0.5]}
     return [
         (dict(images=np.zeros((8, 8, 4), np.uint8)), r"images\[0\].*\(H, W, 3\)"),
-        (dict(images=np.zeros((3, 8, 8), np.uint8)), r"images\[0\].*\(H, W, 3\)"),
+        (dict(images=np.zeros((8, 8, 4), np.uint8)), r"images\[0\].*\(H, W, 3\)"),
         (dict(images=np.full((8, 8, 3), 200.0)), r"images\[0\].*\[0, 1\]"),
         (dict(images=Image.new("I", (8, 8))), r"images\[0\].*PIL mode"),
         (dict(depth=np.full((8, 8), np.nan)), r"depth\[0\].*NaN"),
@@ -233,8 +233,8 @@ def test_bad_input_is_a_clear_error(kwargs, message):
 
 
 def test_bad_types_and_settings():
-    with pytest.raises(TypeError, match=r"images\[0\].*torch tensor"):
-        FourMImageProcessor(image_size=4)(images=torch.zeros(8, 8, 3))
+    with pytest.raises(TypeError, match=r"depth\[0\].*torch tensor"):  # images may be tensors, the maps not
+        FourMImageProcessor(image_size=4)(depth=torch.zeros(8, 8))
     with pytest.raises(ValueError, match="rgb_resample"):
         FourMImageProcessor(rgb_resample="lanczos")
     with pytest.raises(ValueError, match="crop_scale"):
@@ -279,3 +279,60 @@ def test_fresh_process_loads_saved_folder(tmp_path):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         assert module in result.stdout and "(1, 3, 12, 12)" in result.stdout
+
+
+# ---- transformers' image-processor options: rescale, normalize, tensors, call-time overrides ----------
+def _uint8_image(seed=0, height=20, width=24):
+    return (np.random.RandomState(seed).rand(height, width, 3) * 255).astype(np.uint8)
+
+
+def test_torch_tensor_images_in_either_layout_match_numpy():
+    import torch
+
+    processor = FourMImageProcessor(image_size=16)
+    image = _uint8_image()
+    expected = processor(images=image)["pixel_values"]
+    for tensor, data_format in ((torch.from_numpy(image), None), (torch.from_numpy(image).permute(2, 0, 1), None),
+                                (torch.from_numpy(image).permute(2, 0, 1), "channels_first")):
+        np.testing.assert_array_equal(processor(images=tensor, input_data_format=data_format)["pixel_values"], expected)
+    with pytest.raises(ValueError, match="not channels_last"):
+        processor(images=torch.from_numpy(image).permute(2, 0, 1), input_data_format="channels_last")
+
+
+def test_rescale_and_normalize_are_honoured():
+    image = _uint8_image()
+    processor = FourMImageProcessor(image_size=16)
+    normalised = processor(images=image)["pixel_values"]
+    raw = processor(images=image, do_normalize=False)["pixel_values"]
+    assert 0.0 <= raw.min() and raw.max() <= 1.0
+    mean = np.asarray(processor.image_mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(processor.image_std, dtype=np.float32)[:, None, None]
+    np.testing.assert_allclose(normalised, (raw - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(processor(images=image.astype(np.float32) / 255, do_rescale=False)["pixel_values"], normalised)
+    sixteen_bit = FourMImageProcessor(image_size=16, rescale_factor=1 / 65535)
+    np.testing.assert_allclose(sixteen_bit(images=image.astype(np.uint16) * 257)["pixel_values"], normalised, atol=1e-5)
+    no_normalize = FourMImageProcessor(image_size=16, do_normalize=False)
+    np.testing.assert_array_equal(no_normalize(images=image)["pixel_values"], raw)
+    halves = processor(images=image, image_mean=[0.5] * 3, image_std=[0.5] * 3)["pixel_values"]
+    np.testing.assert_allclose(halves, raw * 2 - 1, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="do_rescale=False"):
+        processor(images=image, do_rescale=False)
+
+
+def test_convert_rgb_and_unknown_options():
+    processor = FourMImageProcessor(image_size=16)
+    gray = Image.fromarray(_uint8_image()).convert("L")
+    assert processor(images=gray)["pixel_values"].shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="do_convert_rgb=True"):
+        processor(images=gray, do_convert_rgb=False)
+    with pytest.raises(TypeError, match="unknown option"):
+        processor(images=_uint8_image(), do_resize=True)
+    with pytest.raises(ValueError, match="image_std must be positive"):
+        processor(images=_uint8_image(), image_std=[0.0, 1.0, 1.0])
+
+
+def test_rescale_settings_round_trip(tmp_path):
+    processor = FourMImageProcessor(image_size=16, do_normalize=False, rescale_factor=0.5 / 255)
+    processor.save_pretrained(tmp_path)
+    reloaded = FourMImageProcessor.from_pretrained(tmp_path)
+    assert (reloaded.do_normalize, reloaded.rescale_factor, reloaded.do_rescale) == (False, 0.5 / 255, True)

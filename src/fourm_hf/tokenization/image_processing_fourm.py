@@ -79,6 +79,12 @@ class FourMImageProcessorKwargs(ImagesKwargs, total=False):
     semseg_ignore_index: int | None
 
 
+# The RGB settings a call may override (transformers' names); None = the processor's own value.
+PIXEL_OPTIONS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std", "do_convert_rgb",
+                 "input_data_format")
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
 class FourMImageProcessor(BaseImageProcessor):
     r"""Shared-crop image processor for the aligned dense modalities of 4M.
 
@@ -87,6 +93,12 @@ class FourMImageProcessor(BaseImageProcessor):
         rgb_resample: ``"bicubic"`` (default) or ``"bilinear"``.
         depth_resample: ``"bilinear"`` (over valid pixels, default) or ``"nearest"``.
         image_mean / image_std: normalisation of ``pixel_values`` (ImageNet by default).
+        do_rescale / rescale_factor: integer images (PIL, uint8/uint16/int arrays or tensors) are
+            multiplied by ``rescale_factor`` (1/255) to [0, 1]; with ``do_rescale=False`` images must
+            already be floats in [0, 1]. Float images are taken as already rescaled.
+        do_normalize: ``pixel_values = (rgb - image_mean) / image_std`` (else the [0, 1] pixels).
+        do_convert_rgb: PIL images in other modes (L, P, RGBA, ...) are converted to RGB; with False
+            they are rejected.
         crop_scale: range of the crop's area as a fraction of the image for ``crop="random"``.
         crop_ratio: range of the crop's width / height for ``crop="random"``.
         flip_probability: default probability of a horizontal flip per sample (0: never).
@@ -98,7 +110,8 @@ class FourMImageProcessor(BaseImageProcessor):
 
     - ``images``: PIL image (``"RGB"``; grayscale, palette and RGBA modes are converted with
       ``Image.convert("RGB")``, which DROPS the alpha channel without compositing) or a numpy
-      array (H, W, 3), uint8 in 0..255 or float in [0, 1].
+      array / torch tensor (H, W, 3) or (3, H, W) (``input_data_format`` says which when both fit;
+      inferred otherwise), integer (rescaled by ``rescale_factor``) or float in [0, 1].
     - ``depth``: numpy (H, W) or (H, W, 1) in metres (>= 0, 0 = invalid) or a PIL ``"F"`` image.
     - ``normal``: numpy (H, W, 3) float in [-1, 1] or uint8 (mapped by v / 255 * 2 - 1), or an RGB
       PIL image (uint8 mapping).
@@ -122,6 +135,10 @@ class FourMImageProcessor(BaseImageProcessor):
         flip_probability: float = 0.0,
         num_semseg_classes: int = 133,
         semseg_ignore_index: int | None = None,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        do_convert_rgb: bool = True,
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
@@ -157,6 +174,35 @@ class FourMImageProcessor(BaseImageProcessor):
         self.flip_probability = float(flip_probability)
         self.num_semseg_classes = int(num_semseg_classes)
         self.semseg_ignore_index = None if semseg_ignore_index is None else int(semseg_ignore_index)
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
+        self.do_normalize = bool(do_normalize)
+        self.do_convert_rgb = bool(do_convert_rgb)
+        self.pixel_options()  # validates mean/std/rescale_factor
+
+    def pixel_options(self, **overrides) -> dict:
+        """The RGB settings of one call: the processor's, with the call's non-None ``overrides``."""
+        unknown = sorted(set(overrides) - set(PIXEL_OPTIONS))
+        if unknown:
+            raise TypeError(f"FourMImageProcessor: unknown option(s) {unknown}; expected some of {list(PIXEL_OPTIONS)}")
+        options = {name: getattr(self, name, None) for name in PIXEL_OPTIONS}
+        options.update({name: value for name, value in overrides.items() if value is not None})
+        for name in ("image_mean", "image_std"):
+            value = options[name]
+            value = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+            if len(value) != 3:
+                raise ValueError(f"FourMImageProcessor: {name} needs 3 values (R, G, B), got {options[name]}")
+            options[name] = value
+        if min(options["image_std"]) <= 0:
+            raise ValueError(f"FourMImageProcessor: image_std must be positive, got {options['image_std']}")
+        if not float(options["rescale_factor"]) > 0:
+            raise ValueError(f"FourMImageProcessor: rescale_factor must be positive, got {options['rescale_factor']}")
+        data_format = options["input_data_format"]
+        data_format = getattr(data_format, "value", data_format)  # transformers' ChannelDimension enum
+        if data_format is not None and data_format not in DATA_FORMATS:
+            raise ValueError(f"FourMImageProcessor: input_data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
+        options["input_data_format"] = data_format
+        return options
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Write ``preprocessor_config.json`` plus the module code its ``auto_map`` points at."""
@@ -185,6 +231,7 @@ class FourMImageProcessor(BaseImageProcessor):
         flip_probability: float | None = None,
         generator: np.random.Generator | None = None,
         return_tensors: str | None = None,
+        **pixel_overrides,
     ) -> BatchFeature:
         """Process one sample or a batch (lists). See the module docstring for the output keys.
 
@@ -199,7 +246,10 @@ class FourMImageProcessor(BaseImageProcessor):
                 processor's ``flip_probability``).
             generator: ``numpy.random.Generator`` for random crops and flips (required for them).
             return_tensors: ``None`` / ``"np"`` for numpy, ``"pt"`` for torch tensors.
+            do_rescale, rescale_factor, do_normalize, image_mean, image_std, do_convert_rgb,
+            input_data_format: override the processor's RGB settings for this call (see the class).
         """
+        options = self.pixel_options(**pixel_overrides)
         inputs = {"images": images, "depth": depth, "normal": normal, "semseg": semseg}
         given = {name: value for name, value in inputs.items() if value is not None}
         if not given:
@@ -242,7 +292,7 @@ class FourMImageProcessor(BaseImageProcessor):
         outputs = []
         for index in range(batch_size):
             sample = {name: values[index] for name, values in samples.items()}
-            decoded, size = self.decode_sample(index=index, **sample)
+            decoded, size = self.decode_sample(index=index, **sample, pixel_options=options)
             if crop_boxes is not None:
                 sample_crop = self._check_crop_box(crop_boxes[index], size, index)
             else:
@@ -251,7 +301,7 @@ class FourMImageProcessor(BaseImageProcessor):
                 sample_flip = flips[index]
             else:
                 sample_flip = bool(flip_probability > 0 and generator.random() < flip_probability)
-            outputs.append(self.apply_crop(decoded, size, sample_crop, sample_flip))
+            outputs.append(self.apply_crop(decoded, size, sample_crop, sample_flip, options))
         return self._collate(outputs, return_tensors)
 
     def preprocess(self, *args, **kwargs) -> BatchFeature:
@@ -260,7 +310,8 @@ class FourMImageProcessor(BaseImageProcessor):
 
     # ----------------------------------------------------------------------------- decoding
 
-    def decode_sample(self, index: int = 0, images=None, depth=None, normal=None, semseg=None, boxes=None):
+    def decode_sample(self, index: int = 0, images=None, depth=None, normal=None, semseg=None, boxes=None,
+                      pixel_options: dict | None = None):
         """Validate one sample and bring it to canonical numpy form.
 
         Returns ``(decoded, (H, W))`` with ``decoded`` holding ``rgb`` (H, W, 3) float32 in [0, 1],
@@ -269,7 +320,7 @@ class FourMImageProcessor(BaseImageProcessor):
         """
         decoded = {}
         if images is not None:
-            decoded["rgb"] = self._decode_rgb(images, index)
+            decoded["rgb"] = self._decode_rgb(images, index, pixel_options or self.pixel_options())
         if depth is not None:
             decoded["depth"] = self._decode_depth(depth, index)
         if normal is not None:
@@ -288,24 +339,24 @@ class FourMImageProcessor(BaseImageProcessor):
             decoded["boxes"] = _validate_boxes(boxes, index)
         return decoded, next(iter(sizes.values()))
 
-    def _decode_rgb(self, image, index: int) -> np.ndarray:
+    def _decode_rgb(self, image, index: int, options: dict) -> np.ndarray:
+        """One RGB image -> (H, W, 3) float32 in [0, 1] (rescaled per ``options``)."""
         where = f"images[{index}]"
         if isinstance(image, Image.Image):
-            if image.mode in PIL_MODES_CONVERTED_TO_RGB:
+            if image.mode != "RGB" and options["do_convert_rgb"] and image.mode in PIL_MODES_CONVERTED_TO_RGB:
                 image = image.convert("RGB")
             elif image.mode != "RGB":
-                raise ValueError(f"{where}: PIL mode {image.mode!r} is not a colour image; expected RGB (or L/P/RGBA)")
-            return np.asarray(image, dtype=np.float32) / 255.0
-        array = _as_array(image, where)
-        if array.ndim != 3 or array.shape[-1] != 3:
-            raise ValueError(
-                f"{where}: shape {array.shape}, expected (H, W, 3) channels-last RGB "
-                "(convert grayscale or RGBA explicitly, or pass a PIL image)"
-            )
-        if array.dtype == np.uint8:
-            return array.astype(np.float32) / 255.0
+                hint = "set do_convert_rgb=True" if not options["do_convert_rgb"] else "expected RGB (or L/P/RGBA)"
+                raise ValueError(f"{where}: PIL mode {image.mode!r} is not an RGB image; {hint}")
+            array = np.asarray(image)
+        else:
+            array = _channels_last(_as_array(image, where, allow_tensor=True), options["input_data_format"], where)
+        if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+            if not options["do_rescale"]:
+                raise ValueError(f"{where}: integer pixels with do_rescale=False; pass floats in [0, 1] or set do_rescale=True")
+            return (array.astype(np.float64) * float(options["rescale_factor"])).astype(np.float32).clip(0.0, 1.0)
         if not np.issubdtype(array.dtype, np.floating):
-            raise ValueError(f"{where}: dtype {array.dtype}, expected uint8 (0..255) or float (0..1)")
+            raise ValueError(f"{where}: dtype {array.dtype}, expected integers (rescaled by rescale_factor) or float (0..1)")
         if not np.isfinite(array).all():
             raise ValueError(f"{where}: contains NaN or inf")
         if array.min() < 0.0 or array.max() > 1.0:
@@ -463,11 +514,13 @@ class FourMImageProcessor(BaseImageProcessor):
             raise ValueError(f"flip: shape {flips.shape}, expected a bool or {batch_size} bools")
         return [bool(value) for value in flips]
 
-    def apply_crop(self, decoded: dict, size, crop_box, flip: bool) -> dict:
+    def apply_crop(self, decoded: dict, size, crop_box, flip: bool, pixel_options: dict | None = None) -> dict:
         """Crop, resize to S x S and optionally flip every modality of one decoded sample.
 
         Returns the per-sample outputs (channels-first arrays, boxes) plus its crop metadata.
+        ``pixel_options`` (:meth:`pixel_options`) decides the normalisation of ``pixel_values``.
         """
+        options = pixel_options or self.pixel_options()
         output = {"crop_box": np.asarray(crop_box, dtype=np.int64), "flipped": np.bool_(flip),
                   "original_size": np.asarray(size, dtype=np.int64)}
         if "rgb" in decoded:
@@ -475,9 +528,12 @@ class FourMImageProcessor(BaseImageProcessor):
             rgb = np.clip(rgb, 0.0, 1.0)  # bicubic overshoots at edges
             if flip:
                 rgb = rgb[:, ::-1]
-            mean = np.asarray(self.image_mean, dtype=np.float32)
-            std = np.asarray(self.image_std, dtype=np.float32)
-            output["pixel_values"] = ((rgb - mean) / std).transpose(2, 0, 1)
+            if options["do_normalize"]:
+                mean = np.asarray(options["image_mean"], dtype=np.float32)
+                std = np.asarray(options["image_std"], dtype=np.float32)
+                output["pixel_values"] = ((rgb - mean) / std).transpose(2, 0, 1)
+            else:
+                output["pixel_values"] = rgb.transpose(2, 0, 1).astype(np.float32)
             output["tokenizer_rgb"] = (rgb * 2.0 - 1.0).transpose(2, 0, 1)
         if "depth" in decoded:
             depth = self._resize_depth(decoded["depth"], crop_box)
@@ -526,12 +582,32 @@ class FourMImageProcessor(BaseImageProcessor):
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _as_array(value, where: str) -> np.ndarray:
+def _as_array(value, where: str, allow_tensor: bool = False) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach"):
+        if allow_tensor:
+            return value.detach().cpu().numpy()
         raise TypeError(f"{where}: got a torch tensor; pass a channels-last numpy array or a PIL image")
-    raise TypeError(f"{where}: expected a PIL image or a numpy array, got {type(value).__name__}")
+    raise TypeError(f"{where}: expected a PIL image, a numpy array or a torch tensor, got {type(value).__name__}")
+
+
+def _channels_last(array: np.ndarray, data_format: str | None, where: str) -> np.ndarray:
+    """(H, W, 3) or (3, H, W) -> (H, W, 3); ``data_format`` decides, else the axis of size 3 (last when both are)."""
+    if array.ndim != 3 or 3 not in (array.shape[0], array.shape[-1]):
+        raise ValueError(
+            f"{where}: shape {array.shape}, expected (H, W, 3) or (3, H, W) RGB "
+            "(convert grayscale or RGBA explicitly, or pass a PIL image)"
+        )
+    if data_format is None:
+        data_format = "channels_last" if array.shape[-1] == 3 else "channels_first"
+    if data_format == "channels_first":
+        if array.shape[0] != 3:
+            raise ValueError(f"{where}: shape {array.shape} is not channels_first RGB (3, H, W)")
+        return np.moveaxis(array, 0, -1)
+    if array.shape[-1] != 3:
+        raise ValueError(f"{where}: shape {array.shape} is not channels_last RGB (H, W, 3)")
+    return array
 
 
 def _resize_float(array: np.ndarray, crop_box, size: int, resample) -> np.ndarray:
