@@ -345,9 +345,11 @@ class FourMImageProcessor(BaseImageProcessor):
         if isinstance(image, Image.Image):
             if image.mode != "RGB" and options["do_convert_rgb"] and image.mode in PIL_MODES_CONVERTED_TO_RGB:
                 image = image.convert("RGB")
+            elif image.mode != "RGB" and not options["do_convert_rgb"]:
+                raise ValueError(f"{where}: PIL mode {image.mode!r} is not RGB and do_convert_rgb=False; "
+                                 "convert it first or set do_convert_rgb=True")
             elif image.mode != "RGB":
-                hint = "set do_convert_rgb=True" if not options["do_convert_rgb"] else "expected RGB (or L/P/RGBA)"
-                raise ValueError(f"{where}: PIL mode {image.mode!r} is not an RGB image; {hint}")
+                raise ValueError(f"{where}: PIL mode {image.mode!r} is not a colour image; expected RGB (or L/P/RGBA)")
             array = np.asarray(image)
         else:
             array = _channels_last(_as_array(image, where, allow_tensor=True), options["input_data_format"], where)
