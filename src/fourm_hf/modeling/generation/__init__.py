@@ -32,24 +32,29 @@ Text ids follow the 4M layout: 0 ``[PAD]``, 3 ``[EOS]``, ``[S_i]`` = 4 + i.
 
 Layout: ``schedules`` (planning), ``sampling`` (logits -> ids), ``state`` (the batch being filled),
 ``packing`` (state -> encoder inputs), ``guidance`` (passes and their combination),
-``image_decoding`` (MaskGIT, ROAR), ``sequence_decoding`` (autoregressive), ``sampler`` (:func:`generate`).
+``image_decoding`` (MaskGIT, ROAR), ``sequence_decoding`` (autoregressive), ``sampler`` (:func:`generate`),
+``planning`` (:func:`build_generation_schedule`), ``presets`` (the reference demo's decoding recipes).
 """
 
 from .guidance import combine_guidance, guidance_views
-from .image_decoding import decode_image_target, image_target_logits
-from .packing import pack_encoder_inputs
-from .sampler import generate
+from .image_decoding import Randomness, decode_image_target, image_target_logits
+from .packing import context_key_values, pack_encoder_inputs
+from .planning import build_generation_schedule, image_token_count
+from .sampler import generate, model_device
 from .sampling import filter_logits, sample_tokens
 from .schedules import (
+    CONVENTION_CHOICES,
+    CONVENTIONS,
     DEFAULT_IMAGE_STEPS,
+    ENCODER_ORDERS,
     GUIDANCE_SCHEDULES,
     SCHEMES,
     TEMPERATURE_SCHEDULES,
     TOKEN_SCHEDULES,
     GenerationSchedule,
     TargetSchedule,
-    build_generation_schedule,
     guidance_scale_schedule,
+    resolve_conventions,
     reveal_counts,
     temperature_schedule,
 )
@@ -58,7 +63,10 @@ from .special_ids import END_SENTINEL_ID, EOS_ID, PAD_ID, START_SENTINEL_ID
 from .state import GenerationState, prepare_state
 
 __all__ = [
+    "CONVENTIONS",
+    "CONVENTION_CHOICES",
     "DEFAULT_IMAGE_STEPS",
+    "ENCODER_ORDERS",
     "END_SENTINEL_ID",
     "EOS_ID",
     "GUIDANCE_SCHEDULES",
@@ -69,9 +77,11 @@ __all__ = [
     "TOKEN_SCHEDULES",
     "GenerationSchedule",
     "GenerationState",
+    "Randomness",
     "TargetSchedule",
     "build_generation_schedule",
     "combine_guidance",
+    "context_key_values",
     "decode_image_target",
     "decode_sequence_target",
     "filter_logits",
@@ -79,8 +89,11 @@ __all__ = [
     "guidance_scale_schedule",
     "guidance_views",
     "image_target_logits",
+    "image_token_count",
+    "model_device",
     "pack_encoder_inputs",
     "prepare_state",
+    "resolve_conventions",
     "reveal_counts",
     "sample_tokens",
     "temperature_schedule",

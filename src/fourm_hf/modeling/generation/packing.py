@@ -1,4 +1,5 @@
-"""Packing the generation state into the model's encoder inputs (and stacking encoder outputs)."""
+"""Packing the generation state into the model's encoder inputs; stacking encoder outputs; the
+decoder's cross-attention keys/values over them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling_fourm import FourMEncoderOutput
+from .planning import image_token_count
 from .special_ids import START_SENTINEL_ID
 from .state import GenerationState
 
@@ -25,7 +27,10 @@ def _compact(pieces: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def pack_encoder_inputs(
-    state: GenerationState, visible: Sequence[str], open_sequence: tuple[str, torch.Tensor] | None = None
+    state: GenerationState,
+    visible: Sequence[str],
+    open_sequence: tuple[str, torch.Tensor] | None = None,
+    sentinel_when_empty: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Packed encoder batch (B, L) of the known tokens of the ``visible`` modalities.
 
@@ -35,31 +40,44 @@ def pack_encoder_inputs(
     for "generate all of it"; a lone ``[S_1]`` only occurs in training when every token of a
     sequence with input budget is dropped, and it makes the model close the span early). A given
     sequence that is hidden from this view (guidance) enters as ``[S_1]`` alone, the way 4M sees a
-    fully masked text.
+    fully masked text. ``sentinel_when_empty``: rows with no prefix get the lone ``[S_1]`` at
+    position 0 too (the reference's empty caption), and so does every empty sequence target in
+    ``state.waiting_sentinels`` while earlier targets decode (the reference's dict holds it all along).
     """
-    config, batch = state.config, state.batch_size
-    empty = torch.zeros(batch, 0, dtype=torch.long)
+    config, batch, device = state.config, state.batch_size, state.device
+    empty = torch.zeros(batch, 0, dtype=torch.long, device=device)
+
+    def column(value):  # (B, 1) long on the state's device
+        return torch.full((batch, 1), value, dtype=torch.long, device=device)
+
     pieces = [{"ids": empty, "modality": empty, "position": empty, "valid": empty.bool()}]
     open_name = open_sequence[0] if open_sequence is not None else None
     for name in state.available():
         if name not in visible and name != open_name and config.modality(name).is_sequence:
-            pieces.append({"ids": torch.full((batch, 1), START_SENTINEL_ID), "modality": torch.full((batch, 1), config.modality_id(name)),
-                           "position": torch.zeros(batch, 1, dtype=torch.long), "valid": torch.ones(batch, 1, dtype=torch.bool)})
+            pieces.append({"ids": column(START_SENTINEL_ID), "modality": column(config.modality_id(name)),
+                           "position": column(0), "valid": column(1).bool()})
     uses_pixels = False
     for name in visible:
         spec = config.modality(name)
         if spec.kind == "pixels":
-            count = config.grid_size**2
-            ids, valid = torch.zeros(batch, count, dtype=torch.long), torch.ones(batch, count, dtype=torch.bool)
+            count = image_token_count(config, name)
+            ids = torch.zeros(batch, count, dtype=torch.long, device=device)
+            valid = torch.ones(batch, count, dtype=torch.bool, device=device)
             uses_pixels = True
         else:
             ids, valid = state.tokens[name], state.known[name]
-        positions = torch.arange(ids.shape[1]).expand(batch, -1)
+        positions = torch.arange(ids.shape[1], device=device).expand(batch, -1)
         pieces.append({"ids": ids, "modality": torch.full_like(ids, config.modality_id(name)), "position": positions, "valid": valid})
+    for name in state.waiting_sentinels:  # empty sequence targets decoded later, under the "sentinel" start
+        if name != open_name and name not in visible:
+            pieces.append({"ids": column(START_SENTINEL_ID), "modality": column(config.modality_id(name)),
+                           "position": column(0), "valid": column(1).bool()})
     if open_sequence is not None and open_sequence[0] in config.input_modalities:
         name, prefix_lengths = open_sequence
-        marked = (prefix_lengths > 0) & (prefix_lengths < config.modality(name).max_length)
-        pieces.append({"ids": torch.full((batch, 1), START_SENTINEL_ID), "modality": torch.full((batch, 1), config.modality_id(name)),
+        marked = prefix_lengths < config.modality(name).max_length
+        if not sentinel_when_empty:
+            marked = marked & (prefix_lengths > 0)
+        pieces.append({"ids": column(START_SENTINEL_ID), "modality": column(config.modality_id(name)),
                        "position": (prefix_lengths * marked)[:, None], "valid": marked[:, None]})
     packed = _compact(pieces)
     if uses_pixels:
@@ -81,3 +99,18 @@ def _stack_encoded(outputs: list[FourMEncoderOutput]) -> FourMEncoderOutput:
         placement=torch.cat([padded(output.placement) for output in outputs]),
         attention_mask=torch.cat([padded(output.attention_mask) for output in outputs]),
     )
+
+
+def context_key_values(model, encoded: FourMEncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per decoder block, cross-attention (keys, values) (B, H, L, d) over ``encoded``, with the
+    values of padding slots set to zero.
+
+    A padding slot's context is ``decoder_proj_context(state) + 0``, not zero (the projection has a
+    bias). Rows with real tokens never attend to padding (its bias is the dtype's minimum), so for
+    them nothing changes; a row with no real token at all (an unconditional guidance view before
+    anything is revealed) attends uniformly to its padding and now gets exactly 0, as the
+    reference's cross-attention over zero keys does, whether the view runs alone or padded in a
+    batch with longer views.
+    """
+    keep = encoded.attention_mask.to(encoded.last_hidden_state.dtype)[:, None, :, None]  # B, 1, L, 1
+    return [(key, value * keep) for key, value in model.decoder_context_key_values(encoded)]

@@ -7,10 +7,17 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from .image_decoding import decode_image_target
+from .image_decoding import Randomness, decode_image_target
 from .schedules import GenerationSchedule
+from .special_ids import NUM_SENTINELS
 from .sequence_decoding import decode_sequence_target
 from .state import prepare_state
+
+
+def model_device(model) -> torch.device:
+    """Where the model's weights are (the first parameter's device; CPU for a parameterless model)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -26,6 +33,8 @@ def generate(
     naive: bool = False,
     batch_guidance: bool = True,
     return_known: bool = False,
+    seed: int | None = None,
+    num_sentinels: int = NUM_SENTINELS,
 ):
     """Generate the schedule's targets, in order, for a batch of token dicts.
 
@@ -35,7 +44,8 @@ def generate(
             targets to in-/out-paint (their ``known`` positions are kept, the rest generated). Image
             modalities have N = grid**2; sequences are left-aligned, padded with ``[PAD]`` (0).
         schedule: from :func:`build_generation_schedule`.
-        generator: the only source of randomness (when None, one seeded from ``os.urandom``).
+        generator: the only source of randomness (when None, one on the model's device seeded from
+            ``os.urandom``); a CPU or a device generator (its numbers are moved to the model's device).
         pixel_values: (B, 3, H, W) ImageNet-normalised pixels when a pixels modality is conditioning.
         known: ``{modality: (B, N) bool}``; default all positions of image modalities and the
             non-``[PAD]`` prefix of sequences.
@@ -46,20 +56,32 @@ def generate(
             False runs them one after the other, which avoids padding the shorter unconditional
             inputs and is faster on a single CPU thread (see benchmarks/RESULTS.md). Same tokens.
         return_known: also return the known masks (e.g. when ``tokens_per_target`` left positions open).
+        seed: re-seed ``generator`` with ``seed + step`` before every decoding step (an image step
+            or a whole sequence target), as the reference's ``generate(seed=...)`` does.
+        num_sentinels: ``[S_i]`` ids of the text vocabulary (from id 4 on; 200 in the 4M tokenizer),
+            for the ``ml4m`` sequence stop rule.
     Returns:
-        ``{modality: (B, N) LongTensor}`` with every input and every target (sequences end with
-        ``[EOS]`` unless they hit the length limit; shorter rows are padded with ``[PAD]``), and the
-        ``{modality: (B, N) bool}`` known masks when ``return_known``.
+        ``{modality: (B, N) LongTensor}`` on the model's device with every input and every target
+        (sequences end with ``[EOS]`` unless they hit the length limit or use the ``ml4m`` stop rule;
+        shorter rows are padded with ``[PAD]``), and the ``{modality: (B, N) bool}`` known masks when
+        ``return_known``.
     """
-    state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size)
+    device = model_device(model)
+    state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
     if generator is None:  # fresh entropy, never the global RNG
-        generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+        generator = torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+    randomness = Randomness(generator, seed)
+    state.num_sentinels = int(num_sentinels)
     total_steps = sum(plan.num_steps for plan in schedule.targets)
     with tqdm(total=total_steps, disable=not progress, desc="generating") as progress_bar:
         for plan in schedule.targets:
             progress_bar.set_postfix_str(plan.modality)
             decode = decode_sequence_target if plan.scheme == "autoregressive" else decode_image_target
-            decode(model, state, plan, generator, naive, progress_bar, batch_guidance)
+            decode(model, state, plan, randomness, naive, progress_bar, batch_guidance)
     if return_known:
         return dict(state.tokens), dict(state.known)
     return dict(state.tokens)

@@ -1,23 +1,67 @@
 """Decoding schedules: how each target modality is decoded, step by step.
 
 A :class:`GenerationSchedule` lists the conditioning modalities and one :class:`TargetSchedule` per
-target (scheme, tokens revealed per step, temperatures, sampling filters, guidance weights);
-:func:`build_generation_schedule` plans one from per-target options.
+target (scheme, tokens revealed per step, temperatures, sampling filters, guidance weights, and the
+conventions that differ between this package and the reference ``ml-4m`` sampler). The per-step
+schedules live here; :func:`~.planning.build_generation_schedule` plans a whole run.
+
+Token schedules (how many image tokens each step reveals):
+
+* ``"cosine"`` (default): the MaskGIT paper's mask schedule, the fraction still hidden after step
+  t of T being ``cos(pi/2 * t/T)``: few tokens first, most at the end (196 tokens, 8 steps:
+  [4, 11, 18, 24, 30, 34, 37, 38]).
+* ``"linear"``: the hidden fraction falls as ``1 - t/T``.
+* ``"ml4m_cosine"``: the reference's ``cosine``: the hidden fraction after step t is
+  ``(1 + cos(pi t/T)) / 2``, each step revealing the rounded difference and the last one the rest:
+  symmetric, few tokens at both ends ([7, 21, 32, 38, 38, 32, 21, 7]); about a fifth fewer decoder
+  queries than ``"cosine"``.
+* ``"ml4m_linear"``: the reference's ``linear`` (also what it always uses for ROAR): integer
+  ``linspace(0, N, T + 1)`` steps, largest first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...configuration_fourm import FourMConfig
+import numpy as np
 
 SCHEMES = ("maskgit", "roar", "autoregressive")
-TOKEN_SCHEDULES = ("cosine", "linear")
-TEMPERATURE_SCHEDULES = ("constant", "linear", "decay")
+TOKEN_SCHEDULES = ("cosine", "linear", "ml4m_cosine", "ml4m_linear")
+TEMPERATURE_SCHEDULES = ("constant", "linear", "decay", "onex:<min_temperature>:<power>")
 GUIDANCE_SCHEDULES = ("constant", "linear")
 DEFAULT_IMAGE_STEPS = 8
+
+# Conventions where this package and the reference sampler differ (README "Generation" says why
+# the defaults are what they are). A TargetSchedule carries one value of each.
+CONVENTION_CHOICES = {
+    # MaskGIT: which predictions a step keeps. "confidence": the most probable ones (at greedy
+    # decoding the argmax probability); "ml4m": torch.topk over the sampled tokens' probabilities,
+    # which at temperature 0 are all 1, so the kept positions are topk's tie order.
+    "reveal_rule": ("confidence", "ml4m"),
+    # ROAR: "fixed": one random order drawn up front; "ml4m": every step draws fresh random keys
+    # (one vector shared by the batch) and decodes the unknown positions they rank first.
+    "roar_order": ("fixed", "ml4m"),
+    # A sequence generated from nothing: "absent": not in the encoder (how FourMMaskingCollator
+    # trains a sequence without input budget); "sentinel": a lone [S_1] at position 0 is an encoder
+    # input (the reference's empty caption). With a given prefix both put [S_1] after it; the
+    # decoder's positions start at 0 either way.
+    "sequence_start": ("absent", "sentinel"),
+    # Sequence stop rule. "fourm_hf": stop at [EOS] or [S_2] (stored as [EOS]), never emit [PAD];
+    # "ml4m": keep every token up to the first sentinel other than [S_1] (a repeated [S_1] is
+    # dropped, [EOS] and [PAD] are ordinary tokens), store no end token.
+    "sequence_stop": ("fourm_hf", "ml4m"),
+    # top-k/top-p: "after_temperature" filters the tempered distribution; "before_temperature"
+    # filters the raw logits, then applies the temperature (the reference).
+    "filter_order": ("after_temperature", "before_temperature"),
+}
+CONVENTIONS = {
+    "fourm_hf": {"reveal_rule": "confidence", "roar_order": "fixed", "sequence_start": "absent",
+                 "sequence_stop": "fourm_hf", "filter_order": "after_temperature"},
+    "ml4m": {"reveal_rule": "ml4m", "roar_order": "ml4m", "sequence_start": "sentinel",
+             "sequence_stop": "ml4m", "filter_order": "before_temperature"},
+}
+ENCODER_ORDERS = ("model", "schedule")
 
 
 @dataclass(frozen=True)
@@ -30,13 +74,16 @@ class TargetSchedule:
         num_tokens: image: most tokens to generate (the unknown positions, up to this many);
             sequence: most new tokens (the text never exceeds the modality's ``max_length``).
         num_steps: decoding steps (image) or ``num_tokens`` (autoregressive: one token per step).
-        token_schedule: ``"cosine"`` or ``"linear"``: how many image tokens each step reveals.
+        token_schedule: one of :data:`TOKEN_SCHEDULES`: how many image tokens each step reveals.
         temperatures: one per step (ignored when ``greedy``).
         greedy: take the most likely token instead of sampling.
-        top_k / top_p: keep the k most likely tokens (0 = off) / the smallest set of probability
-            >= p (0 or 1 = off) before sampling.
+        top_k / top_p: keep the k most likely tokens (0 = off; a float in (0, 1) is a fraction of
+            the vocabulary, as the reference reads it) / the smallest set of probability >= p
+            (0 or 1 = off) before sampling.
         guidance_conditions: condition sets (tuples of modality names); empty = no guidance.
         guidance_weights: one tuple per step, one weight per condition set.
+        reveal_rule / roar_order / sequence_start / sequence_stop / filter_order: see
+            :data:`CONVENTION_CHOICES`.
     """
 
     modality: str
@@ -46,30 +93,49 @@ class TargetSchedule:
     token_schedule: str
     temperatures: tuple[float, ...]
     greedy: bool
-    top_k: int
+    top_k: int | float
     top_p: float
     guidance_conditions: tuple[tuple[str, ...], ...] = ()
     guidance_weights: tuple[tuple[float, ...], ...] = ()
+    reveal_rule: str = "confidence"
+    roar_order: str = "fixed"
+    sequence_start: str = "absent"
+    sequence_stop: str = "fourm_hf"
+    filter_order: str = "after_temperature"
 
 
 @dataclass(frozen=True)
 class GenerationSchedule:
-    """The conditioning modalities and the targets, decoded in order (each becomes an input of the next)."""
+    """The conditioning modalities and the targets, decoded in order (each becomes an input of the next).
+
+    ``encoder_order``: ``"model"`` packs encoder inputs in the model's modality order;
+    ``"schedule"`` in the order conditions then targets (the reference concatenates its dict in
+    insertion order). The encoder is order-blind, so this only changes float rounding.
+    """
 
     cond_domains: tuple[str, ...]
     targets: tuple[TargetSchedule, ...]
+    encoder_order: str = "model"
+
+
+def _check_steps(num_steps: int) -> None:
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"decoding steps must be an integer >= 1, got {num_steps!r}.")
 
 
 def reveal_counts(num_tokens: int, num_steps: int, schedule: str = "cosine") -> list[int]:
     """How many of ``num_tokens`` image tokens each of ``num_steps`` steps reveals (sums to num_tokens).
 
-    The fraction still hidden after step t is ``cos(pi/2 * t/T)`` (cosine, few tokens first, as
-    MaskGIT) or ``1 - t/T`` (linear). Every step reveals at least one token while tokens remain.
+    See the module docstring for the schedules. ``cosine`` and ``linear`` reveal at least one token
+    per step while tokens remain; the ``ml4m_*`` ones follow the reference exactly (steps may be 0).
     """
     if schedule not in TOKEN_SCHEDULES:
         raise ValueError(f"token decoding schedule must be one of {TOKEN_SCHEDULES}, got {schedule!r}.")
-    if num_steps < 1:
-        raise ValueError(f"decoding steps must be >= 1, got {num_steps}.")
+    _check_steps(num_steps)
+    if schedule == "ml4m_cosine":
+        return ml4m_cosine_counts(num_tokens, num_steps)
+    if schedule == "ml4m_linear":
+        return ml4m_linear_counts(num_tokens, num_steps)
     hidden_fraction = {"cosine": lambda x: math.cos(math.pi / 2 * x), "linear": lambda x: 1.0 - x}[schedule]
     counts, hidden = [], num_tokens
     for step in range(1, num_steps + 1):
@@ -82,16 +148,65 @@ def reveal_counts(num_tokens: int, num_steps: int, schedule: str = "cosine") -> 
     return counts
 
 
-def temperature_schedule(temperature: float, num_steps: int, schedule: str = "constant") -> tuple[float, ...]:
-    """Per-step temperatures: constant; linear from ``temperature`` down to ``temperature / num_steps``;
-    decay ``temperature / (1 + 9 * t / (T - 1))`` (fast at first, ending at a tenth)."""
+def ml4m_cosine_counts(num_tokens: int, num_steps: int) -> list[int]:
+    """The reference's cosine: ``h_i = (1 + cos(pi i / T)) / 2`` for i < T; step i < T-1 reveals
+    ``round(N (h_i - h_{i+1}))`` (Python rounding, half to even), the last step the rest."""
+    hidden = [0.5 * (1.0 + math.cos(math.pi * step / num_steps)) for step in range(num_steps)]
+    counts = [round(num_tokens * (hidden[step] - hidden[step + 1])) for step in range(num_steps - 1)]
+    counts.append(num_tokens - sum(counts))
+    if counts[-1] < 0:  # only for N far below T; the reference would fail here
+        raise ValueError(f"ml4m_cosine cannot split {num_tokens} tokens over {num_steps} steps; use fewer steps.")
+    return counts
+
+
+def ml4m_linear_counts(num_tokens: int, num_steps: int) -> list[int]:
+    """The reference's linear: the steps of ``numpy.linspace(0, N, T + 1, dtype=int)``, largest
+    first (zeros at the end when T > N, which the sampler skips)."""
+    edges = np.linspace(0, num_tokens, num_steps + 1, dtype=int)
+    return sorted((int(step) for step in np.diff(edges)), reverse=True)
+
+
+def temperature_schedule(
+    temperature: float, num_steps: int, schedule: str = "constant", token_counts: list[int] | None = None
+) -> tuple[float, ...]:
+    """Per-step temperatures.
+
+    ``constant``; ``linear`` from ``temperature`` down to ``temperature / num_steps``; ``decay``
+    ``temperature / (1 + 9 t / (T - 1))`` (fast at first, ending at a tenth); ``onex:<min>:<power>``
+    the reference's "one over x" schedule (its X->RGB recipes use ``onex:0.5:0.5``): with
+    ``y = 1 / x**power`` on ``x = linspace(1, 100, N)`` rescaled to [0, 1] and ``c_t`` the fraction
+    of the ``N`` tokens revealed after step t (``token_counts``), step t gets
+    ``min + (temperature - min) * (1 - c_t) * y_t``, at least 1e-9 (as in the reference, only the
+    first T points of ``y`` are used).
+    """
     if schedule == "constant":
         return (float(temperature),) * num_steps
     if schedule == "linear":
         return tuple(temperature * (1 - step / num_steps) for step in range(num_steps))
     if schedule == "decay":
         return tuple(temperature / (1 + 9 * step / max(num_steps - 1, 1)) for step in range(num_steps))
+    if isinstance(schedule, str) and schedule.startswith("onex"):
+        return onex_temperatures(temperature, schedule, token_counts or [1] * num_steps)
     raise ValueError(f"temperature schedule must be one of {TEMPERATURE_SCHEDULES}, got {schedule!r}.")
+
+
+def onex_temperatures(temperature: float, schedule: str, token_counts: list[int]) -> tuple[float, ...]:
+    """``onex:<min>:<power>`` temperatures for steps revealing ``token_counts`` tokens (see above)."""
+    try:
+        _, minimum, power = schedule.split(":")
+        minimum, power = float(minimum), float(power)
+    except ValueError:
+        raise ValueError(f"onex temperature schedule must read 'onex:<min_temperature>:<power>', got {schedule!r}.") from None
+    total = sum(token_counts)
+    if total < 1:
+        raise ValueError("onex temperature schedule: the steps reveal no token.")
+    curve = 1.0 / np.linspace(1, 100, num=total) ** power
+    curve = curve - curve.min()
+    curve = curve / curve.max() if curve.max() > 0 else np.ones_like(curve)
+    revealed = np.cumsum(token_counts) / total
+    steps = min(len(token_counts), total)
+    values = [max(minimum + (temperature - minimum) * (1 - revealed[t]) * curve[t], 1e-9) for t in range(steps)]
+    return tuple(float(v) for v in values) + (max(minimum, 1e-9),) * (len(token_counts) - steps)
 
 
 def guidance_scale_schedule(scale: float, num_steps: int, schedule: str = "constant") -> tuple[float, ...]:
@@ -103,150 +218,23 @@ def guidance_scale_schedule(scale: float, num_steps: int, schedule: str = "const
     raise ValueError(f"guidance schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}.")
 
 
-def _per_target(value, field: str, targets: list[str]) -> list:
-    """A scalar applies to every target; a list/tuple must give one value per target."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != len(targets):
-            raise ValueError(f"{field} has {len(value)} entries but there are {len(targets)} targets {targets}.")
-        return list(value)
-    return [value] * len(targets)
-
-
-def _normalise_guidance(guidance) -> tuple[tuple[tuple[str, ...], ...], tuple[float, ...]]:
-    """``{"caption": 2.0}`` or ``[(("caption", "det"), 2.0), ...]`` -> (condition sets, weights)."""
-    if guidance is None:
-        return (), ()
-    items = guidance.items() if isinstance(guidance, dict) else guidance
-    conditions, weights = [], []
-    for names, weight in items:
-        names = (names,) if isinstance(names, str) else tuple(names)
-        if not names:
-            raise ValueError("guidance: a condition set must name at least one modality.")
-        conditions.append(names)
-        weights.append(float(weight))
-    return tuple(conditions), tuple(weights)
-
-
-def build_generation_schedule(
-    config: FourMConfig,
-    cond_domains: Sequence[str],
-    target_domains: Sequence[str],
-    tokens_per_target=None,
-    autoregression_schemes=None,
-    decoding_steps=None,
-    token_decoding_schedules="cosine",
-    temps=1.0,
-    temp_schedules="constant",
-    cfg_scales=1.0,
-    cfg_schedules="constant",
-    cfg_grow_conditioning: bool = False,
-    top_k=0,
-    top_p=0.0,
-    greedy=False,
-    guidance=None,
-) -> GenerationSchedule:
-    """Plan the decoding of ``target_domains`` (in order) from ``cond_domains``.
-
-    Every per-target argument is a single value for all targets or a list with one per target.
-    Defaults per modality: image tokens -> MaskGIT over all grid positions in 8 cosine steps;
-    sequences -> autoregressive up to ``max_length`` tokens.
-
-    Args:
-        tokens_per_target: image: tokens to generate (default: all unknown); sequence: max new tokens.
-        autoregression_schemes: ``"maskgit"`` / ``"roar"`` (images), ``"autoregressive"`` (sequences).
-        decoding_steps: image decoding steps (>= 1); sequences always decode one token per step.
-        token_decoding_schedules: ``"cosine"`` or ``"linear"`` (image targets).
-        temps / temp_schedules: temperature > 0 and ``"constant"``, ``"linear"`` or ``"decay"``.
-        cfg_scales / cfg_schedules: classifier-free guidance scale (1 = off) and ``"constant"`` or
-            ``"linear"`` (from the scale to 1). The condition is ``cond_domains``, plus the targets
-            decoded before when ``cfg_grow_conditioning``.
-        top_k / top_p / greedy: sampling filters, or argmax decoding.
-        guidance: multimodal weighted guidance ``{modality: weight}`` or ``[(modalities, weight), ...]``
-            over modalities of ``cond_domains``; replaces classifier-free guidance (keep cfg_scales 1).
-    """
-    cond_domains, target_domains = list(cond_domains), list(target_domains)
-    if not target_domains:
-        raise ValueError("target_domains is empty: name at least one modality to generate.")
-    for name in cond_domains:
-        if name not in config.input_modalities:
-            config.modality(name)  # unknown names raise here with the model's modality list
-            raise ValueError(f"cond_domains: {name!r} is not an input modality of this model {config.input_modalities}.")
-    for name in target_domains:
-        if name not in config.output_modalities:
-            config.modality(name)
-            raise ValueError(f"target_domains: {name!r} is not an output modality of this model {config.output_modalities}.")
-        if name in cond_domains:
-            raise ValueError(f"{name!r} is both a conditioning input and a target; a target must not be an input.")
-    for field, names in (("cond_domains", cond_domains), ("target_domains", target_domains)):
-        if len(set(names)) != len(names):
-            raise ValueError(f"{field} lists a modality twice: {names}.")
-    guidance_conditions, guidance_weights = _normalise_guidance(guidance)
-    for names in guidance_conditions:
-        for name in names:
-            if name not in cond_domains:
-                raise ValueError(f"guidance weight for {name!r}, which is not a conditioning input {cond_domains}.")
-    if guidance_conditions and any(float(s) != 1.0 for s in _per_target(cfg_scales, "cfg_scales", target_domains)):
-        raise ValueError("Give either cfg_scales or multimodal guidance weights, not both.")
-
-    columns = {
-        "tokens_per_target": _per_target(tokens_per_target, "tokens_per_target", target_domains),
-        "autoregression_schemes": _per_target(autoregression_schemes, "autoregression_schemes", target_domains),
-        "decoding_steps": _per_target(decoding_steps, "decoding_steps", target_domains),
-        "token_decoding_schedules": _per_target(token_decoding_schedules, "token_decoding_schedules", target_domains),
-        "temps": _per_target(temps, "temps", target_domains),
-        "temp_schedules": _per_target(temp_schedules, "temp_schedules", target_domains),
-        "cfg_scales": _per_target(cfg_scales, "cfg_scales", target_domains),
-        "cfg_schedules": _per_target(cfg_schedules, "cfg_schedules", target_domains),
-        "top_k": _per_target(top_k, "top_k", target_domains),
-        "top_p": _per_target(top_p, "top_p", target_domains),
-        "greedy": _per_target(greedy, "greedy", target_domains),
-    }
-    plans = []
-    for index, name in enumerate(target_domains):
-        value = {field: column[index] for field, column in columns.items()}
-        spec = config.modality(name)
-        limit = spec.max_length if spec.is_sequence else config.grid_size**2
-        num_tokens = limit if value["tokens_per_target"] is None else int(value["tokens_per_target"])
-        if not 1 <= num_tokens <= limit:
-            raise ValueError(f"tokens_per_target for {name!r} must lie in [1, {limit}], got {num_tokens}.")
-        scheme = value["autoregression_schemes"] or ("autoregressive" if spec.is_sequence else "maskgit")
-        allowed = ("autoregressive",) if spec.is_sequence else ("maskgit", "roar")
-        if scheme not in allowed:
-            raise ValueError(f"autoregression scheme for {name!r} ({spec.kind}) must be one of {allowed}, got {scheme!r}.")
-        if spec.is_sequence:
-            num_steps = num_tokens
-        else:
-            num_steps = DEFAULT_IMAGE_STEPS if value["decoding_steps"] is None else value["decoding_steps"]
-            if not isinstance(num_steps, int) or num_steps < 1:
-                raise ValueError(f"decoding_steps for {name!r} must be an integer >= 1, got {num_steps!r}.")
-            if value["token_decoding_schedules"] not in TOKEN_SCHEDULES:
-                raise ValueError(f"token decoding schedule for {name!r} must be one of {TOKEN_SCHEDULES}, "
-                                 f"got {value['token_decoding_schedules']!r}.")
-        greedy_here = bool(value["greedy"])
-        temperature = float(value["temps"])
-        if not greedy_here and not temperature > 0:
-            raise ValueError(f"temperature for {name!r} must be > 0 (use greedy=True for argmax), got {temperature}.")
-        top_k_here, top_p_here = value["top_k"], float(value["top_p"])
-        if not isinstance(top_k_here, int) or top_k_here < 0:
-            raise ValueError(f"top_k for {name!r} must be an integer >= 0 (0 = off), got {top_k_here!r}.")
-        if not 0.0 <= top_p_here <= 1.0:
-            raise ValueError(f"top_p for {name!r} must lie in [0, 1] (0 or 1 = off), got {top_p_here}.")
-        scale = float(value["cfg_scales"])
-        scales = guidance_scale_schedule(scale, num_steps, value["cfg_schedules"])
-        if guidance_conditions:
-            conditions, weights = guidance_conditions, (guidance_weights,) * num_steps
-        elif scale != 1.0:
-            condition = tuple(cond_domains) + (tuple(target_domains[:index]) if cfg_grow_conditioning else ())
-            if not condition:
-                raise ValueError(f"cfg_scales for {name!r}: classifier-free guidance needs conditioning inputs.")
-            conditions, weights = (condition,), tuple((s,) for s in scales)
-        else:
-            conditions, weights = (), ()
-        plans.append(TargetSchedule(
-            modality=name, scheme=scheme, num_tokens=num_tokens, num_steps=num_steps,
-            token_schedule=value["token_decoding_schedules"],
-            temperatures=temperature_schedule(temperature if not greedy_here else 1.0, num_steps, value["temp_schedules"]),
-            greedy=greedy_here, top_k=top_k_here, top_p=top_p_here,
-            guidance_conditions=conditions, guidance_weights=weights,
-        ))
-    return GenerationSchedule(cond_domains=tuple(cond_domains), targets=tuple(plans))
+def resolve_conventions(conventions) -> dict[str, str]:
+    """``"fourm_hf"`` / ``"ml4m"`` / a dict of overrides (on top of ``"fourm_hf"``, or of the preset
+    named under ``"base"``) -> one value per :data:`CONVENTION_CHOICES` key."""
+    if conventions is None:
+        conventions = "fourm_hf"
+    if isinstance(conventions, str):
+        if conventions not in CONVENTIONS:
+            raise ValueError(f"conventions must be one of {sorted(CONVENTIONS)} or a dict, got {conventions!r}.")
+        return dict(CONVENTIONS[conventions])
+    if not isinstance(conventions, dict):
+        raise TypeError(f"conventions must be a name {sorted(CONVENTIONS)} or a dict, got {type(conventions).__name__}.")
+    overrides = dict(conventions)
+    resolved = resolve_conventions(overrides.pop("base", "fourm_hf"))
+    for key, value in overrides.items():
+        if key not in CONVENTION_CHOICES:
+            raise ValueError(f"conventions: unknown key {key!r}; expected {sorted(CONVENTION_CHOICES)} (or 'base').")
+        if value not in CONVENTION_CHOICES[key]:
+            raise ValueError(f"conventions[{key!r}] must be one of {CONVENTION_CHOICES[key]}, got {value!r}.")
+        resolved[key] = value
+    return resolved

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from ...configuration_fourm import FourMConfig
+from .planning import image_token_count
 from .schedules import GenerationSchedule
-from .special_ids import PAD_ID
+from .special_ids import NUM_SENTINELS, PAD_ID
 
 
 @dataclass
@@ -16,6 +18,10 @@ class GenerationState:
     """The batch being generated: ``tokens[m]`` (B, N_m) ids, ``known[m]`` (B, N_m) bool, pixels.
 
     Sequences are stored left-aligned and padded with ``[PAD]``; their known mask is a prefix.
+    Every tensor lives on ``device`` (the model's); ``order`` is the encoder's modality order;
+    ``num_sentinels`` how many ``[S_i]`` ids the text vocabulary has (the ``ml4m`` stop rule);
+    ``waiting_sentinels`` the empty sequence targets not decoded yet whose lone ``[S_1]`` is an
+    encoder input meanwhile (``sequence_start="sentinel"``).
     """
 
     config: FourMConfig
@@ -23,13 +29,18 @@ class GenerationState:
     known: dict[str, torch.Tensor]
     pixel_values: torch.Tensor | None
     batch_size: int
+    device: torch.device = torch.device("cpu")
+    order: tuple[str, ...] = ()
+    num_sentinels: int = NUM_SENTINELS
+    waiting_sentinels: list[str] = dataclasses.field(default_factory=list)
 
     def available(self) -> list[str]:
-        """Modalities the encoder can read now, in the model's modality order."""
+        """Modalities the encoder can read now, in ``order`` (default: the model's modality order)."""
         names = [name for name in self.known if self.known[name].any()]
         if self.pixel_values is not None:
             names += [n for n in self.config.input_modalities if self.config.modality(n).kind == "pixels"]
-        return [n for n in self.config.modality_names if n in names and n in self.config.input_modalities]
+        order = list(self.order) + [n for n in self.config.modality_names if n not in self.order]
+        return [n for n in order if n in names and n in self.config.input_modalities]
 
 
 def prepare_state(
@@ -39,8 +50,10 @@ def prepare_state(
     known: dict[str, torch.Tensor] | None = None,
     pixel_values: torch.Tensor | None = None,
     batch_size: int | None = None,
+    device: torch.device | str | None = None,
 ) -> GenerationState:
-    """Check the inputs of :func:`generate` against the model and the schedule; build the state."""
+    """Check the inputs of :func:`generate` against the model and the schedule; build the state
+    with every tensor on ``device`` (default: where the tokens are, else the CPU)."""
     if not isinstance(tokens, dict):
         raise TypeError(f"tokens must be a dict {{modality: (B, N) LongTensor}}, got {type(tokens).__name__}.")
     known = dict(known or {})
@@ -64,6 +77,9 @@ def prepare_state(
     if not sizes:
         raise ValueError("Nothing tells the batch size (no tokens, no pixel_values): pass batch_size.")
     batch = next(iter(sizes.values()))
+    if device is None:
+        device = next(iter(tokens.values())).device if tokens else pixel_values.device if pixel_values is not None else "cpu"
+    device = torch.device(device)
     state_tokens, state_known = {}, {}
     for name, ids in tokens.items():
         spec = config.modality(name)  # unknown modality names raise ValueError here
@@ -72,18 +88,21 @@ def prepare_state(
         if name not in schedule.cond_domains and name not in targets:
             raise ValueError(f"tokens were given for {name!r}, which is neither a conditioning input "
                              f"{list(schedule.cond_domains)} nor a target {targets}.")
+        ids = ids.to(device)
         length = ids.shape[1]
         if spec.is_sequence and length > spec.max_length:
             raise ValueError(f"tokens[{name!r}] has {length} positions, more than max_length {spec.max_length}.")
-        if not spec.is_sequence and length != config.grid_size**2:
-            raise ValueError(f"tokens[{name!r}] must have {config.grid_size ** 2} positions "
-                             f"({config.grid_size}x{config.grid_size} grid), got {length}.")
+        cells = None if spec.is_sequence else image_token_count(config, name)
+        if not spec.is_sequence and length != cells:
+            side = round(cells**0.5)
+            raise ValueError(f"tokens[{name!r}] must have {cells} positions ({side}x{side} grid), got {length}.")
         given = known.pop(name, None)
         if given is None:
             given = ids != PAD_ID if spec.is_sequence else torch.ones_like(ids, dtype=torch.bool)
         elif given.shape != ids.shape or given.dtype != torch.bool:
             raise ValueError(f"known[{name!r}] must be a bool tensor of shape {tuple(ids.shape)}, got "
                              f"{given.dtype} of shape {tuple(given.shape)}.")
+        given = given.to(device)
         if spec.is_sequence and (given[:, 1:] & ~given[:, :-1]).any():
             raise ValueError(f"known[{name!r}]: the given tokens of a sequence must be a prefix (left-aligned).")
         values = ids.long()[given]
@@ -99,10 +118,16 @@ def prepare_state(
     if pixel_names and pixel_values is None:
         raise ValueError(f"conditioning input {pixel_names[0]!r} needs pixel_values (B, 3, H, W).")
     if pixel_values is not None:
-        expected = (batch, config.modality(pixel_names[0]).num_channels, config.image_size, config.image_size) if pixel_names else None
+        size = config.modality_image_size(pixel_names[0]) if pixel_names and hasattr(config, "modality_image_size") else config.image_size
+        expected = (batch, config.modality(pixel_names[0]).num_channels, size, size) if pixel_names else None
         if expected is None:
             raise ValueError("pixel_values were given but no pixels modality is among cond_domains.")
         if not pixel_values.dtype.is_floating_point or tuple(pixel_values.shape) != expected:
             raise ValueError(f"pixel_values for {pixel_names[0]!r} must be a float tensor of shape {expected}, "
                              f"got {pixel_values.dtype} {tuple(pixel_values.shape)}.")
-    return GenerationState(config, state_tokens, state_known, pixel_values, batch)
+        pixel_values = pixel_values.to(device)
+    order = tuple(schedule.cond_domains) + tuple(targets) if schedule.encoder_order == "schedule" else ()
+    waiting = [plan.modality for plan in schedule.targets if plan.scheme == "autoregressive"
+               and plan.sequence_start == "sentinel" and plan.modality in config.input_modalities
+               and not (plan.modality in state_known and state_known[plan.modality].any())]
+    return GenerationState(config, state_tokens, state_known, pixel_values, batch, device, order, waiting_sentinels=waiting)

@@ -1,0 +1,192 @@
+"""Planning a generation run: :func:`build_generation_schedule` turns per-target options into a
+:class:`~.schedules.GenerationSchedule`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ...configuration_fourm import FourMConfig
+from .schedules import (
+    DEFAULT_IMAGE_STEPS,
+    ENCODER_ORDERS,
+    TOKEN_SCHEDULES,
+    GenerationSchedule,
+    TargetSchedule,
+    guidance_scale_schedule,
+    resolve_conventions,
+    reveal_counts,
+    temperature_schedule,
+)
+
+
+def image_token_count(config: FourMConfig, name: str) -> int:
+    """Grid cells of an image modality (its own grid where the config gives modalities their own)."""
+    grid = config.modality_grid_size(name) if hasattr(config, "modality_grid_size") else config.grid_size
+    return grid**2
+
+
+def _per_target(value, field: str, targets: list[str]) -> list:
+    """A scalar applies to every target; a list/tuple must give one value per target."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(targets):
+            raise ValueError(f"{field} has {len(value)} entries but there are {len(targets)} targets {targets}.")
+        return list(value)
+    return [value] * len(targets)
+
+
+def _normalise_guidance(guidance) -> tuple[tuple[tuple[str, ...], ...], tuple[float, ...]]:
+    """``{"caption": 2.0}`` or ``[(("caption", "det"), 2.0), ...]`` -> (condition sets, weights)."""
+    if guidance is None:
+        return (), ()
+    items = guidance.items() if isinstance(guidance, dict) else guidance
+    conditions, weights = [], []
+    for names, weight in items:
+        names = (names,) if isinstance(names, str) else tuple(names)
+        if not names:
+            raise ValueError("guidance: a condition set must name at least one modality.")
+        conditions.append(names)
+        weights.append(float(weight))
+    return tuple(conditions), tuple(weights)
+
+
+def build_generation_schedule(
+    config: FourMConfig,
+    cond_domains: Sequence[str],
+    target_domains: Sequence[str],
+    tokens_per_target=None,
+    autoregression_schemes=None,
+    decoding_steps=None,
+    token_decoding_schedules="cosine",
+    temps=1.0,
+    temp_schedules="constant",
+    cfg_scales=1.0,
+    cfg_schedules="constant",
+    cfg_grow_conditioning: bool = False,
+    top_k=0,
+    top_p=0.0,
+    greedy=False,
+    guidance=None,
+    conventions="fourm_hf",
+    encoder_order: str = "model",
+) -> GenerationSchedule:
+    """Plan the decoding of ``target_domains`` (in order) from ``cond_domains``.
+
+    Every per-target argument is a single value for all targets or a list with one per target.
+    Defaults per modality: image tokens -> MaskGIT over all grid positions in 8 cosine steps;
+    sequences -> autoregressive up to ``max_length`` tokens.
+
+    Args:
+        tokens_per_target: image: tokens to generate (default: all unknown); sequence: max new tokens.
+        autoregression_schemes: ``"maskgit"`` / ``"roar"`` (images), ``"autoregressive"`` (sequences).
+        decoding_steps: image decoding steps (>= 1); sequences always decode one token per step.
+        token_decoding_schedules: one of ``TOKEN_SCHEDULES`` (image targets; ``"ml4m_cosine"`` /
+            ``"ml4m_linear"`` are the reference's ``cosine`` / ``linear``).
+        temps / temp_schedules: temperature > 0 and ``"constant"``, ``"linear"``, ``"decay"`` or
+            ``"onex:<min>:<power>"`` (the reference's).
+        cfg_scales / cfg_schedules: classifier-free guidance scale (1 = off) and ``"constant"`` or
+            ``"linear"`` (from the scale to 1). The condition is ``cond_domains``, plus the targets
+            decoded before when ``cfg_grow_conditioning``.
+        top_k / top_p / greedy: sampling filters (an int top_k is a count, a float in (0, 1) a
+            fraction of the vocabulary), or argmax decoding.
+        guidance: multimodal weighted guidance ``{modality: weight}`` or ``[(modalities, weight), ...]``
+            over modalities of ``cond_domains``; replaces classifier-free guidance (keep cfg_scales 1).
+        conventions: ``"fourm_hf"`` (default), ``"ml4m"`` (the reference sampler's) or a dict of
+            overrides, one per target or one for all (see ``schedules.CONVENTION_CHOICES``).
+        encoder_order: ``"model"`` or ``"schedule"`` (conditions, then targets: the reference's order).
+    """
+    if encoder_order not in ENCODER_ORDERS:
+        raise ValueError(f"encoder_order must be one of {ENCODER_ORDERS}, got {encoder_order!r}.")
+    cond_domains, target_domains = list(cond_domains), list(target_domains)
+    if not target_domains:
+        raise ValueError("target_domains is empty: name at least one modality to generate.")
+    for name in cond_domains:
+        if name not in config.input_modalities:
+            config.modality(name)  # unknown names raise here with the model's modality list
+            raise ValueError(f"cond_domains: {name!r} is not an input modality of this model {config.input_modalities}.")
+    for name in target_domains:
+        if name not in config.output_modalities:
+            config.modality(name)
+            raise ValueError(f"target_domains: {name!r} is not an output modality of this model {config.output_modalities}.")
+        if name in cond_domains:
+            raise ValueError(f"{name!r} is both a conditioning input and a target; a target must not be an input.")
+    for field, names in (("cond_domains", cond_domains), ("target_domains", target_domains)):
+        if len(set(names)) != len(names):
+            raise ValueError(f"{field} lists a modality twice: {names}.")
+    guidance_conditions, guidance_weights = _normalise_guidance(guidance)
+    for names in guidance_conditions:
+        for name in names:
+            if name not in cond_domains:
+                raise ValueError(f"guidance weight for {name!r}, which is not a conditioning input {cond_domains}.")
+    if guidance_conditions and any(float(s) != 1.0 for s in _per_target(cfg_scales, "cfg_scales", target_domains)):
+        raise ValueError("Give either cfg_scales or multimodal guidance weights, not both.")
+
+    columns = {
+        "tokens_per_target": _per_target(tokens_per_target, "tokens_per_target", target_domains),
+        "autoregression_schemes": _per_target(autoregression_schemes, "autoregression_schemes", target_domains),
+        "decoding_steps": _per_target(decoding_steps, "decoding_steps", target_domains),
+        "token_decoding_schedules": _per_target(token_decoding_schedules, "token_decoding_schedules", target_domains),
+        "temps": _per_target(temps, "temps", target_domains),
+        "temp_schedules": _per_target(temp_schedules, "temp_schedules", target_domains),
+        "cfg_scales": _per_target(cfg_scales, "cfg_scales", target_domains),
+        "cfg_schedules": _per_target(cfg_schedules, "cfg_schedules", target_domains),
+        "top_k": _per_target(top_k, "top_k", target_domains),
+        "top_p": _per_target(top_p, "top_p", target_domains),
+        "greedy": _per_target(greedy, "greedy", target_domains),
+        "conventions": [resolve_conventions(c) for c in _per_target(conventions, "conventions", target_domains)],
+    }
+    plans = []
+    for index, name in enumerate(target_domains):
+        value = {field: column[index] for field, column in columns.items()}
+        spec = config.modality(name)
+        limit = spec.max_length if spec.is_sequence else image_token_count(config, name)
+        num_tokens = limit if value["tokens_per_target"] is None else int(value["tokens_per_target"])
+        if not 1 <= num_tokens <= limit:
+            raise ValueError(f"tokens_per_target for {name!r} must lie in [1, {limit}], got {num_tokens}.")
+        scheme = value["autoregression_schemes"] or ("autoregressive" if spec.is_sequence else "maskgit")
+        allowed = ("autoregressive",) if spec.is_sequence else ("maskgit", "roar")
+        if scheme not in allowed:
+            raise ValueError(f"autoregression scheme for {name!r} ({spec.kind}) must be one of {allowed}, got {scheme!r}.")
+        if spec.is_sequence:
+            num_steps = num_tokens
+        else:
+            num_steps = DEFAULT_IMAGE_STEPS if value["decoding_steps"] is None else value["decoding_steps"]
+            if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+                raise ValueError(f"decoding_steps for {name!r} must be an integer >= 1, got {num_steps!r}.")
+            if value["token_decoding_schedules"] not in TOKEN_SCHEDULES:
+                raise ValueError(f"token decoding schedule for {name!r} must be one of {TOKEN_SCHEDULES}, "
+                                 f"got {value['token_decoding_schedules']!r}.")
+        greedy_here = bool(value["greedy"])
+        temperature = float(value["temps"])
+        if not greedy_here and not temperature > 0:
+            raise ValueError(f"temperature for {name!r} must be > 0 (use greedy=True for argmax), got {temperature}.")
+        top_k_here, top_p_here = value["top_k"], float(value["top_p"])
+        if isinstance(top_k_here, float) and top_k_here == 0.0:
+            top_k_here = 0
+        valid_top_k = (isinstance(top_k_here, int) and not isinstance(top_k_here, bool) and top_k_here >= 0) or (
+            isinstance(top_k_here, float) and 0.0 < top_k_here < 1.0)
+        if not valid_top_k:
+            raise ValueError(f"top_k for {name!r} must be an integer >= 0 (0 = off) or a fraction of the vocabulary "
+                             f"in (0, 1), got {top_k_here!r}.")
+        if not 0.0 <= top_p_here <= 1.0:
+            raise ValueError(f"top_p for {name!r} must lie in [0, 1] (0 or 1 = off), got {top_p_here}.")
+        scale = float(value["cfg_scales"])
+        scales = guidance_scale_schedule(scale, num_steps, value["cfg_schedules"])
+        if guidance_conditions:
+            conditions, weights = guidance_conditions, (guidance_weights,) * num_steps
+        elif scale != 1.0:
+            condition = tuple(cond_domains) + (tuple(target_domains[:index]) if cfg_grow_conditioning else ())
+            if not condition:
+                raise ValueError(f"cfg_scales for {name!r}: classifier-free guidance needs conditioning inputs.")
+            conditions, weights = (condition,), tuple((s,) for s in scales)
+        else:
+            conditions, weights = (), ()
+        token_schedule = value["token_decoding_schedules"]
+        counts = [1] * num_steps if spec.is_sequence else reveal_counts(num_tokens, num_steps, token_schedule)
+        temperatures = temperature_schedule(temperature if not greedy_here else 1.0, num_steps, value["temp_schedules"], counts)
+        plans.append(TargetSchedule(
+            modality=name, scheme=scheme, num_tokens=num_tokens, num_steps=num_steps,
+            token_schedule=token_schedule, temperatures=temperatures,
+            greedy=greedy_here, top_k=top_k_here, top_p=top_p_here,
+            guidance_conditions=conditions, guidance_weights=weights, **value["conventions"],
+        ))
+    return GenerationSchedule(cond_domains=tuple(cond_domains), targets=tuple(plans), encoder_order=encoder_order)
