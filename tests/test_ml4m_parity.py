@@ -1,9 +1,11 @@
 """FourMModel reproduces the reference 4M implementation on its stored fixtures.
 
-For every ``*_reference.json`` fixture set in ``$FOURM_ML4M_FIXTURES`` (default ../shared/fixtures/ml4m):
-convert the weights with our conversion code, run the stored batch in SDPA and eager mode, and
-compare masks and indices exactly, hidden states and logits to 1e-4, losses to 1e-5 and the stored
-gradients to 1e-4.
+Every FM fixture set in ``$FOURM_ML4M_FIXTURES`` (default ../shared/fixtures/ml4m) is discovered: a
+top-level ``<name>_reference.json`` (+ ``.safetensors``, ``_io.safetensors``; the 4M-7 layout) or a
+folder ``<name>/`` in the released-Hub layout (``config.json``, ``model.safetensors``,
+``<name>.json`` with an ``fm_config``, ``<name>_io.safetensors``; 4M-21, SR). For each: convert the
+weights with our conversion code, run the stored batch in SDPA and eager mode, and compare masks and
+indices exactly, hidden states and logits to 1e-4, losses to 1e-5 and the stored gradients to 1e-4.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,26 +28,54 @@ from fourm_hf.modeling.conversion import load_reference_model, reference_batch_t
 from conftest import SHARED_DIR, subprocess_env
 
 FIXTURE_DIR = Path(os.environ.get("FOURM_ML4M_FIXTURES", SHARED_DIR / "fixtures" / "ml4m"))
-FIXTURE_SETS = sorted(FIXTURE_DIR.glob("*_reference.json")) if FIXTURE_DIR.is_dir() else []
 ATOL_STATES, ATOL_LOSS, ATOL_GRAD = 1e-4, 1e-5, 1e-4
+
+
+@dataclass
+class FixtureSet:
+    name: str
+    meta_path: Path
+    weights_path: Path
+    io_path: Path
+    config_path: Path | None  # the released config.json, when the set is in the Hub layout
+
+
+def discover_fixture_sets(root: Path) -> list[FixtureSet]:
+    """Top-level ``*_reference.json`` sets and every sub-folder holding an FM fixture in the Hub layout."""
+    if not root.is_dir():
+        return []
+    sets = [FixtureSet(path.stem, path, path.with_suffix(".safetensors"), path.with_name(f"{path.stem}_io.safetensors"), None)
+            for path in sorted(root.glob("*_reference.json"))]
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        meta_path = folder / f"{folder.name}.json"
+        if not (meta_path.is_file() and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()):
+            continue
+        if "fm_config" not in json.loads(meta_path.read_text()):
+            continue  # a tokenizer fixture
+        sets.append(FixtureSet(folder.name, meta_path, folder / "model.safetensors",
+                               folder / f"{folder.name}_io.safetensors", folder / "config.json"))
+    return sets
+
+
+FIXTURE_SETS = discover_fixture_sets(FIXTURE_DIR)
 
 
 def _fixture_params():
     if not FIXTURE_SETS:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no *_reference.json fixture sets in {FIXTURE_DIR} "
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no FM fixture sets in {FIXTURE_DIR} "
                                                                   "(set FOURM_ML4M_FIXTURES or provide ../shared)"))]
-    return [pytest.param(path, id=path.stem) for path in FIXTURE_SETS]
+    return [pytest.param(fixture, id=fixture.name) for fixture in FIXTURE_SETS]
 
 
 class ReferenceCase:
     """One fixture set: the converted model, the stored tensors and our packed version of the batch."""
 
-    def __init__(self, json_path: Path):
-        self.meta = json.loads(json_path.read_text())
-        stem = json_path.with_suffix("")
-        self.weights_path = Path(f"{stem}.safetensors")
-        self.io = load_file(f"{stem}_io.safetensors")
-        self.model = load_reference_model(self.weights_path, self.meta["fm_config"])
+    def __init__(self, fixture: FixtureSet):
+        self.fixture = fixture
+        self.meta = json.loads(fixture.meta_path.read_text())
+        self.weights_path = fixture.weights_path
+        self.io = load_file(str(fixture.io_path))
+        self.model = load_reference_model(self.weights_path, fixture.config_path or self.meta["fm_config"])
         self.config = self.model.config
         batch = {}
         for key, value in self.io.items():
@@ -58,10 +89,23 @@ class ReferenceCase:
         self.encoder_gather_index = packed.pop("encoder_gather_index")
         self.decoder_gather_index = packed.pop("decoder_gather_index")
         self.inputs = packed
+        self.domain_of = {self.modality(d): d for d in self.meta["modalities"]}
         # our modality index -> the reference's int16 modality id
-        reference_ids = {reference_domain_to_modality(d): spec["id"] for d, spec in self.meta["modalities"].items()}
+        reference_ids = {self.modality(d): spec["id"] for d, spec in self.meta["modalities"].items()}
         self.reference_modality_id = torch.tensor([reference_ids[name] for name in self.config.modality_names])
-        self.domain_of = {reference_domain_to_modality(d): d for d in self.meta["modalities"]}
+
+    def modality(self, domain: str) -> str:
+        return reference_domain_to_modality(domain, self.config.image_size)
+
+    def our_parameter_name(self, reference_key: str) -> str:
+        """Reference parameter name -> ours (a shared decoder modality embedding is the encoder's)."""
+        parts = reference_key.split(".")
+        if parts[0] in ("encoder_embeddings", "decoder_embeddings"):
+            parts[1] = self.modality(parts[1])
+            shared = self.config.share_modality_embeddings and parts[1] in self.config.input_modalities
+            if parts[0] == "decoder_embeddings" and parts[2] == "mod_emb" and shared:
+                parts[0] = "encoder_embeddings"
+        return ".".join(parts)
 
     def reference_mod_mask(self, modality_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return torch.where(valid.bool(), self.reference_modality_id[modality_ids], torch.tensor(-1)).to(torch.int16)
@@ -96,14 +140,30 @@ def test_decoder_selection_and_attention_mask_match_exactly(case):
     assert torch.equal((~allowed)[valid], io["dec.attn_mask"][valid])
 
 
+def test_fixture_geometry_is_what_the_registry_says(case):
+    """Each image domain's token count and each sequence's decoder position limit match the fixture table."""
+    for domain, table in case.meta["modalities"].items():
+        name = case.modality(domain)
+        spec = case.config.modality(name)
+        if table["type"] == "img":
+            assert case.config.num_positions(name) == table["max_tokens"], domain
+            assert spec.learned_positions == (table.get("pos_emb") == "learned parameter"), domain
+        elif table["type"] == "seq":
+            assert spec.decoder_position_limit == table.get("max_length_posemb", table["max_tokens"]), domain
+            assert spec.max_length == table["max_tokens"], domain
+        if table.get("vocab_size") is not None:
+            assert spec.vocab_size == table["vocab_size"], domain
+    assert sorted(case.config.output_modalities) == sorted(case.modality(d) for d in case.meta["decoder_modalities"])
+
+
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 def test_hidden_states_logits_and_losses_match(case, implementation):
     io, meta = case.io, case.meta
     with torch.no_grad():
         out = case.run(implementation)
-        encoded = case.model.encode(**{k: case.inputs[k] for k in
-                                       ("input_ids", "input_modality_ids", "input_positions", "attention_mask", "pixel_values")
-                                       if k in case.inputs})
+        encoder_keys = ("input_ids", "input_modality_ids", "input_positions", "attention_mask", "pixel_values",
+                        "continuous_inputs")
+        encoded = case.model.encode(**{k: case.inputs[k] for k in encoder_keys if k in case.inputs})
         context = case.model.encoder_context(encoded)
     valid = case.inputs["decoder_attention_mask"].bool()
     torch.testing.assert_close(out.encoder_hidden_states[0], io["enc.input"], atol=ATOL_STATES, rtol=0)
@@ -111,6 +171,7 @@ def test_hidden_states_logits_and_losses_match(case, implementation):
     torch.testing.assert_close(context, io["dec.context"], atol=ATOL_STATES, rtol=0)
     torch.testing.assert_close(out.decoder_hidden_states[0][valid], io["dec.input"][valid], atol=ATOL_STATES, rtol=0)
     torch.testing.assert_close(out.decoder_last_hidden_state[valid], io["dec.output"][valid], atol=ATOL_STATES, rtol=0)
+    assert set(out.logits) == set(case.config.output_modalities)
     for name, logits in out.logits.items():
         domain = case.domain_of[name]
         torch.testing.assert_close(logits, io[f"out.logits.{domain}"], atol=ATOL_STATES, rtol=0)
@@ -127,20 +188,14 @@ def test_gradients_match(case, implementation):
     out = case.run(implementation)
     out.loss.backward()
     parameters = dict(case.model.named_parameters())
-
-    def our_name(reference_key: str) -> str:
-        parts = reference_key.split(".")
-        if parts[0] in ("encoder_embeddings", "decoder_embeddings"):
-            parts[1] = reference_domain_to_modality(parts[1])
-        return ".".join(parts)
-
     stored = {key[len("grad."):]: value for key, value in case.io.items() if key.startswith("grad.")}
     assert stored, "fixture has no stored gradients"
     for key, expected in stored.items():
-        torch.testing.assert_close(parameters[our_name(key)].grad, expected, atol=ATOL_GRAD, rtol=0)
+        grad = parameters[case.our_parameter_name(key)].grad
+        torch.testing.assert_close(grad.reshape(expected.shape), expected, atol=ATOL_GRAD, rtol=0)
     norms = case.meta["results"]["grad_l2_norm_per_param"]
     for key, expected_norm in norms.items():
-        grad = parameters[our_name(key)].grad
+        grad = parameters[case.our_parameter_name(key)].grad
         norm = 0.0 if grad is None else grad.norm().item()
         assert norm == pytest.approx(expected_norm, abs=ATOL_GRAD), key
     global_norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in parameters.values() if p.grad is not None)).item()
@@ -148,11 +203,14 @@ def test_gradients_match(case, implementation):
 
 
 def test_converted_checkpoint_loads_with_automodel(case, tmp_path):
-    config_path = tmp_path / "reference_config.json"
-    config_path.write_text(json.dumps(case.meta["fm_config"]))
+    if case.fixture.config_path is not None:
+        source = ["--checkpoint", str(case.fixture.config_path.parent)]  # the released folder as downloaded
+    else:
+        config_path = tmp_path / "reference_config.json"
+        config_path.write_text(json.dumps(case.meta["fm_config"]))
+        source = ["--checkpoint", str(case.weights_path), "--config", str(config_path)]
     output = tmp_path / "converted"
-    command = [sys.executable, "-m", "fourm_hf.cli", "convert-ml4m", "--checkpoint", str(case.weights_path),
-               "--config", str(config_path), "--output", str(output)]
+    command = [sys.executable, "-m", "fourm_hf.cli", "convert-ml4m", *source, "--output", str(output)]
     subprocess.run(command, check=True, env=subprocess_env(), capture_output=True)
     model = AutoModel.from_pretrained(output)
     with torch.no_grad():

@@ -29,8 +29,9 @@ class FourMConfig(PreTrainedConfig):
         num_attention_heads: heads per attention layer (head dim = D / heads).
         mlp_ratio: the SwiGLU hidden width is ``int(2 * mlp_ratio * D / 3)``.
         layer_norm_eps: LayerNorm epsilon (LayerNorms have a scale and no bias).
-        image_size / patch_size: every image modality lives on a ``(image_size // patch_size)``
-            square grid; pixel inputs are cut into ``patch_size`` patches.
+        image_size / patch_size: the default geometry of the image modalities: a
+            ``(image_size // patch_size)`` square grid; pixel inputs are cut into ``patch_size``
+            patches. A modality's own ``ModalitySpec.image_size`` / ``patch_size`` override them.
         input_modalities / output_modalities: names of the modalities the encoder reads and the
             decoder predicts.
         modality_specs: resolved :class:`ModalitySpec` dicts for every modality used. Filled from
@@ -39,7 +40,8 @@ class FourMConfig(PreTrainedConfig):
         input_budget / target_budget: default number of encoder / decoder tokens per sample.
         loss_averaging: ``"modality"`` (mean per modality, then mean over the output modalities,
             the 4M-7 setting) or ``"token"`` (mean over all target tokens).
-        share_modality_embeddings: decoder uses the encoder's learned modality embedding.
+        share_modality_embeddings: decoder uses the encoder's learned modality embedding (4M-7);
+            4M-21 learns separate ones.
         tie_output_embeddings: the decoder's output projection of each modality is its token
             embedding table.
         initializer_range: std of the truncated-normal init of embeddings.
@@ -104,8 +106,17 @@ class FourMConfig(PreTrainedConfig):
         if not self.input_modalities or not self.output_modalities:
             raise ValueError("input_modalities and output_modalities must each name at least one modality.")
         for name in self.output_modalities:
-            if self.modality(name).kind == "pixels":
-                raise ValueError(f"Modality {name!r} is raw pixels and can only be an input, not an output.")
+            if self.modality(name).is_continuous:
+                raise ValueError(
+                    f"Modality {name!r} is a {self.modality(name).kind} modality and can only be an input, not an output."
+                )
+        for name in self.modality_names:
+            spec = self.modality(name)
+            if spec.is_image and self.modality_image_size(name) % self.modality_patch_size(name) != 0:
+                raise ValueError(
+                    f"Modality {name!r}: image_size {self.modality_image_size(name)} must be a multiple of "
+                    f"patch_size {self.modality_patch_size(name)}."
+                )
         for field in ("input_modalities", "output_modalities"):
             names = getattr(self, field)
             if len(set(names)) != len(names):
@@ -141,13 +152,25 @@ class FourMConfig(PreTrainedConfig):
 
     @property
     def grid_size(self) -> int:
-        """Tokens per side of every image modality."""
+        """Tokens per side of an image modality with the default geometry."""
         return self.image_size // self.patch_size
+
+    def modality_image_size(self, name: str) -> int:
+        """Pixels per side of an image modality (its own ``image_size`` or the model's)."""
+        return self.modality(name).image_size or self.image_size
+
+    def modality_patch_size(self, name: str) -> int:
+        """Pixels per side of one token of an image modality (its own ``patch_size`` or the model's)."""
+        return self.modality(name).patch_size or self.patch_size
+
+    def modality_grid_size(self, name: str) -> int:
+        """Tokens per side of an image modality: 14 for 224 px / patch 16, 16 for patch 14, 28 at 448 px."""
+        return self.modality_image_size(name) // self.modality_patch_size(name)
 
     def num_positions(self, name: str) -> int:
         """Size of the position table of a modality: grid cells for images, max_length for sequences."""
         spec = self.modality(name)
-        return spec.max_length if spec.is_sequence else self.grid_size**2
+        return spec.max_length if spec.has_1d_positions else self.modality_grid_size(name) ** 2
 
     @property
     def head_dim(self) -> int:

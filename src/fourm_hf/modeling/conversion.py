@@ -1,17 +1,26 @@
-"""Reference 4M checkpoints -> FourMModel, and reference-format batches -> packed batches.
+"""Reference 4M checkpoints -> FourMModel, with one copy of the weights in memory.
 
 The reference implementation (package ``fourm``; released checkpoints such as
-``EPFL-VILAB/4M-7_B_CC12M``) stores a flat ``config.json`` (``domains_in``, ``dim``, ...) and a
-safetensors ``state_dict`` whose keys name modalities with their resolution (``tok_rgb@224``).
-Converting:
+``EPFL-VILAB/4M-7_B_CC12M``, ``EPFL-VILAB/4M-21_XL``, ``EPFL-VILAB/4M-7-SR_L_CC12M``) stores a flat
+``config.json`` (``domains_in``, ``dim``, ...) and a safetensors ``state_dict`` whose keys name
+domains with their resolution (``tok_rgb@224``). The config carries no vocabulary sizes: they are
+read from the weights' shapes. Converting:
 
-* renames ``<domain>@<res>`` to the registered modality name (``tok_rgb``);
+* renames each domain to its registered modality (``tok_rgb@224`` -> ``tok_rgb`` at a 224 px model,
+  ``tok_rgb@448`` stays ``tok_rgb@448``; see ``reference_names.py``);
 * drops what FourMModel computes instead of storing: the sin-cos position buffers and the all-zero
-  LayerNorm bias buffers (both are checked, so a checkpoint that differs is refused);
-* drops the decoder copies of shared modality embeddings (checked equal) and the decoder token
-  tables of image modalities, which the reference never reads when outputs are untied.
+  LayerNorm bias buffers (both are checked, so a checkpoint that differs is refused); learned
+  position tables (the global-embedding tokens of 4M-21) are kept;
+* drops the decoder copies of shared modality embeddings (checked equal), or, where the reference's
+  ``save_pretrained`` kept only the decoder name of a shared tensor (SR), files it under the encoder;
+* drops the decoder token tables of image modalities, never read when outputs are untied, and the
+  decoder side of input-only domains (4M-21 lists ``t5_caption`` among its outputs; it has no decoder).
 
-Command line: ``fourm-hf convert-ml4m --checkpoint X.safetensors --config X.json --output DIR``.
+The model is built on the meta device and each tensor is read from the file (``safe_open``),
+converted and put in place one at a time, so memory holds one copy of the weights.
+
+Command line: ``fourm-hf convert-ml4m --checkpoint DIR_OR_FILE [--config X.json] --output DIR`` or
+``fourm-hf convert-ml4m --repo-id EPFL-VILAB/4M-21_XL --output DIR``.
 """
 
 from __future__ import annotations
@@ -19,18 +28,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from torch import nn
 
 from ..configuration_fourm import FourMConfig
-from ..modalities import get_modality
-from .embeddings import position_table
+from ..modalities import ModalitySpec
+from .embeddings import ModalityEmbedding, position_table
 from .modeling_fourm import FourMModel
+from .reference_batch import reference_batch_to_packed  # noqa: F401  (public from here too)
+from .reference_names import modality_spec_for_domain, reference_domain_to_modality
+
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
 UNSUPPORTED_REFERENCE_SETTINGS = {
     # field: the only value FourMModel implements
@@ -46,45 +59,59 @@ UNSUPPORTED_REFERENCE_SETTINGS = {
 }
 
 
-def reference_domain_to_modality(domain: str) -> str:
-    """``"tok_rgb@224"`` -> ``"tok_rgb"``; ``"caption"`` -> ``"caption"``."""
-    return re.sub(r"@\d+$", "", domain)
+class ReferenceWeights:
+    """The tensors of a reference checkpoint, read one at a time: a safetensors file or an in-memory dict."""
 
-
-def _reference_resolution(domains: list[str]) -> int | None:
-    sizes = {int(domain.split("@")[1]) for domain in domains if "@" in domain}
-    if len(sizes) > 1:
-        raise ValueError(f"Reference domains use several resolutions {sorted(sizes)}; only one is supported.")
-    return sizes.pop() if sizes else None
-
-
-def config_from_reference(reference_config: dict, state_dict: dict[str, torch.Tensor]) -> FourMConfig:
-    """Build a FourMConfig from a reference ``config.json`` dict; vocab sizes come from the weights."""
-    for field, supported in UNSUPPORTED_REFERENCE_SETTINGS.items():
-        if field in reference_config and reference_config[field] != supported:
+    def __init__(self, source: str | os.PathLike | dict[str, torch.Tensor]):
+        self.name = "state_dict" if isinstance(source, dict) else str(source)
+        if isinstance(source, dict):
+            self._tensors, self._file = source, None
+            return
+        if not Path(source).is_file():
+            raise ValueError(f"Checkpoint file {source} does not exist.")
+        try:
+            self._file = safe_open(str(source), framework="pt", device="cpu")
+        except (SafetensorError, OSError) as error:
             raise ValueError(
-                f"Reference config has {field}={reference_config[field]!r}; FourMModel implements only {supported!r}."
-            )
-    if str(reference_config.get("act_layer", "SiLU")).lower() not in ("silu", "swish"):
-        raise ValueError(f"Reference config has act_layer={reference_config['act_layer']!r}; only SiLU is implemented.")
+                f"{source} is not a readable safetensors file (truncated or corrupt?): {error}"
+            ) from None
+        self._tensors = None
+
+    def keys(self) -> list[str]:
+        return list(self._tensors if self._file is None else self._file.keys())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self._file is None:
+            return tuple(self._tensors[key].shape)
+        return tuple(self._file.get_slice(key).get_shape())
+
+    def get(self, key: str) -> torch.Tensor:
+        if self._file is None:
+            return self._tensors[key]
+        try:
+            return self._file.get_tensor(key)
+        except SafetensorError as error:
+            raise ValueError(f"Cannot read tensor {key!r} from {self.name} (truncated or corrupt?): {error}") from None
+
+
+# ---- config ------------------------------------------------------------------------------------------
+def config_from_reference(reference_config: dict, weights: ReferenceWeights | dict[str, torch.Tensor]) -> FourMConfig:
+    """Build a FourMConfig from a reference ``config.json`` dict; vocabulary sizes come from the weights."""
+    weights = weights if isinstance(weights, ReferenceWeights) else ReferenceWeights(weights)
+    _check_reference_settings(reference_config)
     domains_in, domains_out = list(reference_config["domains_in"]), list(reference_config["domains_out"])
     image_size = int(reference_config.get("image_size", 224))
-    resolution = _reference_resolution(domains_in + domains_out)
-    if resolution is not None and resolution != image_size:
-        raise ValueError(f"Reference domains are at {resolution}px but image_size is {image_size}.")
     specs = {}
     for domain in dict.fromkeys(domains_in + domains_out):
-        name = reference_domain_to_modality(domain)
-        try:
-            spec = get_modality(name)
-        except ValueError as error:
-            raise ValueError(f"Reference domain {domain!r}: register a ModalitySpec named {name!r} first. {error}") from None
-        table = state_dict.get(f"encoder_embeddings.{domain}.token_emb.weight")
-        if table is None:
-            table = state_dict.get(f"decoder_embeddings.{domain}.to_logits.weight")
-        if table is not None:
-            spec = spec.replace(vocab_size=int(table.shape[0]))
-        specs[name] = spec.to_dict()
+        spec = modality_spec_for_domain(domain, image_size)
+        vocab_size = _vocab_size_from_weights(weights, domain)
+        if vocab_size is not None:
+            spec = spec.replace(vocab_size=vocab_size)
+        specs[spec.name] = spec.to_dict()
+    decoded = [d for d in domains_out if not _spec(specs, d, image_size).is_continuous]
     dim = int(reference_config["dim"])
     return FourMConfig(
         hidden_size=dim,
@@ -94,23 +121,51 @@ def config_from_reference(reference_config: dict, state_dict: dict[str, torch.Te
         mlp_ratio=float(reference_config.get("mlp_ratio", 4.0)),
         image_size=image_size,
         patch_size=int(reference_config.get("patch_size", 16)),
-        input_modalities=[reference_domain_to_modality(d) for d in domains_in],
-        output_modalities=[reference_domain_to_modality(d) for d in domains_out],
+        input_modalities=[reference_domain_to_modality(d, image_size) for d in domains_in],
+        output_modalities=[reference_domain_to_modality(d, image_size) for d in decoded],
         modality_specs=specs,
         share_modality_embeddings=bool(reference_config.get("share_modality_embeddings", True)),
-        tie_output_embeddings=_outputs_are_tied(domains_out, state_dict),
+        tie_output_embeddings=_outputs_are_tied(decoded, weights),
     )
 
 
-def _outputs_are_tied(domains_out: list[str], state_dict: dict[str, torch.Tensor]) -> bool:
+def _check_reference_settings(reference_config: dict) -> None:
+    for field, supported in UNSUPPORTED_REFERENCE_SETTINGS.items():
+        if field in reference_config and reference_config[field] != supported:
+            raise ValueError(
+                f"Reference config has {field}={reference_config[field]!r}; FourMModel implements only {supported!r}."
+            )
+    if str(reference_config.get("act_layer", "SiLU")).lower() not in ("silu", "swish"):
+        raise ValueError(f"Reference config has act_layer={reference_config['act_layer']!r}; only SiLU is implemented.")
+    for field in ("domains_in", "domains_out", "dim", "encoder_depth", "decoder_depth", "num_heads"):
+        if field not in reference_config:
+            raise ValueError(f"Reference config lacks {field!r}; expected the released FM config.json layout.")
+
+
+def _spec(specs: dict, domain: str, image_size: int) -> ModalitySpec:
+    return ModalitySpec.from_dict(specs[reference_domain_to_modality(domain, image_size)])
+
+
+def _vocab_size_from_weights(weights: ReferenceWeights, domain: str) -> int | None:
+    for key in (f"encoder_embeddings.{domain}.token_emb.weight", f"decoder_embeddings.{domain}.to_logits.weight",
+                f"decoder_embeddings.{domain}.token_emb.weight"):
+        if key in weights:
+            return int(weights.shape(key)[0])
+    return None
+
+
+def _outputs_are_tied(domains_out: list[str], weights: ReferenceWeights) -> bool:
     """True when every decoder output projection equals its token table (the training script's tying)."""
-    pairs = [
-        (state_dict.get(f"decoder_embeddings.{d}.to_logits.weight"), state_dict.get(f"decoder_embeddings.{d}.token_emb.weight"))
-        for d in domains_out
-    ]
-    return all(head is not None and table is not None and torch.equal(head, table) for head, table in pairs)
+    for domain in domains_out:
+        head, table = f"decoder_embeddings.{domain}.to_logits.weight", f"decoder_embeddings.{domain}.token_emb.weight"
+        if head not in weights or table not in weights or weights.shape(head) != weights.shape(table):
+            return False
+        if not torch.equal(weights.get(head), weights.get(table)):
+            return False
+    return bool(domains_out)
 
 
+# ---- tensors -------------------------------------------------------------------------------------------
 def _require_equal(key: str, value: torch.Tensor, expected: torch.Tensor) -> None:
     """Refuse to drop a checkpoint tensor unless it equals what FourMModel computes in its place."""
     if value.dim() == 3 and expected.dim() == 2:  # (1, N, D) position buffer vs our (n, D) table
@@ -119,63 +174,134 @@ def _require_equal(key: str, value: torch.Tensor, expected: torch.Tensor) -> Non
         raise ValueError(f"Checkpoint tensor {key!r} differs from what FourMModel computes for it; cannot convert.")
 
 
+def convert_reference_tensor(
+    key: str, weights: ReferenceWeights, config: FourMConfig
+) -> tuple[str | None, torch.Tensor | None]:
+    """One reference tensor -> (FourMModel key, tensor), or (None, None) when it is dropped (module docstring)."""
+    parts = key.split(".")
+    side = parts[0]
+    if side in ("encoder_embeddings", "decoder_embeddings"):
+        parts[1] = reference_domain_to_modality(parts[1], config.image_size)
+        if parts[1] not in config.modality_specs:
+            return key, weights.get(key)  # reported as unexpected by the caller
+        spec = config.modality(parts[1])
+        if side == "decoder_embeddings" and parts[1] not in config.output_modalities and spec.is_continuous:
+            return None, None  # an input-only domain listed among the outputs
+    new_key = ".".join(parts)
+    if parts[-1] == "pos_emb":
+        value = weights.get(key)
+        if spec.learned_positions:
+            return new_key, value.reshape(-1, value.shape[-1])
+        _require_equal(key, value, position_table(config, spec))
+        return None, None
+    if parts[-1] == "bias" and "norm" in parts[-2]:
+        _require_equal(key, weights.get(key), torch.zeros(weights.shape(key)))
+        return None, None
+    if side == "decoder_embeddings":
+        name = parts[1]
+        shared = config.share_modality_embeddings and name in config.input_modalities
+        if parts[2] == "mod_emb" and shared:
+            encoder_key = _encoder_key_of(key, weights)
+            if encoder_key is None:  # the reference saved the shared tensor under its decoder name only
+                return f"encoder_embeddings.{name}.mod_emb", weights.get(key)
+            _require_equal(key, weights.get(key), weights.get(encoder_key))
+            return None, None
+        if parts[2] == "token_emb" and not config.tie_output_embeddings and not spec.is_sequence:
+            return None, None  # never read: image targets enter the decoder as the mask token
+        if parts[2] == "to_logits" and config.tie_output_embeddings:
+            return None, None  # the token table is the output projection
+    return new_key, weights.get(key)
+
+
+def _encoder_key_of(decoder_key: str, weights: ReferenceWeights) -> str | None:
+    encoder_key = "encoder_embeddings." + decoder_key.split(".", 1)[1]
+    return encoder_key if encoder_key in weights else None
+
+
 def convert_reference_state_dict(state_dict: dict[str, torch.Tensor], config: FourMConfig) -> dict[str, torch.Tensor]:
-    """Map reference keys to FourMModel keys (see the module docstring for what is dropped)."""
+    """Map a whole in-memory reference state dict to FourMModel keys (see the module docstring)."""
+    weights = ReferenceWeights(state_dict)
     converted = {}
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        if parts[0] in ("encoder_embeddings", "decoder_embeddings"):
-            parts[1] = reference_domain_to_modality(parts[1])
-        new_key = ".".join(parts)
-        if parts[-1] == "pos_emb":
-            _require_equal(key, value, position_table(config, config.modality(parts[1])))
-            continue
-        if parts[-1] == "bias" and ("norm" in parts[-2]):
-            _require_equal(key, value, torch.zeros_like(value))
-            continue
-        if parts[0] == "decoder_embeddings":
-            name = parts[1]
-            if parts[2] == "mod_emb" and config.share_modality_embeddings:
-                _require_equal(key, value, state_dict_value(state_dict, "encoder_embeddings", name, "mod_emb"))
-                continue
-            if parts[2] == "token_emb" and not config.tie_output_embeddings and not config.modality(name).is_sequence:
-                continue  # never read: image targets enter the decoder as the mask token
-            if parts[2] == "to_logits" and config.tie_output_embeddings:
-                continue  # the token table is the output projection
-        converted[new_key] = value
+    for key in weights.keys():
+        new_key, value = convert_reference_tensor(key, weights, config)
+        if new_key is not None:
+            converted[new_key] = value
     return converted
 
 
-def state_dict_value(state_dict: dict[str, torch.Tensor], prefix: str, modality: str, suffix: str) -> torch.Tensor:
-    """The reference tensor ``<prefix>.<domain>.<suffix>`` whose domain maps to ``modality``."""
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        if parts[0] == prefix and reference_domain_to_modality(parts[1]) == modality and ".".join(parts[2:]) == suffix:
-            return value
-    raise KeyError(f"{prefix}.{modality}.{suffix}")
-
-
-def load_reference_model(checkpoint: str | os.PathLike, reference_config: dict | str | os.PathLike) -> FourMModel:
-    """Load a reference checkpoint (safetensors) and its config (dict or JSON path) as a FourMModel."""
-    state_dict = load_file(str(checkpoint))
+# ---- loading -------------------------------------------------------------------------------------------
+def read_reference_config(reference_config: dict | str | os.PathLike) -> dict:
+    """A reference FM config from a dict or a JSON file (a fixture JSON's ``fm_config`` is unwrapped)."""
     if not isinstance(reference_config, dict):
-        reference_config = json.loads(Path(reference_config).read_text())
-    reference_config = reference_config.get("fm_config", reference_config)
-    config = config_from_reference(reference_config, state_dict)
-    model = FourMModel(config)
-    converted = convert_reference_state_dict(state_dict, config)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
+        path = Path(reference_config)
+        if not path.is_file():
+            raise ValueError(f"Reference config {path} does not exist.")
+        try:
+            reference_config = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Reference config {path} is not valid JSON: {error}") from None
+    return reference_config.get("fm_config", reference_config)
+
+
+def load_reference_model(
+    checkpoint: str | os.PathLike | dict[str, torch.Tensor], reference_config: dict | str | os.PathLike
+) -> FourMModel:
+    """Load a reference checkpoint (safetensors file or state dict) and its config as a FourMModel.
+
+    The model is created on the meta device; every tensor is read, converted and assigned in turn.
+    """
+    weights = ReferenceWeights(checkpoint)
+    config = config_from_reference(read_reference_config(reference_config), weights)
+    with torch.device("meta"):
+        model = FourMModel(config)
+    slots = dict(model.named_parameters())
+    loaded, unexpected = set(), []
+    for key in weights.keys():
+        new_key, value = convert_reference_tensor(key, weights, config)
+        if new_key is None:
+            continue
+        if new_key not in slots:
+            unexpected.append(key)
+            continue
+        if tuple(value.shape) != tuple(slots[new_key].shape):
+            raise ValueError(
+                f"Checkpoint tensor {key!r} has shape {tuple(value.shape)} but the config implies "
+                f"{tuple(slots[new_key].shape)} for {new_key!r}; the config.json does not belong to these weights."
+            )
+        _assign_parameter(model, new_key, value)
+        loaded.add(new_key)
+    missing = sorted(set(slots) - loaded)
     if missing or unexpected:
         raise ValueError(f"Checkpoint does not match FourMModel: missing keys {missing}, unexpected keys {unexpected}.")
+    _materialize_position_tables(model)
     return model
 
 
+def _assign_parameter(model: nn.Module, key: str, value: torch.Tensor) -> None:
+    module_name, _, name = key.rpartition(".")
+    module = model.get_submodule(module_name)
+    module._parameters[name] = nn.Parameter(value.contiguous(), requires_grad=True)
+
+
+def _materialize_position_tables(model: FourMModel) -> None:
+    """Compute the sin-cos buffers (left on the meta device by the meta-device construction)."""
+    for module in model.modules():
+        if isinstance(module, ModalityEmbedding) and not module.spec.learned_positions:
+            module.pos_emb = position_table(model.config, module.spec).to(torch.get_default_dtype())
+    left = [name for name, tensor in list(model.named_parameters()) + list(model.named_buffers()) if tensor.is_meta]
+    if left:
+        raise ValueError(f"Conversion left tensors without values: {left}.")
+
+
 def convert_ml4m_checkpoint(checkpoint, reference_config, output_dir) -> FourMModel:
-    """Convert and ``save_pretrained`` into ``output_dir`` atomically (temporary folder, then rename)."""
-    model = load_reference_model(checkpoint, reference_config)
+    """Convert and ``save_pretrained`` into ``output_dir`` atomically (temporary folder, then rename).
+
+    Nothing is written before the whole checkpoint has converted; a failure leaves no output folder.
+    """
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ValueError(f"Output folder {output_dir} exists and is not empty; choose a new folder.")
+    model = load_reference_model(checkpoint, reference_config)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
@@ -189,109 +315,53 @@ def convert_ml4m_checkpoint(checkpoint, reference_config, output_dir) -> FourMMo
     return model
 
 
-# ---- reference-format batches --------------------------------------------------------------------------
-def _stable_partition(valid: torch.Tensor, budget: int) -> torch.Tensor:
-    """(B, N) bool -> (B, budget) indices: the valid entries first, then the rest, each in order."""
-    order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices
-    return order[:, :budget]
+def resolve_reference_files(
+    checkpoint: str | None = None, config: str | None = None, repo_id: str | None = None, revision: str | None = None
+) -> tuple[Path, Path]:
+    """(weights, config) paths from a released-layout folder or file, or downloaded from a Hub repo.
 
-
-def reference_batch_to_packed(
-    batch: dict[str, dict[str, torch.Tensor]],
-    config: FourMConfig,
-    num_encoder_tokens: int,
-    num_decoder_tokens: int,
-    decoder_order: list[str] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Turn a batch in the reference's per-modality format into FourMModel's packed format.
-
-    ``batch[domain]`` holds ``tensor`` ((B, N) ids or (B, C, H, W) pixels), ``input_mask`` and
-    ``target_mask`` ((B, N) bool, True = NOT an input / NOT a target), keyed by reference domain
-    names (``tok_rgb@224``) or modality names. Token selection follows the reference exactly: the
-    encoder concatenates domains in sorted order and keeps the first ``num_encoder_tokens`` of a
-    stable visible-first partition; the decoder does the same over ``decoder_order`` (default:
-    sorted), a sequence domain of N slots contributing N - 1 next-token targets.
-
-    Returns the packed tensors plus ``encoder_gather_index`` / ``decoder_gather_index`` (B, budget):
-    each kept slot's index in the respective concatenation.
+    A released repo (``EPFL-VILAB/4M-21_XL``) holds ``config.json`` and ``model.safetensors``;
+    ``huggingface-cli download REPO --local-dir DIR`` gives the same folder.
     """
-    domains = {reference_domain_to_modality(d): d for d in batch}
-    encoder_parts = [_encoder_slots(config, name, batch[domains[name]]) for name in sorted(domains, key=lambda n: domains[n])
-                     if name in config.input_modalities]
-    ids, modality_ids, positions, valid = (torch.cat(column, dim=1) for column in zip(*encoder_parts))
-    gather = _stable_partition(valid, num_encoder_tokens)
-    packed = {
-        "input_ids": torch.gather(ids, 1, gather),
-        "input_modality_ids": torch.gather(modality_ids, 1, gather),
-        "input_positions": torch.gather(positions, 1, gather),
-        "attention_mask": torch.gather(valid, 1, gather).long(),
-        "encoder_gather_index": gather,
-    }
-    pixel_domains = [domains[n] for n in domains if n in config.input_modalities and config.modality(n).kind == "pixels"]
-    if pixel_domains:
-        packed["pixel_values"] = batch[pixel_domains[0]]["tensor"].float()
-    order = [reference_domain_to_modality(d) for d in decoder_order] if decoder_order else sorted(
-        (n for n in domains if n in config.output_modalities), key=lambda n: domains[n])
-    decoder_parts = [_decoder_slots(config, name, batch[domains[name]]) for name in order]
-    input_ids, labels, modality_ids, positions, valid = (torch.cat(column, dim=1) for column in zip(*decoder_parts))
-    gather = _stable_partition(valid, num_decoder_tokens)
-    kept_valid = torch.gather(valid, 1, gather)
-    packed.update(
-        decoder_input_ids=torch.gather(input_ids, 1, gather),
-        decoder_modality_ids=torch.gather(modality_ids, 1, gather),
-        decoder_positions=torch.gather(positions, 1, gather),
-        decoder_attention_mask=kept_valid.long(),
-        labels=torch.gather(labels, 1, gather).masked_fill(~kept_valid, -100),
-        decoder_gather_index=gather,
-    )
-    for key in ("input_ids", "input_modality_ids", "input_positions", "decoder_input_ids", "decoder_modality_ids", "decoder_positions"):
-        valid_key = "attention_mask" if key.startswith("input") else "decoder_attention_mask"
-        packed[key] = packed[key].long().masked_fill(packed[valid_key] == 0, 0)
-    return packed
-
-
-def _encoder_slots(config: FourMConfig, name: str, data: dict[str, torch.Tensor]):
-    """Every position of one domain as encoder candidates: ids, modality ids, positions, visible."""
-    spec = config.modality(name)
-    visible = ~data["input_mask"].bool()
-    batch, length = visible.shape
-    if spec.kind == "pixels":
-        ids = torch.zeros(batch, length, dtype=torch.long)
-        positions = torch.arange(length).expand(batch, -1)
+    if (checkpoint is None) == (repo_id is None):
+        raise ValueError("Give exactly one of a checkpoint (file or folder) and a Hub repo id.")
+    if repo_id is not None:
+        config_path = Path(config) if config else _download(repo_id, CONFIG_NAME, revision)
+        return _download(repo_id, WEIGHTS_NAME, revision), config_path
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        weights, beside = checkpoint / WEIGHTS_NAME, checkpoint / CONFIG_NAME
     else:
-        ids = data["tensor"].long()
-        positions = torch.arange(length).expand(batch, -1) if spec.is_image else visible.long().cumsum(1) - 1
-    modality_ids = torch.full((batch, length), config.modality_id(name))
-    return ids, modality_ids, positions.clamp(min=0), visible
+        weights, beside = checkpoint, checkpoint.parent / CONFIG_NAME
+    config_path = Path(config) if config else beside
+    for path, what in ((weights, "weights"), (config_path, "config")):
+        if not path.is_file():
+            raise ValueError(f"Reference {what} file {path} does not exist.")
+    return weights, config_path
 
 
-def _decoder_slots(config: FourMConfig, name: str, data: dict[str, torch.Tensor]):
-    """Every position of one domain as decoder candidates: inputs, labels, modality ids, positions, valid."""
-    spec = config.modality(name)
-    is_target = ~data["target_mask"].bool()
-    tokens = data["tensor"].long()
-    batch, length = is_target.shape
-    if spec.is_sequence:
-        valid = is_target[:, :-1] & is_target[:, 1:]
-        positions = is_target.long().cumsum(1)[:, :-1] - 1
-        positions = positions.masked_fill(positions >= spec.max_length, 0).clamp(min=0)
-        input_ids, labels = tokens[:, :-1], tokens[:, 1:]
-    else:
-        valid = is_target
-        positions = torch.arange(length).expand(batch, -1)
-        input_ids, labels = torch.zeros_like(tokens), tokens
-    modality_ids = torch.full(valid.shape, config.modality_id(name))
-    return input_ids, labels, modality_ids, positions, valid
+def _download(repo_id: str, filename: str, revision: str | None) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except (HfHubHTTPError, OSError) as error:
+        raise ValueError(f"Cannot download {filename} from the Hub repo {repo_id!r}: {error}") from None
 
 
 # ---- command line ------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="reference weights (.safetensors)")
-    parser.add_argument("--config", required=True, help="reference config.json (flat fm config)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="reference weights (.safetensors) or a released-layout folder")
+    source.add_argument("--repo-id", help="a released Hub repo, e.g. EPFL-VILAB/4M-21_XL (downloaded with huggingface_hub)")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of --repo-id")
+    parser.add_argument("--config", default=None, help="reference config.json (default: the one beside the weights)")
     parser.add_argument("--output", required=True, help="new folder for the converted model")
 
 
 def main(args: argparse.Namespace) -> int:
-    model = convert_ml4m_checkpoint(args.checkpoint, args.config, args.output)
-    print(f"Converted {args.checkpoint} ({model.num_parameters():,} parameters) to {args.output}")
+    weights, config = resolve_reference_files(args.checkpoint, args.config, args.repo_id, args.revision)
+    model = convert_ml4m_checkpoint(weights, config, args.output)
+    print(f"Converted {args.repo_id or weights} ({model.num_parameters():,} parameters) to {args.output}")
     return 0

@@ -1,8 +1,8 @@
 """Per-modality embeddings of 4M.
 
-Every token the encoder reads is ``x + e``: ``x`` its content (a token embedding, or a linear
-projection of a pixel patch) and ``e`` where it is (a fixed sin-cos position) plus which modality it
-belongs to (a learned modality embedding). Decoder tokens are built the same way, except that image
+Every token the encoder reads is ``x + e``: ``x`` its content (a token embedding, a linear
+projection of a pixel patch, or of one vector of a sequence embedding) and ``e`` where it is (a fixed
+sin-cos position, or a learned one) plus which modality it belongs to (a learned modality embedding). Decoder tokens are built the same way, except that image
 targets enter as the learned mask token, and each output modality has its own projection to logits.
 
 The embedding containers work on packed tokens: each token carries its modality id and its
@@ -46,10 +46,15 @@ def sincos_1d_table(length: int, dim: int) -> torch.Tensor:
 
 
 def position_table(config: FourMConfig, spec: ModalitySpec) -> torch.Tensor:
-    """The sin-cos table of one modality: 2D over the patch grid for images, 1D for sequences."""
-    if spec.is_sequence:
+    """The sin-cos table of one modality: 2D over its own patch grid for images, 1D for sequences.
+
+    For a modality with learned positions this is the table's shape only (zeros).
+    """
+    if spec.learned_positions:
+        return torch.zeros(config.num_positions(spec.name), config.hidden_size)
+    if spec.has_1d_positions:
         return sincos_1d_table(spec.max_length, config.hidden_size)
-    return sincos_2d_table(config.grid_size, config.hidden_size)
+    return sincos_2d_table(config.modality_grid_size(spec.name), config.hidden_size)
 
 
 def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -62,18 +67,22 @@ def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 class ModalityEmbedding(nn.Module):
-    """Position table (a non-persistent buffer, rebuilt on load) and learned modality embedding.
+    """Position table (N, D) and learned modality embedding (1, 1, D).
 
-    The table is computed in float32 and stored in the model's dtype (the default dtype while the
-    model is built, which ``from_pretrained(dtype=...)`` / ``_from_config(dtype=...)`` set), as
-    transformers' models keep their fixed position tables.
+    The table is a non-persistent sin-cos buffer (rebuilt on load), or a parameter when the modality
+    has learned positions. Sin-cos tables are computed in float32 and stored in the model's dtype
+    (the default dtype while the model is built, which ``from_pretrained(dtype=...)`` /
+    ``_from_config(dtype=...)`` set), as transformers' models keep their fixed position tables.
     """
 
     def __init__(self, config: FourMConfig, spec: ModalitySpec, with_modality_embedding: bool = True):
         super().__init__()
         self.spec = spec
         table = position_table(config, spec).to(torch.get_default_dtype())
-        self.register_buffer("pos_emb", table, persistent=False)
+        if spec.learned_positions:
+            self.pos_emb = nn.Parameter(table)
+        else:
+            self.register_buffer("pos_emb", table, persistent=False)
         self.mod_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if with_modality_embedding else None
 
     def positions(self, positions: torch.Tensor) -> torch.Tensor:
@@ -88,24 +97,54 @@ class TokenEncoderEmbedding(ModalityEmbedding):
         super().__init__(config, spec)
         self.token_emb = nn.Embedding(spec.vocab_size, config.hidden_size)
 
-    def content(self, input_ids: torch.Tensor, pixel_patches: torch.Tensor | None) -> torch.Tensor:
+    def content(self, input_ids: torch.Tensor, input_positions: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """input_ids (B, L) -> (B, L, D)."""
-        return self.token_emb(input_ids)
+        return self.token_emb(input_ids.clamp(0, self.spec.vocab_size - 1))
+
+
+def _pick_rows(projected: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """projected (B, N, D), index (B, L) -> (B, L, D): row index[b, l] of sample b (clamped into range)."""
+    index = index.clamp(0, projected.shape[1] - 1).unsqueeze(-1).expand(-1, -1, projected.shape[-1])
+    return torch.gather(projected, 1, index)
 
 
 class PatchEncoderEmbedding(ModalityEmbedding):
-    """Encoder embedding of raw pixels: a bias-free linear projection of each patch."""
+    """Encoder embedding of raw pixels: a bias-free linear projection of each patch (its own patch size)."""
 
     def __init__(self, config: FourMConfig, spec: ModalitySpec):
         super().__init__(config, spec)
-        self.patch_size = config.patch_size
-        self.proj = nn.Linear(spec.num_channels * config.patch_size**2, config.hidden_size, bias=False)
+        self.patch_size = config.modality_patch_size(spec.name)
+        self.proj = nn.Linear(spec.num_channels * self.patch_size**2, config.hidden_size, bias=False)
 
-    def content(self, patch_index: torch.Tensor, pixel_patches: torch.Tensor | None) -> torch.Tensor:
-        """patch_index (B, L), pixel_patches (B, N, p*p*C) -> (B, L, D): the projected patches picked by index."""
-        projected = self.proj(pixel_patches)  # B, N, D
-        index = patch_index.unsqueeze(-1).expand(-1, -1, projected.shape[-1])
-        return torch.gather(projected, 1, index)
+    def content(self, input_ids: torch.Tensor, input_positions: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """input_positions (B, L) patch indices, features (B, C, H, W) pixels -> (B, L, D) projected patches."""
+        projected = self.proj(patchify(features.to(self.proj.weight.dtype), self.patch_size))  # B, N, D
+        return _pick_rows(projected, input_positions)
+
+
+class SequenceEmbeddingEncoderEmbedding(ModalityEmbedding):
+    """Encoder embedding of a continuous sequence (T5 caption embeddings): a linear layer with bias."""
+
+    def __init__(self, config: FourMConfig, spec: ModalitySpec):
+        super().__init__(config, spec)
+        self.emb_proj = nn.Linear(spec.num_channels, config.hidden_size, bias=True)
+
+    def content(self, input_ids: torch.Tensor, input_positions: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, L) row indices into features (B, N, C) -> (B, L, D) projected rows.
+
+        A token's id is the row it reads and its position is its 1D position, which differ when
+        rows before it are not inputs.
+        """
+        projected = self.emb_proj(features.to(self.emb_proj.weight.dtype))  # B, N, D
+        return _pick_rows(projected, input_ids)
+
+
+ENCODER_EMBEDDING_CLASSES = {
+    "image_tokens": TokenEncoderEmbedding,
+    "sequence": TokenEncoderEmbedding,
+    "pixels": PatchEncoderEmbedding,
+    "sequence_embedding": SequenceEmbeddingEncoderEmbedding,
+}
 
 
 class DecoderEmbedding(ModalityEmbedding):
@@ -137,8 +176,7 @@ class FourMEncoderEmbeddings(nn.ModuleDict):
         self.config = config
         for name in config.input_modalities:
             spec = config.modality(name)
-            embedding_class = PatchEncoderEmbedding if spec.kind == "pixels" else TokenEncoderEmbedding
-            self[name] = embedding_class(config, spec)
+            self[name] = ENCODER_EMBEDDING_CLASSES[spec.kind](config, spec)
         self.modality_ids = [config.modality_id(name) for name in config.input_modalities]
 
     def forward(
@@ -147,11 +185,12 @@ class FourMEncoderEmbeddings(nn.ModuleDict):
         input_modality_ids: torch.Tensor,
         input_positions: torch.Tensor,
         attention_mask: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
+        continuous_inputs: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed encoder tokens (B, L) -> content ``x`` and position+modality ``e``, each (B, L, D).
 
-        Padding tokens (attention_mask 0) get zeros in both.
+        ``continuous_inputs`` maps each continuous modality present to its dense input: pixels
+        (B, C, H, W) or a sequence embedding (B, N, C). Padding tokens (attention_mask 0) get zeros.
         """
         batch, length = input_ids.shape
         hidden = self.config.hidden_size
@@ -159,20 +198,14 @@ class FourMEncoderEmbeddings(nn.ModuleDict):
         content = torch.zeros(batch, length, hidden, dtype=dtype, device=input_ids.device)
         placement = torch.zeros_like(content)
         valid = attention_mask.bool()
-        pixel_patches = None
-        if pixel_values is not None:
-            pixel_patches = patchify(pixel_values.to(dtype), self.config.patch_size)
+        continuous_inputs = continuous_inputs or {}
         for (name, embedding), modality_id in zip(self.items(), self.modality_ids):
             selected = ((input_modality_ids == modality_id) & valid).unsqueeze(-1)
-            if embedding.spec.kind == "pixels" and pixel_patches is None:
+            features = continuous_inputs.get(name)
+            if embedding.spec.is_continuous and features is None:
                 continue  # validated upstream: no token of this modality is present
-            limit = embedding.pos_emb.shape[0] - 1
-            if embedding.spec.kind != "pixels":
-                ids = input_ids.clamp(0, embedding.spec.vocab_size - 1)
-            else:
-                ids = input_positions.clamp(0, limit)
-            positions = input_positions.clamp(0, limit)
-            content = torch.where(selected, embedding.content(ids, pixel_patches), content)
+            positions = input_positions.clamp(0, embedding.pos_emb.shape[0] - 1)
+            content = torch.where(selected, embedding.content(input_ids, input_positions, features), content)
             placement = torch.where(selected, embedding.positions(positions) + embedding.mod_emb, placement)
         return content, placement
 

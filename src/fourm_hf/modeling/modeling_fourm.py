@@ -146,7 +146,10 @@ class FourMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
         if isinstance(module, ModalityEmbedding):
-            init.copy_(module.pos_emb, position_table(self.config, module.spec))
+            if module.spec.learned_positions:
+                init.trunc_normal_(module.pos_emb, std=std, a=-2 * std, b=2 * std)
+            else:
+                init.copy_(module.pos_emb, position_table(self.config, module.spec))
             if module.mod_emb is not None:
                 init.trunc_normal_(module.mod_emb, std=std, a=-2 * std, b=2 * std)
         if isinstance(module, FourMModel):
@@ -179,12 +182,14 @@ class FourMModel(FourMPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        continuous_inputs: dict[str, torch.Tensor] | None = None,
     ) -> FourMEncoderOutput:
-        """Packed input tokens (B, L) [+ pixel_values (B, C, H, W)] -> encoder states (B, L, D)."""
+        """Packed input tokens (B, L) [+ pixel_values (B, C, H, W) / continuous_inputs] -> states (B, L, D)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         content, placement = self.encoder_embeddings(
-            input_ids, input_modality_ids, input_positions, attention_mask, pixel_values
+            input_ids, input_modality_ids, input_positions, attention_mask,
+            self.gather_continuous_inputs(pixel_values, continuous_inputs),
         )
         hidden_states = content + placement
         valid = attention_mask.bool()
@@ -205,6 +210,25 @@ class FourMModel(FourMPreTrainedModel):
             attentions=all_attentions,
         )
 
+    def gather_continuous_inputs(
+        self, pixel_values: torch.Tensor | None, continuous_inputs: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """Modality name -> dense input of each continuous modality given.
+
+        ``pixel_values`` is the input of the model's pixels modality when it has exactly one;
+        ``continuous_inputs`` names them (``{"rgb@448": pixels, "t5_caption": (B, N, 4096)}``).
+        """
+        gathered = dict(continuous_inputs or {})
+        if pixel_values is not None:
+            pixel_names = [n for n in self.config.input_modalities if self.config.modality(n).kind == "pixels"]
+            if len(pixel_names) != 1:
+                raise ValueError(
+                    f"pixel_values is ambiguous for a model with pixels modalities {pixel_names}; pass "
+                    "continuous_inputs={name: pixels} instead."
+                )
+            gathered.setdefault(pixel_names[0], pixel_values)
+        return gathered
+
     def get_encoder_features(
         self,
         input_ids: torch.Tensor,
@@ -213,9 +237,13 @@ class FourMModel(FourMPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         pool: bool = False,
+        continuous_inputs: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Encoder features for downstream heads: (B, L, D) per token, or (B, D) mean over real tokens."""
-        encoded = self.encode(input_ids, input_modality_ids, input_positions, attention_mask, pixel_values)
+        encoded = self.encode(
+            input_ids, input_modality_ids, input_positions, attention_mask, pixel_values,
+            continuous_inputs=continuous_inputs,
+        )
         if not pool:
             return encoded.last_hidden_state
         weights = encoded.attention_mask.to(encoded.last_hidden_state.dtype).unsqueeze(-1)
@@ -402,6 +430,7 @@ class FourMModel(FourMPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        continuous_inputs: dict[str, torch.Tensor] | None = None,
         **kwargs,
     ) -> FourMOutput | tuple:
         """Encode the input tokens, decode the target tokens, and (with ``labels``) compute the loss.
@@ -411,6 +440,10 @@ class FourMModel(FourMPreTrainedModel):
                 tokens (see the module docstring); ``attention_mask`` 1 = real, 0 = padding.
             pixel_values: (B, C, H, W) float, needed when an input token belongs to a pixels modality;
                 the token's position is its patch index.
+            continuous_inputs: modality name -> dense input of a continuous modality: pixels (B, C, H, W)
+                (when the model has several pixels modalities, e.g. ``rgb`` and ``rgb@448``) or a
+                sequence embedding (B, N, C) (``t5_caption``), whose tokens' ``input_ids`` are the row
+                they read and ``input_positions`` their 1D position.
             decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask: (B, T)
                 int packed target tokens; ``decoder_input_ids`` is the teacher-forced input of sequence
                 targets (ignored for image targets, which enter as the mask token).
@@ -432,12 +465,13 @@ class FourMModel(FourMPreTrainedModel):
                 decoder_attention_mask = torch.ones_like(decoder_modality_ids)
         if not torch.compiler.is_compiling():
             validate_packed_inputs(
-                self.config, input_ids, input_modality_ids, input_positions, attention_mask, pixel_values,
+                self.config, input_ids, input_modality_ids, input_positions, attention_mask,
+                self.gather_continuous_inputs(pixel_values, continuous_inputs),
                 decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask, labels,
             )
         encoded = self.encode(
             input_ids, input_modality_ids, input_positions, attention_mask, pixel_values,
-            output_hidden_states, output_attentions,
+            output_hidden_states, output_attentions, continuous_inputs=continuous_inputs,
         )
         decoded, logits, loss, modality_losses = FourMDecoderOutput(), None, None, None
         if has_decoder:

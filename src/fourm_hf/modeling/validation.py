@@ -68,7 +68,7 @@ def _check_tokens(
                 f"{positions_name} for modality {name!r} must lie in [0, {limit}), got values in "
                 f"[{modality_positions.min().item()}, {modality_positions.max().item()}]."
             )
-        if ids_tensor is not None and spec.kind != "pixels" and (side == "encoder" or spec.is_sequence):
+        if ids_tensor is not None and not spec.is_continuous and (side == "encoder" or spec.is_sequence):
             modality_ids_values = ids_tensor[selected]
             if modality_ids_values.min() < 0 or modality_ids_values.max() >= spec.vocab_size:
                 raise ValueError(
@@ -89,24 +89,46 @@ def _check_labels(config: FourMConfig, labels, decoder_modality_ids, valid) -> N
             )
 
 
-def _check_pixels(config: FourMConfig, pixel_values, input_modality_ids, valid, batch_size) -> None:
-    pixel_modalities = [name for name in config.input_modalities if config.modality(name).kind == "pixels"]
-    used = [name for name in pixel_modalities if (valid & (input_modality_ids == config.modality_id(name))).any()]
-    if pixel_values is None:
-        if used:
-            raise ValueError(f"Input tokens of the pixels modality {used[0]!r} are given but pixel_values is None.")
-        return
-    if not pixel_modalities:
-        raise ValueError("pixel_values was given but this model has no pixels input modality.")
-    if not isinstance(pixel_values, torch.Tensor) or not pixel_values.dtype.is_floating_point:
-        raise ValueError(f"pixel_values must be a floating point tensor, got {getattr(pixel_values, 'dtype', type(pixel_values))}.")
-    channels = config.modality(pixel_modalities[0]).num_channels
-    expected = (batch_size, channels, config.image_size, config.image_size)
-    if tuple(pixel_values.shape) != expected:
+def _check_continuous(config: FourMConfig, continuous_inputs, input_ids, input_modality_ids, valid) -> None:
+    """Each continuous modality with tokens has its dense input, of the expected shape and a float dtype."""
+    batch_size = input_ids.shape[0]
+    continuous = [name for name in config.input_modalities if config.modality(name).is_continuous]
+    unknown = sorted(set(continuous_inputs) - set(continuous))
+    if unknown:
         raise ValueError(
-            f"pixel_values for modality {pixel_modalities[0]!r} must have shape {expected} "
-            f"(batch, channels, image_size, image_size), got {tuple(pixel_values.shape)}."
+            f"continuous_inputs names {unknown}, which are not continuous input modalities of this model "
+            f"(those are {continuous})."
         )
+    for name in continuous:
+        spec = config.modality(name)
+        selected = valid & (input_modality_ids == config.modality_id(name))
+        value = continuous_inputs.get(name)
+        field = "pixel_values" if spec.kind == "pixels" else f"continuous_inputs[{name!r}]"
+        if value is None:
+            if selected.any():
+                raise ValueError(f"Input tokens of the {spec.kind} modality {name!r} are given but {field} is None (missing).")
+            continue
+        if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:
+            raise ValueError(f"{field} must be a floating point tensor, got {getattr(value, 'dtype', type(value))}.")
+        if spec.kind == "pixels":
+            size = config.modality_image_size(name)
+            expected = (batch_size, spec.num_channels, size, size)
+            if tuple(value.shape) != expected:
+                raise ValueError(
+                    f"{field} for modality {name!r} must have shape {expected} "
+                    f"(batch, channels, image_size, image_size), got {tuple(value.shape)}."
+                )
+            continue
+        if value.dim() != 3 or value.shape[0] != batch_size or value.shape[2] != spec.num_channels:
+            raise ValueError(
+                f"{field} must have shape (batch={batch_size}, length, {spec.num_channels}), got {tuple(value.shape)}."
+            )
+        rows = input_ids[selected]
+        if rows.numel() and (rows.min() < 0 or rows.max() >= value.shape[1]):
+            raise ValueError(
+                f"input_ids of modality {name!r} are rows of {field} and must lie in [0, {value.shape[1]}), got "
+                f"values in [{rows.min().item()}, {rows.max().item()}]."
+            )
 
 
 def validate_packed_inputs(
@@ -115,14 +137,17 @@ def validate_packed_inputs(
     input_modality_ids,
     input_positions,
     attention_mask,
-    pixel_values,
+    continuous_inputs,
     decoder_input_ids,
     decoder_modality_ids,
     decoder_positions,
     decoder_attention_mask,
     labels,
 ) -> None:
-    """Raise ValueError/TypeError for any malformed field of a packed batch (see FourMModel.forward)."""
+    """Raise ValueError/TypeError for any malformed field of a packed batch (see FourMModel.forward).
+
+    ``continuous_inputs``: modality name -> dense input (``pixel_values`` already filed under its modality).
+    """
     _check_integer("input_ids", input_ids)
     _check_same_shape(
         "input_ids", input_ids,
@@ -133,7 +158,7 @@ def validate_packed_inputs(
         config, "encoder", config.input_modalities, ("input_ids", input_ids),
         ("input_modality_ids", input_modality_ids), ("input_positions", input_positions), encoder_valid,
     )
-    _check_pixels(config, pixel_values, input_modality_ids, encoder_valid, input_ids.shape[0])
+    _check_continuous(config, continuous_inputs, input_ids, input_modality_ids, encoder_valid)
     if decoder_modality_ids is None:
         if labels is not None:
             raise ValueError("labels were given without decoder tokens (decoder_modality_ids is None).")
