@@ -3,7 +3,8 @@ from nothing, on held-out scenes, in the same run.
 
 The sampler leaves such a sequence out of the encoder (``pack_encoder_inputs``), as the masking collator
 trains a sequence with no input budget. The old behaviour (a lone ``[S_1]`` at position 0) is restored
-here by wrapping ``pack_encoder_inputs``, so both are scored on the same checkpoint and scenes.
+here by wrapping ``pack_encoder_inputs`` (``sentinel_when_empty=True``, the option behind
+``conventions={"sequence_start": "sentinel"}``), so both are scored on the same checkpoint and scenes.
 
     python benchmarks/eval_sequence_start.py [--checkpoint DIR] [--num-scenes 64]
 """
@@ -24,25 +25,10 @@ from fourm_hf.evaluation.scoring import evaluate_predictor
 CURRENT = generation.pack_encoder_inputs
 
 
-def with_lone_start_sentinel(state, visible, open_sequence=None):
-    """The old packing: the open sequence's rows with no prefix also get ``[S_1]`` at position 0."""
-    packed = CURRENT(state, visible, open_sequence)
-    if open_sequence is None or open_sequence[0] not in state.config.input_modalities:
-        return packed
-    name, prefix_lengths = open_sequence
-    empty = prefix_lengths == 0
-    if not empty.any():
-        return packed
-    batch = state.batch_size
-    sentinel = {"input_ids": torch.full((batch, 1), generation.START_SENTINEL_ID),
-                "input_modality_ids": torch.full((batch, 1), state.config.modality_id(name)),
-                "input_positions": torch.zeros(batch, 1, dtype=torch.long), "attention_mask": empty.long()[:, None]}
-    for key, column in sentinel.items():
-        packed[key] = torch.cat([packed[key], column], dim=1)
-    order = torch.sort((packed["attention_mask"] == 0).to(torch.int8), dim=1, stable=True).indices
-    for key in sentinel:
-        packed[key] = packed[key].gather(1, order)
-    return packed
+def with_lone_start_sentinel(state, visible, open_sequence=None, sentinel_when_empty=False):
+    """The old packing (and the reference's): an open sequence with no prefix also gets ``[S_1]`` at
+    position 0 (``conventions={"sequence_start": "sentinel"}`` does this for a whole schedule)."""
+    return CURRENT(state, visible, open_sequence, True)
 
 
 def main() -> None:

@@ -321,3 +321,37 @@ def test_other_models_get_the_parent_pipeline_unchanged():
 
 def test_the_task_model_class_loads_a_4m_folder(folder):
     assert type(AutoModelForMultimodalLM.from_pretrained(folder)) is FourMModel
+
+
+# ---- devices and decoding presets ------------------------------------------------------------------------
+@pytest.mark.parametrize("placement", [{"device": "cpu"}, {"device": -1}, {"device_map": "cpu"}])
+def test_pipeline_honours_device_and_device_map_like_transformers(folder, scenes, default_output, placement):
+    placed = pipeline("any-to-any", model=str(folder), **placement)
+    assert placed.device == torch.device("cpu") and placed.model.device == torch.device("cpu")
+    out = placed(scenes[0]["rgb"], seed=0, return_tokens=True, **FAST)
+    for name, ids in default_output["tokens"].items():
+        assert np.array_equal(out["tokens"][name], ids), name
+
+
+def test_a_checkpoint_naming_a_generation_preset_decodes_with_its_recipes(parts, scenes):
+    from fourm_hf.modeling.generation.presets import build_preset_schedule
+
+    model, processor = parts
+    preset_model = FourMModel(model.config).eval()
+    preset_model.load_state_dict(model.state_dict())
+    preset_model.config.generation_preset = "ml4m_demo"
+    preset_pipe = pipeline("any-to-any", model=preset_model, processor=processor)
+    batch = preset_pipe.preprocess([{"rgb": Image.fromarray(scenes[0]["rgb"])}], target_modalities=["depth", "caption"])
+    depth, caption = batch["schedule"].targets
+    assert (depth.scheme, depth.num_steps, depth.temperatures, depth.reveal_rule) == ("roar", 1, (0.01,), "ml4m")
+    assert depth.guidance_weights == ((2.0,),) and caption.temperatures[0] == 0.3 and caption.sequence_start == "sentinel"
+    expected = build_preset_schedule(preset_model.config, "ml4m_demo", batch["schedule"].cond_domains, ["tok_depth", "caption"])
+    assert batch["schedule"] == expected
+    greedy = preset_pipe.preprocess([{"rgb": Image.fromarray(scenes[0]["rgb"])}], target_modalities=["depth"], greedy=True,
+                                    num_steps=2)
+    assert greedy["schedule"].targets[0].greedy and greedy["schedule"].targets[0].num_steps == 2
+    out = preset_pipe(scenes[0]["rgb"], target_modalities=["depth", "caption"], seed=0)
+    assert out["depth"]["array"].shape == (SIZE, SIZE) and isinstance(out["caption"], str)
+    with pytest.raises(ValueError, match="unknown generation preset"):
+        preset_model.config.generation_preset = "no_such_preset"
+        preset_pipe.preprocess([{"rgb": Image.fromarray(scenes[0]["rgb"])}], target_modalities=["depth"])

@@ -53,6 +53,7 @@ from transformers.pipelines.base import Pipeline
 
 from ..configuration_fourm import FourMConfig
 from ..modeling.generation import build_generation_schedule, generate
+from ..modeling.generation.presets import build_preset_schedule, get_preset
 from ..modeling.modeling_fourm import FourMModel
 from ..tokenization.processing_fourm import FourMProcessor
 
@@ -124,7 +125,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
     Args:
         model: a :class:`FourMModel`.
         processor: the :class:`FourMProcessor` that tokenizes its inputs and decodes its outputs.
-        device: where the model runs (default: where it already is).
+        device: where the model runs, as in transformers' pipelines (default: the first accelerator
+            if there is one, else the CPU; a model loaded with ``device_map=`` stays where it is).
         Other keyword arguments are call defaults (``target_modalities``, ``seed``, ``num_steps``, ...).
     """
 
@@ -142,8 +144,6 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 f"processor: the 4M any-to-any pipeline needs a FourMProcessor, got {type(processor).__name__}; "
                 "save the processor into the model folder (processor.save_pretrained(folder)) or pass processor=..."
             )
-        if device is None and getattr(model, "hf_device_map", None) is None:
-            device = -1  # the sampler builds its index tensors on the CPU: keep the model where it is
         # Pipeline.__init__, not AnyToAnyPipeline's (which checks for GenerationMixin-style multimodal LMs).
         super(AnyToAnyPipeline, self).__init__(model=model, processor=processor, device=device, **kwargs)
         self.model.eval()
@@ -203,7 +203,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         generator = forward_params.pop("generator", None)
         seed = forward_params.pop("seed", None)
         if generator is None and seed is not None:
-            generator = torch.Generator().manual_seed(int(seed))
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
         results = [None] * len(samples)
@@ -292,18 +292,23 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             if not conditions:
                 raise ValueError(f"input {name!r}: this model does not read it (its inputs are {config.input_modalities}).")
         model_targets = [TARGET_MODALITIES[name] for name in targets]
-        schedule = build_generation_schedule(
-            config, cond_domains, model_targets, guidance=self._guidance(guidance, conditions_of),
-            cfg_scales=1.0 if cfg_scale is None else float(cfg_scale),
-            **self._decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy),
-        )
+        preset = getattr(config, "generation_preset", None)
+        if preset is not None:
+            schedule = self._preset_schedule(preset, cond_domains, model_targets, targets, num_steps, temperature,
+                                             top_k, top_p, greedy, cfg_scale, self._guidance(guidance, conditions_of))
+        else:
+            schedule = build_generation_schedule(
+                config, cond_domains, model_targets, guidance=self._guidance(guidance, conditions_of),
+                cfg_scales=1.0 if cfg_scale is None else float(cfg_scale),
+                **self._decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy),
+            )
         return {"tokens": tokens, "pixel_values": pixel_values, "schedule": schedule, "targets": targets,
                 "backgrounds": backgrounds}
 
     def _forward(self, model_inputs: dict, generator=None, progress=False) -> dict:
         tokens = generate(self.model, model_inputs["tokens"], model_inputs["schedule"], generator=generator,
                           pixel_values=model_inputs["pixel_values"], progress=bool(progress))
-        return {**model_inputs, "tokens": tokens}
+        return {**model_inputs, "tokens": {name: ids.cpu() for name, ids in tokens.items()}}
 
     def postprocess(self, model_outputs: dict, return_tokens=False) -> list[dict]:
         """Generated tokens -> one output dict per sample."""
@@ -389,6 +394,33 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 raise ValueError(f"guidance[{name!r}] must be a number, got {weight!r}.")
             condition_sets.append((tuple(conditions_of[friendly]), float(weight)))
         return condition_sets
+
+    def _preset_schedule(self, preset, cond_domains, model_targets, targets, num_steps, temperature, top_k, top_p,
+                         greedy, cfg_scale, guidance):
+        """The schedule of a checkpoint that names a decoding preset (``config.generation_preset``, e.g.
+        ``"ml4m_demo"`` for converted reference checkpoints); the call's options override the preset's."""
+        recipe = get_preset(preset)
+        overrides = {}
+        for option, value in (("temps", temperature), ("top_k", top_k), ("top_p", top_p), ("greedy", greedy)):
+            if value is not None:
+                by_name = _per_modality(value, option, targets)
+                defaults = {"temps": None, "top_k": recipe["top_k"], "top_p": recipe["top_p"], "greedy": False}
+                overrides[option] = [by_name[name] if by_name[name] is not None else defaults[option] for name in targets]
+        if overrides.get("temps") and any(t is None for t in overrides["temps"]):
+            base = build_preset_schedule(self.model.config, recipe, cond_domains, model_targets)
+            overrides["temps"] = [t if t is not None else plan.temperatures[0]
+                                  for t, plan in zip(overrides["temps"], base.targets)]
+        if num_steps is not None:
+            by_name = _per_modality(num_steps, "num_steps", targets)
+            base = build_preset_schedule(self.model.config, recipe, cond_domains, model_targets)
+            overrides["decoding_steps"] = [by_name[name] if by_name[name] is not None and name in IMAGE_MODALITIES
+                                           else (None if plan.scheme == "autoregressive" else plan.num_steps)
+                                           for name, plan in zip(targets, base.targets)]
+        if guidance is not None:
+            overrides.update(guidance=guidance, cfg_scales=1.0)
+        elif cfg_scale is not None:
+            overrides["cfg_scales"] = float(cfg_scale)
+        return build_preset_schedule(self.model.config, recipe, cond_domains, model_targets, **overrides)
 
     @staticmethod
     def _decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy) -> dict:
