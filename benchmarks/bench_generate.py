@@ -10,7 +10,12 @@ autoregressive step and runs one forward per guidance pass (the encoder runs onc
 both paths, as in the reference sampler). Both use the same seed; the script checks that they
 produce identical tokens.
 
+``--compare-schedules`` also times guided MaskGIT (rgb pixels -> tok_depth, CFG) with our ``cosine``
+token schedule against the reference's (``ml4m_cosine``), interleaved, and counts the decoder
+queries each decodes (every still-unknown position of every guidance pass at every step).
+
     python benchmarks/bench_generate.py                      # tiny preset
+    python benchmarks/bench_generate.py --compare-schedules --scenarios none
     python benchmarks/bench_generate.py --presets base --repeats 1 --scenarios caption guided_maskgit caption_x8
 """
 
@@ -25,7 +30,7 @@ import time
 import torch
 
 from fourm_hf import FourMConfig, FourMModel
-from fourm_hf.modeling.generation import build_generation_schedule, generate
+from fourm_hf.modeling.generation import build_generation_schedule, generate, reveal_counts
 
 DENSE = ["tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip"]
 
@@ -77,6 +82,35 @@ def bench_preset(preset: str, args) -> list[dict]:
     return rows
 
 
+def decoder_queries(num_tokens: int, steps: int, schedule: str, passes: int) -> int:
+    """Positions the decoder predicts over a MaskGIT run: the unknown ones at every step, per pass."""
+    counts = reveal_counts(num_tokens, steps, schedule)
+    return passes * sum(num_tokens - sum(counts[:step]) for step in range(steps) if counts[step])
+
+
+def compare_schedules(preset: str, args) -> list[dict]:
+    """Guided MaskGIT with our cosine against the reference's cosine: decoder queries and seconds."""
+    config = FourMConfig.from_preset(preset)
+    torch.manual_seed(0)
+    model = FourMModel(config).eval()
+    pixel_values = torch.randn(1, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(1))
+    names = ("cosine", "ml4m_cosine")
+    plans = {name: build_generation_schedule(config, ["rgb"], ["tok_depth"], decoding_steps=args.steps,
+                                             cfg_scales=args.cfg_scale, token_decoding_schedules=name) for name in names}
+    times = {name: [] for name in names}
+    for _ in range(args.repeats):  # interleaved
+        for name in names:
+            times[name].append(timed(model, plans[name], pixel_values, args.seed, naive=False)[0])
+    rows = []
+    for name in names:
+        row = dict(preset=preset, token_schedule=name, counts=reveal_counts(config.grid_size**2, args.steps, name),
+                   decoder_queries=decoder_queries(config.grid_size**2, args.steps, name, passes=2),
+                   seconds=round(statistics.median(times[name]), 3))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny"], help="size presets (tiny, base, ...)")
@@ -89,6 +123,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (others share the machine)")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--compare-schedules", action="store_true",
+                        help="also compare our cosine token schedule with the reference's (guided MaskGIT)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), fp32 CPU, load average {os.getloadavg()[0]:.1f}")
@@ -97,6 +133,12 @@ def main() -> None:
     for row in rows:
         print(f"{row['preset']:<6} {row['scenario']:<15} {row['fast_s']:>16.3f} {row['naive_s']:>9.3f} "
               f"{row['speedup']:>7.2f}x  {row['identical_tokens']}")
+    if args.compare_schedules:
+        comparison = [row for preset in args.presets for row in compare_schedules(preset, args)]
+        print(f"\n{'preset':<6} {'token schedule':<14} {'decoder queries':>15} {'seconds':>8}")
+        for row in comparison:
+            print(f"{row['preset']:<6} {row['token_schedule']:<14} {row['decoder_queries']:>15} {row['seconds']:>8.3f}")
+        rows += comparison
     if args.json:
         temporary = args.json + ".tmp"
         with open(temporary, "w") as handle:
