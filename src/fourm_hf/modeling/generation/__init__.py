@@ -37,11 +37,11 @@ Layout: ``schedules`` (planning), ``sampling`` (logits -> ids), ``state`` (the b
 """
 
 from .guidance import combine_guidance, guidance_views
-from .image_decoding import Randomness, decode_image_target, image_target_logits
+from .image_decoding import decode_image_target, image_target_logits
 from .packing import context_key_values, pack_encoder_inputs
 from .planning import build_generation_schedule, image_token_count
 from .sampler import generate, model_device
-from .sampling import filter_logits, sample_tokens
+from .sampling import Randomness, filter_logits, sample_tokens
 from .schedules import (
     CONVENTION_CHOICES,
     CONVENTIONS,

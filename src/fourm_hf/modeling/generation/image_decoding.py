@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from .guidance import combine_guidance, guidance_views
 from .packing import _stack_encoded, context_key_values, pack_encoder_inputs
 from .planning import image_token_count
-from .sampling import sample_tokens
+from .sampling import Randomness, sample_tokens
 from .schedules import TargetSchedule, reveal_counts
 from .state import GenerationState
 
@@ -16,25 +16,6 @@ from .state import GenerationState
 def _logits_head(model, target: str, states: torch.Tensor) -> torch.Tensor:
     """(R, T, D) decoder states -> (R, T, V) float32 logits of ``target``."""
     return F.linear(states, model.decoder_embeddings[target].logits_weight).float()
-
-
-class Randomness:
-    """The run's one generator; with ``seed``, re-seeded with ``seed + step`` at the start of every
-    decoding step (an image step, or a whole autoregressive target), as the reference's
-    ``generate(seed=...)`` re-seeds torch before each step of its schedule."""
-
-    def __init__(self, generator: torch.Generator, seed: int | None = None):
-        self.generator, self.seed, self.step = generator, seed, 0
-
-    def begin_step(self) -> torch.Generator:
-        if self.seed is not None:
-            self.generator.manual_seed(self.seed + self.step)
-        self.step += 1
-        return self.generator
-
-    def rand(self, *shape: int, device: torch.device) -> torch.Tensor:
-        """Uniform numbers drawn where the generator lives, returned on ``device``."""
-        return torch.rand(*shape, generator=self.generator, device=self.generator.device).to(device)
 
 
 # ---- the decoder over the queried positions ---------------------------------------------------------

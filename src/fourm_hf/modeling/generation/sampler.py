@@ -7,10 +7,11 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from .image_decoding import Randomness, decode_image_target
+from .image_decoding import decode_image_target
+from .sampling import Randomness
 from .schedules import GenerationSchedule
-from .special_ids import NUM_SENTINELS
 from .sequence_decoding import decode_sequence_target
+from .special_ids import NUM_SENTINELS
 from .state import prepare_state
 
 

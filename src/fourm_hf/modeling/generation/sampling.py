@@ -73,3 +73,22 @@ def sample_tokens(
     # right=True: the first id whose cumulative mass exceeds u, so zero-probability ids are never picked
     ids = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)[:, 0].clamp(max=probs.shape[1] - 1)
     return ids, probs.gather(-1, ids[:, None])[:, 0]
+
+
+class Randomness:
+    """The run's one generator; with ``seed``, re-seeded with ``seed + step`` at the start of every
+    decoding step (an image step, or a whole autoregressive target), as the reference's
+    ``generate(seed=...)`` re-seeds torch before each step of its schedule."""
+
+    def __init__(self, generator: torch.Generator, seed: int | None = None):
+        self.generator, self.seed, self.step = generator, seed, 0
+
+    def begin_step(self) -> torch.Generator:
+        if self.seed is not None:
+            self.generator.manual_seed(self.seed + self.step)
+        self.step += 1
+        return self.generator
+
+    def rand(self, *shape: int, device: torch.device) -> torch.Tensor:
+        """Uniform numbers drawn where the generator lives, returned on ``device``."""
+        return torch.rand(*shape, generator=self.generator, device=self.generator.device).to(device)

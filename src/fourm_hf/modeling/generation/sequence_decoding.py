@@ -6,9 +6,9 @@ import torch
 
 from ..layers import KVCache
 from .guidance import combine_guidance, guidance_views
-from .image_decoding import Randomness, _logits_head
+from .image_decoding import _logits_head
 from .packing import _stack_encoded, context_key_values, pack_encoder_inputs
-from .sampling import sample_tokens
+from .sampling import Randomness, sample_tokens
 from .schedules import TargetSchedule
 from .special_ids import (
     END_SENTINEL_ID,
