@@ -52,8 +52,7 @@ from transformers.pipelines.any_to_any import AnyToAnyPipeline
 from transformers.pipelines.base import Pipeline
 
 from ..configuration_fourm import FourMConfig
-from ..modeling.generation import build_generation_schedule, generate
-from ..modeling.generation.presets import build_preset_schedule, get_preset
+from ..modeling.generation import build_generation_schedule, build_preset_schedule, generate, get_preset
 from ..modeling.modeling_fourm import FourMModel
 from ..tokenization.processing_fourm import FourMProcessor
 

@@ -40,6 +40,7 @@ from .guidance import combine_guidance, guidance_views
 from .image_decoding import decode_image_target, image_target_logits
 from .packing import context_key_values, pack_encoder_inputs
 from .planning import build_generation_schedule, image_token_count
+from .presets import build_preset_schedule, get_preset
 from .sampler import generate, model_device
 from .sampling import Randomness, filter_logits, sample_tokens
 from .schedules import (
@@ -80,7 +81,9 @@ __all__ = [
     "Randomness",
     "TargetSchedule",
     "build_generation_schedule",
+    "build_preset_schedule",
     "combine_guidance",
+    "get_preset",
     "context_key_values",
     "decode_image_target",
     "decode_sequence_target",
