@@ -350,6 +350,17 @@ def test_missing_or_mis_shaped_weights_are_clear_errors(tmp_path):
         FourMTokenizerModel.from_pretrained(folder)
 
 
+def test_config_disagreeing_with_the_weights_is_a_clear_error(tmp_path):
+    folder = _released_copy(_tiny_vit(), tmp_path)
+    _edit_config(folder, n_channels=4)
+    expected = "'encoder.proj.weight' has shape \\(32, 3, 16, 16\\), the configuration expects \\(32, 4, 16, 16\\)"
+    with pytest.raises(ValueError, match=expected):
+        FourMTokenizerModel.from_pretrained(folder)
+    _edit_config(folder, n_channels=3, image_size=128)
+    with pytest.raises(ValueError, match="pos_emb' has shape \\(1, 32, 4, 4\\), the configuration expects \\(1, 32, 8, 8\\)"):
+        FourMTokenizerModel.from_pretrained(folder)
+
+
 def test_wrong_inputs_and_ids_are_clear_errors():
     model, semseg, mlp = _tiny_vit(), _tiny_vit(n_labels=5, n_channels=4), _tiny_mlp()
     with pytest.raises(ValueError, match="shape \\(B, 3, H, W\\)"):

@@ -137,6 +137,10 @@ class FourMMLPVQVAEConfig(ReleasedTokenizerConfig):
     def from_released(cls, released: dict, state_dict: dict[str, torch.Tensor], **overrides) -> "FourMMLPVQVAEConfig":
         """A config from a released ``config.json`` dict, checked against the weights' sizes."""
         check_released_keys(released, RELEASED_MLP_VQVAE_KEYS, "FourMMLPVQVAE")
+        hidden = state_dict.get("encoder.blocks.0.block.0.weight")
+        width = state_dict.get("encoder.linear_in.weight")
+        if hidden is not None and width is not None and "mlp_expansion" not in overrides:
+            overrides = {**overrides, "mlp_expansion": int(hidden.shape[0]) // int(width.shape[0])}
         config = cls(**{**released, **overrides})
         for side in ("encoder", "decoder"):
             width = int(require_weight(state_dict, f"{side}.linear_in.weight", "FourMMLPVQVAE").shape[0])

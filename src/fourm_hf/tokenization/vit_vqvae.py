@@ -157,6 +157,12 @@ class FourMViTVQVAEConfig(ReleasedTokenizerConfig):
             table = require_weight(state_dict, f"{side}.pos_emb", "FourMViTVQVAE")
             sizes[f"{side}_dim"] = int(table.shape[1])
             sizes[f"{side}_depth"] = count_blocks(state_dict, f"{side}.blocks")
+        hidden = state_dict.get("encoder.blocks.0.mlp.fc1.weight")
+        if hidden is not None:  # the MLP ratio (4 in every preset), read rather than assumed
+            ratio, remainder = divmod(int(hidden.shape[0]), sizes["encoder_dim"])
+            if remainder or ratio < 1:
+                raise ValueError(f"FourMViTVQVAE: encoder MLP width {hidden.shape[0]} is not a multiple of its width {sizes['encoder_dim']}.")
+            sizes["mlp_ratio"] = ratio
         preset_heads = {}
         for side, preset in (("encoder", released.get("enc_type")), ("decoder", released.get("dec_type"))):
             dim, depth, heads = preset_sizes[side]
