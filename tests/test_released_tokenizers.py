@@ -381,3 +381,16 @@ def test_wrong_inputs_and_ids_are_clear_errors():
         mlp.decode(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(TypeError, match="use FourMTokenizerModel.from_pretrained"):
         FourMTokenizerModel()
+
+
+def test_released_preset_names_give_the_released_sizes():
+    semseg = FourMViTVQVAEConfig(enc_type="vit_b_enc", dec_type="vit_b_dec", image_size=448, n_labels=134, n_channels=64,
+                                 codebook_size=4096)
+    assert (semseg.encoder_dim, semseg.encoder_depth, semseg.encoder_num_heads) == (768, 12, 12)
+    assert semseg.input_kind == "semseg" and semseg.output_channels == 134
+    assert vit_preset_size("vit_s_enc") == (512, 8, 8) and vit_preset_size("vit_l_dec") == (1024, 24, 16)
+    poses = FourMMLPVQVAEConfig(enc_type="BottleneckMLP/B_6-Wi_1024", dec_type="BottleneckMLP/B_6-Wi_1024", n_channels=207,
+                                codebook_size=1024, num_codebooks=8)
+    assert (poses.encoder_width, poses.encoder_depth, poses.decoder_width) == (1024, 6, 1024)
+    with pytest.raises(ValueError, match="disagrees with preset 'vit_b_enc'"):
+        FourMViTVQVAEConfig(enc_type="vit_b_enc", encoder_dim=512)
