@@ -309,6 +309,8 @@ def test_bad_input():
         tiny_config(dec_type="uvit_b")
     with pytest.raises(ValueError, match="scheduler must be one of"):
         tiny_config(scheduler="euler")
+    with pytest.raises(ValueError, match="beta_schedule must be one of"):
+        tiny_config(beta_schedule="cosine")
     with pytest.raises(ValueError, match="disagrees with preset"):
         tiny_config(unet_model_channels=64)
 

@@ -35,7 +35,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .diffusion_sampling import SCHEDULERS, TIMESTEP_SPACINGS, make_scheduler, reference_timesteps, sample_images
+from .diffusion_sampling import BETA_SCHEDULES, SCHEDULERS, TIMESTEP_SPACINGS, make_scheduler, reference_timesteps, sample_images
 from .diffusion_unet import UNET_PRESETS, AttentionBlock, GroupNorm32, PatchedUNet, ResBlock, UNetSize, unet_named_sizes
 from .quantizers import LucidQuantizer
 from .released import register_released_family
@@ -176,6 +176,8 @@ class FourMDiVAEConfig(ReleasedTokenizerConfig):
             raise ValueError(f"FourMDiVAEConfig: the lucid codebook has num_codebooks=1, got {self.num_codebooks}.")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"FourMDiVAEConfig: scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}.")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"FourMDiVAEConfig: beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}.")
         if self.timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"FourMDiVAEConfig: timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {self.timestep_spacing!r}.")
         if self.prediction_type not in ("sample", "epsilon", "v_prediction"):
