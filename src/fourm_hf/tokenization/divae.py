@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -40,12 +39,10 @@ from .diffusion_unet import UNET_PRESETS, AttentionBlock, GroupNorm32, PatchedUN
 from .quantizers import LucidQuantizer
 from .released import register_released_family
 from .released_layout import (
+    ReleasedTokenizerPreTrainedModel,
     ReleasedTokenizerConfig,
-    build_from_state_dict,
     check_released_keys,
     count_blocks,
-    is_released_folder,
-    read_released_folder,
     require_weight,
 )
 from .vit_blocks import ViTEncoder, sincos_position_table, vit_preset_size
@@ -250,7 +247,7 @@ class FourMDiVAEOutput(ModelOutput):
     ids: torch.LongTensor | None = None
 
 
-class FourMDiVAEPreTrainedModel(PreTrainedModel):
+class FourMDiVAEPreTrainedModel(ReleasedTokenizerPreTrainedModel):
     config_class = FourMDiVAEConfig
     base_model_prefix = "divae"
     main_input_name = "images"
@@ -287,23 +284,12 @@ class FourMDiVAEPreTrainedModel(PreTrainedModel):
             init.zeros_(module.out[2].bias)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """A released Hub folder (``config.json`` without ``model_type``) or our own saved format."""
-        if is_released_folder(pretrained_model_name_or_path):
-            return cls.from_released_folder(pretrained_model_name_or_path, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    @classmethod
-    def from_released_folder(cls, folder: str | os.PathLike, **overrides):
-        """Load a folder exactly as downloaded from ``EPFL-VILAB/4M_tokenizers_*`` (config overrides as kwargs)."""
-        released, state_dict = read_released_folder(folder)
+    def check_released_family(cls, folder: str | os.PathLike, released: dict) -> None:
         if not is_divae_config(released):
             raise ValueError(
                 f"FourMDiVAE: {os.fspath(folder)!r} is not a DiVAE tokenizer (config.json has dec_type "
                 f"{released.get('dec_type')!r} and no diffusion keys; expected dec_type 'unet_patched' and 'scheduler')."
             )
-        config = cls.config_class.from_released(released, state_dict, **overrides)
-        return build_from_state_dict(cls, config, state_dict)
 
 
 class FourMDiVAE(FourMDiVAEPreTrainedModel):

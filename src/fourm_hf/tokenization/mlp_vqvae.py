@@ -14,24 +14,20 @@ them against the name.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .quantizers import MemcodesQuantizer
 from .released_layout import (
+    ReleasedTokenizerPreTrainedModel,
     ReleasedTokenizerConfig,
-    build_from_state_dict,
     check_released_keys,
     count_blocks,
-    is_released_folder,
-    read_released_folder,
     require_weight,
 )
 
@@ -163,7 +159,7 @@ class FourMMLPVQVAEOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
 
 
-class FourMMLPVQVAEPreTrainedModel(PreTrainedModel):
+class FourMMLPVQVAEPreTrainedModel(ReleasedTokenizerPreTrainedModel):
     config_class = FourMMLPVQVAEConfig
     base_model_prefix = "mlp_vqvae"
     main_input_name = "inputs"
@@ -186,19 +182,6 @@ class FourMMLPVQVAEPreTrainedModel(PreTrainedModel):
             init.normal_(module.to_k.weight, std=module.head_dim**-0.5)
             init.normal_(module.to_v.weight, std=module.head_dim**-0.5)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """A released Hub folder (``config.json`` without ``model_type``) or our own saved format."""
-        if is_released_folder(pretrained_model_name_or_path):
-            return cls.from_released_folder(pretrained_model_name_or_path, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    @classmethod
-    def from_released_folder(cls, folder: str | os.PathLike, **overrides):
-        """Load a folder exactly as downloaded from ``EPFL-VILAB/4M_tokenizers_*``."""
-        released, state_dict = read_released_folder(folder)
-        config = cls.config_class.from_released(released, state_dict, **overrides)
-        return build_from_state_dict(cls, config, state_dict)
 
 
 class FourMMLPVQVAE(FourMMLPVQVAEPreTrainedModel):

@@ -14,6 +14,8 @@ every tokenizer family needs to load one as is:
   weights are held once.
 * :func:`is_released_folder` - ``config.json`` without ``model_type``.
 * :func:`save_in_released_layout` - the inverse: write a model of this package as a released folder.
+* :class:`ReleasedTokenizerPreTrainedModel` - the base of every family: ``from_pretrained`` takes a
+  released folder as well as our own saved format.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedConfig
+from transformers import PreTrainedConfig, PreTrainedModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -191,6 +193,33 @@ def build_from_state_dict(model_class, config, state_dict: dict[str, torch.Tenso
     floats = {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}
     model.load_state_dict(floats, strict=True, assign=True)
     return model.eval()
+
+
+class ReleasedTokenizerPreTrainedModel(PreTrainedModel):
+    """Base of the released tokenizer families: loads a released Hub folder as it is, or our own format.
+
+    A family's ``config_class`` provides ``from_released(released_config, state_dict, **overrides)``;
+    a family that shares its config keys with another overrides :meth:`check_released_family`.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """A released Hub folder (``config.json`` without ``model_type``) or our own saved format."""
+        if is_released_folder(pretrained_model_name_or_path):
+            return cls.from_released_folder(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def from_released_folder(cls, folder: str | os.PathLike, **overrides):
+        """Load a folder exactly as downloaded from ``EPFL-VILAB/4M_tokenizers_*`` (config overrides as kwargs)."""
+        released, state_dict = read_released_folder(folder)
+        cls.check_released_family(folder, released)
+        config = cls.config_class.from_released(released, state_dict, **overrides)
+        return build_from_state_dict(cls, config, state_dict)
+
+    @classmethod
+    def check_released_family(cls, folder: str | os.PathLike, released: dict[str, Any]) -> None:
+        """Raise a ``ValueError`` when ``released`` (a folder's config) is not of this family; default: accept."""
 
 
 def save_in_released_layout(model, folder: str | os.PathLike) -> None:

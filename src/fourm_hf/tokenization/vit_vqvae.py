@@ -26,24 +26,19 @@ depths from the weights, head counts from the preset name or ``encoder_num_heads
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .quantizers import LucidQuantizer
 from .released_layout import (
+    ReleasedTokenizerPreTrainedModel,
     ReleasedTokenizerConfig,
-    build_from_state_dict,
     check_released_keys,
     count_blocks,
-    is_released_folder,
-    read_released_folder,
     require_weight,
 )
 from .vit_blocks import ConvNeXtBlock, ViTDecoder, ViTEncoder, sincos_position_table, vit_preset_size
@@ -190,7 +185,7 @@ class FourMViTVQVAEOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
 
 
-class FourMViTVQVAEPreTrainedModel(PreTrainedModel):
+class FourMViTVQVAEPreTrainedModel(ReleasedTokenizerPreTrainedModel):
     config_class = FourMViTVQVAEConfig
     base_model_prefix = "vit_vqvae"
     main_input_name = "inputs"
@@ -219,19 +214,6 @@ class FourMViTVQVAEPreTrainedModel(PreTrainedModel):
             init.zeros_(module._codebook.cluster_size)
             init.ones_(module._codebook.initted)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """A released Hub folder (``config.json`` without ``model_type``) or our own saved format."""
-        if is_released_folder(pretrained_model_name_or_path):
-            return cls.from_released_folder(pretrained_model_name_or_path, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    @classmethod
-    def from_released_folder(cls, folder: str | os.PathLike, **overrides):
-        """Load a folder exactly as downloaded from ``EPFL-VILAB/4M_tokenizers_*`` (config overrides as kwargs)."""
-        released, state_dict = read_released_folder(folder)
-        config = cls.config_class.from_released(released, state_dict, **overrides)
-        return build_from_state_dict(cls, config, state_dict)
 
 
 class FourMViTVQVAE(FourMViTVQVAEPreTrainedModel):
