@@ -24,7 +24,6 @@ and folders saved by ``save_pretrained`` (``model_type`` ``"fourm_divae"``).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .diffusion_sampling import BETA_SCHEDULES, SCHEDULERS, TIMESTEP_SPACINGS, make_scheduler, reference_timesteps, sample_images
-from .diffusion_unet import UNET_PRESETS, AttentionBlock, GroupNorm32, PatchedUNet, ResBlock, UNetSize, unet_named_sizes
+from .diffusion_unet import UNET_PRESETS, AttentionBlock, PatchedUNet, ResBlock, UNetSize, unet_named_sizes
 from .quantizers import LucidQuantizer
 from .released import register_released_family
 from .released_layout import (
@@ -45,7 +44,7 @@ from .released_layout import (
     count_blocks,
     require_weight,
 )
-from .vit_blocks import ViTEncoder, sincos_position_table, vit_preset_size
+from .vit_blocks import ViTEncoder, vit_preset_size
 
 # The keys of a released DiVAE config.json (the reference DiVAE constructor's arguments).
 RELEASED_DIVAE_KEYS = frozenset(
@@ -254,24 +253,7 @@ class FourMDiVAEPreTrainedModel(ReleasedTokenizerPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, (nn.Conv2d, nn.Conv1d)):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                bound = 1 / math.sqrt(module.weight[0].numel())
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, (nn.LayerNorm, GroupNorm32)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        if isinstance(module, ViTEncoder):
-            init.copy_(module.pos_emb, sincos_position_table(module.dim, module.table_grid))
-        if isinstance(module, LucidQuantizer):
-            init.normal_(module._codebook.embed)
-            init.zeros_(module._codebook.cluster_size)
-            init.ones_(module._codebook.initted)
+        super()._init_weights(module)
         # guided-diffusion zero-initialises the last conv of each residual branch and of the UNet.
         if isinstance(module, ResBlock):
             init.zeros_(module.out_layers[3].weight)

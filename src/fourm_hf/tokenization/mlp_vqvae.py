@@ -13,7 +13,6 @@ them against the name.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -166,18 +165,8 @@ class FourMMLPVQVAEPreTrainedModel(ReleasedTokenizerPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, MemcodesQuantizer):
+        super()._init_weights(module)
+        if isinstance(module, MemcodesQuantizer):
             init.normal_(module.codes)
             init.normal_(module.to_k.weight, std=module.head_dim**-0.5)
             init.normal_(module.to_v.weight, std=module.head_dim**-0.5)

@@ -21,12 +21,18 @@ every tokenizer family needs to load one as is:
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+
+from .quantizers import LucidQuantizer
+from .vit_blocks import ViTDecoder, ViTEncoder, sincos_position_table
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -201,6 +207,28 @@ class ReleasedTokenizerPreTrainedModel(PreTrainedModel):
     A family's ``config_class`` provides ``from_released(released_config, state_dict, **overrides)``;
     a family that shares its config keys with another overrides :meth:`check_released_family`.
     """
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """The layers every family shares; a family adds its own in an override that calls this first."""
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.weight[0].numel())
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, (ViTEncoder, ViTDecoder)):
+            init.copy_(module.pos_emb, sincos_position_table(module.dim, module.table_grid))
+        elif isinstance(module, LucidQuantizer):
+            init.normal_(module._codebook.embed)
+            init.zeros_(module._codebook.cluster_size)
+            init.ones_(module._codebook.initted)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

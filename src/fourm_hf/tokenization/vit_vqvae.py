@@ -25,7 +25,6 @@ depths from the weights, head counts from the preset name or ``encoder_num_heads
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +40,7 @@ from .released_layout import (
     count_blocks,
     require_weight,
 )
-from .vit_blocks import ConvNeXtBlock, ViTDecoder, ViTEncoder, sincos_position_table, vit_preset_size
+from .vit_blocks import ConvNeXtBlock, ViTDecoder, ViTEncoder, vit_preset_size
 
 NUM_OUT_CONV_BLOCKS = 2  # the SAM-instance tokenizer's ConvNeXt output stage
 
@@ -192,27 +191,11 @@ class FourMViTVQVAEPreTrainedModel(ReleasedTokenizerPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                init.uniform_(module.bias, -1 / math.sqrt(module.weight[0].numel()), 1 / math.sqrt(module.weight[0].numel()))
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
+        super()._init_weights(module)
+        if isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=1.0)
         elif isinstance(module, ConvNeXtBlock):
             init.constant_(module.gamma, 1e-6)
-        if isinstance(module, (ViTEncoder, ViTDecoder)):
-            init.copy_(module.pos_emb, sincos_position_table(module.dim, module.table_grid))
-        if isinstance(module, LucidQuantizer):
-            init.normal_(module._codebook.embed)
-            init.zeros_(module._codebook.cluster_size)
-            init.ones_(module._codebook.initted)
 
 
 
