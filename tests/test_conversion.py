@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from fourm_hf import FourMConfig
 from fourm_hf.cli import main as cli_main
 from fourm_hf.modalities import get_modality
+from fourm_hf.modeling.generation import build_preset_schedule, get_preset
 from fourm_hf.modeling.conversion import convert_ml4m_checkpoint, load_reference_model
 from fourm_hf.modeling.modeling_fourm import FourMModel
 from fourm_hf.modeling.reference_export import reference_state_dict
@@ -92,6 +93,18 @@ def test_released_layouts_convert_back_to_the_same_model(layout, tmp_path):
     ours = write_released_folder(tmp_path / "released", layout)
     assert_same_weights(ours, load_reference_model(tmp_path / "released" / "model.safetensors",
                                                    tmp_path / "released" / "config.json"))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_converted_checkpoints_name_the_reference_demo_preset(layout, tmp_path):
+    write_released_folder(tmp_path / "released", layout)
+    assert cli_main(["convert-ml4m", "--checkpoint", str(tmp_path / "released"), "--output", str(tmp_path / "out")]) == 0
+    config = FourMConfig.from_pretrained(tmp_path / "out")
+    assert config.generation_preset == "ml4m_demo"
+    conditions = [name for name in ("rgb", "tok_rgb") if name in config.input_modalities][:1]
+    targets = [name for name in config.output_modalities if name not in conditions]
+    schedule = build_preset_schedule(config, get_preset(config.generation_preset), conditions, targets)
+    assert [plan.modality for plan in schedule.targets] and {p.modality for p in schedule.targets} <= set(targets)
 
 
 def test_geometry_of_the_4m21_and_sr_modalities():

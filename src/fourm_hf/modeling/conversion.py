@@ -126,6 +126,8 @@ def config_from_reference(reference_config: dict, weights: ReferenceWeights | di
         modality_specs=specs,
         share_modality_embeddings=bool(reference_config.get("share_modality_embeddings", True)),
         tie_output_embeddings=_outputs_are_tied(decoded, weights),
+        # converted checkpoints decode with the reference demo's per-modality recipes in the pipeline
+        generation_preset="ml4m_demo",
     )
 
 
