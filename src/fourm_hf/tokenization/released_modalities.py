@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .feature_maps import VisionFeatureExtractor
-from .visualization import colorize_depth, colorize_normals, colorize_semseg
+from .visualization import colorize_depth, decoded_to_arrays, colorize_normals, colorize_semseg
 
 MODALITY_TOKENIZER_FILE = "modality_tokenizer.json"
 FEATURE_MODEL_FOLDER = "feature_model"
@@ -164,15 +164,7 @@ class ReleasedModalityTokenizer(nn.Module):
     def postprocess(self, decoded: torch.Tensor) -> np.ndarray:
         """``decode`` output -> numpy: rgb uint8 (B, S, S, 3); depth float32 (B, S, S) standardised;
         normal float32 (B, S, S, 3) in [-1, 1]; semseg int64 (B, S, S); feature float32 (B, h, w, C)."""
-        kind, decoded = self.config.input_kind, decoded.detach().cpu()
-        if kind == "semseg":
-            return decoded.long().numpy()
-        if kind == "depth":
-            return decoded[:, 0].float().numpy()
-        channels_last = decoded.permute(0, 2, 3, 1).float().numpy()
-        if kind == "rgb":
-            return np.clip(np.round((channels_last + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        return channels_last
+        return decoded_to_arrays(decoded, self.config.input_kind)
 
     def render(self, array: np.ndarray) -> list | None:
         """``postprocess`` arrays -> PIL-ready uint8 (H, W, 3) arrays for viewing (None for features)."""

@@ -60,6 +60,21 @@ _BASE_PALETTE = (
 )
 
 
+def decoded_to_arrays(decoded, kind: str) -> np.ndarray:
+    """A dense tokenizer's ``decode`` output [B, C, H, W] (a torch tensor) -> numpy, stacked over the batch:
+    rgb uint8 (B, H, W, 3) from [-1, 1]; depth float32 (B, H, W); normal float32 (B, H, W, 3);
+    semseg int64 (B, H, W) class ids; feature float32 (B, H, W, C)."""
+    decoded = decoded.detach().cpu()
+    if kind == "semseg":
+        return decoded.long().numpy()
+    if kind == "depth":
+        return decoded[:, 0].float().numpy()
+    channels_last = decoded.permute(0, 2, 3, 1).float().numpy()
+    if kind == "rgb":
+        return np.clip(np.round((channels_last + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return channels_last
+
+
 def apply_ramp(values: np.ndarray, ramp: np.ndarray = DEPTH_RAMP) -> np.ndarray:
     """Values in [0, 1] (any shape) -> uint8 colours (..., 3) by linear interpolation along ``ramp``."""
     values = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)

@@ -43,6 +43,8 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .visualization import decoded_to_arrays
+
 INPUT_KINDS = ("rgb", "depth", "normal", "semseg", "feature")
 
 # vocab size -> FSQ levels whose product is exactly that size, so ids fill [0, vocab_size) and match
@@ -501,16 +503,7 @@ class FourMVQVAE(FourMVQVAEPreTrainedModel):
         """``decode`` output -> numpy arrays in the scene-dataset layout, stacked over the batch:
         rgb uint8 (B, H, W, 3); depth float32 (B, H, W); normal float32 (B, H, W, 3);
         semseg int64 (B, H, W); feature float32 (B, H, W, C)."""
-        kind = self.config.input_kind
-        decoded = decoded.detach().cpu()
-        if kind == "semseg":
-            return decoded.long().numpy()
-        if kind == "depth":
-            return decoded[:, 0].float().numpy()
-        channels_last = decoded.permute(0, 2, 3, 1).float().numpy()
-        if kind == "rgb":
-            return np.clip(np.round((channels_last + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        return channels_last
+        return decoded_to_arrays(decoded, self.config.input_kind)
 
 
 def arrays_to_batch(arrays, input_kind: str, name: str = "VQ-VAE") -> torch.Tensor:
