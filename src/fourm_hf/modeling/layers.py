@@ -161,6 +161,30 @@ class EncoderBlock(GradientCheckpointingLayer):
         return hidden_states + self.mlp(self.norm2(hidden_states)), weights
 
 
+def run_encoder_blocks(
+    blocks: nn.ModuleList,
+    hidden_states: torch.Tensor,
+    bias: torch.Tensor | None,
+    output_hidden_states: bool = False,
+    output_attentions: bool = False,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+    """hidden_states (B, L, D) through each :class:`EncoderBlock` in order.
+
+    Returns the last block's states (B, L, D, before the final norm), the embeddings and every
+    block's output when ``output_hidden_states`` (else None), and each block's attention weights
+    (B, H, L, L) when ``output_attentions`` (else None).
+    """
+    all_states = (hidden_states,) if output_hidden_states else None
+    all_attentions = () if output_attentions else None
+    for block in blocks:
+        hidden_states, weights = block(hidden_states, bias, output_attentions)
+        if output_hidden_states:
+            all_states += (hidden_states,)
+        if output_attentions:
+            all_attentions += (weights,)
+    return hidden_states, all_states, all_attentions
+
+
 class DecoderBlock(GradientCheckpointingLayer):
     """Pre-norm block: self-attention, cross-attention to the encoder context, MLP."""
 

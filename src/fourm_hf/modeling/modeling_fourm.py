@@ -28,7 +28,7 @@ from transformers.utils import ModelOutput
 from ..configuration_fourm import FourMConfig
 from ..remote_code import write_remote_code
 from .embeddings import FourMDecoderEmbeddings, FourMEncoderEmbeddings, ModalityEmbedding, position_table
-from .layers import DecoderBlock, EncoderBlock, KVCache, layer_norm, mask_to_bias
+from .layers import DecoderBlock, EncoderBlock, KVCache, layer_norm, mask_to_bias, run_encoder_blocks
 from .validation import validate_packed_inputs
 
 IGNORE_INDEX = -100
@@ -194,14 +194,9 @@ class FourMModel(FourMPreTrainedModel):
         hidden_states = content + placement
         valid = attention_mask.bool()
         bias = mask_to_bias(valid[:, None, :].expand(-1, valid.shape[1], -1), hidden_states.dtype)
-        all_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for block in self.encoder:
-            hidden_states, weights = block(hidden_states, bias, output_attentions)
-            if output_hidden_states:
-                all_states += (hidden_states,)
-            if output_attentions:
-                all_attentions += (weights,)
+        hidden_states, all_states, all_attentions = run_encoder_blocks(
+            self.encoder, hidden_states, bias, output_hidden_states, output_attentions
+        )
         return FourMEncoderOutput(
             last_hidden_state=self.encoder_norm(hidden_states),
             placement=placement,

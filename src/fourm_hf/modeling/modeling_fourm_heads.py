@@ -31,7 +31,7 @@ from transformers.modeling_outputs import BaseModelOutput, DepthEstimatorOutput,
 from ..configuration_fourm import FourMConfig
 from ..remote_code import write_remote_code
 from .embeddings import PatchEncoderEmbedding, patchify
-from .layers import EncoderBlock, layer_norm
+from .layers import EncoderBlock, layer_norm, run_encoder_blocks
 from .modeling_fourm import FourMPreTrainedModel, resolve_output_flags
 
 HEADS_MODULE_NAME = "modeling_fourm_heads"
@@ -98,14 +98,9 @@ class FourMEncoderTrunk(FourMPreTrainedModel):
         dtype = embedding.proj.weight.dtype
         hidden_states = embedding.proj(patchify(pixel_values.to(dtype), self.config.patch_size))
         hidden_states = hidden_states + embedding.pos_emb.to(dtype) + embedding.mod_emb
-        all_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for block in self.encoder:
-            hidden_states, weights = block(hidden_states, None, output_attentions)  # every patch is real: no mask
-            if output_hidden_states:
-                all_states += (hidden_states,)
-            if output_attentions:
-                all_attentions += (weights,)
+        hidden_states, all_states, all_attentions = run_encoder_blocks(  # every patch is real: no mask
+            self.encoder, hidden_states, None, output_hidden_states, output_attentions
+        )
         return BaseModelOutput(
             last_hidden_state=self.encoder_norm(hidden_states), hidden_states=all_states, attentions=all_attentions
         )
@@ -124,6 +119,7 @@ class FourMHeadPreTrainedModel(FourMPreTrainedModel):
     ]
     main_input_name = "pixel_values"
     auto_class_name: str | None = None  # the transformers Auto class this head registers with
+    output_class: type | None = None  # the transformers ModelOutput the head returns
 
     def __init__(self, config: FourMConfig):
         config.is_encoder_decoder = False  # the heads run the encoder only
@@ -137,19 +133,6 @@ class FourMHeadPreTrainedModel(FourMPreTrainedModel):
         if kwargs.get("is_main_process", True):
             write_remote_code(save_directory, ("modeling/modeling_fourm_heads.py",))
 
-
-class FourMForImageClassification(FourMHeadPreTrainedModel):
-    """4M encoder + mean pooling + linear classifier over ``config.num_labels`` classes."""
-
-    auto_class_name = "AutoModelForImageClassification"
-
-    def __init__(self, config: FourMConfig):
-        super().__init__(config)
-        self.fourm = FourMEncoderTrunk(config)
-        self.pool_norm = layer_norm(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -158,21 +141,47 @@ class FourMForImageClassification(FourMHeadPreTrainedModel):
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput | tuple:
-        """pixel_values (B, C, H, W) [, labels] -> logits (B, num_labels), loss.
+    ):
+        """pixel_values (B, C, H, W) [, labels] -> the head's output (see its ``head_output``).
 
-        labels: (B,) int class ids (single label), (B, num_labels) float (multi-label, or regression
-        targets), or (B,) float (regression with one label); see the module docstring.
+        Every head runs the trunk the same way; ``hidden_states`` (embeddings, then each block) and
+        ``attentions`` (B, heads, N, N) are the trunk's, filled when asked for (or by the config).
         """
         output_hidden_states, output_attentions, return_dict = resolve_output_flags(
             self.config, output_hidden_states, output_attentions, return_dict
         )
         trunk = self.fourm(pixel_values, output_hidden_states, output_attentions)
-        features, hidden_states, attentions = trunk.last_hidden_state, trunk.hidden_states, trunk.attentions
+        fields = self.head_output(trunk.last_hidden_state, labels)
+        output = self.output_class(**fields, hidden_states=trunk.hidden_states, attentions=trunk.attentions)
+        return output if return_dict else output.to_tuple()
+
+    def head_output(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict:
+        """features (B, N, D) [, labels] -> ``{"loss": ..., <prediction field>: ...}`` of ``output_class``."""
+        raise NotImplementedError
+
+
+class FourMForImageClassification(FourMHeadPreTrainedModel):
+    """4M encoder + mean pooling + linear classifier over ``config.num_labels`` classes."""
+
+    auto_class_name = "AutoModelForImageClassification"
+    output_class = ImageClassifierOutput
+
+    def __init__(self, config: FourMConfig):
+        super().__init__(config)
+        self.fourm = FourMEncoderTrunk(config)
+        self.pool_norm = layer_norm(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def head_output(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict:
+        """features (B, N, D) [, labels] -> logits (B, num_labels), loss.
+
+        labels: (B,) int class ids (single label), (B, num_labels) float (multi-label, or regression
+        targets), or (B,) float (regression with one label); see the module docstring.
+        """
         logits = self.classifier(self.pool_norm(features.mean(dim=1)))
         loss = None if labels is None else self.classification_loss(logits, labels)
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
-        return output if return_dict else output.to_tuple()
+        return {"loss": loss, "logits": logits}
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of ``config.problem_type`` (set here from num_labels and the labels' dtype when None)."""
@@ -232,6 +241,7 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
     """
 
     auto_class_name = "AutoModelForDepthEstimation"
+    output_class = DepthEstimatorOutput
 
     def __init__(self, config: FourMConfig):
         super().__init__(config)
@@ -242,26 +252,13 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
         self.head = DensePatchHead(config, out_channels=1)
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> DepthEstimatorOutput | tuple:
-        """pixel_values (B, C, H, W) [, labels (B, H, W) depth] -> predicted_depth (B, H, W), loss."""
-        output_hidden_states, output_attentions, return_dict = resolve_output_flags(
-            self.config, output_hidden_states, output_attentions, return_dict
-        )
-        trunk = self.fourm(pixel_values, output_hidden_states, output_attentions)
-        features, hidden_states, attentions = trunk.last_hidden_state, trunk.hidden_states, trunk.attentions
+    def head_output(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict:
+        """features (B, N, D) [, labels (B, H, W) depth] -> predicted_depth (B, H, W), loss."""
         log_depth = self.head(features)[:, 0]
         predicted_depth = log_depth.exp()
         loss = None
         if labels is not None:
-            expected = (pixel_values.shape[0], self.config.image_size, self.config.image_size)
+            expected = (features.shape[0], self.config.image_size, self.config.image_size)
             if tuple(labels.shape) != expected or not labels.dtype.is_floating_point:
                 raise ValueError(
                     f"Depth labels must be a float tensor of shape {expected} (batch, height, width), "
@@ -273,16 +270,14 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
                 loss = scale_invariant_log_loss(log_depth.float(), labels.float(), valid, lam)
             else:
                 loss = (predicted_depth.float() - labels.float()).abs()[valid].sum() / valid.sum().clamp(min=1)
-        output = DepthEstimatorOutput(
-            loss=loss, predicted_depth=predicted_depth, hidden_states=hidden_states, attentions=attentions
-        )
-        return output if return_dict else output.to_tuple()
+        return {"loss": loss, "predicted_depth": predicted_depth}
 
 
 class FourMForSemanticSegmentation(FourMHeadPreTrainedModel):
     """4M encoder + per-patch linear head -> per-pixel logits (B, num_labels, H, W)."""
 
     auto_class_name = "AutoModelForSemanticSegmentation"
+    output_class = SemanticSegmenterOutput
 
     def __init__(self, config: FourMConfig):
         super().__init__(config)
@@ -290,31 +285,17 @@ class FourMForSemanticSegmentation(FourMHeadPreTrainedModel):
         self.head = DensePatchHead(config, out_channels=config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SemanticSegmenterOutput | tuple:
-        """pixel_values (B, C, H, W) [, labels (B, H, W) int class ids] -> logits (B, num_labels, H, W), loss."""
-        output_hidden_states, output_attentions, return_dict = resolve_output_flags(
-            self.config, output_hidden_states, output_attentions, return_dict
-        )
-        trunk = self.fourm(pixel_values, output_hidden_states, output_attentions)
-        features, hidden_states, attentions = trunk.last_hidden_state, trunk.hidden_states, trunk.attentions
+    def head_output(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict:
+        """features (B, N, D) [, labels (B, H, W) int class ids] -> logits (B, num_labels, H, W), loss."""
         logits = self.head(features)
         loss = None
         if labels is not None:
             ignore_index = getattr(self.config, "semantic_loss_ignore_index", DEFAULT_SEGMENTATION_IGNORE_INDEX)
             size = self.config.image_size
             check_class_labels(labels, self.config.num_labels, "segmentation labels",
-                               expected_shape=(pixel_values.shape[0], size, size), ignore_index=ignore_index)
+                               expected_shape=(features.shape[0], size, size), ignore_index=ignore_index)
             loss = F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
-        output = SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
-        return output if return_dict else output.to_tuple()
+        return {"loss": loss, "logits": logits}
 
 
 def check_class_labels(labels, num_labels: int, field: str, expected_shape: tuple, ignore_index: int | None = None) -> None:
