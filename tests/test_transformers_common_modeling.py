@@ -120,8 +120,16 @@ EAGER_MATCHES_SDPA_NEEDS_TOKEN_IDS = (
     "builds its inputs from input_ids and an attention mask alone; FourMModel needs packed modality ids and "
     "positions. SDPA against eager (outputs and attention weights) is tested in test_transformers_conventions.py"
 )
+
+
+def _skipped_eager_matches_sdpa(self):
+    """Stands in for transformers' parametrized test_eager_matches_sdpa_inference_* (skipped, reason above)."""
+
+
+# a named function, not a lambda: pytest.mark.skip(...)(lambda) would store the lambda as a mark argument
+# and leave an unmarked attribute that runs as an empty passing test
 for _name in [name for name in dir(FourMModelCommonTest) if name.startswith("test_eager_matches_sdpa_inference")]:
-    setattr(FourMModelCommonTest, _name, pytest.mark.skip(reason=EAGER_MATCHES_SDPA_NEEDS_TOKEN_IDS)(lambda self: None))
+    setattr(FourMModelCommonTest, _name, pytest.mark.skip(reason=EAGER_MATCHES_SDPA_NEEDS_TOKEN_IDS)(_skipped_eager_matches_sdpa))
 
 
 class FourMHeadsCommonTest(FourMCommonTestMixin, unittest.TestCase):
