@@ -176,7 +176,7 @@ def _tokenizer_table(vqvaes: Mapping[str, Mapping], text_vocab_size: int | None)
     for name, vq in sorted(vqvaes.items()):
         size, patch = vq.get("image_size"), vq.get("patch_size")
         grid = f"{size // patch}x{size // patch}" if size and patch else "-"
-        rows.append((f"`{name}`", f"VQ-VAE reading `{vq.get('target', vq.get('input_kind'))}` at {size} px",
+        rows.append((f"`{name}`", f"{vq.get('tokenizer', 'VQ-VAE')} reading `{vq.get('target', vq.get('input_kind'))}` at {size} px",
                      f"{vq.get('vocab_size'):,}" if vq.get("vocab_size") else "-", grid))
     if text_vocab_size:
         rows.append(("`caption`, `det`", "WordPiece text tokenizer (4M id layout)", f"{text_vocab_size:,}", "-"))
@@ -501,6 +501,12 @@ def _processor_summary(folder: Path) -> dict:
         if not config_file.is_file():
             raise ValueError(f"{folder}: {PROCESSOR_CONFIG_NAME} lists VQ-VAE {name!r} but {config_file} is missing")
         vqvaes[name] = _read_json(config_file)
+        released_file = folder / "vqvae" / name / "modality_tokenizer.json"
+        if released_file.is_file():  # a released tokenizer (ReleasedModalityTokenizer): the processor's size applies
+            settings, released = _read_json(released_file), vqvaes[name]
+            vqvaes[name] = {"tokenizer": f"released {released.get('model_type')}", "input_kind": settings.get("input_kind"),
+                            "image_size": settings.get("image_size"), "patch_size": released.get("patch_size"),
+                            "vocab_size": released.get("codebook_size")}
     text_vocab_size = None
     if (folder / "tokenizer.json").is_file():
         text_vocab_size = len(_read_json(folder / "tokenizer.json").get("model", {}).get("vocab", {})) or None

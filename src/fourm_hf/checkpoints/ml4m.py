@@ -1,0 +1,326 @@
+"""``fourm-hf assemble-ml4m``: one runnable folder from the released 4M files.
+
+The released 4M models come as separate Hub repos: the trunk (``EPFL-VILAB/4M-21_XL``, ...), one repo
+per modality tokenizer (``EPFL-VILAB/4M_tokenizers_rgb_16k_224-448``, ...) and the reference's
+WordPiece file for text. This puts them together into ONE folder that ``AutoModel``,
+``AutoProcessor`` and ``pipeline("any-to-any", model=folder)`` load::
+
+    fourm-hf assemble-ml4m --model 4M-21_XL \\
+        --tokenizers 4M_tokenizers_rgb_16k_224-448 4M_tokenizers_semseg_4k_224-448 tok_depth=depth-tokenizer \\
+        --text-tokenizer text_tokenizer_4m_wordpiece_30k.json --out 4M-21_XL-runnable
+
+* ``--model``: a ``fourm-hf convert-ml4m`` output folder, or a reference checkpoint (released
+  folder or ``.safetensors`` file, ``--config`` for a config that is not beside it), converted on
+  the fly.
+* ``--tokenizers``: released tokenizer folders (loaded with ``FourMTokenizerModel``, which picks
+  the family). Released tokenizer configs name no modality, so each folder is matched to one of
+  the model's modalities by its released repo name (``4M_tokenizers_<modality>_<size>_<res>``, the
+  name ``huggingface-cli download ... --local-dir`` or the Hub cache gives it; see
+  ``RELEASED_TOKENIZER_MODALITIES``), or explicitly as ``MODALITY=DIR``.
+* ``--text-tokenizer``: the reference ``tokenizers`` JSON file, or a saved ``FourMTextTokenizer``
+  folder.
+
+Each pairing is checked before anything is written: the modality must be one of the model's image
+token modalities at the model's resolution and grid, the tokenizer's codebook must have the model's
+vocabulary size, the text tokenizer the vocabulary of every text modality, and every image output
+of the model needs a tokenizer (``--allow-missing-tokenizers`` leaves such outputs undecodable
+instead). A mismatch is a ``ValueError`` listing what was found and what was expected. The
+processor and the pipeline serve one resolution (the model's ``image_size``): super-resolution
+outputs (``tok_rgb@448``) and other-grid modalities (the 16x16 ``tok_dinov2``, the global
+``tok_dinov2_global``) cannot be served and are refused.
+
+The output folder is built under a temporary name beside it and renamed into place; a failure
+leaves no folder behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+# The <modality> part of a released tokenizer repo name (EPFL-VILAB/4M_tokenizers_<modality>_<size>_<res>)
+# -> the model modality it tokenizes. The edge tokenizer (edge_8k_224-512) serves both tok_sam_edge and
+# tok_canny_edge, so it must be named explicitly (tok_canny_edge=DIR).
+RELEASED_TOKENIZER_MODALITIES = {
+    "rgb": "tok_rgb",
+    "depth": "tok_depth",
+    "normal": "tok_normal",
+    "semseg": "tok_semseg",
+    "CLIP-B16": "tok_clip",
+    "DINOv2-B14": "tok_dinov2",
+    "ImageBind-H14": "tok_imagebind",
+    "DINOv2-B14-global": "tok_dinov2_global",
+    "ImageBind-H14-global": "tok_imagebind_global",
+    "human-poses": "human_poses",
+    "sam-instance": "sam_instance",
+}
+AMBIGUOUS_RELEASED_TOKENIZERS = {"edge": ("tok_sam_edge", "tok_canny_edge")}
+_RELEASED_NAME = re.compile(r"4M_tokenizers_(?P<modality>.+?)_\d+k_")
+_EXPLICIT = re.compile(r"^(?P<modality>[A-Za-z_][\w@]*)=(?P<folder>.+)$")
+
+
+# ---- matching tokenizer folders to modalities ----------------------------------------------------------
+def parse_tokenizer_argument(argument: str) -> tuple[str | None, Path]:
+    """``"MODALITY=DIR"`` -> (modality, DIR); ``"DIR"`` -> (None, DIR)."""
+    match = _EXPLICIT.match(argument)
+    if match and not Path(argument).exists():
+        return match["modality"], Path(match["folder"])
+    return None, Path(argument)
+
+
+def modality_from_released_name(folder: str | os.PathLike) -> str | None:
+    """The modality a released tokenizer folder is for, from its repo name in the path (the folder
+    itself, or a Hub cache path ``.../models--EPFL-VILAB--4M_tokenizers_rgb_16k_224-448/snapshots/<rev>``);
+    None when the path names no released tokenizer. Raises for the ambiguous edge tokenizer."""
+    for part in reversed(Path(os.path.abspath(folder)).parts):
+        match = _RELEASED_NAME.search(part + "_")
+        if match is None:
+            continue
+        name = match["modality"]
+        if name in AMBIGUOUS_RELEASED_TOKENIZERS:
+            choices = " or ".join(f"{m}={folder}" for m in AMBIGUOUS_RELEASED_TOKENIZERS[name])
+            raise ValueError(f"{folder}: the released {name!r} tokenizer serves several modalities; name one: {choices}.")
+        return RELEASED_TOKENIZER_MODALITIES.get(name)
+    return None
+
+
+def resolve_tokenizer_modalities(arguments: Sequence[str]) -> dict[str, Path]:
+    """``--tokenizers`` arguments -> ``{modality: folder}``; every folder must exist and name its modality."""
+    resolved: dict[str, Path] = {}
+    for argument in arguments:
+        modality, folder = parse_tokenizer_argument(str(argument))
+        if not folder.is_dir():
+            raise ValueError(f"--tokenizers {argument}: {folder} is not a folder; expected a released tokenizer folder "
+                             "(config.json + model.safetensors) or MODALITY=DIR.")
+        if modality is None:
+            modality = modality_from_released_name(folder)
+        if modality is None:
+            raise ValueError(
+                f"--tokenizers {argument}: cannot tell which modality {folder.name!r} tokenizes (released tokenizer "
+                "configs name none; the folder is not named like a released repo 4M_tokenizers_<modality>_<size>_<res>, "
+                f"with <modality> one of {sorted(RELEASED_TOKENIZER_MODALITIES)}); pass it as MODALITY=DIR, "
+                f"e.g. tok_rgb={folder}."
+            )
+        if modality in resolved:
+            raise ValueError(f"--tokenizers: two tokenizers for {modality!r}: {resolved[modality]} and {folder}.")
+        resolved[modality] = folder
+    return resolved
+
+
+# ---- checks against the model ------------------------------------------------------------------------
+def servable_modalities(config) -> list[str]:
+    """The model's image-token modalities a processor at the model's resolution can tokenize."""
+    return [name for name in config.modality_names if _why_not_servable(config, name) is None]
+
+
+def _why_not_servable(config, name: str) -> str | None:
+    spec = config.modality(name)
+    if spec.kind != "image_tokens":
+        reader = "the text tokenizer's ids" if spec.kind == "sequence" else "continuous values"
+        return f"a {spec.kind} modality in this model (it reads {reader}), not an image-token grid"
+    if config.modality_image_size(name) != config.image_size:
+        return (f"at {config.modality_image_size(name)} px, but the processor and the any-to-any pipeline serve one "
+                f"resolution, the model's {config.image_size} px (super-resolution outputs are not supported)")
+    grid = config.modality_grid_size(name)
+    if grid != config.grid_size or spec.learned_positions:
+        return (f"a {grid}x{grid} grid{' with learned positions' if spec.learned_positions else ''}, but the processor "
+                f"and the pipeline serve the model's {config.grid_size}x{config.grid_size} grid only")
+    return None
+
+
+def check_modality_servable(config, name: str) -> None:
+    """The model must have ``name`` as an image-token modality the processor can serve (``servable_modalities``)."""
+    where = f"tokenizer for {name!r}"
+    if name not in config.modality_specs:
+        raise ValueError(f"{where}: the model has no modality {name!r}; its image-token modalities are "
+                         f"{[n for n in config.modality_names if config.modality(n).kind == 'image_tokens']}.")
+    reason = _why_not_servable(config, name)
+    if reason is not None:
+        raise ValueError(f"{where}: {name} is {reason}; assemble-ml4m serves {servable_modalities(config)}.")
+
+
+def check_tokenizer_fits(config, name: str, tokenizer) -> None:
+    """``tokenizer`` (a ``ReleasedModalityTokenizer``) must have the vocabulary and grid of the model's ``name``."""
+    where = f"tokenizer for {name!r}"
+    found, expected = tokenizer.config.vocab_size, config.modality(name).vocab_size
+    if found != expected:
+        raise ValueError(f"{where}: the tokenizer has {found} codes but the model's {name} vocabulary is {expected}; "
+                         "this tokenizer does not belong to this model.")
+    if tokenizer.config.grid_size != config.grid_size:
+        raise ValueError(f"{where}: the tokenizer gives a {tokenizer.config.grid_size}x{tokenizer.config.grid_size} grid "
+                         f"at {config.image_size} px, the model's {name} has {config.grid_size}x{config.grid_size}.")
+
+
+def check_text_tokenizer(config, text_tokenizer) -> None:
+    """Every text (sequence) modality of the model must have the text tokenizer's vocabulary size."""
+    sizes = {name: config.modality(name).vocab_size for name in config.modality_names
+             if config.modality(name).kind == "sequence"}
+    wrong = {name: size for name, size in sizes.items() if size != len(text_tokenizer)}
+    if wrong:
+        raise ValueError(f"--text-tokenizer: it has {len(text_tokenizer)} ids but the model's text modalities have "
+                         f"vocabularies {wrong}; it does not belong to this model.")
+
+
+def check_outputs_covered(config, tokenized: Sequence[str], allow_missing: bool) -> dict[str, str]:
+    """The model's image outputs that stay undecodable, ``{modality: why}``.
+
+    An output the processor could serve but got no tokenizer for is an error unless ``allow_missing``;
+    outputs it cannot serve at all (``_why_not_servable``) are reported, never an error.
+    """
+    image_outputs = [n for n in config.output_modalities if config.modality(n).kind == "image_tokens"]
+    unservable = {n: _why_not_servable(config, n) for n in image_outputs if _why_not_servable(config, n) is not None}
+    missing = [n for n in image_outputs if n not in tokenized and n not in unservable]
+    if missing and not allow_missing:
+        raise ValueError(
+            f"the model outputs {missing} have no tokenizer to decode them (given: {sorted(tokenized) or 'none'}; "
+            f"image outputs the processor can serve: {[n for n in image_outputs if n not in unservable]}); pass one "
+            "per output, or --allow-missing-tokenizers to leave them undecodable."
+        )
+    decodable = [n for n in config.output_modalities if n in ("caption", "det") or n in tokenized]
+    if not decodable:
+        reasons = "; ".join(f"{n}: {why}" for n, why in unservable.items())
+        raise ValueError(f"no output of the model could be decoded: its outputs are {config.output_modalities}, "
+                         f"tokenizers were given for {sorted(tokenized) or 'none'} and the processor can serve "
+                         f"{servable_modalities(config)}" + (f" ({reasons})." if reasons else "."))
+    return {**{n: "no tokenizer given" for n in missing}, **unservable}
+
+
+# ---- loading --------------------------------------------------------------------------------------------
+def load_trunk(model: str | os.PathLike, config: str | os.PathLike | None = None):
+    """A converted folder (``model_type`` "fourm") or a reference checkpoint, converted in memory."""
+    from ..modeling.conversion import load_reference_model, resolve_reference_files
+    from ..modeling.modeling_fourm import FourMModel
+    from ..tokenization.released_layout import read_json_object
+
+    path = Path(model)
+    config_file = path / "config.json"
+    if path.is_dir() and config_file.is_file() and read_json_object(str(config_file)).get("model_type") == "fourm":
+        if config is not None:
+            raise ValueError(f"--config: {path} is a converted folder, which has its own config; leave --config out.")
+        return FourMModel.from_pretrained(str(path)).eval()
+    weights, reference_config = resolve_reference_files(str(path), None if config is None else str(config))
+    return load_reference_model(weights, reference_config).eval()
+
+
+def load_text_tokenizer(source: str | os.PathLike):
+    """The reference ``tokenizers`` JSON file, or a saved ``FourMTextTokenizer`` folder."""
+    from ..tokenization.tokenization_fourm import FourMTextTokenizer
+
+    path = Path(source)
+    if path.is_file():
+        return FourMTextTokenizer(tokenizer_file=str(path))
+    if path.is_dir():
+        return FourMTextTokenizer.from_pretrained(str(path))
+    raise ValueError(f"--text-tokenizer {source}: no such file or folder; expected the reference tokenizers JSON "
+                     "(text_tokenizer_4m_wordpiece_30k.json) or a saved FourMTextTokenizer folder.")
+
+
+def build_processor(config, tokenizer_folders: Mapping[str, Path], text_tokenizer, num_diffusion_steps: int = 25,
+                    feature_models: Mapping[str, Path] | None = None):
+    """A ``FourMProcessor`` at the model's resolution holding the released tokenizers (checked)."""
+    from ..tokenization.image_processing_fourm import FourMImageProcessor
+    from ..tokenization.processing_fourm import FourMProcessor
+    from ..tokenization.released import FourMTokenizerModel
+    from ..tokenization.released_modalities import ReleasedModalityTokenizer
+
+    feature_models = dict(feature_models or {})
+    unused = sorted(set(feature_models) - set(tokenizer_folders))
+    if unused:
+        raise ValueError(f"--feature-model for {unused}, which get no tokenizer (tokenizers: {sorted(tokenizer_folders)}).")
+    check_text_tokenizer(config, text_tokenizer)
+    tokenizers = {}
+    for name in tokenizer_folders:  # every pairing by name first, before loading any tokenizer
+        check_modality_servable(config, name)
+    for name, folder in tokenizer_folders.items():
+        try:
+            tokenizer = ReleasedModalityTokenizer(
+                FourMTokenizerModel.from_pretrained(folder), name, image_size=config.image_size,
+                feature_extractor=feature_models.get(name), num_diffusion_steps=num_diffusion_steps)
+        except ValueError as error:
+            raise ValueError(f"tokenizer for {name!r} ({folder}): {error}") from None
+        check_tokenizer_fits(config, name, tokenizer)
+        tokenizers[name] = tokenizer
+    options = {"image_size": config.image_size}
+    semseg = [t for t in tokenizers.values() if t.config.input_kind == "semseg"]
+    if semseg:
+        options["num_semseg_classes"] = semseg[0].config.num_classes
+    max_text_length = config.modality("caption").max_length if "caption" in config.modality_specs else 256
+    return FourMProcessor(FourMImageProcessor(**options), text_tokenizer, vqvaes=tokenizers,
+                          max_text_length=max_text_length)
+
+
+# ---- the command ----------------------------------------------------------------------------------------
+def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=None, num_diffusion_steps: int = 25,
+                  allow_missing_tokenizers: bool = False, feature_models: Sequence[str] = ()) -> dict:
+    """Check and write ``out`` (module docstring). Returns ``{"tokenizers": {modality: folder},
+    "undecodable": {output: why it cannot be decoded}, "targets": [pipeline targets]}``."""
+    from ..hub import write_model_card
+    from ..pipelines.any_to_any import TARGET_MODALITIES
+
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"--out {out} already exists; choose a new folder.")
+    folders = resolve_tokenizer_modalities(tokenizers)
+    features = {}
+    for argument in feature_models:
+        modality, folder = parse_tokenizer_argument(str(argument))
+        if modality is None:
+            raise ValueError(f"--feature-model {argument}: expected MODALITY=DIR (e.g. tok_clip=clip-vit-base-patch16).")
+        features[modality] = folder
+    text = load_text_tokenizer(text_tokenizer)
+    trunk = load_trunk(model, config)
+    processor = build_processor(trunk.config, folders, text, num_diffusion_steps, features)
+    undecodable = check_outputs_covered(trunk.config, sorted(processor.vqvaes), allow_missing_tokenizers)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)
+    try:
+        trunk.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        write_model_card(staging, title=out.name, training_data=(
+            "Released 4M weights (EPFL-VILAB), converted with `fourm-hf convert-ml4m` and put together with the "
+            "released tokenizers by `fourm-hf assemble-ml4m`; see the original model card for the training data."))
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    targets = [friendly for friendly, name in TARGET_MODALITIES.items()
+               if name in trunk.config.output_modalities and (name in processor.vqvaes or name in ("caption", "det"))]
+    return {"tokenizers": {name: str(folder) for name, folder in folders.items()}, "undecodable": undecodable,
+            "targets": targets}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="a fourm-hf convert-ml4m folder, or a reference checkpoint (released folder or .safetensors)")
+    parser.add_argument("--config", default=None, help="reference config.json when --model is a file without one beside it")
+    parser.add_argument("--tokenizers", nargs="+", default=[], metavar="DIR_OR_MODALITY=DIR",
+                        help="released tokenizer folders (named like their repo, 4M_tokenizers_rgb_16k_224-448) or MODALITY=DIR")
+    parser.add_argument("--text-tokenizer", required=True, help="the reference tokenizers JSON or a FourMTextTokenizer folder")
+    parser.add_argument("--feature-model", nargs="*", default=[], metavar="MODALITY=DIR",
+                        help="a local transformers vision model for a feature tokenizer, e.g. tok_clip=clip-vit-base-patch16")
+    parser.add_argument("--num-diffusion-steps", type=int, default=25, help="DDIM steps of the diffusion (DiVAE) decoders")
+    parser.add_argument("--allow-missing-tokenizers", action="store_true",
+                        help="assemble even if some image outputs of the model have no tokenizer (they cannot be decoded)")
+    parser.add_argument("--out", required=True, help="the new folder")
+
+
+def main(args) -> int:
+    try:
+        summary = assemble_ml4m(args.model, args.tokenizers, args.text_tokenizer, args.out, config=args.config,
+                                num_diffusion_steps=args.num_diffusion_steps,
+                                allow_missing_tokenizers=args.allow_missing_tokenizers, feature_models=args.feature_model)
+    except ValueError as error:
+        print(f"fourm-hf assemble-ml4m: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: tokenizers {sorted(summary['tokenizers'])}; pipeline targets {summary['targets']}")
+    for name, why in summary["undecodable"].items():
+        print(f"  not decodable: {name} ({why})")
+    return 0
