@@ -1,0 +1,284 @@
+"""``fourm-hf assemble-ml4m`` on the reference fixtures: every trunk with every released tokenizer
+fixture (paired where the fixture data says they fit, refused with a clear error where not), the
+assembled folder through ``pipeline("any-to-any")`` in a fresh process for every target it can
+decode, the same after a push to and a pull from the loopback Hub, and the bad inputs.
+
+Everything is discovered under ``../shared/fixtures/ml4m``: trunks are the released-layout folders
+(``config.json`` with ``domains_in`` + ``model.safetensors``) and the ``X.safetensors`` files with an
+``X.json`` holding ``fm_config``; tokenizers are the folders under ``tokenizers/``, copied to a folder
+named like their released repo (``<name>.json`` -> ``released_counterpart``), as ``huggingface-cli
+download ... --local-dir`` would name them; text tokenizers are the ``text_tokenizer*.json`` files.
+Whether a tokenizer fits a trunk is read from the fixtures' own JSON tables (vocabulary sizes, grids,
+types), not from the code under test. The fixture tokenizers are shrunk independently of the trunks,
+so only some pairs fit (4M-21: RGB and semseg; the 4M-7 trunk: semseg; SR: none, its outputs are at
+448 px): the others are the refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import huggingface_hub.constants as hub_constants
+import pytest
+
+from conftest import SHARED_DIR, shared_path, subprocess_env
+from fourm_hf import cli
+from fourm_hf.checkpoints.ml4m import assemble_ml4m, modality_from_released_name
+from fourm_hf.modeling.conversion import convert_ml4m_checkpoint, resolve_reference_files
+from fourm_hf.tokenization.tokenization_fourm import FourMTextTokenizer
+from hub_server import HubServer
+
+ML4M = SHARED_DIR / "fixtures" / "ml4m"
+TOKEN = "hf_assemble_test_token"
+DIFFUSION_STEPS = "2"  # keeps the DiVAE decoding of the tests short (the command's default is 25)
+
+
+# ---- discovery -------------------------------------------------------------------------------------------
+@dataclass
+class Trunk:
+    name: str
+    model: Path  # a released folder or a weights file
+    config: Path | None  # the reference config when it is not beside the weights
+    table: dict  # the fixture JSON (modalities table, fm_config)
+
+    @property
+    def image_size(self) -> int:
+        fm_config = self.table["fm_config"]
+        return int(fm_config.get("image_size", 224))
+
+    @property
+    def modalities(self) -> dict:
+        return self.table["modalities"]
+
+
+def discover_trunks() -> dict[str, Trunk]:
+    trunks = {}
+    if not ML4M.is_dir():
+        return trunks
+    for folder in sorted(p for p in ML4M.iterdir() if p.is_dir()):
+        config, table = folder / "config.json", folder / f"{folder.name}.json"
+        if config.is_file() and (folder / "model.safetensors").is_file() and table.is_file():
+            if "domains_in" in json.loads(config.read_text()):
+                trunks[folder.name] = Trunk(folder.name, folder, None, json.loads(table.read_text()))
+    for weights in sorted(ML4M.glob("*.safetensors")):
+        table = weights.with_suffix(".json")
+        if table.is_file() and "fm_config" in json.loads(table.read_text()):
+            trunks[weights.stem] = Trunk(weights.stem, weights, table, json.loads(table.read_text()))
+    return trunks
+
+
+TRUNKS = discover_trunks()
+
+
+@dataclass
+class ReleasedTokenizer:
+    folder: Path  # named like the released repo
+    modality: str
+    config: dict  # the released config.json
+
+    @property
+    def is_feature_map(self) -> bool:  # a ViT VQ-VAE on a vision model's feature grid (CLIP, DINOv2, ImageBind)
+        return not self.config["patch_proj"] and self.config["dec_type"].startswith("vit")
+
+
+@pytest.fixture(scope="module")
+def released_tokenizers(tmp_path_factory) -> list[ReleasedTokenizer]:
+    """Every tokenizer fixture as a folder named like its released repo (config.json + model.safetensors)."""
+    root = shared_path("fixtures", "ml4m", "tokenizers")
+    downloads = tmp_path_factory.mktemp("downloads")
+    found = []
+    for fixture in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+        repo = json.loads((fixture / f"{fixture.name}.json").read_text())["released_counterpart"]
+        folder = downloads / repo.split("/")[1]
+        folder.mkdir()
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(fixture / name, folder / name)
+        found.append(ReleasedTokenizer(folder, modality_from_released_name(folder), json.loads((fixture / "config.json").read_text())))
+    assert found, f"no tokenizer fixtures under {root}"
+    return found
+
+
+def text_tokenizer_for(trunk: Trunk) -> Path:
+    """The fixture text tokenizer whose size is the trunk's caption vocabulary."""
+    sizes = {path: len(FourMTextTokenizer(tokenizer_file=str(path))) for path in sorted(ML4M.rglob("text_tokenizer*.json"))}
+    matching = [path for path, size in sizes.items() if size == trunk.modalities["caption"]["vocab_size"]]
+    assert matching, f"{trunk.name}: no text tokenizer fixture of {trunk.modalities['caption']['vocab_size']} ids in {sizes}"
+    return matching[0]
+
+
+def expected_refusal(trunk: Trunk, tokenizer: ReleasedTokenizer) -> str | None:
+    """What assembling ``trunk`` with ``tokenizer`` alone must fail with (a regex), from the fixture tables;
+    None when it must succeed."""
+    table = trunk.modalities
+    domain = next((d for d in (f"{tokenizer.modality}@{trunk.image_size}", tokenizer.modality) if d in table), None)
+    if domain is None:
+        return "the model has no modality"
+    entry = table[domain]
+    if entry["type"] != "img":
+        return "is a sequence modality in this model"
+    grid = entry.get("grid") or [entry["input_size"] // entry["patch_size"]] * 2
+    if grid != [trunk.image_size // 16] * 2:
+        return "grid"
+    if tokenizer.is_feature_map:
+        return "needs feature_extractor"
+    if entry["vocab_size"] != tokenizer.config["codebook_size"]:
+        return f"has {tokenizer.config['codebook_size']} codes but the model's .* vocabulary is {entry['vocab_size']}"
+    text_outputs = [name for name in ("caption", "det") if name in table and table[name]["decoder"]]
+    if not entry["decoder"] and not text_outputs:
+        return "no output of the model could be decoded"
+    return None
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> dict[str, Path]:
+    """Each trunk converted once with convert-ml4m (the 'converted folder' form of --model)."""
+    shared_path("fixtures", "ml4m")
+    root = tmp_path_factory.mktemp("converted")
+    folders = {}
+    for name, trunk in TRUNKS.items():
+        weights, config = resolve_reference_files(str(trunk.model), None if trunk.config is None else str(trunk.config))
+        convert_ml4m_checkpoint(weights, config, root / name)
+        folders[name] = root / name
+    return folders
+
+
+# ---- pairing every trunk with every tokenizer ----------------------------------------------------------
+@pytest.mark.parametrize("trunk_name", sorted(TRUNKS) or [pytest.param("none", marks=pytest.mark.skip(
+    reason=f"no reference fixtures under {ML4M}"))])
+def test_every_tokenizer_fixture_pairs_with_a_trunk_or_is_refused_clearly(trunk_name, released_tokenizers, converted,
+                                                                         tmp_path):
+    trunk = TRUNKS[trunk_name]
+    text = text_tokenizer_for(trunk)
+    outcomes = {}
+    for tokenizer in released_tokenizers:
+        out = tmp_path / tokenizer.folder.name
+        refusal = expected_refusal(trunk, tokenizer)
+        if refusal is None:
+            summary = assemble_ml4m(converted[trunk_name], [str(tokenizer.folder)], text, out,
+                                    allow_missing_tokenizers=True)
+            assert summary["tokenizers"] == {tokenizer.modality: str(tokenizer.folder)}
+            assert json.loads((out / "processor_config.json").read_text())["vqvae_modalities"] == [tokenizer.modality]
+            assert tokenizer.modality not in summary["undecodable"]
+        else:
+            with pytest.raises(ValueError, match=refusal) as error:
+                assemble_ml4m(converted[trunk_name], [str(tokenizer.folder)], text, out, allow_missing_tokenizers=True)
+            assert repr(tokenizer.modality) in str(error.value) or "no output" in str(error.value), str(error.value)
+            assert not out.exists()
+        outcomes[tokenizer.folder.name] = refusal
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary folder was left behind"
+    print(trunk_name, outcomes)
+
+
+# ---- the assembled folder runs, locally and from the Hub ----------------------------------------------
+RUN_PIPELINE = """
+import json, sys
+import numpy as np
+import fourm_hf
+from transformers import pipeline
+from fourm_hf.pipelines.any_to_any import FourMAnyToAnyPipeline
+
+source, from_hub = sys.argv[1], sys.argv[2] == "hub"
+# a Hub repo declares its pipeline class (custom_pipelines); with fourm_hf installed, name it
+pipe = pipeline("any-to-any", model=source, **({"pipeline_class": FourMAnyToAnyPipeline} if from_hub else {}))
+assert type(pipe) is FourMAnyToAnyPipeline, type(pipe)
+image = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
+report = {}
+for target in pipe.available_targets():
+    inputs = {"text": "a small red cube on a table"} if target == "rgb" else {"inputs": image}
+    out = pipe(**inputs, target_modalities=[target], seed=0, return_tokens=True)
+    value = out[target]
+    if target == "caption":
+        summary = {"kind": type(value).__name__}
+    elif target == "det":
+        summary = {"kind": "boxes", "boxes": type(value["boxes"]).__name__, "image": list(value["image"].size)}
+    else:
+        summary = {"kind": "image", "image": list(value["image"].size), "array": list(value["array"].shape)}
+    summary["tokens"] = {name: ids.tolist() for name, ids in out["tokens"].items()}
+    report[target] = summary
+print(json.dumps(report))
+"""
+
+FRIENDLY = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg"}
+
+
+def run_pipeline(source: str, where: str, env: dict) -> dict:
+    result = subprocess.run([sys.executable, "-c", RUN_PIPELINE, source, where], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """The loopback Hub, with huggingface_hub pointed at it here and in child processes."""
+    cache = tmp_path_factory.mktemp("hf_home")
+    with HubServer(token=TOKEN) as server, pytest.MonkeyPatch.context() as patch:
+        for name, value in dict(HF_ENDPOINT=server.url, HF_TOKEN=TOKEN, HF_HOME=str(cache), HF_HUB_CACHE=str(cache / "hub"),
+                                HF_HUB_DISABLE_TELEMETRY="1").items():
+            patch.setenv(name, value)
+        patch.delenv("HF_HUB_OFFLINE", raising=False)
+        patch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        patch.setattr(hub_constants, "ENDPOINT", server.url)
+        patch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        patch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
+        patch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+@pytest.mark.parametrize("trunk_name", sorted(TRUNKS) or [pytest.param("none", marks=pytest.mark.skip(
+    reason=f"no reference fixtures under {ML4M}"))])
+def test_assembled_folder_runs_every_target_in_a_fresh_process_and_from_the_hub(trunk_name, released_tokenizers, hub,
+                                                                               tmp_path, capsys):
+    """Assembled from the reference checkpoint itself (converted on the fly) with every tokenizer that fits."""
+    trunk = TRUNKS[trunk_name]
+    fitting = [t for t in released_tokenizers if expected_refusal(trunk, t) is None]
+    # without a fitting tokenizer (the SR trunk), every tokenizer for one of its modalities: a clear refusal
+    given = fitting or [t for t in released_tokenizers if t.modality in trunk_domains(trunk)]
+    arguments = ["assemble-ml4m", "--model", str(trunk.model), "--text-tokenizer", str(text_tokenizer_for(trunk)),
+                 "--out", str(tmp_path / "out"), "--allow-missing-tokenizers", "--num-diffusion-steps", DIFFUSION_STEPS,
+                 "--tokenizers", *[str(t.folder) for t in given]]
+    arguments += ["--config", str(trunk.config)] if trunk.config else []
+    if not fitting:
+        assert cli.main(arguments) == 2
+        assert "fourm-hf assemble-ml4m:" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+        return
+    assert cli.main(arguments) == 0, capsys.readouterr().err
+    assert "pipeline targets" in capsys.readouterr().out
+    expected = [FRIENDLY[t.modality] for t in fitting if FRIENDLY.get(t.modality) and trunk_has_output(trunk, t.modality)]
+    expected += [name for name in ("caption", "det") if trunk.modalities.get(name, {}).get("decoder")]
+
+    local = run_pipeline(str(tmp_path / "out"), "local", subprocess_env())
+    assert sorted(local) == sorted(expected)
+    for name, summary in local.items():
+        if name == "caption":
+            assert summary["kind"] == "str"
+        elif name == "det":
+            assert summary["kind"] == "boxes" and summary["boxes"] == "list" and summary["image"] == [224, 224]
+        else:
+            assert summary["image"] == [224, 224] and summary["array"][:2] == [224, 224], name
+            assert len(summary["tokens"][f"tok_{name}"]) == 196, name
+
+    repo_id = f"fourm-tester/{trunk_name}-assembled"
+    assert cli.main(["push-to-hub", "--checkpoint", str(tmp_path / "out"), "--repo-id", repo_id]) == 0
+    files = hub.files(repo_id)
+    assert all(f"vqvae/{t.modality}/modality_tokenizer.json" in files for t in fitting), sorted(files)
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")  # the Hub settings of the fixture
+    assert run_pipeline(repo_id, "hub", env) == local  # same tokens, seed for seed
+
+
+def trunk_domains(trunk: Trunk) -> set[str]:
+    """The trunk's modalities under their model names (tok_rgb@224 -> tok_rgb at a 224 px trunk)."""
+    suffix = f"@{trunk.image_size}"
+    return {name[: -len(suffix)] if name.endswith(suffix) else name for name in trunk.modalities}
+
+
+def trunk_has_output(trunk: Trunk, modality: str) -> bool:
+    entry = trunk.modalities.get(f"{modality}@{trunk.image_size}") or trunk.modalities.get(modality) or {}
+    return bool(entry.get("decoder"))
