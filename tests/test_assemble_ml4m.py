@@ -282,3 +282,124 @@ def trunk_domains(trunk: Trunk) -> set[str]:
 def trunk_has_output(trunk: Trunk, modality: str) -> bool:
     entry = trunk.modalities.get(f"{modality}@{trunk.image_size}") or trunk.modalities.get(modality) or {}
     return bool(entry.get("decoder"))
+
+
+# ---- bad inputs --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def paired(released_tokenizers, converted):
+    """The trunk with the most fitting tokenizer fixtures, its converted folder, text tokenizer and tokenizers."""
+    def fits(name):
+        return [t for t in released_tokenizers if expected_refusal(TRUNKS[name], t) is None]
+
+    name = max(sorted(TRUNKS), key=lambda n: len(fits(n)))
+    assert fits(name), "no tokenizer fixture fits any trunk"
+    return TRUNKS[name], converted[name], text_tokenizer_for(TRUNKS[name]), fits(name)
+
+
+def test_an_image_output_without_tokenizer_is_an_error_unless_allowed(paired, tmp_path):
+    trunk, model, text, tokenizers = paired
+    folders = [str(t.folder) for t in tokenizers]
+    with pytest.raises(ValueError, match=r"the model outputs \[.*\] have no tokenizer to decode them \(given: ") as error:
+        assemble_ml4m(model, folders, text, tmp_path / "out")
+    message = str(error.value)
+    assert all(repr(t.modality) in message for t in tokenizers) and "--allow-missing-tokenizers" in message
+    assert not (tmp_path / "out").exists()
+    summary = assemble_ml4m(model, folders, text, tmp_path / "out", allow_missing_tokenizers=True)
+    assert summary["undecodable"] and all(t.modality not in summary["undecodable"] for t in tokenizers)
+
+
+def test_the_reference_wordpiece_tokenizer_is_refused_by_a_tiny_trunk(paired, tmp_path):
+    trunk, model, _, tokenizers = paired
+    wordpiece = shared_path("fixtures", "ml4m", "text_tokenizer_4m_wordpiece_30k.json")
+    size = trunk.modalities["caption"]["vocab_size"]
+    with pytest.raises(ValueError, match=rf"--text-tokenizer: it has 30000 ids but .*'caption': {size}"):
+        assemble_ml4m(model, [str(tokenizers[0].folder)], wordpiece, tmp_path / "out", allow_missing_tokenizers=True)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="no such file or folder"):
+        assemble_ml4m(model, [str(tokenizers[0].folder)], tmp_path / "missing.json", tmp_path / "out")
+
+
+def test_a_folder_not_named_like_a_release_needs_modality_equals_dir(paired, tmp_path):
+    trunk, model, text, tokenizers = paired
+    plain = tmp_path / "my-tokenizer"
+    shutil.copytree(tokenizers[0].folder, plain)
+    with pytest.raises(ValueError, match="cannot tell which modality 'my-tokenizer' tokenizes") as error:
+        assemble_ml4m(model, [str(plain)], text, tmp_path / "out", allow_missing_tokenizers=True)
+    assert "pass it as MODALITY=DIR" in str(error.value) and "4M_tokenizers_<modality>_<size>_<res>" in str(error.value)
+    summary = assemble_ml4m(model, [f"{tokenizers[0].modality}={plain}"], text, tmp_path / "out",
+                            allow_missing_tokenizers=True)
+    assert summary["tokenizers"] == {tokenizers[0].modality: str(plain)}
+
+
+def test_the_hub_cache_layout_names_the_modality(tmp_path):
+    snapshot = tmp_path / "models--EPFL-VILAB--4M_tokenizers_semseg_4k_224-448" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    assert modality_from_released_name(snapshot) == "tok_semseg"
+    assert modality_from_released_name(tmp_path / "4M_tokenizers_DINOv2-B14-global_8k_16_224") == "tok_dinov2_global"
+    assert modality_from_released_name(tmp_path / "anything") is None
+    with pytest.raises(ValueError, match="serves several modalities; name one: tok_sam_edge=.* or tok_canny_edge="):
+        modality_from_released_name(tmp_path / "4M_tokenizers_edge_8k_224-512")
+
+
+def test_wrong_modality_pairings_are_refused(paired, tmp_path):
+    trunk, model, text, tokenizers = paired
+    folder = str(tokenizers[0].folder)
+    with pytest.raises(ValueError, match=r"the model has no modality 'tok_mystery'; its image-token modalities are \["):
+        assemble_ml4m(model, [f"tok_mystery={folder}"], text, tmp_path / "out", allow_missing_tokenizers=True)
+    with pytest.raises(ValueError, match="two tokenizers for"):
+        assemble_ml4m(model, [folder, f"{tokenizers[0].modality}={folder}"], text, tmp_path / "out")
+    with pytest.raises(ValueError, match="is not a folder"):
+        assemble_ml4m(model, [str(tmp_path / "4M_tokenizers_rgb_16k_224-448")], text, tmp_path / "out")
+    other = [n for n in trunk_domains(trunk) if n.startswith("tok_") and n != tokenizers[0].modality
+             and trunk_has_output(trunk, n) and expected_refusal(trunk, ReleasedTokenizer(tokenizers[0].folder, n, tokenizers[0].config))]
+    assert other, f"{trunk.name}: no other image output to mis-pair {tokenizers[0].modality}'s tokenizer with"
+    for name in other:  # the tokenizer under another of the model's names: its vocabulary or its kind disagrees
+        with pytest.raises(ValueError, match=f"tokenizer for '{name}'"):
+            assemble_ml4m(model, [f"{name}={folder}"], text, tmp_path / "out", allow_missing_tokenizers=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_super_resolution_output_is_refused(released_tokenizers, converted, tmp_path):
+    """A modality at another resolution than the trunk's (the SR trunk's @448 outputs)."""
+    shared_path("fixtures", "ml4m")
+    for name, trunk in TRUNKS.items():
+        other = [d for d, e in trunk.modalities.items() if e["type"] == "img" and e.get("vocab_size") and
+                 e.get("input_size", trunk.image_size) != trunk.image_size]
+        for domain in other:
+            tokenizer = next((t for t in released_tokenizers if domain.split("@")[0] == t.modality), None)
+            if tokenizer is None:
+                continue
+            with pytest.raises(ValueError, match=rf"{domain} is at {domain.split('@')[1]} px, but the processor and the "
+                                                 rf"any-to-any pipeline serve one resolution, the model's {trunk.image_size} px"):
+                assemble_ml4m(converted[name], [f"{domain}={tokenizer.folder}"], text_tokenizer_for(trunk),
+                              tmp_path / "out", allow_missing_tokenizers=True)
+            return
+    pytest.fail("no fixture trunk has a modality at another resolution (expected the SR layout)")
+
+
+def test_the_output_folder_is_written_atomically(paired, tmp_path, monkeypatch):
+    trunk, model, text, tokenizers = paired
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ValueError, match="already exists"):
+        assemble_ml4m(model, [str(tokenizers[0].folder)], text, tmp_path / "taken", allow_missing_tokenizers=True)
+
+    from fourm_hf.tokenization.processing_fourm import FourMProcessor
+
+    def fail(self, folder, **kwargs):  # the model is already written when the processor fails
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FourMProcessor, "save_pretrained", fail)
+    with pytest.raises(OSError, match="disk full"):
+        assemble_ml4m(model, [str(tokenizers[0].folder)], text, tmp_path / "out", allow_missing_tokenizers=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no output, no temporary folder
+
+
+def test_the_command_reports_errors_without_a_traceback(paired, tmp_path, capsys):
+    trunk, model, text, tokenizers = paired
+    code = cli.main(["assemble-ml4m", "--model", str(model), "--tokenizers", f"tok_mystery={tokenizers[0].folder}",
+                     "--text-tokenizer", str(text), "--out", str(tmp_path / "out")])
+    assert code == 2 and "fourm-hf assemble-ml4m: tokenizer for 'tok_mystery'" in capsys.readouterr().err
+    code = cli.main(["assemble-ml4m", "--model", str(model), "--config", str(tmp_path / "x.json"), "--tokenizers",
+                     str(tokenizers[0].folder), "--text-tokenizer", str(text), "--out", str(tmp_path / "out")])
+    assert code == 2 and "is a converted folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
