@@ -27,8 +27,12 @@ def random_packed_batch(
     """A packed batch in FourMModel's format with random modalities, positions and ids.
 
     Inputs and targets of an image modality are disjoint; sequence targets are contiguous and in
-    order. With ``full=False`` every sample leaves a few random padding slots at the end.
+    order. With ``full=False`` every sample leaves a few random padding slots at the end. The
+    config must have the 4M-7 layout (``data.masking.layout.check_trainable_layout``).
     """
+    from .data.masking.layout import check_trainable_layout
+
+    check_trainable_layout(config, "random_packed_batch")  # one grid, one (3, S, S) pixel_values input
     generator = torch.Generator().manual_seed(seed)
     input_budget = input_budget or config.input_budget
     target_budget = target_budget or config.target_budget

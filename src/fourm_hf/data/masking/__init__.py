@@ -34,12 +34,15 @@ sample (:func:`with_sample_index`); the epoch is set by :class:`MaskingEpochCall
 
 Modules: ``strategies`` (Dirichlet components, presets), ``budgets`` (``distribute_budget``),
 ``spans`` (span masking), ``collator`` (``FourMMaskingCollator``), ``epochs`` (sample index and the
-epoch callback for ``Trainer``), ``ids`` (special token ids and field names).
+epoch callback for ``Trainer``), ``ids`` (special token ids and field names), ``layout`` (the model
+layouts these handle: one patch grid, sin-cos positions, one pixels input; 4M-21 / SR layouts are
+refused by ``check_trainable_layout``).
 """
 
 from .budgets import distribute_budget
 from .collator import FourMMaskingCollator, MaskedSample
 from .epochs import MaskingEpochCallback, with_sample_index
+from .layout import check_trainable_layout
 from .ids import (
     DEFAULT_NUM_SENTINELS,
     EOS_ID,
@@ -65,6 +68,7 @@ __all__ = [
     "PIXEL_VALUES_FIELD",
     "SAMPLE_INDEX_FIELD",
     "SENTINEL_OFFSET",
+    "check_trainable_layout",
     "cut_target_at_sentinel",
     "distribute_budget",
     "masking_preset",

@@ -10,6 +10,7 @@ import torch
 
 from ...configuration_fourm import FourMConfig
 from .budgets import distribute_budget
+from .layout import check_trainable_layout
 from .ids import (
     DEFAULT_NUM_SENTINELS,
     IGNORE_INDEX,
@@ -45,7 +46,10 @@ class FourMMaskingCollator:
     """``transformers.Trainer`` data collator: per-sample 4M masking, packed to fixed lengths.
 
     Args:
-        config: the model's :class:`FourMConfig` (modality ids, grid size, vocab sizes).
+        config: the model's :class:`FourMConfig` (modality ids, grid size, vocab sizes). Every image
+            modality must be on the model's one patch grid, with sin-cos positions, and at most one
+            input may be pixels (the 4M-7 layout); other layouts (4M-21, SR) are a ValueError
+            (``layout.check_trainable_layout``).
         input_budget / target_budget: encoder / decoder tokens per sample (default: the config's).
             They are also the padded lengths of the batch.
         strategy: a preset name (:data:`MASKING_PRESETS`), one :class:`DirichletMasking`, or a list
@@ -101,9 +105,8 @@ class FourMMaskingCollator:
         self.is_output = np.array([name in config.output_modalities for name in self.modality_names])
         self.image_ids = [i for i, kind in enumerate(self.kinds) if kind != "sequence"]
         self.sequence_ids = [i for i, kind in enumerate(self.kinds) if kind == "sequence"]
+        check_trainable_layout(config, "FourMMaskingCollator")  # one grid, sin-cos positions, one pixels input
         pixel_names = [name for name, kind in zip(self.modality_names, self.kinds) if kind == "pixels"]
-        if len(pixel_names) > 1:
-            raise ValueError(f"At most one pixels modality is supported (read from 'pixel_values'), got {pixel_names}.")
         self.pixel_name = pixel_names[0] if pixel_names else None
 
         self.components = self._resolve_strategy(strategy)
