@@ -403,3 +403,35 @@ def test_the_command_reports_errors_without_a_traceback(paired, tmp_path, capsys
                      str(tokenizers[0].folder), "--text-tokenizer", str(text), "--out", str(tmp_path / "out")])
     assert code == 2 and "is a converted folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_feature_tokenizer_joins_with_its_vision_model(paired, released_tokenizers, tmp_path):
+    """A CLIP-style feature tokenizer needs --feature-model; with a (tiny, random) CLIP vision model whose
+    features have the tokenizer's width, the folder holds it and the pipeline conditions on its tokens."""
+    import numpy as np
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, pipeline
+
+    trunk, model, text, tokenizers = paired
+    features = [t for t in released_tokenizers if t.is_feature_map and expected_refusal(trunk, t) == "needs feature_extractor"]
+    if not features:
+        pytest.fail(f"{trunk.name}: no feature-map tokenizer fixture with its vocabulary (expected the CLIP one)")
+    feature = features[0]
+    torch.manual_seed(0)
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=trunk.image_size,
+        patch_size=16, projection_dim=feature.config["n_channels"]))
+    clip.save_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match="--feature-model for \\['tok_other'\\], which get no tokenizer"):
+        assemble_ml4m(model, [str(t.folder) for t in tokenizers], text, tmp_path / "out", allow_missing_tokenizers=True,
+                      feature_models=[f"tok_other={tmp_path / 'clip'}"])
+    with pytest.raises(ValueError, match="expected MODALITY=DIR"):
+        assemble_ml4m(model, [str(feature.folder)], text, tmp_path / "out", feature_models=[str(tmp_path / "clip")])
+    summary = assemble_ml4m(model, [str(feature.folder), *[str(t.folder) for t in tokenizers]], text, tmp_path / "out",
+                            allow_missing_tokenizers=True, feature_models=[f"{feature.modality}={tmp_path / 'clip'}"])
+    assert feature.modality in summary["tokenizers"] and feature.modality not in summary["undecodable"]
+    assert (tmp_path / "out" / "vqvae" / feature.modality / "feature_model" / "config.json").is_file()
+    pipe = pipeline("any-to-any", model=str(tmp_path / "out"))
+    image = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
+    out = pipe(image, target_modalities=["caption"], seed=0, return_tokens=True)
+    assert len(out["tokens"][feature.modality]) == (trunk.image_size // 16) ** 2 and isinstance(out["caption"], str)

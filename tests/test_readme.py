@@ -66,3 +66,36 @@ def test_training_commands_run_on_a_fresh_clone(tmp_path):
     assert (tmp_path / "corpus" / "tiny_scenes" / "train").is_dir()
     saved = sorted((tmp_path / "runs" / "tiny_scenes").rglob("model.safetensors"))
     assert saved, "the training command saved no model"
+
+
+def test_released_model_commands_parse_and_match_their_tokenizers():
+    """The released-model section's commands (they need the real weights, so they are not run here):
+    each fourm-hf line parses with its subcommand's arguments, assemble-ml4m reads what convert-ml4m
+    writes, and every downloaded tokenizer folder it names is matched to a modality by its name."""
+    import argparse
+    import importlib
+
+    from fourm_hf import cli
+    from fourm_hf.checkpoints.ml4m import modality_from_released_name, parse_tokenizer_argument
+
+    lines = [line.split("#")[0].strip() for line in
+             _bash_block_after("### Running the released 4M models").replace("\\\n", " ").splitlines()]
+    loop = next(line for line in lines if line.startswith("for tokenizer in "))
+    downloaded = {f"4M_tokenizers_{name}" for name in loop[len("for tokenizer in "):].split(";")[0].split()}
+    assert any("huggingface-cli download EPFL-VILAB/4M-21_XL " in line for line in lines)
+    commands = [shlex.split(line) for line in lines if line.startswith("fourm-hf ")]
+    assert [command[1] for command in commands] == ["convert-ml4m", "assemble-ml4m"]
+    parsed = {}
+    for command in commands:
+        parser = argparse.ArgumentParser(prog=command[1])
+        importlib.import_module(cli.COMMANDS[command[1]][0]).add_arguments(parser)
+        parsed[command[1]] = parser.parse_args(command[2:])
+    assemble = parsed["assemble-ml4m"]
+    assert assemble.model == parsed["convert-ml4m"].output
+    modalities = {}
+    for argument in assemble.tokenizers:
+        modality, folder = parse_tokenizer_argument(argument)
+        assert str(folder) in downloaded, f"{folder} is not downloaded by the section's loop {sorted(downloaded)}"
+        modalities[modality or modality_from_released_name(folder)] = folder
+    assert set(modalities) == {"tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip"}
+    assert {parse_tokenizer_argument(a)[0] for a in assemble.feature_model} == {"tok_clip"}

@@ -26,8 +26,9 @@ vocabulary size, the text tokenizer the vocabulary of every text modality, and e
 of the model needs a tokenizer (``--allow-missing-tokenizers`` leaves such outputs undecodable
 instead). A mismatch is a ``ValueError`` listing what was found and what was expected. The
 processor and the pipeline serve one resolution (the model's ``image_size``): super-resolution
-outputs (``tok_rgb@448``) and other-grid modalities (the 16x16 ``tok_dinov2``, the global
-``tok_dinov2_global``) cannot be served and are refused.
+outputs (``tok_rgb@448``), other-grid modalities (the 16x16 ``tok_dinov2``, the global
+``tok_dinov2_global``) and modalities without a processor input map (the edges) cannot be served and
+are refused; such outputs are reported as undecodable.
 
 The output folder is built under a temporary name beside it and renamed into place; a failure
 leaves no folder behind.
@@ -46,7 +47,8 @@ from pathlib import Path
 
 # The <modality> part of a released tokenizer repo name (EPFL-VILAB/4M_tokenizers_<modality>_<size>_<res>)
 # -> the model modality it tokenizes. The edge tokenizer (edge_8k_224-512) serves both tok_sam_edge and
-# tok_canny_edge, so it must be named explicitly (tok_canny_edge=DIR).
+# tok_canny_edge, so it must be named explicitly (tok_canny_edge=DIR); the processor has no edge map yet,
+# so both are refused as not servable.
 RELEASED_TOKENIZER_MODALITIES = {
     "rgb": "tok_rgb",
     "depth": "tok_depth",
@@ -120,10 +122,14 @@ def servable_modalities(config) -> list[str]:
 
 
 def _why_not_servable(config, name: str) -> str | None:
+    from ..tokenization.released_modalities import KINDS, modality_kind
+
     spec = config.modality(name)
     if spec.kind != "image_tokens":
         reader = "the text tokenizer's ids" if spec.kind == "sequence" else "continuous values"
         return f"a {spec.kind} modality in this model (it reads {reader}), not an image-token grid"
+    if modality_kind(name) is None:
+        return f"a modality the processor has no input map for (it tokenizes the kinds {list(KINDS)})"
     if config.modality_image_size(name) != config.image_size:
         return (f"at {config.modality_image_size(name)} px, but the processor and the any-to-any pipeline serve one "
                 f"resolution, the model's {config.image_size} px (super-resolution outputs are not supported)")

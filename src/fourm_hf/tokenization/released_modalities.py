@@ -64,6 +64,12 @@ class ModalityTokenizerConfig:
     num_diffusion_steps: int = 25
 
 
+def modality_kind(modality: str) -> str | None:
+    """The kind (``KINDS``) of a modality named as in 4M (``tok_depth`` -> ``"depth"``); None when the
+    processor has no input map for it (edges, global embeddings are not prefixed here)."""
+    return next((kind for prefix, kind in _MODALITY_KINDS.items() if modality.startswith(prefix)), None)
+
+
 def truncated_depth_standardization(depth_metres: torch.Tensor, truncation: float = DEPTH_TRUNCATION) -> torch.Tensor:
     """[B, 1, H, W] metres -> per-image standardised depth (mean / variance of the middle values)."""
     depth = depth_metres.float() * DEPTH_UNITS_PER_METRE
@@ -95,7 +101,7 @@ class ReleasedModalityTokenizer(nn.Module):
     def __init__(self, tokenizer: nn.Module, modality: str, kind: str | None = None, image_size: int = 224,
                  feature_extractor: VisionFeatureExtractor | str | os.PathLike | None = None, num_diffusion_steps: int = 25):
         super().__init__()
-        kind = kind or next((k for prefix, k in _MODALITY_KINDS.items() if modality.startswith(prefix)), None)
+        kind = kind or modality_kind(modality)
         if kind not in KINDS:
             raise ValueError(f"ReleasedModalityTokenizer({modality!r}): kind must be one of {KINDS}, got {kind!r}.")
         self.tokenizer = tokenizer.eval()
@@ -205,4 +211,4 @@ class ReleasedModalityTokenizer(nn.Module):
                    settings["image_size"], extractor, settings.get("num_diffusion_steps", 25))
 
 
-__all__ = ["ModalityTokenizerConfig", "ReleasedModalityTokenizer", "truncated_depth_standardization"]
+__all__ = ["ModalityTokenizerConfig", "ReleasedModalityTokenizer", "modality_kind", "truncated_depth_standardization"]
