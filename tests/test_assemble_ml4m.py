@@ -155,7 +155,6 @@ def test_every_tokenizer_fixture_pairs_with_a_trunk_or_is_refused_clearly(trunk_
                                                                          tmp_path):
     trunk = TRUNKS[trunk_name]
     text = text_tokenizer_for(trunk)
-    outcomes = {}
     for tokenizer in released_tokenizers:
         out = tmp_path / tokenizer.folder.name
         refusal = expected_refusal(trunk, tokenizer)
@@ -170,9 +169,7 @@ def test_every_tokenizer_fixture_pairs_with_a_trunk_or_is_refused_clearly(trunk_
                 assemble_ml4m(converted[trunk_name], [str(tokenizer.folder)], text, out, allow_missing_tokenizers=True)
             assert repr(tokenizer.modality) in str(error.value) or "no output" in str(error.value), str(error.value)
             assert not out.exists()
-        outcomes[tokenizer.folder.name] = refusal
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary folder was left behind"
-    print(trunk_name, outcomes)
 
 
 # ---- the assembled folder runs, locally and from the Hub ----------------------------------------------
