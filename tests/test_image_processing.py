@@ -200,8 +200,10 @@ def _bad_calls():
     good_rgb = np.zeros((8, 8, 3), np.uint8)
     box = {"label": "a", "box": [0.1, 0.1, 0.5, 0.5]}
     return [
-        (dict(images=np.zeros((8, 8, 4), np.uint8)), r"images\[0\].*\(H, W, 3\)"),
-        (dict(images=np.zeros((8, 8, 4), np.uint8)), r"images\[0\].*\(H, W, 3\)"),
+        (dict(images=np.zeros((8, 8, 4), np.uint8), do_convert_rgb=False), r"images\[0\].*\(H, W, 3\).*do_convert_rgb"),
+        (dict(images=np.zeros((8, 8, 2), np.uint8)), r"images\[0\].*C in \{1, 3, 4\}"),
+        (dict(images=np.zeros((8, 8), np.uint8), do_convert_rgb=False), r"images\[0\].*\(H, W, 3\)"),
+        (dict(images=np.zeros((4, 8, 8), np.uint8), input_data_format="channels_last"), r"images\[0\].*not channels_last"),
         (dict(images=np.full((8, 8, 3), 200.0)), r"images\[0\].*\[0, 1\]"),
         (dict(images=Image.new("I", (8, 8))), r"images\[0\].*PIL mode"),
         (dict(depth=np.full((8, 8), np.nan)), r"depth\[0\].*NaN"),
@@ -329,6 +331,21 @@ def test_convert_rgb_and_unknown_options():
         processor(images=_uint8_image(), do_resize=True)
     with pytest.raises(ValueError, match="image_std must be positive"):
         processor(images=_uint8_image(), image_std=[0.0, 1.0, 1.0])
+
+
+def test_convert_rgb_of_gray_and_rgba_arrays_matches_pil():
+    """do_convert_rgb on arrays / tensors does what Image.convert("RGB") does: gray repeated, alpha dropped."""
+    processor = FourMImageProcessor(image_size=16)
+    rgba = np.random.RandomState(1).randint(0, 256, (20, 24, 4)).astype(np.uint8)
+    gray = rgba[..., 0]
+    for array, mode in ((rgba, "RGBA"), (gray, "L")):
+        expected = processor(images=Image.fromarray(array, mode=mode))["pixel_values"]
+        channels_first = np.moveaxis(array[..., None] if array.ndim == 2 else array, -1, 0)
+        for given in (array, channels_first, torch.from_numpy(channels_first), torch.from_numpy(np.ascontiguousarray(array))):
+            np.testing.assert_array_equal(processor(images=given)["pixel_values"], expected)
+    batch = processor(images=[rgba, gray[..., None], Image.fromarray(rgba[..., :3])], return_tensors="pt")
+    assert tuple(batch["pixel_values"].shape) == (3, 3, 16, 16)
+    np.testing.assert_array_equal(batch["pixel_values"][0].numpy(), batch["pixel_values"][2].numpy())
 
 
 def test_rescale_settings_round_trip(tmp_path):

@@ -248,7 +248,7 @@ def _bad_inputs(scene):
     bad_semseg = semseg.astype(np.int64)
     bad_semseg[0, 0] = len(SCENE_CLASSES)
     return {
-        "four channels": (dict(images=np.zeros((SCENE_SIZE, SCENE_SIZE, 4), np.uint8)), r"images\[0\].*\(H, W, 3\)"),
+        "two channels": (dict(images=np.zeros((SCENE_SIZE, SCENE_SIZE, 2), np.uint8)), r"images\[0\].*C in \{1, 3, 4\}"),
         "depth channels": (dict(depth=np.ones((SCENE_SIZE, SCENE_SIZE, 2), np.float32)), r"depth\[0\].*shape"),
         "size mismatch": (dict(images=rgb, depth=np.ones((40, 40), np.float32)), r"different sizes"),
         "nan depth": (dict(depth=nan_depth), r"depth\[0\].*NaN"),

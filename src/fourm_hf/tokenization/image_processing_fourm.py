@@ -31,38 +31,54 @@ Only the keys of the modalities given are returned (RGB gives both ``pixel_value
 (``crop_box=out["crop_box"], flip=out["flipped"]``) re-applies the very same crop to other
 modalities of the same samples later.
 
-Resampling per modality: RGB bicubic (or bilinear); depth bilinear over valid pixels only (a
-normalised convolution: invalid pixels, depth 0, do not bleed into their neighbours; an output
-pixel is valid when more than half of its interpolation weight falls on valid input pixels) or
-nearest; normals bilinear, then re-normalised to unit length; segmentation nearest only. A
-horizontal flip negates the x component of the normals (x points right in the image, as in the
-embedded scene corpus's OpenCV camera frame) and mirrors the boxes.
+Resampling per modality (``image_modalities.py``, with the decoding of each input): RGB bicubic
+(or bilinear); depth bilinear over valid pixels only (a normalised convolution: invalid pixels,
+depth 0, do not bleed into their neighbours; an output pixel is valid when more than half of its
+interpolation weight falls on valid input pixels) or nearest; normals bilinear, then re-normalised
+to unit length; segmentation nearest only. The crop box choice and the boxes that follow it live in
+``image_crops.py``. A horizontal flip negates the x component of the normals (x points right in
+the image, as in the embedded scene corpus's OpenCV camera frame) and mirrors the boxes.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 
 from ..remote_code import write_remote_code
+from .image_crops import (
+    CROP_MODES,
+    check_crop_box,
+    choose_crop_box,
+    explicit_crop_boxes,
+    explicit_flips,
+    transform_boxes,
+    validate_boxes,
+)
+from .image_modalities import (
+    DATA_FORMATS,
+    DEPTH_RESAMPLING,
+    RGB_RESAMPLING,
+    decode_depth,
+    decode_normal,
+    decode_rgb,
+    decode_semseg,
+    resize_depth,
+    resize_ids,
+    resize_normal,
+    resize_rgb,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CROP_MODES = (None, "center", "random")
-RGB_RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-DEPTH_RESAMPLING = ("bilinear", "nearest")
-# PIL modes turned into RGB with ``Image.convert("RGB")``; an alpha channel is dropped, not composited.
-PIL_MODES_CONVERTED_TO_RGB = ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-NORMAL_RANGE_TOLERANCE = 1e-3
-# Saved folders carry this module (see remote_code.py) so that
+# Saved folders carry these modules (see remote_code.py) so that
 # AutoImageProcessor.from_pretrained(folder, trust_remote_code=True) works without fourm_hf.
-REMOTE_CODE_MODULES = ("remote_code.py", "tokenization/image_processing_fourm.py")
+REMOTE_CODE_MODULES = ("remote_code.py", "tokenization/image_crops.py", "tokenization/image_modalities.py",
+                       "tokenization/image_processing_fourm.py")
 REMOTE_CODE_AUTO_MAP = {"AutoImageProcessor": "image_processing_fourm.FourMImageProcessor"}
 
 
@@ -82,7 +98,6 @@ class FourMImageProcessorKwargs(ImagesKwargs, total=False):
 # The RGB settings a call may override (transformers' names); None = the processor's own value.
 PIXEL_OPTIONS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std", "do_convert_rgb",
                  "input_data_format")
-DATA_FORMATS = ("channels_first", "channels_last")
 
 
 class FourMImageProcessor(BaseImageProcessor):
@@ -97,8 +112,8 @@ class FourMImageProcessor(BaseImageProcessor):
             multiplied by ``rescale_factor`` (1/255) to [0, 1]; with ``do_rescale=False`` images must
             already be floats in [0, 1]. Float images are taken as already rescaled.
         do_normalize: ``pixel_values = (rgb - image_mean) / image_std`` (else the [0, 1] pixels).
-        do_convert_rgb: PIL images in other modes (L, P, RGBA, ...) are converted to RGB; with False
-            they are rejected.
+        do_convert_rgb: PIL images in other modes (L, P, RGBA, ...) and gray or RGBA arrays /
+            tensors are converted to RGB (an alpha channel is dropped); with False they are rejected.
         crop_scale: range of the crop's area as a fraction of the image for ``crop="random"``.
         crop_ratio: range of the crop's width / height for ``crop="random"``.
         flip_probability: default probability of a horizontal flip per sample (0: never).
@@ -110,8 +125,10 @@ class FourMImageProcessor(BaseImageProcessor):
 
     - ``images``: PIL image (``"RGB"``; grayscale, palette and RGBA modes are converted with
       ``Image.convert("RGB")``, which DROPS the alpha channel without compositing) or a numpy
-      array / torch tensor (H, W, 3) or (3, H, W) (``input_data_format`` says which when both fit;
-      inferred otherwise), integer (rescaled by ``rescale_factor``) or float in [0, 1].
+      array / torch tensor (H, W, C) or (C, H, W) with C = 3, or with ``do_convert_rgb`` also
+      C = 1 (gray, repeated; also (H, W)) or C = 4 (RGBA, alpha dropped); ``input_data_format``
+      says which layout, else channels-last when the last axis is a channel count. Integer pixels
+      are rescaled by ``rescale_factor``; floats must lie in [0, 1].
     - ``depth``: numpy (H, W) or (H, W, 1) in metres (>= 0, 0 = invalid) or a PIL ``"F"`` image.
     - ``normal``: numpy (H, W, 3) float in [-1, 1] or uint8 (mapped by v / 255 * 2 - 1), or an RGB
       PIL image (uint8 mapping).
@@ -122,6 +139,14 @@ class FourMImageProcessor(BaseImageProcessor):
 
     model_input_names = ["pixel_values"]
     valid_kwargs = FourMImageProcessorKwargs
+    # Class-level defaults of transformers' RGB settings (as transformers' own image processors declare
+    # them); every instance sets its own values in __init__.
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    image_mean = IMAGENET_MEAN
+    image_std = IMAGENET_STD
+    do_convert_rgb = True
 
     def __init__(
         self,
@@ -278,10 +303,10 @@ class FourMImageProcessor(BaseImageProcessor):
             if len(samples["boxes"]) != batch_size:
                 raise ValueError(f"boxes: got {len(samples['boxes'])} samples, expected {batch_size}")
 
-        crop_boxes = self._explicit_crop_boxes(crop_box, batch_size, crop)
+        crop_boxes = explicit_crop_boxes(crop_box, batch_size, crop)
         if crop not in CROP_MODES:
             raise ValueError(f"FourMImageProcessor: crop must be one of {CROP_MODES}, got {crop!r}")
-        flips = self._explicit_flips(flip, batch_size)
+        flips = explicit_flips(flip, batch_size)
         flip_probability = self.flip_probability if flip_probability is None else float(flip_probability)
         needs_randomness = (crop_boxes is None and crop == "random") or (flips is None and flip_probability > 0)
         if needs_randomness and generator is None:
@@ -294,7 +319,7 @@ class FourMImageProcessor(BaseImageProcessor):
             sample = {name: values[index] for name, values in samples.items()}
             decoded, size = self.decode_sample(index=index, **sample, pixel_options=options)
             if crop_boxes is not None:
-                sample_crop = self._check_crop_box(crop_boxes[index], size, index)
+                sample_crop = check_crop_box(crop_boxes[index], size, index)
             else:
                 sample_crop = self.choose_crop_box(size, crop, generator)
             if flips is not None:
@@ -320,13 +345,13 @@ class FourMImageProcessor(BaseImageProcessor):
         """
         decoded = {}
         if images is not None:
-            decoded["rgb"] = self._decode_rgb(images, index, pixel_options or self.pixel_options())
+            decoded["rgb"] = decode_rgb(images, f"images[{index}]", pixel_options or self.pixel_options())
         if depth is not None:
-            decoded["depth"] = self._decode_depth(depth, index)
+            decoded["depth"] = decode_depth(depth, f"depth[{index}]")
         if normal is not None:
-            decoded["normal"] = self._decode_normal(normal, index)
+            decoded["normal"] = decode_normal(normal, f"normal[{index}]")
         if semseg is not None:
-            decoded["semseg"] = self._decode_semseg(semseg, index)
+            decoded["semseg"] = decode_semseg(semseg, f"semseg[{index}]", self.num_semseg_classes, self.semseg_ignore_index)
         sizes = {name: array.shape[:2] for name, array in decoded.items()}
         if not sizes:
             raise ValueError(f"sample {index}: boxes need an image-like modality to give the image size")
@@ -336,185 +361,14 @@ class FourMImageProcessor(BaseImageProcessor):
                 "all modalities of one sample must be aligned at the same resolution"
             )
         if boxes is not None:
-            decoded["boxes"] = _validate_boxes(boxes, index)
+            decoded["boxes"] = validate_boxes(boxes, index)
         return decoded, next(iter(sizes.values()))
-
-    def _decode_rgb(self, image, index: int, options: dict) -> np.ndarray:
-        """One RGB image -> (H, W, 3) float32 in [0, 1] (rescaled per ``options``)."""
-        where = f"images[{index}]"
-        if isinstance(image, Image.Image):
-            if image.mode != "RGB" and options["do_convert_rgb"] and image.mode in PIL_MODES_CONVERTED_TO_RGB:
-                image = image.convert("RGB")
-            elif image.mode != "RGB" and not options["do_convert_rgb"]:
-                raise ValueError(f"{where}: PIL mode {image.mode!r} is not RGB and do_convert_rgb=False; "
-                                 "convert it first or set do_convert_rgb=True")
-            elif image.mode != "RGB":
-                raise ValueError(f"{where}: PIL mode {image.mode!r} is not a colour image; expected RGB (or L/P/RGBA)")
-            array = np.asarray(image)
-        else:
-            array = _channels_last(_as_array(image, where, allow_tensor=True), options["input_data_format"], where)
-        if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
-            if not options["do_rescale"]:
-                raise ValueError(f"{where}: integer pixels with do_rescale=False; pass floats in [0, 1] or set do_rescale=True")
-            return (array.astype(np.float64) * float(options["rescale_factor"])).astype(np.float32).clip(0.0, 1.0)
-        if not np.issubdtype(array.dtype, np.floating):
-            raise ValueError(f"{where}: dtype {array.dtype}, expected integers (rescaled by rescale_factor) or float (0..1)")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{where}: contains NaN or inf")
-        if array.min() < 0.0 or array.max() > 1.0:
-            raise ValueError(
-                f"{where}: float values in [{array.min():.3g}, {array.max():.3g}], expected [0, 1] "
-                "(pass uint8 for 0..255 images)"
-            )
-        return array.astype(np.float32)
-
-    def _decode_depth(self, depth, index: int) -> np.ndarray:
-        where = f"depth[{index}]"
-        if isinstance(depth, Image.Image):
-            if depth.mode != "F":
-                raise ValueError(f"{where}: PIL mode {depth.mode!r}; expected 'F' (metres) or a numpy array in metres")
-            depth = np.asarray(depth)
-        array = _as_array(depth, where)
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if array.ndim != 2:
-            raise ValueError(f"{where}: shape {array.shape}, expected (H, W) or (H, W, 1)")
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(f"{where}: dtype {array.dtype}, expected a real number type (metres)")
-        array = array.astype(np.float32)
-        if np.isnan(array).any():
-            raise ValueError(f"{where}: contains NaN; mark invalid pixels with 0 instead")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{where}: contains inf; mark invalid pixels with 0 instead")
-        if array.min() < 0:
-            raise ValueError(f"{where}: negative depth {array.min():.3g}; expected metres >= 0 (0 = invalid)")
-        return array
-
-    def _decode_normal(self, normal, index: int) -> np.ndarray:
-        where = f"normal[{index}]"
-        if isinstance(normal, Image.Image):
-            if normal.mode != "RGB":
-                raise ValueError(f"{where}: PIL mode {normal.mode!r}; expected an RGB-encoded normal map")
-            normal = np.asarray(normal)
-        array = _as_array(normal, where)
-        if array.ndim != 3 or array.shape[-1] != 3:
-            raise ValueError(f"{where}: shape {array.shape}, expected (H, W, 3)")
-        if array.dtype == np.uint8:
-            return array.astype(np.float32) / 255.0 * 2.0 - 1.0
-        if not np.issubdtype(array.dtype, np.floating):
-            raise ValueError(f"{where}: dtype {array.dtype}, expected float in [-1, 1] or uint8")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{where}: contains NaN or inf")
-        if np.abs(array).max() > 1.0 + NORMAL_RANGE_TOLERANCE:
-            raise ValueError(f"{where}: values up to {np.abs(array).max():.3g} in magnitude, expected [-1, 1]")
-        return array.astype(np.float32)
-
-    def _decode_semseg(self, semseg, index: int) -> np.ndarray:
-        where = f"semseg[{index}]"
-        if isinstance(semseg, Image.Image):
-            if semseg.mode not in ("L", "P", "I", "I;16"):
-                raise ValueError(f"{where}: PIL mode {semseg.mode!r}; expected 'L', 'P', 'I' or 'I;16' class ids")
-            semseg = np.asarray(semseg)
-        array = _as_array(semseg, where)
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if array.ndim != 2:
-            raise ValueError(f"{where}: shape {array.shape}, expected (H, W) class ids")
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"{where}: dtype {array.dtype}, expected integer class ids")
-        array = array.astype(np.int64)
-        allowed = (array >= 0) & (array < self.num_semseg_classes)
-        if self.semseg_ignore_index is not None:
-            allowed |= array == self.semseg_ignore_index
-        if not allowed.all():
-            bad = int(array[~allowed][0])
-            raise ValueError(
-                f"{where}: class id {bad} outside [0, {self.num_semseg_classes}) "
-                f"(num_semseg_classes; ignore index {self.semseg_ignore_index})"
-            )
-        return array
 
     # --------------------------------------------------------------------------------- crops
 
     def choose_crop_box(self, size, crop: str | None, generator: np.random.Generator | None = None):
-        """(left, top, right, bottom) pixel crop of an (H, W) image for a crop mode."""
-        height, width = size
-        if crop is None:
-            return (0, 0, width, height)
-        if crop == "center":
-            side = min(height, width)
-            left, top = (width - side) // 2, (height - side) // 2
-            return (left, top, left + side, top + side)
-        return self._random_crop_box(height, width, generator)
-
-    def _random_crop_box(self, height: int, width: int, generator: np.random.Generator):
-        """Random crop with area fraction in ``crop_scale`` and aspect (w / h) in ``crop_ratio``.
-
-        Up to 10 draws (uniform area fraction, log-uniform aspect ratio); when none fits, the
-        largest centred crop whose aspect ratio is inside ``crop_ratio``.
-        """
-        area = height * width
-        log_ratio = (math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
-        for _ in range(10):
-            target_area = area * generator.uniform(*self.crop_scale)
-            aspect = math.exp(generator.uniform(*log_ratio))
-            crop_width = int(round(math.sqrt(target_area * aspect)))
-            crop_height = int(round(math.sqrt(target_area / aspect)))
-            if 0 < crop_width <= width and 0 < crop_height <= height:
-                top = int(generator.integers(0, height - crop_height + 1))
-                left = int(generator.integers(0, width - crop_width + 1))
-                return (left, top, left + crop_width, top + crop_height)
-        image_ratio = width / height
-        if image_ratio < self.crop_ratio[0]:
-            crop_width, crop_height = width, max(1, int(round(width / self.crop_ratio[0])))
-        elif image_ratio > self.crop_ratio[1]:
-            crop_width, crop_height = max(1, int(round(height * self.crop_ratio[1]))), height
-        else:
-            crop_width, crop_height = width, height
-        left, top = (width - crop_width) // 2, (height - crop_height) // 2
-        return (left, top, left + crop_width, top + crop_height)
-
-    @staticmethod
-    def _explicit_crop_boxes(crop_box, batch_size: int, crop):
-        if crop_box is None:
-            return None
-        if crop == "random":
-            raise ValueError("FourMImageProcessor: pass either crop='random' or an explicit crop_box, not both")
-        if hasattr(crop_box, "detach"):
-            crop_box = crop_box.detach().cpu().numpy()
-        boxes = np.asarray(crop_box)
-        if boxes.shape == (4,):
-            boxes = boxes[None]
-        if boxes.shape != (batch_size, 4):
-            raise ValueError(f"crop_box: shape {boxes.shape}, expected (4,) or ({batch_size}, 4) (left, top, right, bottom)")
-        if not np.issubdtype(boxes.dtype, np.integer):
-            if not np.array_equal(boxes, np.round(boxes)):
-                raise ValueError(f"crop_box: expected integer pixel coordinates, got {boxes.tolist()}")
-        return boxes.astype(np.int64).tolist()
-
-    @staticmethod
-    def _check_crop_box(crop_box, size, index: int):
-        left, top, right, bottom = (int(v) for v in crop_box)
-        height, width = size
-        if not (0 <= left < right <= width and 0 <= top < bottom <= height):
-            raise ValueError(
-                f"crop_box[{index}]: {crop_box} is not a non-empty box inside the {height}x{width} image "
-                "(expected 0 <= left < right <= W and 0 <= top < bottom <= H)"
-            )
-        return (left, top, right, bottom)
-
-    @staticmethod
-    def _explicit_flips(flip, batch_size: int):
-        if flip is None:
-            return None
-        if hasattr(flip, "detach"):
-            flip = flip.detach().cpu().numpy()
-        flips = np.asarray(flip)
-        if flips.ndim == 0:
-            flips = np.full(batch_size, bool(flips))
-        if flips.shape != (batch_size,):
-            raise ValueError(f"flip: shape {flips.shape}, expected a bool or {batch_size} bools")
-        return [bool(value) for value in flips]
+        """(left, top, right, bottom) pixel crop of an (H, W) image for a crop mode (see ``__call__``)."""
+        return choose_crop_box(size, crop, self.crop_scale, self.crop_ratio, generator)
 
     def apply_crop(self, decoded: dict, size, crop_box, flip: bool, pixel_options: dict | None = None) -> dict:
         """Crop, resize to S x S and optionally flip every modality of one decoded sample.
@@ -526,8 +380,7 @@ class FourMImageProcessor(BaseImageProcessor):
         output = {"crop_box": np.asarray(crop_box, dtype=np.int64), "flipped": np.bool_(flip),
                   "original_size": np.asarray(size, dtype=np.int64)}
         if "rgb" in decoded:
-            rgb = _resize_float(decoded["rgb"], crop_box, self.image_size, RGB_RESAMPLING[self.rgb_resample])
-            rgb = np.clip(rgb, 0.0, 1.0)  # bicubic overshoots at edges
+            rgb = resize_rgb(decoded["rgb"], crop_box, self.image_size, self.rgb_resample)
             if flip:
                 rgb = rgb[:, ::-1]
             if options["do_normalize"]:
@@ -538,19 +391,17 @@ class FourMImageProcessor(BaseImageProcessor):
                 output["pixel_values"] = rgb.transpose(2, 0, 1).astype(np.float32)
             output["tokenizer_rgb"] = (rgb * 2.0 - 1.0).transpose(2, 0, 1)
         if "depth" in decoded:
-            depth = self._resize_depth(decoded["depth"], crop_box)
+            depth = resize_depth(decoded["depth"], crop_box, self.image_size, self.depth_resample)
             if flip:
                 depth = depth[:, ::-1]
             output["depth"] = depth[None]
         if "normal" in decoded:
-            normal = _resize_float(decoded["normal"], crop_box, self.image_size, Image.Resampling.BILINEAR)
-            length = np.linalg.norm(normal, axis=-1, keepdims=True)
-            normal = np.where(length > 1e-6, normal / np.maximum(length, 1e-6), 0.0).astype(np.float32)
+            normal = resize_normal(decoded["normal"], crop_box, self.image_size)
             if flip:
                 normal = normal[:, ::-1] * np.asarray([-1.0, 1.0, 1.0], dtype=np.float32)
             output["normal"] = normal.transpose(2, 0, 1)
         if "semseg" in decoded:
-            semseg = _resize_ids(decoded["semseg"], crop_box, self.image_size)
+            semseg = resize_ids(decoded["semseg"], crop_box, self.image_size)
             if flip:
                 semseg = semseg[:, ::-1]
             output["semseg"] = semseg
@@ -558,15 +409,6 @@ class FourMImageProcessor(BaseImageProcessor):
             output["boxes"], output["dropped_boxes"] = transform_boxes(decoded["boxes"], size, crop_box, flip)
         return {name: np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
                 for name, value in output.items()}
-
-    def _resize_depth(self, depth: np.ndarray, crop_box) -> np.ndarray:
-        size = self.image_size
-        if self.depth_resample == "nearest":
-            return _resize_float(depth[..., None], crop_box, size, Image.Resampling.NEAREST)[..., 0]
-        valid = (depth > 0).astype(np.float32)
-        weighted = _resize_float(np.stack([depth * valid, valid], axis=-1), crop_box, size, Image.Resampling.BILINEAR)
-        depth_sum, weight = weighted[..., 0], weighted[..., 1]
-        return np.where(weight > 0.5, depth_sum / np.maximum(weight, 1e-6), 0.0).astype(np.float32)
 
     # ------------------------------------------------------------------------------- batching
 
@@ -579,103 +421,6 @@ class FourMImageProcessor(BaseImageProcessor):
         if return_tensors not in (None, "np", "pt"):
             raise ValueError(f"return_tensors must be None, 'np' or 'pt', got {return_tensors!r}")
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion={"boxes", "dropped_boxes"})
-
-
-# ------------------------------------------------------------------------------------ helpers
-
-
-def _as_array(value, where: str, allow_tensor: bool = False) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach"):
-        if allow_tensor:
-            return value.detach().cpu().numpy()
-        raise TypeError(f"{where}: got a torch tensor; pass a channels-last numpy array or a PIL image")
-    raise TypeError(f"{where}: expected a PIL image, a numpy array or a torch tensor, got {type(value).__name__}")
-
-
-def _channels_last(array: np.ndarray, data_format: str | None, where: str) -> np.ndarray:
-    """(H, W, 3) or (3, H, W) -> (H, W, 3); ``data_format`` decides, else the axis of size 3 (last when both are)."""
-    if array.ndim != 3 or 3 not in (array.shape[0], array.shape[-1]):
-        raise ValueError(
-            f"{where}: shape {array.shape}, expected (H, W, 3) or (3, H, W) RGB "
-            "(convert grayscale or RGBA explicitly, or pass a PIL image)"
-        )
-    if data_format is None:
-        data_format = "channels_last" if array.shape[-1] == 3 else "channels_first"
-    if data_format == "channels_first":
-        if array.shape[0] != 3:
-            raise ValueError(f"{where}: shape {array.shape} is not channels_first RGB (3, H, W)")
-        return np.moveaxis(array, 0, -1)
-    if array.shape[-1] != 3:
-        raise ValueError(f"{where}: shape {array.shape} is not channels_last RGB (H, W, 3)")
-    return array
-
-
-def _resize_float(array: np.ndarray, crop_box, size: int, resample) -> np.ndarray:
-    """Crop (H, W, C) float to ``crop_box`` and resize to (size, size, C) with PIL, channel by channel."""
-    channels = []
-    for channel in range(array.shape[-1]):
-        image = Image.fromarray(np.ascontiguousarray(array[..., channel], dtype=np.float32))
-        channels.append(np.asarray(image.resize((size, size), resample=resample, box=tuple(crop_box))))
-    return np.stack(channels, axis=-1)
-
-
-def _resize_ids(ids: np.ndarray, crop_box, size: int) -> np.ndarray:
-    """Nearest-neighbour crop + resize of (H, W) integer ids (no interpolation: no new ids)."""
-    if ids.max(initial=0) > np.iinfo(np.int32).max or ids.min(initial=0) < np.iinfo(np.int32).min:
-        raise ValueError("semseg: class ids do not fit in int32")
-    image = Image.fromarray(np.ascontiguousarray(ids, dtype=np.int32))
-    resized = image.resize((size, size), resample=Image.Resampling.NEAREST, box=tuple(crop_box))
-    return np.asarray(resized).astype(np.int64)
-
-
-def _validate_boxes(boxes, index: int) -> list[dict]:
-    where = f"boxes[{index}]"
-    if not isinstance(boxes, (list, tuple)):
-        raise ValueError(f"{where}: expected a list of box dicts, got {type(boxes).__name__}")
-    validated = []
-    for number, entry in enumerate(boxes):
-        if not isinstance(entry, dict) or "box" not in entry:
-            raise ValueError(f"{where}[{number}]: expected a dict with a 'box' key, got {entry!r}")
-        box = np.asarray(entry["box"], dtype=np.float64)
-        if box.shape != (4,) or not np.isfinite(box).all():
-            raise ValueError(f"{where}[{number}]: box must be 4 finite numbers [xmin, ymin, xmax, ymax], got {entry['box']!r}")
-        if box.min() < 0.0 or box.max() > 1.0:
-            raise ValueError(f"{where}[{number}]: box {box.tolist()} outside [0, 1]; expected normalised coordinates")
-        if box[0] > box[2] or box[1] > box[3]:
-            raise ValueError(f"{where}[{number}]: box {box.tolist()} has xmin > xmax or ymin > ymax")
-        validated.append({**entry, "box": box.tolist()})
-    return validated
-
-
-def transform_boxes(boxes: list[dict], size, crop_box, flip: bool) -> tuple[list[dict], list[dict]]:
-    """Map normalised xyxy boxes of an (H, W) image into the crop (and flip), clipped to [0, 1].
-
-    Returns ``(kept, dropped)``: boxes that overlap the crop with positive area (new ``box``), and
-    the input dicts of those that lie outside it.
-    """
-    height, width = size
-    left, top, right, bottom = crop_box
-    kept, dropped = [], []
-    for entry in boxes:
-        xmin, ymin, xmax, ymax = entry["box"]
-        new = np.array(
-            [
-                (xmin * width - left) / (right - left),
-                (ymin * height - top) / (bottom - top),
-                (xmax * width - left) / (right - left),
-                (ymax * height - top) / (bottom - top),
-            ]
-        )
-        new = np.clip(new, 0.0, 1.0)
-        if new[2] - new[0] <= 0 or new[3] - new[1] <= 0:
-            dropped.append(entry)
-            continue
-        if flip:
-            new = np.array([1.0 - new[2], new[1], 1.0 - new[0], new[3]])
-        kept.append({**entry, "box": [float(v) for v in new]})
-    return kept, dropped
 
 
 __all__ = ["FourMImageProcessor", "IMAGENET_MEAN", "IMAGENET_STD", "transform_boxes"]

@@ -83,6 +83,8 @@ REMOTE_CODE_MODULES = (
     "remote_code.py",
     "tokenization/tokenization_fourm.py",
     "tokenization/vqvae.py",
+    "tokenization/image_crops.py",
+    "tokenization/image_modalities.py",
     "tokenization/image_processing_fourm.py",
     "tokenization/visualization.py",
     "tokenization/processing_fourm.py",
