@@ -220,6 +220,87 @@ def test_constructor_needs_a_layout_file(tmp_path):
         FourMTextTokenizer(tokenizer_file=str(tmp_path / "wrong.json"))
 
 
+# ----- built from a vocabulary -----
+
+
+def _vocab_of(tokenizer):
+    return dict(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]))
+
+
+def test_reference_vocab_builds_the_reference_tokenizer(reference):
+    vocab = json.loads(REFERENCE_FILE.read_text())["model"]["vocab"]
+    built = FourMTextTokenizer(vocab=vocab, class_names=reference.class_names)
+    assert built.backend_tokenizer.to_str() == reference.backend_tokenizer.to_str()
+    assert _fingerprint(built) == _fingerprint(reference)
+
+
+def test_vocab_dict_and_vocab_file_give_the_same_tokenizer(trained, tmp_path):
+    vocab = _vocab_of(trained)
+    (tmp_path / "vocab.txt").write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    for built in [
+        FourMTextTokenizer(vocab=vocab, class_names=CLASS_NAMES),
+        FourMTextTokenizer(vocab_file=str(tmp_path / "vocab.txt"), class_names=CLASS_NAMES),
+        FourMTextTokenizer(str(tmp_path / "vocab.txt"), class_names=CLASS_NAMES),
+        # a saved tokenizer's added tokens mark the class names instead
+        FourMTextTokenizer(vocab=vocab, added_tokens_decoder=trained.added_tokens_decoder),
+    ]:
+        assert built.backend_tokenizer.to_str() == trained.backend_tokenizer.to_str()
+        assert _fingerprint(built) == _fingerprint(trained)
+    built.save_pretrained(tmp_path / "saved")
+    assert _fingerprint(FourMTextTokenizer.from_pretrained(tmp_path / "saved")) == _fingerprint(trained)
+
+
+def _small_vocab(**replace):
+    """The vocab of a tiny layout (2 sentinels, 2 bins, class 'wine glass'), with ``replace`` id -> token."""
+    tokens = ["[PAD]", "[UNK]", "[SOS]", "[EOS]", "[S_0]", "[S_1]", "v0=0", "v0=1", "v1=0", "v1=1", "v2=0",
+              "v2=1", "v3=0", "v3=1", "wine glass", "a", "b", "##b"]
+    for index, token in replace.items():
+        tokens[int(index[1:])] = token
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def test_small_vocab_layout_and_ids():
+    tokenizer = FourMTextTokenizer(vocab=_small_vocab(), class_names=["Wine  Glass"])
+    assert (tokenizer.num_sentinels, tokenizer.coord_bins, tokenizer.class_names) == (2, 2, ["wine glass"])
+    assert tokenizer.first_wordpiece_id == 15
+    assert tokenizer("v0=1 v3=0 A Wine Glass ab [S_1] c")["input_ids"] == [7, 12, 15, 14, 15, 17, 5, 1]
+
+
+@pytest.mark.parametrize(
+    "vocab, class_names, error, message",
+    [
+        (_small_vocab(i0="[UNK]", i1="[PAD]"), ["wine glass"], ValueError, "vocab: id 0 must be '\\[PAD\\]'"),
+        (_small_vocab(i4="[S_1]", i5="[S_0]"), ["wine glass"], ValueError, "id 4 must be the first sentinel"),
+        (_small_vocab(i6="v1=0", i8="v0=0"), ["wine glass"], ValueError, "ids from 6 .* must be coordinate tokens"),
+        (_small_vocab(i11="v3=1", i13="v2=1"), ["wine glass"], ValueError, "id 11 must be 'v2=1'"),
+        (_small_vocab(), None, ValueError, "'wine glass' at id 14 is no WordPiece"),
+        (_small_vocab(), ["red cube"], ValueError, "class name 0 'red cube' must be at id 14"),
+        ({"[PAD]": 0, "[UNK]": 1, "[SOS]": 2, "[EOS]": 4}, None, ValueError, "id 3 is missing"),
+        ({"[PAD]": 0, "[UNK]": 0}, None, ValueError, "gives id 0 to both"),
+        ({"[PAD]": "0"}, None, TypeError, "str -> int"),
+        ({}, None, TypeError, "non-empty dict"),
+    ],
+)
+def test_vocab_that_breaks_the_layout_is_refused(vocab, class_names, error, message):
+    with pytest.raises(error, match=message):
+        FourMTextTokenizer(vocab=vocab, class_names=class_names)
+
+
+def test_bad_vocab_sources(trained, tmp_path):
+    trained.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="one source of its vocabulary, got vocab and tokenizer_file"):
+        FourMTextTokenizer(vocab=_small_vocab(), tokenizer_file=str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ValueError, match="vocab file .*missing.txt' is not a file"):
+        FourMTextTokenizer(vocab_file=str(tmp_path / "missing.txt"))
+    (tmp_path / "twice.txt").write_text("[PAD]\n[UNK]\n[PAD]\n")
+    with pytest.raises(ValueError, match="token '\\[PAD\\]' on lines 1 and 3"):
+        FourMTextTokenizer(vocab_file=str(tmp_path / "twice.txt"))
+    with pytest.raises(ValueError, match="takes no BPE `merges`"):
+        FourMTextTokenizer(vocab=_small_vocab(), merges=[("a", "b")], class_names=["wine glass"])
+    with pytest.raises(ValueError, match="class_names \\['red cube'\\] differ from the class tokens"):
+        FourMTextTokenizer(tokenizer_file=str(tmp_path / "tokenizer.json"), class_names=["red cube"])
+
+
 # ----- boxes <-> text -----
 
 

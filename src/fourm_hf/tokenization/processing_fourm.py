@@ -81,6 +81,8 @@ DET_MODALITY = "det"
 PIXELS_MODALITY = "rgb"
 REMOTE_CODE_MODULES = (
     "remote_code.py",
+    "tokenization/text_layout.py",
+    "tokenization/box_text.py",
     "tokenization/tokenization_fourm.py",
     "tokenization/vqvae.py",
     "tokenization/image_crops.py",

@@ -1,133 +1,70 @@
-"""The 4M text tokenizer: WordPiece with a fixed id layout, and bounding boxes <-> text.
+"""The 4M text tokenizer: WordPiece with the fixed 4M id layout, for captions and bounding boxes.
 
 Captions and bounding boxes are both sequences of ids from one WordPiece vocabulary whose first
-ids are reserved, in this order (the layout of the reference 4M tokenizer, so its file loads
-unchanged):
-
-    id 0                        [PAD]
-    id 1                        [UNK]
-    id 2                        [SOS]
-    id 3                        [EOS]
-    ids 4 .. 4+S-1              sentinels [S_0] .. [S_{S-1}]            (S = 200 in the reference)
-    next 4*B ids                coordinates v0=0..v0=B-1, v1=0.., v2=0.., v3=0..v3=B-1  (B = 1000)
-    next C ids                  class names, one token each, e.g. "wine glass"  (C = 80 in the reference)
-    the rest                    WordPieces (alphabet first, then learned pieces)
-
-Every reserved token is a `tokenizers` added token, so "v0=12" or "wine glass" in a text is one id.
-Text is lower-cased and split like BERT (BertNormalizer + BertPreTokenizer).
-
-Boxes are serialised as ``v0=xmin v1=ymin v2=xmax v3=ymax label v0=... label ...``, boxes sorted by
-the distance of their top-left corner to the origin. Coordinates are normalised to [0, 1] and
-binned with ``round(value * (B - 1))``, so 0 and 1 map to the first and last bin exactly and a
-bin decodes back to ``bin / (B - 1)``: a round trip moves a coordinate by at most half a bin.
+ids are reserved (control tokens, sentinels, coordinate bins, class names; see `text_layout`, the
+layout of the reference 4M tokenizer, so its file loads unchanged). Every reserved token is a
+`tokenizers` added token, so "v0=12" or "wine glass" in a text is one id. Text is lower-cased and
+split like BERT (BertNormalizer + BertPreTokenizer). Boxes become text with `box_text`.
 
 Public API:
     FourMTextTokenizer        the transformers tokenizer (registered with AutoTokenizer)
     train_text_tokenizer      learn a WordPiece vocabulary with this layout from a caption corpus
-    boxes_to_text / text_to_boxes
+    boxes_to_text / text_to_boxes / coordinate_to_bin   (from `box_text`, re-exported here)
     ``fourm-hf train-text-tokenizer`` (``add_arguments`` / ``main`` below)
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
-from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 from transformers import PreTrainedTokenizerFast
 
-PAD_TOKEN = "[PAD]"
-UNK_TOKEN = "[UNK]"
-SOS_TOKEN = "[SOS]"
-EOS_TOKEN = "[EOS]"
-CONTROL_TOKENS = (PAD_TOKEN, UNK_TOKEN, SOS_TOKEN, EOS_TOKEN)
-FIRST_SENTINEL_ID = len(CONTROL_TOKENS)
+from .box_text import bin_to_coordinate, boxes_to_text, coordinate_to_bin, text_to_boxes
+from .text_layout import (
+    DEFAULT_COORD_BINS,
+    DEFAULT_NUM_SENTINELS,
+    EOS_TOKEN,
+    FIRST_SENTINEL_ID,
+    NUM_BOX_COORDS,
+    PAD_TOKEN,
+    SOS_TOKEN,
+    UNK_TOKEN,
+    layout_tokens,
+    normalize_class_list,
+    normalize_class_name,
+    read_layout,
+    vocab_layout,
+)
 
-DEFAULT_NUM_SENTINELS = 200
-DEFAULT_COORD_BINS = 1000
-NUM_BOX_COORDS = 4  # v0=xmin, v1=ymin, v2=xmax, v3=ymax
-BOX_COORD_NAMES = ("xmin", "ymin", "xmax", "ymax")
-
-_SENTINEL_PATTERN = re.compile(r"^\[S_(\d+)\]$")
-_COORDINATE_PATTERN = re.compile(r"^v([0-3])=(\d+)$")
-_BRACKETED_PATTERN = re.compile(r"^\[[A-Z0-9_]+\]$")
-
-
-def sentinel_token(index: int) -> str:
-    """The text of sentinel ``index``: ``[S_index]``."""
-    return f"[S_{index}]"
-
-
-def coordinate_token(axis: int, bin_index: int) -> str:
-    """The text of a coordinate token: ``v{axis}={bin_index}`` (axis 0..3 = xmin, ymin, xmax, ymax)."""
-    return f"v{axis}={bin_index}"
-
-
-def normalize_class_name(name: Any) -> str:
-    """A class name as the tokenizer sees it: lower case, single spaces. Raises on anything unusable."""
-    if not isinstance(name, str):
-        raise TypeError(f"class name must be a str, got {type(name).__name__}: {name!r}")
-    normalized = " ".join(name.lower().split())
-    if not normalized:
-        raise ValueError(f"class name must contain a non-space character, got {name!r}")
-    for word in normalized.split(" "):
-        if _COORDINATE_PATTERN.match(word) or _BRACKETED_PATTERN.match(word.upper()):
-            raise ValueError(
-                f"class name {name!r} contains {word!r}, which reads as a coordinate or special token"
-            )
-    return normalized
+__all__ = [
+    "FourMTextTokenizer",
+    "bin_to_coordinate",
+    "boxes_to_text",
+    "coordinate_to_bin",
+    "text_to_boxes",
+    "train_text_tokenizer",
+]
 
 
-def _normalize_class_list(class_names: Iterable[str] | None) -> list[str]:
-    if class_names is None:
-        return []
-    if isinstance(class_names, str):
-        raise TypeError("class_names must be a list of strings, not one string")
-    names = [normalize_class_name(name) for name in class_names]
-    seen = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"class_names lists {name!r} twice (after lower-casing)")
-        seen.add(name)
-    return names
+def wordpiece_backend(vocab: Mapping[str, int] | None = None) -> Tokenizer:
+    """A `tokenizers.Tokenizer` with the reference's WordPiece model, normaliser, pre-tokenizer and decoder.
 
-
-def layout_tokens(num_sentinels: int, coord_bins: int, class_names: Sequence[str] = ()) -> list[AddedToken]:
-    """The reserved tokens, in id order, with the same added-token flags as the reference file.
-
-    Control tokens match anywhere; sentinels and coordinates match as whole words on the raw text;
-    class names match as whole words on the lower-cased text.
+    ``vocab`` (token -> id, reserved tokens included) fills the WordPiece model; without it the model is
+    empty, for training. Reserved tokens still have to be added (`layout_tokens`).
     """
-    if not isinstance(num_sentinels, int) or num_sentinels < 1:
-        raise ValueError(f"num_sentinels must be an int >= 1, got {num_sentinels!r}")
-    if not isinstance(coord_bins, int) or coord_bins < 2:
-        raise ValueError(f"coord_bins must be an int >= 2, got {coord_bins!r}")
-    tokens = [AddedToken(token, single_word=False, normalized=False, special=True) for token in CONTROL_TOKENS]
-    tokens += [
-        AddedToken(sentinel_token(index), single_word=True, normalized=False, special=True)
-        for index in range(num_sentinels)
-    ]
-    tokens += [
-        AddedToken(coordinate_token(axis, bin_index), single_word=True, normalized=False, special=True)
-        for axis in range(NUM_BOX_COORDS)
-        for bin_index in range(coord_bins)
-    ]
-    tokens += [
-        AddedToken(name, single_word=True, normalized=True, special=True) for name in _normalize_class_list(class_names)
-    ]
-    return tokens
-
-
-def _empty_wordpiece_backend() -> Tokenizer:
-    """A `tokenizers.Tokenizer` with the reference's WordPiece model, normaliser, pre-tokenizer and decoder."""
-    backend = Tokenizer(WordPiece(unk_token=UNK_TOKEN, continuing_subword_prefix="##", max_input_chars_per_word=100))
+    model = WordPiece(
+        dict(vocab) if vocab is not None else None,
+        unk_token=UNK_TOKEN,
+        continuing_subword_prefix="##",
+        max_input_chars_per_word=100,
+    )
+    backend = Tokenizer(model)
     backend.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
     )
@@ -136,61 +73,52 @@ def _empty_wordpiece_backend() -> Tokenizer:
     return backend
 
 
-def read_layout(backend: Tokenizer) -> dict[str, Any]:
-    """Check that a `tokenizers.Tokenizer` has the 4M id layout and measure it.
+def read_vocab_file(path: str | os.PathLike) -> dict[str, int]:
+    """A BERT-style vocab file (one token per line, id = line number) as a dict token -> id."""
+    if not os.path.isfile(path):
+        raise ValueError(f"FourMTextTokenizer: vocab file {str(path)!r} is not a file")
+    with open(path, encoding="utf-8") as handle:
+        tokens = [line.rstrip("\n").rstrip("\r") for line in handle]
+    vocab = {}
+    for index, token in enumerate(tokens):
+        if token in vocab:
+            raise ValueError(f"vocab file {str(path)!r}: token {token!r} on lines {vocab[token] + 1} and {index + 1}")
+        vocab[token] = index
+    return vocab
 
-    Returns:
-        dict with ``num_sentinels``, ``coord_bins``, ``class_names`` (list of str, in id order),
-        ``first_coordinate_id``, ``first_class_id``, ``first_wordpiece_id``.
+
+def backend_from_vocab(
+    vocab: str | os.PathLike | Mapping[str, int], class_names: Sequence[str] | None = None, added_tokens_decoder=None
+) -> Tokenizer:
+    """A `tokenizers.Tokenizer` with the 4M layout built from a vocabulary (see `text_layout.vocab_layout`).
+
+    Args:
+        vocab: dict token -> id covering every id (reserved tokens first), or the path of a vocab file.
+        class_names: the class-name tokens, which sit right after the coordinates.
+        added_tokens_decoder: id -> token of a saved tokenizer's added tokens; its ids right after the
+            coordinates are the class names when ``class_names`` is not given.
     """
-    id_to_token = {index: token for token, index in backend.get_vocab(with_added_tokens=True).items()}
-    for index, expected in enumerate(CONTROL_TOKENS):
-        if id_to_token.get(index) != expected:
-            raise ValueError(
-                f"text tokenizer: id {index} must be {expected!r} (4M layout), found {id_to_token.get(index)!r}"
-            )
-    num_sentinels = 0
-    while id_to_token.get(FIRST_SENTINEL_ID + num_sentinels) == sentinel_token(num_sentinels):
-        num_sentinels += 1
-    if num_sentinels == 0:
-        raise ValueError(f"text tokenizer: id {FIRST_SENTINEL_ID} must be the first sentinel '[S_0]' (4M layout)")
-    first_coordinate_id = FIRST_SENTINEL_ID + num_sentinels
-    coord_bins = 0
-    while id_to_token.get(first_coordinate_id + coord_bins) == coordinate_token(0, coord_bins):
-        coord_bins += 1
-    if coord_bins < 2:
-        raise ValueError(
-            f"text tokenizer: ids from {first_coordinate_id} must be coordinate tokens 'v0=0', 'v0=1', ... (4M layout)"
-        )
-    for axis in range(1, NUM_BOX_COORDS):
-        for bin_index in range(coord_bins):
-            index = first_coordinate_id + axis * coord_bins + bin_index
-            if id_to_token.get(index) != coordinate_token(axis, bin_index):
-                raise ValueError(
-                    f"text tokenizer: id {index} must be {coordinate_token(axis, bin_index)!r} (4M layout with "
-                    f"{coord_bins} bins), found {id_to_token.get(index)!r}"
-                )
-    first_class_id = first_coordinate_id + NUM_BOX_COORDS * coord_bins
-    added_ids = set(backend.get_added_tokens_decoder())
-    class_names = []
-    while first_class_id + len(class_names) in added_ids:
-        class_names.append(id_to_token[first_class_id + len(class_names)])
-    return {
-        "num_sentinels": num_sentinels,
-        "coord_bins": coord_bins,
-        "class_names": class_names,
-        "first_coordinate_id": first_coordinate_id,
-        "first_class_id": first_class_id,
-        "first_wordpiece_id": first_class_id + len(class_names),
-    }
+    if isinstance(vocab, (str, os.PathLike)):
+        vocab = read_vocab_file(vocab)
+    class_ids = [int(index) for index in (added_tokens_decoder or {})]
+    layout = vocab_layout(vocab, class_names=class_names, class_ids=class_ids)
+    backend = wordpiece_backend(vocab)
+    backend.add_special_tokens(layout_tokens(layout["num_sentinels"], layout["coord_bins"], layout["class_names"]))
+    return backend
 
 
 class FourMTextTokenizer(PreTrainedTokenizerFast):
     """WordPiece tokenizer for 4M captions and boxes, with the reference id layout (see the module docstring).
 
-    Build it from a `tokenizers` file or object with that layout, e.g. the reference's
-    ``FourMTextTokenizer(tokenizer_file="text_tokenizer_4m_wordpiece_30k.json")``, train one with
-    `train_text_tokenizer`, or load a saved one with ``AutoTokenizer.from_pretrained(folder)``.
+    Build it from
+      * a `tokenizers` file or object with that layout, e.g. the reference's
+        ``FourMTextTokenizer(tokenizer_file="text_tokenizer_4m_wordpiece_30k.json")``;
+      * a vocabulary, like ``BertTokenizerFast``: ``FourMTextTokenizer(vocab={token: id})`` or
+        ``FourMTextTokenizer(vocab_file="vocab.txt")`` (every id, reserved ones first; name the class
+        tokens with ``class_names=``). The WordPiece model, normaliser and added tokens are those of
+        the reference file, so the same vocabulary gives the same ids;
+      * `train_text_tokenizer`, or a saved folder: ``AutoTokenizer.from_pretrained(folder)``.
+    A source that breaks the layout raises ValueError naming the first wrong id.
 
     ``tokenizer(text)`` gives the same ids as the raw `tokenizers` file and adds nothing. The model's
     sequence format (ids followed by ``[EOS]``) comes from `encode_for_model` / `encode_boxes`.
@@ -202,10 +130,13 @@ class FourMTextTokenizer(PreTrainedTokenizerFast):
 
     vocab_files_names = {"tokenizer_file": "tokenizer.json"}
     model_input_names = ["input_ids", "attention_mask"]
+    model = WordPiece
 
     def __init__(
         self,
-        *args,
+        vocab: str | os.PathLike | Mapping[str, int] | None = None,
+        vocab_file: str | os.PathLike | None = None,
+        class_names: Sequence[str] | None = None,
         pad_token: str = PAD_TOKEN,
         unk_token: str = UNK_TOKEN,
         bos_token: str = SOS_TOKEN,
@@ -213,24 +144,42 @@ class FourMTextTokenizer(PreTrainedTokenizerFast):
         clean_up_tokenization_spaces: bool = False,
         **kwargs,
     ):
-        if kwargs.get("tokenizer_object") is None and kwargs.get("tokenizer_file") is None:
+        if kwargs.pop("merges", None):
+            raise ValueError("FourMTextTokenizer is a WordPiece tokenizer: it takes no BPE `merges`")
+        sources = [name for name, value in [("vocab", vocab), ("vocab_file", vocab_file),
+                                            ("tokenizer_file", kwargs.get("tokenizer_file")),
+                                            ("tokenizer_object", kwargs.get("tokenizer_object"))] if value is not None]
+        if not sources:
             raise ValueError(
-                "FourMTextTokenizer needs `tokenizer_file` (a tokenizers JSON file with the 4M layout) or "
-                "`tokenizer_object`; to make a new one use `train_text_tokenizer`."
+                "FourMTextTokenizer needs `tokenizer_file` (a tokenizers JSON file with the 4M layout), "
+                "`tokenizer_object`, `vocab` (dict token -> id) or `vocab_file`; to make a new one use "
+                "`train_text_tokenizer`."
             )
+        if len(sources) > 1:
+            raise ValueError(f"FourMTextTokenizer takes one source of its vocabulary, got {' and '.join(sources)}")
         tokenizer_file = kwargs.get("tokenizer_file")
-        if kwargs.get("tokenizer_object") is None and not os.path.isfile(tokenizer_file):
+        if tokenizer_file is not None and not os.path.isfile(tokenizer_file):
             raise ValueError(f"FourMTextTokenizer: tokenizer_file {tokenizer_file!r} is not a file")
+        if vocab is not None or vocab_file is not None:
+            self._tokenizer = backend_from_vocab(
+                vocab if vocab is not None else vocab_file, class_names, kwargs.get("added_tokens_decoder")
+            )
         super().__init__(
-            *args,
             pad_token=pad_token,
             unk_token=unk_token,
             bos_token=bos_token,
             eos_token=eos_token,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            # the class names live in the backend's added tokens, which tokenizer.json saves
+            class_names=None,
             **kwargs,
         )
         self._layout = read_layout(self._tokenizer)
+        if class_names is not None and normalize_class_list(class_names) != self._layout["class_names"]:
+            raise ValueError(
+                f"FourMTextTokenizer: class_names {list(class_names)} differ from the class tokens "
+                f"{self._layout['class_names']} of the {sources[0]}"
+            )
 
     @classmethod
     def convert_to_native_format(cls, trust_remote_code: bool = False, **kwargs):
@@ -361,160 +310,6 @@ class FourMTextTokenizer(PreTrainedTokenizerFast):
         return text_to_boxes(text, coord_bins=self.coord_bins, class_names=class_names)
 
 
-# ----- boxes <-> text -----
-
-
-def coordinate_to_bin(value: float, coord_bins: int) -> int:
-    """Bin of a coordinate in [0, 1]: ``round(value * (coord_bins - 1))`` (half to even)."""
-    return int(round(value * (coord_bins - 1)))
-
-
-def bin_to_coordinate(bin_index: int, coord_bins: int) -> float:
-    """Coordinate in [0, 1] of a bin: ``bin_index / (coord_bins - 1)``."""
-    return bin_index / (coord_bins - 1)
-
-
-def _validate_box(index: int, box: Any, class_names: set[str] | None, modality: str) -> tuple[str, list[float]]:
-    if not isinstance(box, dict):
-        raise TypeError(f"{modality}: box {index} must be a dict with 'label' and 'box', got {type(box).__name__}")
-    for field in ("label", "box"):
-        if field not in box:
-            raise ValueError(f"{modality}: box {index} has no {field!r} field; expected {{'label': str, 'box': [...]}}")
-    label = box["label"]
-    if not isinstance(label, str) or not label.strip():
-        raise ValueError(f"{modality}: box {index} field 'label' must be a non-empty str, got {label!r}")
-    label = normalize_class_name(label) if class_names is not None else " ".join(label.split())
-    if class_names is not None and label not in class_names:
-        raise ValueError(f"{modality}: box {index} field 'label' {box['label']!r} is not a known class name")
-    for word in label.split(" "):
-        if _COORDINATE_PATTERN.match(word) or _BRACKETED_PATTERN.match(word.upper()):
-            raise ValueError(
-                f"{modality}: box {index} field 'label' {label!r} contains {word!r}, which reads as a special token"
-            )
-    coords = box["box"]
-    if isinstance(coords, (str, bytes)) or not isinstance(coords, Sequence) and not hasattr(coords, "__len__"):
-        raise TypeError(f"{modality}: box {index} field 'box' must be 4 numbers [xmin, ymin, xmax, ymax]")
-    coords = list(coords)
-    if len(coords) != NUM_BOX_COORDS:
-        raise ValueError(
-            f"{modality}: box {index} field 'box' has {len(coords)} values; expected 4 [xmin, ymin, xmax, ymax]"
-        )
-    values = []
-    for name, value in zip(BOX_COORD_NAMES, coords):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"{modality}: box {index} field 'box' {name} must be a number, got {value!r}") from None
-        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"{modality}: box {index} field 'box' {name}={value} is outside [0, 1]; boxes are normalised xyxy"
-            )
-        values.append(value)
-    xmin, ymin, xmax, ymax = values
-    if xmin > xmax:
-        raise ValueError(f"{modality}: box {index} field 'box' has xmin={xmin} > xmax={xmax}")
-    if ymin > ymax:
-        raise ValueError(f"{modality}: box {index} field 'box' has ymin={ymin} > ymax={ymax}")
-    return label, values
-
-
-def boxes_to_text(
-    boxes: Sequence[dict],
-    coord_bins: int = DEFAULT_COORD_BINS,
-    class_names: Iterable[str] | None = None,
-    modality: str = "det",
-) -> str:
-    """Serialise boxes as ``v0=xmin v1=ymin v2=xmax v3=ymax label ...``.
-
-    Args:
-        boxes: list of ``{"label": str, "box": [xmin, ymin, xmax, ymax]}``, coordinates in [0, 1].
-        coord_bins: number of bins per coordinate (coordinates binned by `coordinate_to_bin`).
-        class_names: when given, every label must be one of them (compared lower-cased).
-
-    Boxes are sorted by the distance of their top-left corner to the origin (ties keep input
-    order). Labels are written with single spaces. An empty list gives ``""``.
-    Raises ValueError / TypeError naming the box index and field.
-    """
-    if not isinstance(coord_bins, int) or coord_bins < 2:
-        raise ValueError(f"{modality}: coord_bins must be an int >= 2, got {coord_bins!r}")
-    if isinstance(boxes, (str, bytes, dict)) or not isinstance(boxes, Iterable):
-        raise TypeError(f"{modality}: boxes must be a list of {{'label', 'box'}} dicts, got {type(boxes).__name__}")
-    known = set(_normalize_class_list(class_names)) if class_names is not None else None
-    validated = [_validate_box(index, box, known, modality) for index, box in enumerate(boxes)]
-    validated.sort(key=lambda item: math.hypot(item[1][0], item[1][1]))
-    words = []
-    for label, values in validated:
-        words += [coordinate_token(axis, coordinate_to_bin(value, coord_bins)) for axis, value in enumerate(values)]
-        words.append(label)
-    return " ".join(words)
-
-
-def text_to_boxes(
-    text_or_ids: str | Sequence[int],
-    coord_bins: int = DEFAULT_COORD_BINS,
-    class_names: Iterable[str] | None = None,
-    tokenizer: FourMTextTokenizer | None = None,
-) -> list[dict]:
-    """Parse (possibly malformed) generated box text back into ``[{"label": str, "box": [4 floats]}]``.
-
-    Reads ``v0= v1= v2= v3= label`` groups left to right. A box is kept only when its four
-    coordinates come in order, each bin is below ``coord_bins``, xmin <= xmax, ymin <= ymax, the
-    label is non-empty (and, with ``class_names``, a known class). Anything else (incomplete or
-    out-of-order boxes, trailing garbage) is skipped; ``[UNK]`` words are left out of labels;
-    a sentinel or other bracketed special token ends the box being read; text after ``[EOS]``
-    is ignored. Never raises for malformed text.
-
-    Args:
-        text_or_ids: the text, or token ids (then ``tokenizer`` is required).
-    """
-    if not isinstance(text_or_ids, str):
-        if tokenizer is None:
-            raise TypeError("text_to_boxes: token ids need `tokenizer=`; or pass the decoded text")
-        return tokenizer.decode_boxes(text_or_ids, class_names=class_names)
-    known = None
-    if class_names is not None:
-        known = set(_normalize_class_list(class_names))
-    boxes = []
-
-    def finish_box(bins, label_words):
-        if bins is None or len(bins) != NUM_BOX_COORDS or not label_words:
-            return
-        label = " ".join(label_words)
-        xmin, ymin, xmax, ymax = (bin_to_coordinate(b, coord_bins) for b in bins)
-        if xmin <= xmax and ymin <= ymax and (known is None or label in known):
-            boxes.append({"label": label, "box": [xmin, ymin, xmax, ymax]})
-
-    bins: list[int] | None = None  # bins of the box being read; None = skipping until the next v0
-    label_words: list[str] = []  # only filled once the four bins are read
-    for word in text_or_ids.split():
-        coordinate = _COORDINATE_PATTERN.match(word)
-        if coordinate is not None:
-            axis, bin_index = int(coordinate.group(1)), int(coordinate.group(2))
-            if label_words:  # a coordinate after a label closes that box
-                finish_box(bins, label_words)
-                bins, label_words = None, []
-            if axis == 0:
-                bins, label_words = [], []
-            if bins is not None and axis == len(bins) and bin_index < coord_bins:
-                bins.append(bin_index)
-            else:
-                bins = None  # out of order or out of range
-            continue
-        if word == EOS_TOKEN:
-            break
-        if word == UNK_TOKEN:
-            continue  # an unknown word: skipped; a label made only of them is empty and drops its box
-        if _BRACKETED_PATTERN.match(word):
-            # sentinels, [PAD], [SOS], other bracketed tokens: close a finished box, drop a partial one
-            finish_box(bins, label_words)
-            bins, label_words = None, []
-            continue
-        if bins is not None and len(bins) == NUM_BOX_COORDS:
-            label_words.append(word)
-    finish_box(bins, label_words)
-    return boxes
-
-
 # ----- training -----
 
 
@@ -539,7 +334,7 @@ def train_text_tokenizer(
     """
     if not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"vocab_size must be an int >= 1 (WordPieces after the reserved ids), got {vocab_size!r}")
-    reserved = layout_tokens(num_sentinels, coord_bins, _normalize_class_list(class_names))
+    reserved = layout_tokens(num_sentinels, coord_bins, normalize_class_list(class_names))
     counted = {"texts": 0}
 
     def checked_texts():
@@ -550,7 +345,7 @@ def train_text_tokenizer(
                 counted["texts"] += 1
                 yield text
 
-    backend = _empty_wordpiece_backend()
+    backend = wordpiece_backend()
     trainer = WordPieceTrainer(
         vocab_size=len(reserved) + vocab_size,
         min_frequency=min_frequency,
