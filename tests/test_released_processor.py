@@ -8,14 +8,18 @@ The tokenizers are tiny and random, written in the released Hub layout (``config
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
-from fourm_hf import FourMDiVAE, FourMDiVAEConfig, FourMTokenizerModel, FourMViTVQVAE, FourMViTVQVAEConfig
+from fourm_hf import (FourMDiVAE, FourMDiVAEConfig, FourMMLPVQVAE, FourMMLPVQVAEConfig, FourMTokenizerModel, FourMViTVQVAE,
+                      FourMViTVQVAEConfig)
 from fourm_hf.testing_utils import tiny_vqvae
 from fourm_hf.tokenization.feature_maps import VisionFeatureExtractor
 from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
@@ -23,6 +27,8 @@ from fourm_hf.tokenization.processing_fourm import FourMProcessor
 from fourm_hf.tokenization.released_layout import save_in_released_layout
 from fourm_hf.tokenization.released_modalities import ReleasedModalityTokenizer, truncated_depth_standardization
 from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+
+from conftest import SHARED_DIR
 
 SIZE, CLASSES = 64, 5
 VIT = dict(enc_type="vit_tiny_d32_l1_h2_enc", image_size=SIZE, codebook_size=16, latent_dim=8)
@@ -213,3 +219,126 @@ def test_mismatched_tokenizers_are_clear_errors(released):
         ReleasedModalityTokenizer(semseg, "tok_mystery", image_size=SIZE)
     with pytest.raises(ValueError, match="not a multiple of the patch size 16"):
         ReleasedModalityTokenizer(semseg, "tok_semseg", image_size=72)
+
+
+# ---- released bottleneck-MLP tokenizers (global embeddings, poses): vectors in, ids, vectors out -----------------
+MLP_FIXTURE_DIR = SHARED_DIR / "fixtures" / "ml4m" / "tokenizers"
+
+
+def _mlp_fixture_folders() -> list:
+    """Every fixture tokenizer folder whose config names a bottleneck-MLP encoder (found by content, not name)."""
+    if not MLP_FIXTURE_DIR.is_dir():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{MLP_FIXTURE_DIR} is not available "
+                                                                  "(../shared exists on developer machines and in CI only)"))]
+    folders = [path for path in sorted(MLP_FIXTURE_DIR.iterdir()) if (path / "config.json").is_file()
+               and json.loads((path / "config.json").read_text()).get("enc_type", "").startswith("BottleneckMLP/")]
+    if not folders:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no bottleneck-MLP tokenizer folder in {MLP_FIXTURE_DIR}"))]
+    return [pytest.param(path, id=path.name) for path in folders]
+
+
+def _text_tokenizer():
+    return train_text_tokenizer(["an astronaut in a white suit"], vocab_size=120, class_names=["person"], num_sentinels=4,
+                                coord_bins=16)
+
+
+def _vector_processor(tokenizer, modality: str, kind: str | None = None) -> FourMProcessor:
+    wrapped = ReleasedModalityTokenizer(tokenizer, modality, kind, image_size=SIZE)
+    return FourMProcessor(FourMImageProcessor(image_size=SIZE, num_semseg_classes=CLASSES), _text_tokenizer(),
+                          vqvaes={modality: wrapped})
+
+
+def _kind_of(tokenizer) -> str:
+    return "pose" if tokenizer.config.n_channels == 23 * 3 * 3 else "vector"
+
+
+@pytest.mark.parametrize("folder", _mlp_fixture_folders())
+def test_mlp_fixture_vectors_encode_and_decode_as_the_reference(folder, tmp_path):
+    io = load_file(folder / f"{folder.name}_io.safetensors")
+    tokenizer = FourMTokenizerModel.from_pretrained(folder)
+    kind, modality = _kind_of(tokenizer), f"tok_{folder.name}"
+    processor = _vector_processor(tokenizer, modality, kind)
+    inputs = io["in.x"][:, :, 0, 0]  # the reference fed [B, C, 1, 1]
+    batch, channels = inputs.shape
+    heads = tokenizer.config.num_codebooks
+    vector_shape = (23, 3, 3) if kind == "pose" else (channels,)
+    given = inputs.reshape(batch, *vector_shape).numpy()
+    tokens = processor(vectors={modality: given})
+    assert set(tokens) == {modality}
+    ids = tokens[modality]
+    assert ids.shape == (batch, heads) and ids.dtype == torch.int64
+    assert torch.equal(ids, io["quant.ids"].reshape(batch, heads))  # head-major, exactly the reference's ids
+    assert processor.vqvaes[modality].config.num_tokens == heads
+    decoded = processor.decode(tokens)[modality]
+    assert decoded["image"] is None
+    array = decoded["array"]
+    assert isinstance(array, np.ndarray) and array.dtype == np.float32 and array.shape == (batch, *vector_shape)
+    expected = io["out.decoded"][:, :, 0, 0].reshape(batch, *vector_shape).numpy()
+    np.testing.assert_allclose(array, expected, atol=1e-4, rtol=0)
+    # one sample (no batch axis) and a pose given flattened give the same ids
+    assert torch.equal(processor(vectors={modality: given[0]})[modality], ids[:1])
+    assert torch.equal(processor(vectors={modality: inputs.numpy()})[modality], ids)
+    # with text in the same call, and through save_pretrained / from_pretrained
+    both = processor(text=["an astronaut"] * batch, vectors={modality: given})
+    assert torch.equal(both[modality], ids) and both["caption"].shape[0] == batch
+    processor.save_pretrained(tmp_path / "processor")
+    reloaded = FourMProcessor.from_pretrained(tmp_path / "processor")
+    assert reloaded.vqvaes[modality].config.input_kind == kind
+    assert torch.equal(reloaded(vectors={modality: given})[modality], ids)
+    np.testing.assert_array_equal(reloaded.decode(tokens)[modality]["array"], array)
+
+
+@pytest.mark.parametrize("folder", _mlp_fixture_folders())
+def test_mlp_fixture_bad_vectors_and_ids_are_clear_errors(folder):
+    tokenizer = FourMTokenizerModel.from_pretrained(folder)
+    modality = f"tok_{folder.name}"
+    processor = _vector_processor(tokenizer, modality, _kind_of(tokenizer))
+    channels, heads, vocab = tokenizer.config.n_channels, tokenizer.config.num_codebooks, tokenizer.config.codebook_size
+    with pytest.raises(ValueError, match=rf"vectors\['{modality}'\]: expected shape .*got \(2, {channels + 1}\)"):
+        processor(vectors={modality: np.zeros((2, channels + 1), np.float32)})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        processor(vectors={modality: np.full((1, channels), np.nan, np.float32)})
+    with pytest.raises(ValueError, match="expected real numbers"):
+        processor(vectors={modality: np.array([["a"] * channels])})
+    with pytest.raises(ValueError, match=r"vectors\['tok_unknown'\]: no vector tokenizer is loaded"):
+        processor(vectors={"tok_unknown": np.zeros((1, channels), np.float32)})
+    with pytest.raises(ValueError, match="different batch sizes"):
+        processor(text=["one", "two"], vectors={modality: np.zeros((3, channels), np.float32)})
+    with pytest.raises(ValueError, match=rf"{modality}: ids must have shape \(B, {heads}\)"):
+        processor.decode({modality: torch.zeros(1, heads + 1, dtype=torch.long)})
+    with pytest.raises(ValueError, match=rf"{modality}: ids must lie in \[0, {vocab}\)"):
+        processor.decode({modality: torch.full((1, heads), vocab, dtype=torch.long)})
+
+
+def _tiny_mlp(n_channels: int, heads: int, seed: int = 0) -> FourMMLPVQVAE:
+    torch.manual_seed(seed)
+    config = FourMMLPVQVAEConfig(enc_type="BottleneckMLP/B_1-Wi_16", dec_type="BottleneckMLP/B_1-Wi_16", n_channels=n_channels,
+                                 latent_dim=8 * heads, num_codebooks=heads, codebook_size=32)
+    return FourMMLPVQVAE(config).eval()
+
+
+def test_mlp_tokenizers_take_their_kind_from_the_name_and_the_family(released):
+    dino, pose = _tiny_mlp(24, 4), _tiny_mlp(207, 8, seed=1)
+    assert ReleasedModalityTokenizer(dino, "tok_dinov2_global", image_size=SIZE).config.input_kind == "vector"
+    assert ReleasedModalityTokenizer(dino, "tok_imagebind_global", image_size=SIZE).config.input_kind == "vector"
+    assert ReleasedModalityTokenizer(dino, "tok_my_embedding", image_size=SIZE).config.input_kind == "vector"
+    wrapped = ReleasedModalityTokenizer(pose, "tok_pose", image_size=SIZE)
+    assert wrapped.config.input_kind == "pose" and wrapped.token_shape == (8, 1, 1) and wrapped.vector_shape == (23, 3, 3)
+    processor = _vector_processor(pose, "tok_pose")
+    rotations = np.linalg.qr(np.random.default_rng(0).normal(size=(2, 23, 3, 3)))[0].astype(np.float32)
+    tokens = processor(vectors={"tok_pose": rotations})
+    assert tokens["tok_pose"].shape == (2, 8)
+    with torch.no_grad():
+        expected = pose.decode(pose.encode(torch.from_numpy(rotations).reshape(2, 207)))
+    np.testing.assert_allclose(processor.decode(tokens)["tok_pose"]["array"], expected.reshape(2, 23, 3, 3).numpy(), atol=1e-6)
+    # wrong families and kinds
+    with pytest.raises(ValueError, match="bottleneck-MLP tokenizer tokenizes one vector per sample"):
+        ReleasedModalityTokenizer(dino, "tok_rgb", kind="rgb", image_size=SIZE)
+    with pytest.raises(ValueError, match="a pose tokenizer reads 207 values"):
+        ReleasedModalityTokenizer(dino, "tok_pose", image_size=SIZE)
+    root, _ = released
+    with pytest.raises(ValueError, match="needs a bottleneck-MLP tokenizer"):
+        ReleasedModalityTokenizer(FourMTokenizerModel.from_pretrained(root / "semseg"), "tok_dinov2_global", image_size=SIZE)
+    with pytest.raises(ValueError, match="vectors= is for the vector kinds"):
+        ReleasedModalityTokenizer(FourMTokenizerModel.from_pretrained(root / "semseg"), "tok_semseg",
+                                  image_size=SIZE).prepare_vectors(np.zeros((1, 4)))

@@ -509,9 +509,12 @@ def check_model_and_processor(config: FourMConfig, processor: FourMProcessor) ->
         if name not in config.modality_specs:
             continue
         spec = config.modality(name)
-        if vqvae.config.grid_size != config.grid_size:
-            raise ValueError(f"processor: VQ-VAE {name!r} has a {vqvae.config.grid_size}x{vqvae.config.grid_size} grid, "
-                             f"the model {config.grid_size}x{config.grid_size}.")
+        ids_per_sample = getattr(vqvae.config, "num_tokens", None) or vqvae.config.grid_size**2
+        if ids_per_sample != config.num_positions(name):
+            grid = config.modality_grid_size(name)
+            raise ValueError(f"processor: VQ-VAE {name!r} gives {ids_per_sample} ids per sample "
+                             f"({vqvae.config.grid_size}x{vqvae.config.grid_size} grid), the model's {name} has "
+                             f"{config.num_positions(name)} ({grid}x{grid} grid).")
         if vqvae.config.vocab_size != spec.vocab_size:
             raise ValueError(f"processor: VQ-VAE {name!r} has {vqvae.config.vocab_size} codes, the model's {name} "
                              f"vocabulary {spec.vocab_size}.")

@@ -13,6 +13,7 @@ and text / boxes into WordPiece ids (:class:`FourMTextTokenizer`), and returns t
       "caption":    (B, L) int64     ids of text= followed by [EOS], right-padded with [PAD] = 0
       "det":        (B, L) int64     ids of the boxes (after the crop) followed by [EOS], padded with 0
       "pixel_values": (B, 3, S, S) float32, ImageNet-normalised: the ``rgb`` pixels modality
+      "tok_dinov2_global": (B, H) int64  from vectors={"tok_dinov2_global": (B, 768)}  (a released MLP tokenizer)
     }
 
 Which token modalities come out is decided by the loaded VQ-VAEs: each declares the dense map it
@@ -29,6 +30,9 @@ Released 4M tokenizers (``EPFL-VILAB/4M_tokenizers_*``, loaded with ``FourMToken
 which applies the reference's input transforms per modality (depth standardisation, ...) and, for
 ``tok_clip``-style modalities, computes the feature map from ``images=`` with a transformers vision
 model; DiVAE decoders take ``num_diffusion_steps`` / ``generator`` in :meth:`FourMProcessor.decode`.
+The released bottleneck-MLP tokenizers (global DINOv2 / ImageBind embeddings, human poses) tokenize
+one vector per sample, given in ``vectors={modality: (B, C) array}``, into ``num_codebooks`` ids
+(``config.num_tokens``), and decode back to the vector.
 
 ``processor.decode(token_dict)`` (alias ``postprocess``) goes the other way: per modality the raw
 numpy arrays (RGB uint8, depth in metres, unit normals, class ids), PIL images for viewing (depth
@@ -79,6 +83,7 @@ ARGUMENT_MAPS = {"images": "rgb", "depth": "depth", "normal": "normal", "semseg"
 CAPTION_MODALITY = "caption"
 DET_MODALITY = "det"
 PIXELS_MODALITY = "rgb"
+VECTOR_TARGET = "vector"  # the ``target`` of tokenizers that read a vector per sample (``vectors=``)
 REMOTE_CODE_MODULES = (
     "remote_code.py",
     "tokenization/text_layout.py",
@@ -148,7 +153,7 @@ class FourMProcessor(ProcessorMixin):
                 f"vqvaes[{name!r}]: num_classes={config.num_classes} but the image processor accepts "
                 f"num_semseg_classes={self.image_processor.num_semseg_classes}; they must match"
             )
-        if config.input_kind != "feature" and config.target not in MAP_KEYS:
+        if config.input_kind != "feature" and config.target not in MAP_KEYS and config.target != VECTOR_TARGET:
             raise ValueError(f"vqvaes[{name!r}]: unknown target map {config.target!r}; expected one of {list(MAP_KEYS)}")
 
     # ------------------------------------------------------------------------------- properties
@@ -177,6 +182,7 @@ class FourMProcessor(ProcessorMixin):
         semseg=None,
         boxes=None,
         text=None,
+        vectors: Mapping | None = None,
         *,
         crop: str | None = "center",
         crop_box=None,
@@ -192,6 +198,9 @@ class FourMProcessor(ProcessorMixin):
                 boxes are normalised xyxy in the original image and follow the shared crop (boxes
                 outside the crop are left out, as the crop hides them).
             text: caption(s), a str or a list of str.
+            vectors: ``{modality: vectors}`` for the loaded vector tokenizers (released MLP tokenizers:
+                a global embedding (C,) or (B, C), a pose (23, 3, 3) or (B, 23, 3, 3)); each gives
+                ``{modality: (B, num_tokens) int64}``. Vectors are not cropped.
             crop / crop_box / flip / generator: the shared crop (see ``FourMImageProcessor``);
                 random crops and flips need ``generator``.
         """
@@ -199,8 +208,8 @@ class FourMProcessor(ProcessorMixin):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
         maps = {name: value for name, value in (("images", images), ("depth", depth), ("normal", normal), ("semseg", semseg))
                 if value is not None}
-        if not maps and boxes is None and text is None:
-            raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes or text")
+        if not maps and boxes is None and text is None and not vectors:
+            raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes, text or vectors")
         for argument, value in maps.items():
             target = ARGUMENT_MAPS[argument]
             if target != "rgb" and not self.vqvaes_for(target):
@@ -223,6 +232,8 @@ class FourMProcessor(ProcessorMixin):
             outputs[DET_MODALITY] = self.encode_box_lists(list(boxes) if batched else [boxes])
         if text is not None:
             outputs[CAPTION_MODALITY] = self.encode_texts(list(text) if batched else [text])
+        if vectors:
+            outputs.update(self.encode_vectors(vectors))
         sizes = {name: len(value) for name, value in outputs.items()}
         if len(set(sizes.values())) > 1:
             raise ValueError(f"FourMProcessor: inputs have different batch sizes {sizes}; expected one entry per sample")
@@ -244,6 +255,24 @@ class FourMProcessor(ProcessorMixin):
                 continue
             batch = torch.as_tensor(np.asarray(processed[key]))
             batch = batch.long() if vqvae.config.input_kind == "semseg" else batch.float()
+            device = next(vqvae.parameters()).device
+            with torch.inference_mode():
+                ids = vqvae.encode(batch.to(device))
+            tokens[name] = ids.reshape(ids.shape[0], -1).cpu().clone()
+        return tokens
+
+    def encode_vectors(self, vectors: Mapping) -> dict[str, torch.Tensor]:
+        """``{modality: vectors}`` -> ``{modality: (B, num_tokens) int64}`` with the loaded vector tokenizers."""
+        if not isinstance(vectors, Mapping):
+            raise ValueError(f"vectors: expected a dict {{modality: vectors}}, got {type(vectors).__name__}")
+        loaded = sorted(name for name, vqvae in self.vqvaes.items() if vqvae.config.target == VECTOR_TARGET)
+        tokens = {}
+        for name, value in vectors.items():
+            if name not in loaded:
+                raise ValueError(f"vectors[{name!r}]: no vector tokenizer is loaded for it; this processor tokenizes "
+                                 f"vectors for {loaded or 'no modality'}")
+            vqvae = self.vqvaes[name]
+            batch = vqvae.prepare_vectors(value, f"vectors[{name!r}]")
             device = next(vqvae.parameters()).device
             with torch.inference_mode():
                 ids = vqvae.encode(batch.to(device))
@@ -288,6 +317,8 @@ class FourMProcessor(ProcessorMixin):
           ``array`` is rgb uint8 (B, S, S, 3), depth float32 metres (B, S, S), normal float32 unit
           vectors (B, S, S, 3), semseg int64 class ids (B, S, S), feature float32 (B, S, S, C)
           (features have ``image`` None);
+        - vector modality (released MLP tokenizers, (B, num_tokens) ids): ``{"array": float32 (B, C)
+          or poses (B, 23, 3, 3), "image": None}``;
         - ``"rgb"`` (from ``pixel_values``): ``{"array": uint8 (B, S, S, 3), "image": [...]}``;
         - ``"caption"``: list of B strings;
         - ``"det"``: ``{"boxes": [[{"label", "score", "box"}]], "image": [PIL with the boxes drawn]}``.
@@ -317,23 +348,29 @@ class FourMProcessor(ProcessorMixin):
     postprocess = decode
 
     def decode_image_tokens(self, name: str, ids, num_diffusion_steps=None, generator=None) -> dict:
-        """(B, G*G) or (G*G,) ids of modality ``name`` -> ``{"array": ..., "image": [PIL]}``.
+        """(B, N) or (N,) ids of modality ``name`` (N = G*G, or ``num_tokens`` of a vector tokenizer) ->
+        ``{"array": ..., "image": [PIL] or None}``.
 
         ``num_diffusion_steps`` / ``generator`` reach released diffusion (DiVAE) tokenizers only."""
         vqvae = self.vqvaes[name]
         grid = vqvae.config.grid_size
+        token_shape = getattr(vqvae, "token_shape", (grid, grid))
+        count = int(np.prod(token_shape))
         ids = torch.as_tensor(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids))
         if ids.dim() == 1:
             ids = ids[None]
-        if ids.dim() != 2 or ids.shape[1] != grid * grid:
-            raise ValueError(f"{name}: ids must have shape (B, {grid * grid}) or ({grid * grid},), got {tuple(ids.shape)}")
+        if ids.dim() != 2 or ids.shape[1] != count:
+            raise ValueError(f"{name}: ids must have shape (B, {count}) or ({count},), got {tuple(ids.shape)}")
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise ValueError(f"{name}: ids must be integers, got dtype {ids.dtype}")
+        vocab = vqvae.config.vocab_size
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise ValueError(f"{name}: ids must lie in [0, {vocab}), got values in [{int(ids.min())}, {int(ids.max())}]")
         device = next(vqvae.parameters()).device
         released = getattr(vqvae, "is_modality_tokenizer", False)
         options = {"num_diffusion_steps": num_diffusion_steps, "generator": generator} if released else {}
         with torch.inference_mode():
-            maps = vqvae.decode(ids.long().reshape(-1, grid, grid).to(device), **options)
+            maps = vqvae.decode(ids.long().reshape(-1, *token_shape).to(device), **options)
         array = vqvae.postprocess(maps)
         kind = vqvae.config.input_kind
         if released:

@@ -15,7 +15,15 @@ normal     [B, 3, S, S] unit vectors            the same ([-1, 1])          [B, 
 semseg     [B, S, S] class ids                  the same                    [B, S, S] argmax class ids
 feature    [B, 3, S, S] RGB in [-1, 1]          the feature grid of a       [B, C, h, w] features
                                                  vision model (tok_clip...)
+vector     [B, C] (``vectors=``): a global      the vector as a 1x1 "image" [B, C] the vector
+           embedding (tok_dinov2_global, ...)   [B, C, 1, 1] (MLP tokenizer)
+pose       [B, 23, 3, 3] or [B, 207]            the 207 rotation entries,   [B, 23, 3, 3]
+           SMPL body-pose rotations              flattened, [B, 207, 1, 1]
 =========  ==================================  ==========================  ===============================
+
+Vector kinds (the released bottleneck-MLP tokenizers, ``FourMMLPVQVAE``) give ``num_codebooks`` ids
+per sample, head-major: ``config.num_tokens`` ids (16 for the global embeddings, 8 for poses) instead
+of ``grid_size ** 2``.
 
 Depth: the reference reads 16-bit PNGs in 1/512 m units scaled by 1/65535, then standardises each
 image with the mean and (unbiased) variance of its middle 80 % of values:
@@ -40,12 +48,19 @@ from .visualization import colorize_depth, decoded_to_arrays, colorize_normals, 
 
 MODALITY_TOKENIZER_FILE = "modality_tokenizer.json"
 FEATURE_MODEL_FOLDER = "feature_model"
-KINDS = ("rgb", "depth", "normal", "semseg", "feature")
-# the processor map each kind reads (feature maps are computed from the RGB image)
-KIND_TARGETS = {"rgb": "rgb", "depth": "depth", "normal": "normal", "semseg": "semseg", "feature": "rgb"}
-# modality name prefix -> kind, for modalities named as in 4M
+KINDS = ("rgb", "depth", "normal", "semseg", "feature", "vector", "pose")
+VECTOR_KINDS = ("vector", "pose")
+# the processor input each kind reads (feature maps are computed from the RGB image; vectors come in
+# the processor's ``vectors=`` argument)
+KIND_TARGETS = {"rgb": "rgb", "depth": "depth", "normal": "normal", "semseg": "semseg", "feature": "rgb",
+                "vector": "vector", "pose": "vector"}
+# modality name prefix -> kind, for modalities named as in 4M (the longest matching prefix wins)
 _MODALITY_KINDS = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg",
-                   "tok_clip": "feature", "tok_dinov2": "feature", "tok_imagebind": "feature"}
+                   "tok_clip": "feature", "tok_dinov2": "feature", "tok_imagebind": "feature",
+                   "tok_dinov2_global": "vector", "tok_imagebind_global": "vector", "tok_pose": "pose",
+                   "human_poses": "pose"}
+POSE_SHAPE = (23, 3, 3)  # SMPL body pose: 23 joint rotation matrices
+MLP_MODEL_TYPE = "fourm_mlp_vqvae"
 DEPTH_UNITS_PER_METRE = 512.0 / 65535.0
 DEPTH_TRUNCATION = 0.1
 
@@ -62,12 +77,18 @@ class ModalityTokenizerConfig:
     vocab_size: int
     num_classes: int | None = None
     num_diffusion_steps: int = 25
+    num_tokens: int | None = None  # ids per sample; None = grid_size ** 2
+
+    def __post_init__(self):
+        if self.num_tokens is None:
+            self.num_tokens = self.grid_size**2
 
 
 def modality_kind(modality: str) -> str | None:
-    """The kind (``KINDS``) of a modality named as in 4M (``tok_depth`` -> ``"depth"``); None when the
-    processor has no input map for it (edges, global embeddings are not prefixed here)."""
-    return next((kind for prefix, kind in _MODALITY_KINDS.items() if modality.startswith(prefix)), None)
+    """The kind (``KINDS``) of a modality named as in 4M, by its longest known prefix (``tok_depth`` ->
+    ``"depth"``, ``tok_dinov2_global`` -> ``"vector"``); None when the processor has no input map for it (edges)."""
+    matches = [prefix for prefix in _MODALITY_KINDS if modality.startswith(prefix)]
+    return _MODALITY_KINDS[max(matches, key=len)] if matches else None
 
 
 def truncated_depth_standardization(depth_metres: torch.Tensor, truncation: float = DEPTH_TRUNCATION) -> torch.Tensor:
@@ -101,7 +122,7 @@ class ReleasedModalityTokenizer(nn.Module):
     def __init__(self, tokenizer: nn.Module, modality: str, kind: str | None = None, image_size: int = 224,
                  feature_extractor: VisionFeatureExtractor | str | os.PathLike | None = None, num_diffusion_steps: int = 25):
         super().__init__()
-        kind = kind or modality_kind(modality)
+        kind = kind or _default_kind(modality, tokenizer)
         if kind not in KINDS:
             raise ValueError(f"ReleasedModalityTokenizer({modality!r}): kind must be one of {KINDS}, got {kind!r}.")
         self.tokenizer = tokenizer.eval()
@@ -110,18 +131,49 @@ class ReleasedModalityTokenizer(nn.Module):
         if isinstance(feature_extractor, (str, os.PathLike)):
             feature_extractor = VisionFeatureExtractor.from_pretrained(feature_extractor)
         self.feature_extractor = feature_extractor
-        patch = self._check_kind(modality, kind, tokenizer_config, image_size)
+        is_vector = kind in VECTOR_KINDS
+        patch = self._check_vector_kind(modality, kind, tokenizer_config) if is_vector else self._check_kind(
+            modality, kind, tokenizer_config, image_size)
         if int(num_diffusion_steps) < 1:
             raise ValueError(f"ReleasedModalityTokenizer({modality!r}): num_diffusion_steps must be >= 1, got {num_diffusion_steps}.")
         self.config = ModalityTokenizerConfig(
             modality=modality, input_kind=kind, target=KIND_TARGETS[kind], image_size=int(image_size),
-            grid_size=int(image_size) // patch, vocab_size=int(tokenizer_config.codebook_size),
+            grid_size=1 if is_vector else int(image_size) // patch, vocab_size=int(tokenizer_config.codebook_size),
             num_classes=tokenizer_config.n_labels if kind == "semseg" else None, num_diffusion_steps=int(num_diffusion_steps),
+            num_tokens=int(tokenizer_config.num_codebooks) if is_vector else None,
         )
+
+    @property
+    def token_shape(self) -> tuple[int, ...]:
+        """The shape of one sample's ids as the tokenizer reads them: (grid, grid), or (H, 1, 1) for vectors."""
+        if self.config.input_kind in VECTOR_KINDS:
+            return (self.config.num_tokens, 1, 1)
+        return (self.config.grid_size, self.config.grid_size)
+
+    @property
+    def vector_shape(self) -> tuple[int, ...]:
+        """One sample's vector for the vector kinds: (C,), or (23, 3, 3) for poses."""
+        if self.config.input_kind == "pose":
+            return POSE_SHAPE
+        return (int(self.tokenizer.config.n_channels),)
+
+    def _check_vector_kind(self, modality: str, kind: str, tokenizer_config) -> int:
+        """Check an MLP tokenizer serves a vector kind (and a pose tokenizer reads 23 x 3 x 3 values)."""
+        name = f"ReleasedModalityTokenizer({modality!r})"
+        if getattr(tokenizer_config, "model_type", None) != MLP_MODEL_TYPE:
+            raise ValueError(f"{name}: the {kind} kind needs a bottleneck-MLP tokenizer (FourMMLPVQVAE), got "
+                             f"{type(self.tokenizer).__name__}.")
+        if kind == "pose" and tokenizer_config.n_channels != int(np.prod(POSE_SHAPE)):
+            raise ValueError(f"{name}: a pose tokenizer reads {int(np.prod(POSE_SHAPE))} values (23 x 3 x 3 rotations), "
+                             f"this one {tokenizer_config.n_channels}.")
+        return 1
 
     def _check_kind(self, modality: str, kind: str, tokenizer_config, image_size: int) -> int:
         """Check the tokenizer fits ``kind``; returns the image pixels per token side."""
         name = f"ReleasedModalityTokenizer({modality!r})"
+        if getattr(tokenizer_config, "model_type", None) == MLP_MODEL_TYPE:
+            raise ValueError(f"{name}: a bottleneck-MLP tokenizer tokenizes one vector per sample; give kind "
+                             f"'vector' or 'pose', not {kind!r}.")
         expected_channels = {"rgb": 3, "normal": 3, "depth": 1}.get(kind)
         if expected_channels is not None and tokenizer_config.n_channels != expected_channels:
             raise ValueError(f"{name}: a {kind} tokenizer reads {expected_channels} channel(s), this one {tokenizer_config.n_channels}.")
@@ -144,9 +196,34 @@ class ReleasedModalityTokenizer(nn.Module):
         return patch
 
     # ---- processor interface --------------------------------------------------------------------
+    def prepare_vectors(self, value, where: str | None = None) -> torch.Tensor:
+        """A vector kind's input (one sample ``vector_shape`` or a batch ``(B, *vector_shape)``; a pose may
+        also come flattened, (207,) / (B, 207)) -> float32 [B, C]. Anything else is a ValueError."""
+        where = where or f"vectors[{self.config.modality!r}]"
+        if self.config.input_kind not in VECTOR_KINDS:
+            raise ValueError(f"{where}: {self.config.modality!r} is a {self.config.input_kind} tokenizer; vectors= is for "
+                             f"the vector kinds {VECTOR_KINDS}.")
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            value = torch.stack(list(value))
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"{where}: expected real numbers, got dtype {array.dtype}.")
+        shape, flat = self.vector_shape, (int(np.prod(self.vector_shape)),)
+        for one in {shape, flat}:
+            if array.shape == one:
+                array = array[None]
+        if array.ndim < 2 or array.shape[0] < 1 or (array.shape[1:] != shape and array.shape[1:] != flat):
+            expected = " or ".join(f"{s} / (B, {', '.join(map(str, s))})" for s in dict.fromkeys([shape, flat]))
+            raise ValueError(f"{where}: expected shape {expected}, got {array.shape}.")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{where}: the vector holds NaN or infinite values.")
+        return torch.from_numpy(np.ascontiguousarray(array.reshape(array.shape[0], -1), dtype=np.float32))
+
     def encode(self, batch: torch.Tensor) -> torch.LongTensor:
-        """A processor map batch (module docstring) -> ids [B, grid, grid]."""
+        """A processor map batch (module docstring) -> ids [B, grid, grid]; vectors [B, C] -> [B, H, 1, 1]."""
         kind = self.config.input_kind
+        if kind in VECTOR_KINDS:
+            return self.tokenizer.encode(batch.reshape(batch.shape[0], -1).float())
         if kind == "depth":
             batch = truncated_depth_standardization(batch)
         elif kind == "feature":
@@ -154,7 +231,9 @@ class ReleasedModalityTokenizer(nn.Module):
         return self.tokenizer.encode(batch)
 
     def decode(self, ids: torch.LongTensor, num_diffusion_steps: int | None = None, generator=None) -> torch.Tensor:
-        """ids [B, grid, grid] -> the map in the units of the module docstring's last column."""
+        """ids [B, *token_shape] -> the map (or vector) in the units of the module docstring's last column."""
+        if self.config.input_kind in VECTOR_KINDS:
+            return self.tokenizer.decode(ids.reshape(ids.shape[0], -1, 1, 1))[:, :, 0, 0]
         if self.is_diffusion:
             steps = self.config.num_diffusion_steps if num_diffusion_steps is None else int(num_diffusion_steps)
             output = self.tokenizer.decode(ids, num_steps=steps, generator=generator, progress=False)
@@ -169,11 +248,16 @@ class ReleasedModalityTokenizer(nn.Module):
 
     def postprocess(self, decoded: torch.Tensor) -> np.ndarray:
         """``decode`` output -> numpy: rgb uint8 (B, S, S, 3); depth float32 (B, S, S) standardised;
-        normal float32 (B, S, S, 3) in [-1, 1]; semseg int64 (B, S, S); feature float32 (B, h, w, C)."""
-        return decoded_to_arrays(decoded, self.config.input_kind)
+        normal float32 (B, S, S, 3) in [-1, 1]; semseg int64 (B, S, S); feature float32 (B, h, w, C);
+        vector float32 (B, C); pose float32 (B, 23, 3, 3)."""
+        kind = self.config.input_kind
+        if kind in VECTOR_KINDS:
+            vectors = decoded.detach().cpu().float().numpy()
+            return vectors.reshape(vectors.shape[0], *self.vector_shape)
+        return decoded_to_arrays(decoded, kind)
 
     def render(self, array: np.ndarray) -> list | None:
-        """``postprocess`` arrays -> PIL-ready uint8 (H, W, 3) arrays for viewing (None for features)."""
+        """``postprocess`` arrays -> PIL-ready uint8 (H, W, 3) arrays for viewing (None for features and vectors)."""
         kind = self.config.input_kind
         if kind == "rgb":
             return list(array)
@@ -209,6 +293,14 @@ class ReleasedModalityTokenizer(nn.Module):
         extractor = VisionFeatureExtractor.from_pretrained(feature_folder) if os.path.isdir(feature_folder) else None
         return cls(FourMTokenizerModel.from_pretrained(folder), settings["modality"], settings["input_kind"],
                    settings["image_size"], extractor, settings.get("num_diffusion_steps", 25))
+
+
+def _default_kind(modality: str, tokenizer: nn.Module) -> str | None:
+    """The kind a modality name implies (:func:`modality_kind`); an MLP tokenizer is a vector kind whatever its name."""
+    kind = modality_kind(modality)
+    if getattr(tokenizer.config, "model_type", None) == MLP_MODEL_TYPE and kind not in VECTOR_KINDS:
+        kind = "pose" if "pose" in modality else "vector"
+    return kind
 
 
 __all__ = ["ModalityTokenizerConfig", "ReleasedModalityTokenizer", "modality_kind", "truncated_depth_standardization"]
