@@ -3,6 +3,9 @@ seeds, batching, guidance, the PNG grid, bad input, and the parent pipeline for 
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,11 +15,14 @@ from transformers.pipelines import SUPPORTED_TASKS
 from transformers.pipelines.any_to_any import AnyToAnyPipeline
 
 import fourm_hf
-from fourm_hf import FourMAnyToAnyPipeline, FourMImageProcessor, FourMModel, FourMProcessor, save_grid, train_text_tokenizer
+from fourm_hf import (FourMAnyToAnyPipeline, FourMImageProcessor, FourMModel, FourMProcessor, FourMTokenizerModel,
+                      ReleasedModalityTokenizer, save_grid, train_text_tokenizer)
 from fourm_hf.data.scenes import SCENE_CLASSES, render_scene
 from fourm_hf.modeling.generation import build_generation_schedule, generate
 from fourm_hf.pipelines.grid import LINE_HEIGHT, MARGIN, grid_size, make_grid
 from fourm_hf.testing_utils import tiny_config, tiny_vqvae
+
+from conftest import SHARED_DIR
 
 SIZE = 32
 TEXT_LENGTH = 8  # caption / det max_length: short sequences keep the tests fast
@@ -355,3 +361,97 @@ def test_a_checkpoint_naming_a_generation_preset_decodes_with_its_recipes(parts,
     with pytest.raises(ValueError, match="unknown generation preset"):
         preset_model.config.generation_preset = "no_such_preset"
         preset_pipe.preprocess([{"rgb": Image.fromarray(scenes[0]["rgb"])}], target_modalities=["depth"])
+
+
+# ---- diffusion (DiVAE) decoding steps: a released fixture tokenizer behind the pipeline ------------------
+DIVAE_FIXTURE_DIR = SHARED_DIR / "fixtures" / "ml4m" / "tokenizers"
+DIVAE_SIZE = 64  # 4x4 codes of the patch-16 DiVAE
+
+
+def _divae_fixture_folders() -> list:
+    """Fixture tokenizer folders whose config names a UNet decoder (a DiVAE), found by content."""
+    if not DIVAE_FIXTURE_DIR.is_dir():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{DIVAE_FIXTURE_DIR} is not available "
+                                                                  "(../shared exists on developer machines and in CI only)"))]
+    folders = [path for path in sorted(DIVAE_FIXTURE_DIR.iterdir()) if (path / "config.json").is_file()
+               and json.loads((path / "config.json").read_text()).get("dec_type", "").startswith("unet")]
+    if not folders:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no DiVAE tokenizer folder in {DIVAE_FIXTURE_DIR}"))]
+    return [pytest.param(path, id=path.name) for path in folders]
+
+
+def _load_fixture_tokenizer(folder):
+    """``FourMTokenizerModel`` on the folder, with ViT head counts from ``<name>.json`` where the preset name lacks them."""
+    config = json.loads((folder / "config.json").read_text())
+    meta_file = folder / f"{folder.name}.json"
+    presets = json.loads(meta_file.read_text()).get("fixture_presets", {}) if meta_file.is_file() else {}
+    overrides = {}
+    for key, side in (("enc_type", "encoder"), ("dec_type", "decoder")):
+        name = config.get(key, "")
+        if name.startswith("vit") and "num_heads" in presets.get(name, {}) and not re.search(r"_h\d+_", name):
+            overrides[f"{side}_num_heads"] = presets[name]["num_heads"]
+    return FourMTokenizerModel.from_pretrained(folder, **overrides)
+
+
+@pytest.fixture(scope="module", params=_divae_fixture_folders())
+def divae_pipe(request, parts):
+    _, processor = parts
+    divae = _load_fixture_tokenizer(request.param)
+    specs = dict(tiny_config().modality_specs)
+    specs["tok_rgb"] = {**specs["tok_rgb"], "vocab_size": divae.config.codebook_size}
+    for name in ("caption", "det"):
+        specs[name] = {**specs[name], "vocab_size": len(processor.tokenizer), "max_length": TEXT_LENGTH}
+    torch.manual_seed(0)
+    model = FourMModel(tiny_config(modality_specs=specs, image_size=DIVAE_SIZE, patch_size=16)).eval()
+    released = ReleasedModalityTokenizer(divae, "tok_rgb", image_size=DIVAE_SIZE, num_diffusion_steps=4)
+    divae_processor = FourMProcessor(FourMImageProcessor(image_size=DIVAE_SIZE, num_semseg_classes=len(SCENE_CLASSES)),
+                                     processor.tokenizer, vqvaes={"tok_rgb": released}, max_text_length=TEXT_LENGTH)
+    return pipeline("any-to-any", model=model, processor=divae_processor)
+
+
+def _unet_calls(pipe, **options) -> tuple[int, np.ndarray]:
+    """Run caption -> rgb; return how often the DiVAE's UNet ran and the decoded RGB."""
+    calls = []
+    unet = pipe.processor.vqvaes["tok_rgb"].tokenizer.decoder
+    handle = unet.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        out = pipe(text="a green cube.", target_modalities=["rgb"], **FAST, **options)
+    finally:
+        handle.remove()
+    return len(calls), out["rgb"]["array"]
+
+
+def test_num_diffusion_steps_reaches_the_divae_decoder(divae_pipe):
+    # steps that divide 1000: the reference's trailing DDIM spacing then calls the UNet exactly that often
+    calls_2, two = _unet_calls(divae_pipe, num_diffusion_steps=2, seed=0)
+    calls_5, five = _unet_calls(divae_pipe, num_diffusion_steps=5, seed=0)
+    calls_default, _ = _unet_calls(divae_pipe, seed=0)
+    assert (calls_2, calls_5, calls_default) == (2, 5, 4)  # default: the tokenizer's own num_diffusion_steps=4
+    assert two.shape == (DIVAE_SIZE, DIVAE_SIZE, 3) and two.dtype == np.uint8
+    assert not np.array_equal(two, five)
+    # the call's seed / generator also draws the diffusion noise: same seed, same image; another seed, another image
+    _, again = _unet_calls(divae_pipe, num_diffusion_steps=2, seed=0)
+    _, from_generator = _unet_calls(divae_pipe, num_diffusion_steps=2, generator=torch.Generator().manual_seed(0))
+    _, other_seed = _unet_calls(divae_pipe, num_diffusion_steps=2, seed=1)
+    assert np.array_equal(two, again) and np.array_equal(two, from_generator) and not np.array_equal(two, other_seed)
+    # the generated tokens are decoded with exactly the generator stream that sampled them
+    generator = torch.Generator().manual_seed(7)
+    out = divae_pipe(text="a green cube.", target_modalities=["rgb"], generator=generator, num_diffusion_steps=2,
+                     return_tokens=True, **FAST)
+    expected = divae_pipe.processor.decode({"tok_rgb": torch.as_tensor(out["tokens"]["tok_rgb"])[None]},
+                                           num_diffusion_steps=2, generator=_replayed(divae_pipe, 7))
+    np.testing.assert_array_equal(out["rgb"]["array"], expected["tok_rgb"]["array"][0])
+
+
+def _replayed(pipe, seed: int) -> torch.Generator:
+    """A generator seeded like the pipeline's, advanced past the token sampling of the same call."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = pipe.preprocess([{"caption": "a green cube."}], target_modalities=["rgb"], **FAST)
+    pipe.forward(inputs, generator=generator)
+    return generator
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5, "4", True])
+def test_bad_num_diffusion_steps_is_a_clear_error(pipe, steps):
+    with pytest.raises(ValueError, match=r"num_diffusion_steps must be an integer >= 1.*got"):
+        pipe(text="a green cube.", target_modalities=["rgb"], num_diffusion_steps=steps, **FAST)

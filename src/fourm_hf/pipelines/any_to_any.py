@@ -33,8 +33,11 @@ Any model other than a 4M model gets transformers' own ``AnyToAnyPipeline``, unc
 (:func:`register_any_to_any_pipeline`, run on ``import fourm_hf``).
 
 Randomness comes only from ``generator`` / ``seed`` (one ``torch.Generator`` for the whole call,
-drawn from batch after batch). With sampling, a sample's draws depend on the other samples of its
-batch (the sampler draws for the batch at once); with ``greedy=True`` the batch size changes nothing.
+drawn from batch after batch: token sampling, then the diffusion noise of released DiVAE
+tokenizers, which decode with ``num_diffusion_steps`` DDIM steps). With sampling, a sample's draws
+depend on the other samples of its batch (the sampler draws for the batch at once); with
+``greedy=True`` the batch size changes nothing (except for diffusion-decoded targets, whose noise is
+drawn per batch too).
 """
 
 from __future__ import annotations
@@ -152,13 +155,19 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
     # ---- parameters --------------------------------------------------------------------------------
     def _sanitize_parameters(self, target_modalities=None, num_steps=None, temperature=None, top_k=None, top_p=None,
                              greedy=None, cfg_scale=None, guidance=None, seed=None, generator=None, progress=None,
-                             return_tokens=None, **unknown):
+                             return_tokens=None, num_diffusion_steps=None, **unknown):
         if unknown:
             raise TypeError(f"FourMAnyToAnyPipeline: unexpected arguments {sorted(unknown)}; expected target_modalities, "
                             "num_steps, temperature, top_k, top_p, greedy, cfg_scale, guidance, seed, generator, "
-                            "batch_size, progress, return_tokens")
+                            "num_diffusion_steps, batch_size, progress, return_tokens")
         if seed is not None and generator is not None:
             raise ValueError("Give either seed or generator, not both.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"seed must be an integer, got {seed!r}.")
+        if num_diffusion_steps is not None and (isinstance(num_diffusion_steps, bool) or not isinstance(
+                num_diffusion_steps, (int, np.integer)) or num_diffusion_steps < 1):
+            raise ValueError(f"num_diffusion_steps must be an integer >= 1 (DDIM steps of the diffusion tokenizers), "
+                             f"got {num_diffusion_steps!r}.")
         preprocess_params = {key: value for key, value in (
             ("target_modalities", target_modalities), ("num_steps", num_steps), ("temperature", temperature),
             ("top_k", top_k), ("top_p", top_p), ("greedy", greedy), ("cfg_scale", cfg_scale), ("guidance", guidance))
@@ -166,6 +175,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         forward_params = {key: value for key, value in (("seed", seed), ("generator", generator), ("progress", progress))
                           if value is not None}
         postprocess_params = {} if return_tokens is None else {"return_tokens": bool(return_tokens)}
+        if num_diffusion_steps is not None:
+            postprocess_params["num_diffusion_steps"] = int(num_diffusion_steps)
         return preprocess_params, forward_params, postprocess_params
 
     # ---- the call ----------------------------------------------------------------------------------
@@ -186,7 +197,11 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 this call are not used).
             cfg_scale: classifier-free guidance scale on all given inputs (1 = off).
             guidance: ``{input modality: weight}`` multimodal guidance (negative weights steer away).
-            seed / generator: the randomness (a torch.Generator; never the global RNG).
+            seed / generator: the randomness (a torch.Generator; never the global RNG): token
+                sampling, then the diffusion noise of released DiVAE tokenizers.
+            num_diffusion_steps: DDIM steps of released diffusion (DiVAE) tokenizers decoding the image
+                targets (default: each tokenizer's own ``num_diffusion_steps``, 25); other tokenizers
+                ignore it. An integer >= 1.
             progress: a tqdm bar over decoding steps.
             return_tokens: also return the token ids under ``"tokens"``.
         Returns: one dict per sample (a list for a list input).
@@ -201,15 +216,16 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         postprocess_params = {**self._postprocess_params, **postprocess_params}
         generator = forward_params.pop("generator", None)
         seed = forward_params.pop("seed", None)
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        if generator is not None and not isinstance(generator, torch.Generator):
+        if generator is None:  # a seed, else fresh entropy: never the global RNG (diffusion decoding included)
+            start = int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+            generator = torch.Generator(device=self.device).manual_seed(start)
+        if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
         results = [None] * len(samples)
         for indices in _batches(samples, batch_size):
             model_inputs = self.preprocess([samples[i] for i in indices], **preprocess_params)
             model_outputs = self.forward(model_inputs, generator=generator, **forward_params)
-            for index, result in zip(indices, self.postprocess(model_outputs, **postprocess_params)):
+            for index, result in zip(indices, self.postprocess(model_outputs, generator=generator, **postprocess_params)):
                 results[index] = result
         return results[0] if single else results
 
@@ -309,8 +325,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                           pixel_values=model_inputs["pixel_values"], progress=bool(progress))
         return {**model_inputs, "tokens": {name: ids.cpu() for name, ids in tokens.items()}}
 
-    def postprocess(self, model_outputs: dict, return_tokens=False) -> list[dict]:
-        """Generated tokens -> one output dict per sample."""
+    def postprocess(self, model_outputs: dict, return_tokens=False, num_diffusion_steps=None, generator=None) -> list[dict]:
+        """Generated tokens -> one output dict per sample (``num_diffusion_steps`` / ``generator``: the
+        DDIM steps and noise of released diffusion tokenizers, see :meth:`FourMProcessor.decode`)."""
         tokens, targets = model_outputs["tokens"], model_outputs["targets"]
         batch = next(iter(tokens.values())).shape[0]
         decode_input = {TARGET_MODALITIES[name]: tokens[TARGET_MODALITIES[name]] for name in targets}
@@ -319,9 +336,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         if "det" in targets:
             box_scores = [[BOX_SCORE] * len(self.processor.tokenizer.decode_boxes(row.tolist()))
                           for row in tokens["det"].cpu()]
-            if backgrounds is None and "rgb" in targets:
-                backgrounds = self.processor.decode_image_tokens("tok_rgb", tokens["tok_rgb"])["image"]
-        decoded = self.processor.decode(decode_input, image=backgrounds, box_scores=box_scores)
+        # Without an input image the boxes are drawn on the generated RGB, decoded once in this call.
+        decoded = self.processor.decode(decode_input, image=backgrounds, box_scores=box_scores,
+                                        num_diffusion_steps=num_diffusion_steps, generator=generator)
         results = []
         for row in range(batch):
             result = {}
