@@ -370,3 +370,99 @@ def test_bad_generation_inputs_are_refused(model, config, inputs):
     with pytest.raises(ValueError, match="prefix"):
         generate(model, {**tokens, "caption": caption_prefix},
                  build_generation_schedule(config, ["tok_rgb"], ["caption"]), seeded(0))
+
+
+# ---- negative prompts: a variant of the caption with a negative weight -----------------------------------
+POSITIVE = torch.tensor([[40, 41, 42, EOS_ID], [43, 44, EOS_ID, PAD_ID], [45, EOS_ID, PAD_ID, PAD_ID]])
+NEGATIVE = torch.tensor([[50, 51, EOS_ID], [52, EOS_ID, PAD_ID], [53, 54, EOS_ID]])
+
+
+def test_negative_prompt_logits_equal_the_hand_computed_weighted_combination(model, config, inputs):
+    """u + 3 (c_pos - u) - 1.5 (c_neg - u), each pass computed on its own from a state holding only that caption."""
+    tokens, _ = inputs
+    guidance = [(("caption",), 3.0), (("caption#negative",), -1.5)]
+    schedule = build_generation_schedule(config, ["tok_rgb", "caption"], ["tok_depth"], guidance=guidance)
+    state = prepare_state(config, {**tokens, "caption": POSITIVE}, schedule, variant_tokens={"caption#negative": NEGATIVE})
+    plan = schedule.targets[0]
+    views = guidance_views(state, plan)
+    assert views == [["tok_rgb"], ["tok_rgb", "caption"], ["tok_rgb", "caption#negative"]]
+    negative_pass = pack_encoder_inputs(state, views[2])  # the negative caption stands in for the caption
+    caption_id = config.modality_id("caption")
+    for row in range(BATCH):
+        shown = negative_pass["input_ids"][row][negative_pass["input_modality_ids"][row] == caption_id]
+        assert shown.tolist() == NEGATIVE[row][NEGATIVE[row] != PAD_ID].tolist()
+    queries = torch.arange(GRID_TOKENS).expand(BATCH, -1)
+    mask = torch.ones_like(queries, dtype=torch.bool)
+    guided = combine_guidance(image_target_logits(model, state, "tok_depth", queries, mask, views), plan.guidance_weights[0])
+
+    plain = build_generation_schedule(config, ["tok_rgb", "caption"], ["tok_depth"])
+    positive_state = prepare_state(config, {**tokens, "caption": POSITIVE}, plain)
+    negative_state = prepare_state(config, {**tokens, "caption": torch.nn.functional.pad(NEGATIVE, (0, 1))}, plain)
+
+    def one_pass(state, visible):
+        return image_target_logits(model, state, "tok_depth", queries, mask, [visible], naive=True)[0]
+
+    unconditional = one_pass(positive_state, ["tok_rgb"])  # the caption hidden: a lone [S_1]
+    positive, negative = one_pass(positive_state, ["tok_rgb", "caption"]), one_pass(negative_state, ["tok_rgb", "caption"])
+    expected = unconditional + 3.0 * (positive - unconditional) - 1.5 * (negative - unconditional)
+    torch.testing.assert_close(guided, expected, atol=1e-5, rtol=1e-5)
+    assert (negative - positive).abs().max() > 1e-2  # the two captions lead to different logits
+
+
+def test_negative_prompt_generates_and_weight_zero_changes_nothing(model, config, inputs):
+    tokens, _ = inputs
+    given = {**tokens, "caption": POSITIVE}
+    for target, options in (("tok_depth", {"decoding_steps": 2}), ("det", {"tokens_per_target": 5})):
+        with_negative = build_generation_schedule(config, ["tok_rgb", "caption"], [target], greedy=True,
+                                                  guidance=[(("tok_rgb", "caption"), 2.0), (("caption#negative",), -1.0)], **options)
+        zero = build_generation_schedule(config, ["tok_rgb", "caption"], [target], greedy=True,
+                                         guidance=[(("tok_rgb", "caption"), 2.0), (("caption#negative",), 0.0)], **options)
+        positive_only = build_generation_schedule(config, ["tok_rgb", "caption"], [target], greedy=True,
+                                                  guidance=[(("tok_rgb", "caption"), 2.0)], **options)
+        variants = {"caption#negative": NEGATIVE}
+        out = generate(model, dict(given), with_negative, seeded(0), variant_tokens=variants)
+        naive = generate(model, dict(given), with_negative, seeded(0), variant_tokens=variants, naive=True)
+        sequential = generate(model, dict(given), with_negative, seeded(0), variant_tokens=variants, batch_guidance=False)
+        assert torch.equal(out[target], naive[target]) and torch.equal(out[target], sequential[target]), target
+        # a zero weight on the negative pass is the positive guidance alone (the same argmax tokens)
+        assert torch.equal(generate(model, dict(given), zero, seeded(0), variant_tokens=variants)[target],
+                           generate(model, dict(given), positive_only, seeded(0))[target]), target
+
+
+def test_negative_prompt_without_a_positive_caption(model, config, inputs):
+    """A negative caption needs no caption input: the model's caption slot shows it in its own pass only."""
+    tokens, _ = inputs
+    schedule = build_generation_schedule(config, ["tok_rgb"], ["tok_depth"], decoding_steps=2,
+                                         guidance=[(("tok_rgb",), 2.0), (("caption#negative",), -1.0)])
+    state = prepare_state(config, dict(tokens), schedule, variant_tokens={"caption#negative": NEGATIVE})
+    assert guidance_views(state, schedule.targets[0]) == [[], ["tok_rgb"], ["caption#negative"]]
+    out = generate(model, dict(tokens), schedule, seeded(1), variant_tokens={"caption#negative": NEGATIVE})
+    assert out["tok_depth"].shape == (BATCH, GRID_TOKENS)
+
+
+def test_bad_negative_prompts_are_refused(model, config, inputs):
+    tokens, _ = inputs
+    schedule_cases = [
+        ([(("caption#negative",), -1.0)], ["tok_rgb"], ["caption"], "is a target"),
+        ([(("rgb#other",), -1.0)], ["tok_rgb", "caption"], ["tok_depth"], "not a token input modality"),
+        ([(("caption", "caption#negative"), 1.0)], ["tok_rgb", "caption"], ["tok_depth"], "shows a modality twice"),
+        ([(("caption#",), -1.0)], ["tok_rgb", "caption"], ["tok_depth"], "needs a label"),
+    ]
+    for guidance, conditions, targets, message in schedule_cases:
+        with pytest.raises(ValueError, match=message):
+            build_generation_schedule(config, conditions, targets, guidance=guidance)
+    schedule = build_generation_schedule(config, ["tok_rgb"], ["tok_depth"], guidance=[(("caption#negative",), -1.0)])
+    plain = build_generation_schedule(config, ["tok_rgb"], ["tok_depth"])
+    cases = [
+        (schedule, {}, r"variant_tokens has no tokens for them"),
+        (plain, {"caption#negative": NEGATIVE}, "no guidance condition of the schedule names it"),
+        (schedule, {"caption#negative": NEGATIVE, "caption": NEGATIVE}, "not a variant name"),
+        (schedule, {"caption#negative": NEGATIVE[:2]}, "same batch size"),
+        (schedule, {"caption#negative": NEGATIVE.float()}, r"\(batch, tokens\) integer tensor"),
+        (schedule, {"caption#negative": torch.tensor([[50, EOS_ID], [PAD_ID, PAD_ID], [51, EOS_ID]])}, "without any token"),
+        (schedule, {"caption#negative": torch.tensor([[50, PAD_ID, 51]] * BATCH)}, "left-aligned"),
+        (schedule, {"caption#negative": NEGATIVE + 1000}, r"must lie in \[0, 96\)"),
+    ]
+    for used, variants, message in cases:
+        with pytest.raises(ValueError, match=message):
+            generate(model, dict(tokens), used, seeded(0), variant_tokens=variants)

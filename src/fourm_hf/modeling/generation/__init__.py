@@ -18,7 +18,9 @@ the target modalities filled in, one target after the other:
 * **guidance**: the logits are ``l_u + sum_i w_i (l_i - l_u)`` where ``l_u`` sees the inputs minus
   every condition modality and ``l_i`` adds back condition set ``i`` (classifier-free guidance is
   one condition set holding all conditioning modalities, with weight = the guidance scale;
-  negative weights steer away from a condition). Each pass is encoded at its own length, then ONE
+  negative weights steer away from a condition). A condition may also be a *variant* of an input,
+  ``"caption#negative"``: the caption modality with other tokens (``generate(variant_tokens=...)``);
+  with a negative weight that is a negative prompt. Each pass is encoded at its own length, then ONE
   decoder forward runs all (1 + K) * B rows.
 * **chaining**: a finished target is an input of every later target.
 
@@ -52,12 +54,15 @@ from .schedules import (
     SCHEMES,
     TEMPERATURE_SCHEDULES,
     TOKEN_SCHEDULES,
+    VARIANT_SEPARATOR,
     GenerationSchedule,
     TargetSchedule,
     guidance_scale_schedule,
+    is_variant,
     resolve_conventions,
     reveal_counts,
     temperature_schedule,
+    variant_base,
 )
 from .sequence_decoding import decode_sequence_target
 from .special_ids import END_SENTINEL_ID, EOS_ID, PAD_ID, START_SENTINEL_ID
@@ -76,6 +81,7 @@ __all__ = [
     "START_SENTINEL_ID",
     "TEMPERATURE_SCHEDULES",
     "TOKEN_SCHEDULES",
+    "VARIANT_SEPARATOR",
     "GenerationSchedule",
     "GenerationState",
     "Randomness",
@@ -93,6 +99,7 @@ __all__ = [
     "guidance_views",
     "image_target_logits",
     "image_token_count",
+    "is_variant",
     "model_device",
     "pack_encoder_inputs",
     "prepare_state",
@@ -100,4 +107,5 @@ __all__ = [
     "reveal_counts",
     "sample_tokens",
     "temperature_schedule",
+    "variant_base",
 ]

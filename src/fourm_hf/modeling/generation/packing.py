@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..modeling_fourm import FourMEncoderOutput
 from .planning import image_token_count
+from .schedules import is_variant, variant_base
 from .special_ids import START_SENTINEL_ID
 from .state import GenerationState
 
@@ -43,6 +44,8 @@ def pack_encoder_inputs(
     fully masked text. ``sentinel_when_empty``: rows with no prefix get the lone ``[S_1]`` at
     position 0 too (the reference's empty caption), and so does every empty sequence target in
     ``state.waiting_sentinels`` while earlier targets decode (the reference's dict holds it all along).
+    A variant ``"<modality>#<label>"`` in ``visible`` enters as that modality with the variant's
+    tokens (``state.variant_tokens``), e.g. a negative prompt as the caption.
     """
     config, batch, device = state.config, state.batch_size, state.device
     empty = torch.zeros(batch, 0, dtype=torch.long, device=device)
@@ -52,24 +55,28 @@ def pack_encoder_inputs(
 
     pieces = [{"ids": empty, "modality": empty, "position": empty, "valid": empty.bool()}]
     open_name = open_sequence[0] if open_sequence is not None else None
+    shown = {variant_base(name) for name in visible}
     for name in state.available():
-        if name not in visible and name != open_name and config.modality(name).is_sequence:
+        if name not in shown and name != open_name and config.modality(name).is_sequence:
             pieces.append({"ids": column(START_SENTINEL_ID), "modality": column(config.modality_id(name)),
                            "position": column(0), "valid": column(1).bool()})
     uses_pixels = False
-    for name in visible:
+    for view_name in visible:
+        name = variant_base(view_name)
         spec = config.modality(name)
         if spec.kind == "pixels":
             count = image_token_count(config, name)
             ids = torch.zeros(batch, count, dtype=torch.long, device=device)
             valid = torch.ones(batch, count, dtype=torch.bool, device=device)
             uses_pixels = True
+        elif is_variant(view_name):
+            ids, valid = state.variant_tokens[view_name], state.variant_known[view_name]
         else:
             ids, valid = state.tokens[name], state.known[name]
         positions = torch.arange(ids.shape[1], device=device).expand(batch, -1)
         pieces.append({"ids": ids, "modality": torch.full_like(ids, config.modality_id(name)), "position": positions, "valid": valid})
     for name in state.waiting_sentinels:  # empty sequence targets decoded later, under the "sentinel" start
-        if name != open_name and name not in visible:
+        if name != open_name and name not in shown:
             pieces.append({"ids": column(START_SENTINEL_ID), "modality": column(config.modality_id(name)),
                            "position": column(0), "valid": column(1).bool()})
     if open_sequence is not None and open_sequence[0] in config.input_modalities:

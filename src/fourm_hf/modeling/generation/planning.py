@@ -13,9 +13,11 @@ from .schedules import (
     GenerationSchedule,
     TargetSchedule,
     guidance_scale_schedule,
+    is_variant,
     resolve_conventions,
     reveal_counts,
     temperature_schedule,
+    variant_base,
 )
 
 
@@ -47,6 +49,25 @@ def _normalise_guidance(guidance) -> tuple[tuple[tuple[str, ...], ...], tuple[fl
         conditions.append(names)
         weights.append(float(weight))
     return tuple(conditions), tuple(weights)
+
+
+def _check_condition_set(config: FourMConfig, names: tuple[str, ...], cond_domains: list, target_domains: list) -> None:
+    """A guidance condition set names conditioning inputs, or variants ``"<modality>#<label>"`` of
+    token inputs of the model that are not targets; each modality at most once."""
+    bases = [variant_base(name) for name in names]
+    if len(set(bases)) != len(bases):
+        raise ValueError(f"guidance condition set {names} shows a modality twice (a variant stands in for its modality).")
+    for name, base in zip(names, bases):
+        if not is_variant(name):
+            if name not in cond_domains:
+                raise ValueError(f"guidance weight for {name!r}, which is not a conditioning input {cond_domains}.")
+            continue
+        if not name[len(base) + 1:]:
+            raise ValueError(f"guidance variant {name!r} needs a label after '#', e.g. 'caption#negative'.")
+        if base not in config.input_modalities or config.modality(base).kind == "pixels":
+            raise ValueError(f"guidance variant {name!r}: {base!r} is not a token input modality of this model.")
+        if base in target_domains:
+            raise ValueError(f"guidance variant {name!r}: {base!r} is a target; a variant stands in for an input.")
 
 
 def build_generation_schedule(
@@ -90,6 +111,9 @@ def build_generation_schedule(
             fraction of the vocabulary), or argmax decoding.
         guidance: multimodal weighted guidance ``{modality: weight}`` or ``[(modalities, weight), ...]``
             over modalities of ``cond_domains``; replaces classifier-free guidance (keep cfg_scales 1).
+            A name may be a variant ``"<modality>#<label>"`` of a token input (given to ``generate`` in
+            ``variant_tokens``): ``[(("caption",), 3.0), (("caption#negative",), -1.0)]`` is a
+            negative prompt.
         conventions: ``"fourm_hf"`` (default), ``"ml4m"`` (the reference sampler's) or a dict of
             overrides, one per target or one for all (see ``schedules.CONVENTION_CHOICES``).
         encoder_order: ``"model"`` or ``"schedule"`` (conditions, then targets: the reference's order).
@@ -114,9 +138,7 @@ def build_generation_schedule(
             raise ValueError(f"{field} lists a modality twice: {names}.")
     guidance_conditions, guidance_weights = _normalise_guidance(guidance)
     for names in guidance_conditions:
-        for name in names:
-            if name not in cond_domains:
-                raise ValueError(f"guidance weight for {name!r}, which is not a conditioning input {cond_domains}.")
+        _check_condition_set(config, names, cond_domains, target_domains)
     if guidance_conditions and any(float(s) != 1.0 for s in _per_target(cfg_scales, "cfg_scales", target_domains)):
         raise ValueError("Give either cfg_scales or multimodal guidance weights, not both.")
 

@@ -36,6 +36,7 @@ def generate(
     return_known: bool = False,
     seed: int | None = None,
     num_sentinels: int = NUM_SENTINELS,
+    variant_tokens: dict[str, torch.Tensor] | None = None,
 ):
     """Generate the schedule's targets, in order, for a batch of token dicts.
 
@@ -61,6 +62,10 @@ def generate(
             or a whole sequence target), as the reference's ``generate(seed=...)`` does.
         num_sentinels: ``[S_i]`` ids of the text vocabulary (from id 4 on; 200 in the 4M tokenizer),
             for the ``ml4m`` sequence stop rule.
+        variant_tokens: ``{"<modality>#<label>": (B, N) ids}``, the tokens of the variants the
+            schedule's guidance names: a guidance pass shows them instead of the modality's own, so
+            ``guidance=[(("caption",), 3.0), (("caption#negative",), -1.0)]`` with
+            ``variant_tokens={"caption#negative": negative_caption_ids}`` is a negative prompt.
     Returns:
         ``{modality: (B, N) LongTensor}`` on the model's device with every input and every target
         (sequences end with ``[EOS]`` unless they hit the length limit or use the ``ml4m`` stop rule;
@@ -68,7 +73,7 @@ def generate(
         ``return_known``.
     """
     device = model_device(model)
-    state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device)
+    state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device, variant_tokens)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

@@ -62,6 +62,21 @@ CONVENTIONS = {
              "sequence_stop": "ml4m", "filter_order": "before_temperature"},
 }
 ENCODER_ORDERS = ("model", "schedule")
+# A guidance condition may name a *variant* of an input, ``"<modality>#<label>"`` (e.g.
+# ``"caption#negative"``): the same modality with other tokens (``generate(variant_tokens=...)``),
+# shown in that guidance pass instead of the modality's own tokens. A negative weight on it makes a
+# negative prompt (the reference's multimodal weighted guidance over several condition dicts).
+VARIANT_SEPARATOR = "#"
+
+
+def is_variant(name: str) -> bool:
+    """Whether a guidance condition name is a variant ``"<modality>#<label>"``."""
+    return VARIANT_SEPARATOR in name
+
+
+def variant_base(name: str) -> str:
+    """The modality a condition name shows: ``"caption#negative"`` -> ``"caption"``; others unchanged."""
+    return name.split(VARIANT_SEPARATOR, 1)[0]
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,8 @@ class TargetSchedule:
         top_k / top_p: keep the k most likely tokens (0 = off; a float in (0, 1) is a fraction of
             the vocabulary, as the reference reads it) / the smallest set of probability >= p
             (0 or 1 = off) before sampling.
-        guidance_conditions: condition sets (tuples of modality names); empty = no guidance.
+        guidance_conditions: condition sets (tuples of modality names, or variants
+            ``"<modality>#<label>"``, see :data:`VARIANT_SEPARATOR`); empty = no guidance.
         guidance_weights: one tuple per step, one weight per condition set.
         reveal_rule / roar_order / sequence_start / sequence_stop / filter_order: see
             :data:`CONVENTION_CHOICES`.

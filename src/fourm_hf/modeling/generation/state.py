@@ -9,7 +9,7 @@ import torch
 
 from ...configuration_fourm import FourMConfig
 from .planning import image_token_count
-from .schedules import GenerationSchedule
+from .schedules import GenerationSchedule, is_variant, variant_base
 from .special_ids import NUM_SENTINELS, PAD_ID
 
 
@@ -21,7 +21,9 @@ class GenerationState:
     Every tensor lives on ``device`` (the model's); ``order`` is the encoder's modality order;
     ``num_sentinels`` how many ``[S_i]`` ids the text vocabulary has (the ``ml4m`` stop rule);
     ``waiting_sentinels`` the empty sequence targets not decoded yet whose lone ``[S_1]`` is an
-    encoder input meanwhile (``sequence_start="sentinel"``).
+    encoder input meanwhile (``sequence_start="sentinel"``); ``variant_tokens`` / ``variant_known``
+    the ``"<modality>#<label>"`` variants guidance passes show instead of the modality's own tokens
+    (negative prompts), (B, N) each.
     """
 
     config: FourMConfig
@@ -33,14 +35,24 @@ class GenerationState:
     order: tuple[str, ...] = ()
     num_sentinels: int = NUM_SENTINELS
     waiting_sentinels: list[str] = dataclasses.field(default_factory=list)
+    variant_tokens: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    variant_known: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    def encoder_order(self) -> list[str]:
+        """Every modality name in the encoder's order: ``order`` first, then the model's order."""
+        return list(self.order) + [n for n in self.config.modality_names if n not in self.order]
 
     def available(self) -> list[str]:
         """Modalities the encoder can read now, in ``order`` (default: the model's modality order)."""
         names = [name for name in self.known if self.known[name].any()]
         if self.pixel_values is not None:
             names += [n for n in self.config.input_modalities if self.config.modality(n).kind == "pixels"]
-        order = list(self.order) + [n for n in self.config.modality_names if n not in self.order]
-        return [n for n in order if n in names and n in self.config.input_modalities]
+        return [n for n in self.encoder_order() if n in names and n in self.config.input_modalities]
+
+    def in_encoder_order(self, names: list[str]) -> list[str]:
+        """``names`` (variants at their modality's place) sorted into the encoder's order."""
+        order = self.encoder_order()
+        return sorted(names, key=lambda name: order.index(variant_base(name)))
 
 
 def prepare_state(
@@ -51,9 +63,14 @@ def prepare_state(
     pixel_values: torch.Tensor | None = None,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
+    variant_tokens: dict[str, torch.Tensor] | None = None,
 ) -> GenerationState:
     """Check the inputs of :func:`generate` against the model and the schedule; build the state
-    with every tensor on ``device`` (default: where the tokens are, else the CPU)."""
+    with every tensor on ``device`` (default: where the tokens are, else the CPU).
+
+    ``variant_tokens``: ``{"<modality>#<label>": (B, N) ids}`` for the variants the schedule's
+    guidance conditions name (e.g. a negative prompt ``"caption#negative"``); sequences padded
+    with ``[PAD]``, every row with at least one token."""
     if not isinstance(tokens, dict):
         raise TypeError(f"tokens must be a dict {{modality: (B, N) LongTensor}}, got {type(tokens).__name__}.")
     known = dict(known or {})
@@ -67,7 +84,14 @@ def prepare_state(
     for name in schedule.cond_domains:
         if config.modality(name).kind != "pixels" and name not in tokens:
             raise ValueError(f"conditioning input {name!r} has no tokens (tokens has {sorted(tokens)}).")
+    variant_tokens = dict(variant_tokens or {})
+    _check_variant_names(config, schedule, variant_tokens)
+    for name, ids in variant_tokens.items():
+        if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dim() != 2:
+            raise ValueError(f"variant_tokens[{name!r}] must be a (batch, tokens) integer tensor, got "
+                             f"{getattr(ids, 'dtype', type(ids).__name__)} of shape {tuple(getattr(ids, 'shape', ()))}.")
     sizes = {name: ids.shape[0] for name, ids in tokens.items()}
+    sizes.update({f"variant_tokens[{name!r}]": ids.shape[0] for name, ids in variant_tokens.items()})
     if pixel_values is not None:
         sizes["pixel_values"] = pixel_values.shape[0]
     if batch_size is not None:
@@ -130,4 +154,46 @@ def prepare_state(
     waiting = [plan.modality for plan in schedule.targets if plan.scheme == "autoregressive"
                and plan.sequence_start == "sentinel" and plan.modality in config.input_modalities
                and not (plan.modality in state_known and state_known[plan.modality].any())]
-    return GenerationState(config, state_tokens, state_known, pixel_values, batch, device, order, waiting_sentinels=waiting)
+    variants = {name: _variant_ids(config, name, ids.to(device)) for name, ids in variant_tokens.items()}
+    return GenerationState(config, state_tokens, state_known, pixel_values, batch, device, order, waiting_sentinels=waiting,
+                           variant_tokens={name: ids for name, (ids, _) in variants.items()},
+                           variant_known={name: known for name, (_, known) in variants.items()})
+
+
+def _check_variant_names(config: FourMConfig, schedule: GenerationSchedule, variant_tokens: dict) -> None:
+    """The variants given are exactly those the schedule's guidance names, each of a token input."""
+    named = {name for plan in schedule.targets for names in plan.guidance_conditions for name in names if is_variant(name)}
+    for name in variant_tokens:
+        if not is_variant(name):
+            raise ValueError(f"variant_tokens: {name!r} is not a variant name; expected '<modality>#<label>', "
+                             "e.g. 'caption#negative'.")
+        if name not in named:
+            raise ValueError(f"variant_tokens[{name!r}]: no guidance condition of the schedule names it "
+                             f"(named: {sorted(named) or 'none'}); add it to guidance with its weight.")
+    missing = sorted(named - set(variant_tokens))
+    if missing:
+        raise ValueError(f"guidance names the variants {missing} but variant_tokens has no tokens for them.")
+
+
+def _variant_ids(config: FourMConfig, name: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A variant's (B, N) ids, checked like a conditioning input's, and its known mask."""
+    spec = config.modality(variant_base(name))
+    if spec.is_sequence:
+        if ids.shape[1] > spec.max_length:
+            raise ValueError(f"variant_tokens[{name!r}] has {ids.shape[1]} positions, more than max_length {spec.max_length}.")
+        known = ids != PAD_ID
+        if (known[:, 1:] & ~known[:, :-1]).any():
+            raise ValueError(f"variant_tokens[{name!r}]: a sequence must be left-aligned ([PAD] only at the end).")
+    else:
+        cells = image_token_count(config, spec.name)
+        if ids.shape[1] != cells:
+            raise ValueError(f"variant_tokens[{name!r}] must have {cells} positions, got {ids.shape[1]}.")
+        known = torch.ones_like(ids, dtype=torch.bool)
+    if not known.any(dim=1).all():
+        raise ValueError(f"variant_tokens[{name!r}] has a sample without any token; leave the variant out for it "
+                         "(an empty negative prompt means no negative term).")
+    values = ids[known]
+    if values.min() < 0 or values.max() >= spec.vocab_size:
+        raise ValueError(f"variant_tokens[{name!r}] must lie in [0, {spec.vocab_size}), got values in "
+                         f"[{values.min().item()}, {values.max().item()}].")
+    return ids.long().clone(), known
