@@ -455,3 +455,61 @@ def _replayed(pipe, seed: int) -> torch.Generator:
 def test_bad_num_diffusion_steps_is_a_clear_error(pipe, steps):
     with pytest.raises(ValueError, match=r"num_diffusion_steps must be an integer >= 1.*got"):
         pipe(text="a green cube.", target_modalities=["rgb"], num_diffusion_steps=steps, **FAST)
+
+
+# ---- negative prompts --------------------------------------------------------------------------------------
+def test_negative_prompt_matches_the_sampler_with_a_negative_caption_condition(pipe, scenes):
+    scene = scenes[0]
+    options = dict(target_modalities=["rgb"], seed=5, return_tokens=True, **FAST)
+    out = pipe({"semseg": scene["semseg"]}, text="a green cube.", negative_prompt="a white cone.", cfg_scale=2.0,
+               negative_scale=1.5, **options)
+    # the same run through the sampler: u + 2 (c - u) - 1.5 (c_neg - u), c_neg seeing only the negative caption
+    processed = pipe.processor(semseg=[scene["semseg"]], text=["a green cube."])
+    schedule = build_generation_schedule(
+        pipe.model.config, ["tok_semseg", "caption"], ["tok_rgb"],
+        guidance=[(("tok_semseg", "caption"), 2.0), (("caption#negative",), -1.5)], decoding_steps=2, temps=2.0,
+        temp_schedules="linear")
+    expected = generate(pipe.model, dict(processed), schedule, torch.Generator().manual_seed(5),
+                        variant_tokens={"caption#negative": pipe.processor.encode_texts(["a white cone."])})
+    np.testing.assert_array_equal(out["tokens"]["tok_rgb"], expected["tok_rgb"][0].numpy())
+    plain = pipe({"semseg": scene["semseg"]}, text="a green cube.", cfg_scale=2.0, **options)
+    assert not np.array_equal(plain["tokens"]["tok_rgb"], out["tokens"]["tok_rgb"])
+    # the schedule the pipeline planned: the negative caption is a second condition with a negative weight
+    batch = pipe.preprocess([{"caption": "a green cube.", "negative_prompt": "a white cone."}], target_modalities=["rgb"])
+    plan = batch["schedule"].targets[0]
+    assert plan.guidance_conditions == (("caption",), ("caption#negative",)) and plan.guidance_weights[0] == (1.0, -1.0)
+    assert torch.equal(batch["variant_tokens"]["caption#negative"], pipe.processor.encode_texts(["a white cone."]))
+
+
+def test_empty_negative_prompt_adds_no_negative_term(pipe):
+    options = dict(target_modalities=["rgb"], seed=3, return_tokens=True, **FAST)
+    plain = pipe(text="a green cube.", **options)["tokens"]["tok_rgb"]
+    for negative in ("", "   ", None):
+        np.testing.assert_array_equal(pipe(text="a green cube.", negative_prompt=negative, **options)["tokens"]["tok_rgb"], plain)
+    np.testing.assert_array_equal(
+        pipe(text="a green cube.", negative_prompt="a white cone.", negative_scale=0, **options)["tokens"]["tok_rgb"], plain)
+    batch = pipe.preprocess([{"caption": "a green cube."}], target_modalities=["rgb"])
+    assert batch["schedule"].targets[0].guidance_conditions == () and batch["variant_tokens"] == {}
+    assert not np.array_equal(pipe(text="a green cube.", negative_prompt="a white cone.", **options)["tokens"]["tok_rgb"], plain)
+
+
+def test_negative_prompts_per_sample_keep_their_order(pipe):
+    texts, negatives = ["a green cube.", "a white cone.", "a green cube."], ["a white cone.", "", "a cyan cylinder."]
+    options = dict(target_modalities=["rgb"], greedy=True, return_tokens=True, **FAST)
+    together = pipe(text=texts, negative_prompt=negatives, batch_size=3, **options)
+    for text, negative, out in zip(texts, negatives, together):
+        alone = pipe(text=text, negative_prompt=negative, **options)
+        np.testing.assert_array_equal(out["tokens"]["tok_rgb"], alone["tokens"]["tok_rgb"])
+
+
+@pytest.mark.parametrize("call, message", [
+    (dict(negative_prompt="a white cone.", target_modalities=["caption"]), "caption is a target"),
+    (dict(negative_prompt=["a", "b"], target_modalities=["rgb"]), "2 prompts for 1 samples"),
+    (dict(negative_prompt=3, target_modalities=["rgb"]), "must be a str"),
+    (dict(negative_prompt="a white cone.", negative_scale=-1.0, target_modalities=["rgb"]), "negative_scale must be"),
+    (dict(negative_prompt="a white cone.", negative_scale="2", target_modalities=["rgb"]), "negative_scale must be"),
+    (dict(negative_prompt="a white cone.", guidance={"depth": 2.0}, cfg_scale=2.0, target_modalities=["rgb"]), "not both"),
+])
+def test_bad_negative_prompts_are_clear_errors(pipe, scenes, call, message):
+    with pytest.raises(ValueError, match=message):
+        pipe({"depth": scenes[0]["depth"]}, **call, **FAST)

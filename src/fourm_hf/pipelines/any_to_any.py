@@ -8,6 +8,7 @@
     out = pipe(image)                                      # every default target
     out = pipe(image, target_modalities=["depth", "caption"], seed=0)
     out = pipe(text="a red cube left of a blue sphere.", target_modalities=["rgb"])
+    out = pipe(text="a cube.", negative_prompt="a red cube", target_modalities=["rgb"], seed=0)
     outs = pipe([image1, image2], target_modalities=["depth"], batch_size=2)
 
 One call runs: raw inputs -> ``FourMProcessor`` (one shared centre crop, VQ-VAE codes, text ids) ->
@@ -28,6 +29,13 @@ Output per sample, keyed by the friendly names of the generated targets:
   with the boxes drawn on the input image (else the generated RGB, else grey). 4M writes boxes as
   text and gives no confidence, so every ``score`` is 1.0;
 * ``tokens`` (with ``return_tokens=True``): ``{model modality: int64 ids}`` of inputs and targets.
+
+Negative prompts (``negative_prompt=``, one str or one per sample) are the reference's multimodal
+weighted guidance with a second condition: the logits are
+``l_u + s (l_c - l_u) - n (l_neg - l_u)`` where ``l_c`` sees the given inputs (``s`` = ``cfg_scale``,
+default 1; or the ``guidance`` weights), ``l_neg`` sees only the negative caption (in the model's
+caption slot) and ``l_u`` nothing, ``n`` = ``negative_scale`` (default 1). An empty negative prompt
+adds no term.
 
 Any model other than a 4M model gets transformers' own ``AnyToAnyPipeline``, unchanged
 (:func:`register_any_to_any_pipeline`, run on ``import fourm_hf``).
@@ -80,6 +88,9 @@ PROCESSOR_ARGUMENTS = {"rgb": "images", "depth": "depth", "normal": "normal", "s
                        "caption": "text", "det": "boxes"}
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "greedy")
 BOX_SCORE = 1.0
+NEGATIVE_PROMPT = "negative_prompt"  # the sample key of a (non-empty) negative prompt
+NEGATIVE_VARIANT = "caption#negative"  # the guidance variant it becomes (modeling/generation/schedules.py)
+DEFAULT_NEGATIVE_SCALE = 1.0
 
 
 def friendly_name(name, field: str = "modality") -> str:
@@ -155,11 +166,15 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
     # ---- parameters --------------------------------------------------------------------------------
     def _sanitize_parameters(self, target_modalities=None, num_steps=None, temperature=None, top_k=None, top_p=None,
                              greedy=None, cfg_scale=None, guidance=None, seed=None, generator=None, progress=None,
-                             return_tokens=None, num_diffusion_steps=None, **unknown):
+                             return_tokens=None, num_diffusion_steps=None, negative_scale=None, **unknown):
         if unknown:
             raise TypeError(f"FourMAnyToAnyPipeline: unexpected arguments {sorted(unknown)}; expected target_modalities, "
-                            "num_steps, temperature, top_k, top_p, greedy, cfg_scale, guidance, seed, generator, "
-                            "num_diffusion_steps, batch_size, progress, return_tokens")
+                            "num_steps, temperature, top_k, top_p, greedy, cfg_scale, guidance, negative_prompt, "
+                            "negative_scale, seed, generator, num_diffusion_steps, batch_size, progress, return_tokens")
+        if negative_scale is not None and (isinstance(negative_scale, bool) or not isinstance(
+                negative_scale, (int, float, np.integer, np.floating)) or not np.isfinite(negative_scale) or negative_scale < 0):
+            raise ValueError(f"negative_scale must be a finite number >= 0 (the weight of the negative prompt's "
+                             f"term, subtracted), got {negative_scale!r}.")
         if seed is not None and generator is not None:
             raise ValueError("Give either seed or generator, not both.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
@@ -170,8 +185,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                              f"got {num_diffusion_steps!r}.")
         preprocess_params = {key: value for key, value in (
             ("target_modalities", target_modalities), ("num_steps", num_steps), ("temperature", temperature),
-            ("top_k", top_k), ("top_p", top_p), ("greedy", greedy), ("cfg_scale", cfg_scale), ("guidance", guidance))
-            if value is not None}
+            ("top_k", top_k), ("top_p", top_p), ("greedy", greedy), ("cfg_scale", cfg_scale), ("guidance", guidance),
+            ("negative_scale", negative_scale)) if value is not None}
         forward_params = {key: value for key, value in (("seed", seed), ("generator", generator), ("progress", progress))
                           if value is not None}
         postprocess_params = {} if return_tokens is None else {"return_tokens": bool(return_tokens)}
@@ -180,7 +195,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         return preprocess_params, forward_params, postprocess_params
 
     # ---- the call ----------------------------------------------------------------------------------
-    def __call__(self, inputs=None, text=None, batch_size=None, **kwargs):
+    def __call__(self, inputs=None, text=None, negative_prompt=None, batch_size=None, **kwargs):
         """Generate for one sample or a list of samples.
 
         Args:
@@ -188,6 +203,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 ``{modality: value}`` (``rgb`` image, ``depth`` (H, W) metres, ``normal`` (H, W, 3),
                 ``semseg`` (H, W) class ids, ``caption`` str, ``det`` list of box dicts), or a list of those.
             text: a caption (str) or one per sample; joins ``inputs`` as the ``caption`` input.
+            negative_prompt: a caption to steer away from (str, or one per sample; empty = none): a
+                second guidance condition with weight ``-negative_scale`` (module docstring). Needs a
+                model that reads captions, and caption must not be a target.
             batch_size: samples per generation batch (default 1).
             target_modalities: friendly names to generate, in order (default: every output modality
                 of the model not given as input, in the order depth, normal, semseg, rgb, caption, det).
@@ -197,6 +215,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 this call are not used).
             cfg_scale: classifier-free guidance scale on all given inputs (1 = off).
             guidance: ``{input modality: weight}`` multimodal guidance (negative weights steer away).
+            negative_scale: weight of the negative prompt's term (default 1; 0 = no term).
             seed / generator: the randomness (a torch.Generator; never the global RNG): token
                 sampling, then the diffusion noise of released DiVAE tokenizers.
             num_diffusion_steps: DDIM steps of released diffusion (DiVAE) tokenizers decoding the image
@@ -207,6 +226,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         Returns: one dict per sample (a list for a list input).
         """
         samples, single = self._samples(inputs, text)
+        _add_negative_prompts(samples, negative_prompt)
         batch_size = batch_size if batch_size is not None else (self._batch_size or 1)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
@@ -286,10 +306,10 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
 
     # ---- the three stages --------------------------------------------------------------------------
     def preprocess(self, samples: list[dict], target_modalities=None, num_steps=None, temperature=None, top_k=None,
-                   top_p=None, greedy=None, cfg_scale=None, guidance=None) -> dict:
+                   top_p=None, greedy=None, cfg_scale=None, guidance=None, negative_scale=None) -> dict:
         """A batch of samples with the same input modalities -> processor tokens + the decoding schedule."""
         config = self.model.config
-        given = list(samples[0])
+        given = [name for name in samples[0] if name != NEGATIVE_PROMPT]
         targets = self.resolve_targets(given, target_modalities)
         arguments = {PROCESSOR_ARGUMENTS[name]: [sample[name] for sample in samples] for name in given}
         processed = self.processor(**arguments)
@@ -307,22 +327,43 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             if not conditions:
                 raise ValueError(f"input {name!r}: this model does not read it (its inputs are {config.input_modalities}).")
         model_targets = [TARGET_MODALITIES[name] for name in targets]
+        condition_sets = self._guidance(guidance, conditions_of)
+        negatives = [sample[NEGATIVE_PROMPT] for sample in samples if NEGATIVE_PROMPT in sample]
+        scale = DEFAULT_NEGATIVE_SCALE if negative_scale is None else float(negative_scale)
+        variant_tokens = {}
+        if negatives and scale != 0.0:
+            self._check_negative_prompt(targets)
+            if condition_sets and cfg_scale is not None and float(cfg_scale) != 1.0:
+                raise ValueError("Give either cfg_scale or guidance weights, not both (the negative prompt joins either).")
+            variant_tokens[NEGATIVE_VARIANT] = self.processor.encode_texts(negatives)
+            positive = condition_sets or [(tuple(cond_domains), 1.0 if cfg_scale is None else float(cfg_scale))]
+            condition_sets, cfg_scale = positive + [((NEGATIVE_VARIANT,), -scale)], None
         preset = getattr(config, "generation_preset", None)
         if preset is not None:
             schedule = self._preset_schedule(preset, cond_domains, model_targets, targets, num_steps, temperature,
-                                             top_k, top_p, greedy, cfg_scale, self._guidance(guidance, conditions_of))
+                                             top_k, top_p, greedy, cfg_scale, condition_sets)
         else:
             schedule = build_generation_schedule(
-                config, cond_domains, model_targets, guidance=self._guidance(guidance, conditions_of),
+                config, cond_domains, model_targets, guidance=condition_sets,
                 cfg_scales=1.0 if cfg_scale is None else float(cfg_scale),
                 **self._decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy),
             )
         return {"tokens": tokens, "pixel_values": pixel_values, "schedule": schedule, "targets": targets,
-                "backgrounds": backgrounds}
+                "backgrounds": backgrounds, "variant_tokens": variant_tokens}
+
+    def _check_negative_prompt(self, targets: list[str]) -> None:
+        """A negative prompt is a caption the model reads, so caption must be an input modality and no target."""
+        if "caption" not in self.model.config.input_modalities:
+            raise ValueError(f"negative_prompt: this model does not read captions (its inputs are "
+                             f"{self.model.config.input_modalities}); a negative prompt needs a caption input.")
+        if "caption" in targets:
+            raise ValueError("negative_prompt: caption is a target of this call; a negative prompt is a caption "
+                             "condition, so it cannot steer the caption being generated.")
 
     def _forward(self, model_inputs: dict, generator=None, progress=False) -> dict:
         tokens = generate(self.model, model_inputs["tokens"], model_inputs["schedule"], generator=generator,
-                          pixel_values=model_inputs["pixel_values"], progress=bool(progress))
+                          pixel_values=model_inputs["pixel_values"], progress=bool(progress),
+                          variant_tokens=model_inputs.get("variant_tokens") or None)
         return {**model_inputs, "tokens": {name: ids.cpu() for name, ids in tokens.items()}}
 
     def postprocess(self, model_outputs: dict, return_tokens=False, num_diffusion_steps=None, generator=None) -> list[dict]:
@@ -470,6 +511,23 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
 
 
 # ---- module helpers -------------------------------------------------------------------------------------
+def _add_negative_prompts(samples: list[dict], negative_prompt) -> None:
+    """Put each sample's non-empty negative prompt under ``NEGATIVE_PROMPT`` (empty or blank = none), so
+    samples with and without one go to different batches."""
+    if negative_prompt is None:
+        return
+    prompts = list(negative_prompt) if isinstance(negative_prompt, (list, tuple)) else [negative_prompt] * len(samples)
+    if len(prompts) != len(samples):
+        raise ValueError(f"negative_prompt: {len(prompts)} prompts for {len(samples)} samples; give one str, or one per sample.")
+    for index, (sample, prompt) in enumerate(zip(samples, prompts)):
+        if prompt is None:
+            continue
+        if not isinstance(prompt, str):
+            raise ValueError(f"negative_prompt[{index}] must be a str (or None), got {type(prompt).__name__}.")
+        if prompt.strip():
+            sample[NEGATIVE_PROMPT] = prompt.strip()
+
+
 def _per_modality(value, field: str, targets: list[str]) -> dict:
     """A single value for every target, or ``{modality: value}`` (missing targets -> None = default)."""
     if isinstance(value, Mapping):
