@@ -68,6 +68,18 @@ def test_caption_to_rgb_with_guidance(session, scene):
     assert not np.array_equal(np.asarray(negative["rgb"]), np.asarray(views["rgb"]))
 
 
+def test_caption_to_rgb_with_a_negative_prompt(session, scene):
+    plain = session.caption_to_targets(scene["caption"], ["rgb"], guidance_scale=2.0, settings=FAST)
+    empty = session.caption_to_targets(scene["caption"], ["rgb"], guidance_scale=2.0, settings=FAST, negative_prompt="  ")
+    assert np.array_equal(np.asarray(empty["rgb"]), np.asarray(plain["rgb"]))  # empty: no negative term
+    steered = session.caption_to_targets(scene["caption"], ["rgb"], guidance_scale=2.0, settings=FAST,
+                                         negative_prompt="a red cube.")
+    assert steered["rgb"].size == (VIEW_SIZE, VIEW_SIZE)
+    assert not np.array_equal(np.asarray(steered["rgb"]), np.asarray(plain["rgb"]))
+    with pytest.raises(ValueError, match="negative prompt must be text"):
+        session.caption_to_targets(scene["caption"], ["rgb"], settings=FAST, negative_prompt=3)
+
+
 def test_settings_reach_the_pipeline(session, scene):
     image = Image.fromarray(scene["rgb"])
     first = session.rgb_to_targets(image, ["depth"], DecodingSettings(num_steps=2, seed=1))
@@ -222,6 +234,26 @@ def web_app():
             process.kill()
 
 
+def test_space_folder_installs_the_package_from_its_requirements(tmp_path):
+    """scripts/make_space.sh gives a folder whose requirements.txt pip resolves from the folder alone:
+    the package source (with the bundled checkpoint) under fourm-hf/, no placeholder URL."""
+    space = tmp_path / "space"
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "make_space.sh"), str(space)], check=True, capture_output=True)
+    assert sorted(path.name for path in space.iterdir()) == ["README.md", "app.py", "fourm-hf", "requirements.txt"]
+    requirements = [line.strip() for line in (space / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    assert "./fourm-hf[web]" in requirements and not any("OWNER" in line or "git+" in line for line in requirements)
+    assert (space / "fourm-hf" / "src" / "fourm_hf" / "checkpoints" / "fourm-scenes64" / "model.safetensors").is_file()
+    assert not list((space / "fourm-hf").rglob("__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                             "--no-build-isolation", "-r", "requirements.txt"], cwd=space, capture_output=True, text=True,
+                            env=subprocess_env(), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Would install fourm-hf-" in result.stdout, result.stdout
+    with pytest.raises(subprocess.CalledProcessError):  # never overwrites a folder
+        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "make_space.sh"), str(space)], check=True, capture_output=True)
+
+
 def test_space_app_builds_the_same_app(monkeypatch):
     _require("gradio")
     import runpy
@@ -238,7 +270,7 @@ def test_space_app_builds_the_same_app(monkeypatch):
     assert sorted(path.name for path in Path(space["demo"].fourm_examples_dir).iterdir())[:2] == [
         "heldout_scene_0.png", "heldout_scene_1.png"]
     requirements = (REPO_ROOT / "examples" / "space" / "requirements.txt").read_text()
-    assert "gradio>=6.0,<7" in requirements and "fourm-hf[web]" in requirements
+    assert "gradio>=6.0,<7" in requirements and "./fourm-hf[web]" in requirements
 
 
 def test_cli_serves_the_app_at_the_printed_url(web_app):
@@ -327,6 +359,7 @@ def test_web_demo_in_headless_chromium(web_app, scene, tmp_path):
         browser.find_element(By.XPATH, "//button[@role='tab'][contains(., 'Caption -> RGB')]").click()
         prompt = wait.until(lambda _: browser.find_elements(By.CSS_SELECTOR, "#caption_input textarea"))[0]
         prompt.send_keys(scene["caption"])
+        find("#negative_prompt textarea").send_keys("a red cube.")  # reaches the pipeline as negative_prompt
         find("#caption_run").click()
         wait.until(lambda _: shown_image("#caption_rgb"))
         assert shown_image("#caption_rgb").get_property("naturalWidth") == VIEW_SIZE

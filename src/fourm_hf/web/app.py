@@ -5,8 +5,8 @@ Two tabs over one :class:`~fourm_hf.web.session.WebDemoSession`:
 * **RGB -> all**: upload an image (or pick a bundled held-out scene / scikit-image photograph), tick
   the targets, get depth (colour map), normals, segmentation (with a legend), boxes (drawn, and as a
   table) and a caption.
-* **Caption -> RGB**: type a caption, pick the targets (RGB by default, any other too) and the
-  guidance scale.
+* **Caption -> RGB**: type a caption (and optionally a negative prompt, a caption to steer away
+  from), pick the targets (RGB by default, any other too) and the guidance scale.
 
 "Advanced settings" (steps, temperatures, top-k/top-p, seed) apply to both. Bad inputs show a
 message (``gr.Error``), never a stack trace. Gradio is imported here only: nothing else in the
@@ -117,9 +117,11 @@ def build_app(checkpoint=None, session: WebDemoSession | None = None, examples_d
                     caption_choices = [name for name in session.targets if name != "caption"]
                     caption_targets = gr.CheckboxGroup(caption_choices, value=["rgb"], label="targets",
                                                        elem_id="caption_targets")
+                    negative = gr.Textbox(label="negative prompt (optional: a caption to steer away from)", lines=1,
+                                          elem_id="negative_prompt", placeholder="a red cube.")
                     guidance = gr.Slider(-3.0, 6.0, value=2.0, step=0.5, elem_id="guidance",
                                          label="guidance scale (1 = off; > 1 follows the caption more closely; "
-                                               "< 0 steers away from it: the caption as a negative prompt)")
+                                               "< 0 steers away from it)")
                     caption_button = gr.Button("Generate", variant="primary", elem_id="caption_run")
                     gr.Examples([[text] for text in examples["captions"]], inputs=[caption], label="held-out captions")
                 caption_outputs = _output_panel(gr, [n for n in ("rgb", "depth", "normal", "semseg", "det")
@@ -132,14 +134,14 @@ def build_app(checkpoint=None, session: WebDemoSession | None = None, examples_d
             settings = _settings(steps, image_temperature, image_top_p, text_temperature, text_top_p, top_k, seed)
             return _run(gr, lambda: session.rgb_to_targets(path, targets, settings, progress=True), rgb_outputs)
 
-        def run_caption(text, targets, scale, steps, image_temperature, image_top_p, text_temperature, text_top_p,
-                        top_k, seed, progress=gr.Progress(track_tqdm=True)):
+        def run_caption(text, negative_text, targets, scale, steps, image_temperature, image_top_p, text_temperature,
+                        text_top_p, top_k, seed, progress=gr.Progress(track_tqdm=True)):
             settings = _settings(steps, image_temperature, image_top_p, text_temperature, text_top_p, top_k, seed)
-            return _run(gr, lambda: session.caption_to_targets(text, targets, scale, settings, progress=True),
-                        caption_outputs)
+            return _run(gr, lambda: session.caption_to_targets(text, targets, scale, settings, progress=True,
+                                                                negative_prompt=negative_text), caption_outputs)
 
         rgb_button.click(run_rgb, [image, rgb_targets, *settings_inputs], list(rgb_outputs.values()))
-        caption_button.click(run_caption, [caption, caption_targets, guidance, *settings_inputs],
+        caption_button.click(run_caption, [caption, negative, caption_targets, guidance, *settings_inputs],
                              list(caption_outputs.values()))
     app.fourm_examples_dir, app.fourm_examples_scratch = str(examples_dir), scratch
     return app

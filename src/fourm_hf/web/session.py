@@ -5,6 +5,7 @@
     session = WebDemoSession()                                   # the bundled checkpoint
     views = session.rgb_to_targets("scene.png", ["depth", "caption"], DecodingSettings(num_steps=4))
     views = session.caption_to_targets("a red cube.", ["rgb"], guidance_scale=2.0)
+    views = session.caption_to_targets("a cube.", ["rgb"], guidance_scale=2.0, negative_prompt="a red cube.")
     views["depth"]     # PIL (VIEW_SIZE, VIEW_SIZE) colour-mapped depth; "caption" a str; "boxes" rows
 
 Every bad input (no image, a file that is not an image, an image too small, an empty caption, no
@@ -100,9 +101,12 @@ class WebDemoSession:
         return self.views(output, centre_square(image))
 
     def caption_to_targets(self, caption, targets, guidance_scale: float = 1.0, settings: DecodingSettings | None = None,
-                           progress: bool = False) -> dict:
+                           progress: bool = False, negative_prompt: str | None = None) -> dict:
         """A caption -> the views of the chosen targets. ``guidance_scale``: classifier-free guidance on
-        the caption (1 = off, > 1 follows it more closely, < 0 steers away from it: a negative prompt)."""
+        the caption (1 = off, > 1 follows it more closely, < 0 steers away from it). ``negative_prompt``:
+        a second caption to steer away from (the pipeline's ``negative_prompt``, weight 1; empty = none)."""
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise ValueError(f"The negative prompt must be text, got {type(negative_prompt).__name__}.")
         if not isinstance(caption, str) or not caption.strip():
             raise ValueError("The caption is empty: type a description of a scene, e.g. "
                              "'a red cube in front of a blue sphere.'")
@@ -112,7 +116,7 @@ class WebDemoSession:
             raise ValueError(f"guidance scale must lie in [-10, 10], got {scale}.")
         settings = settings or DecodingSettings()
         output = self.pipe(text=caption.strip(), target_modalities=targets, cfg_scale=scale, progress=progress,
-                           **settings.pipeline_kwargs(targets))
+                           negative_prompt=negative_prompt or None, **settings.pipeline_kwargs(targets))
         return self.views(output, None)
 
     def views(self, output: dict, input_square: Image.Image | None) -> dict:
