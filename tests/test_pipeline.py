@@ -3,6 +3,7 @@ seeds, batching, guidance, the PNG grid, bad input, and the parent pipeline for 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -343,7 +344,7 @@ def test_a_checkpoint_naming_a_generation_preset_decodes_with_its_recipes(parts,
     from fourm_hf.modeling.generation.presets import build_preset_schedule
 
     model, processor = parts
-    preset_model = FourMModel(model.config).eval()
+    preset_model = FourMModel(copy.deepcopy(model.config)).eval()  # its own config: the preset must not leak into `parts`
     preset_model.load_state_dict(model.state_dict())
     preset_model.config.generation_preset = "ml4m_demo"
     preset_pipe = pipeline("any-to-any", model=preset_model, processor=processor)
