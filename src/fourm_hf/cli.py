@@ -13,7 +13,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "assemble-processor": ("fourm_hf.tokenization.processing_fourm", "put a trained text tokenizer and VQ-VAEs together into one FourMProcessor folder"),
+    "assemble-processor": ("fourm_hf.tokenization.assemble_processor", "put a trained text tokenizer and VQ-VAEs together into one FourMProcessor folder"),
     "assemble-ml4m": ("fourm_hf.checkpoints.ml4m", "put a released 4M model (converted or converted on the fly), its released tokenizers and the text tokenizer into one runnable folder"),
     "assemble-checkpoint": ("fourm_hf.checkpoints", "put a trained model, its processor and a model card (with an evaluation table) into one checkpoint folder"),
     "build-corpus": ("fourm_hf.data.corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),

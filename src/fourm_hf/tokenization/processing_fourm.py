@@ -25,6 +25,19 @@ number of non-zero ids. Feature-map modalities (``tok_clip``) are decoded but no
 they need the feature network, which is not part of the processor (except with a released
 feature tokenizer, below).
 
+Call options follow transformers' ``ProcessingKwargs`` contract (:class:`FourMProcessorKwargs`):
+flat keywords, the per-modality dicts ``text_kwargs={...}`` / ``images_kwargs={...}`` and
+``common_kwargs={...}`` are merged by ``ProcessorMixin._merge_kwargs`` as in every transformers
+processor (a keyword given both flat and in its dict is an error; the tokenizer's init kwargs
+such as ``padding`` / ``max_length`` are defaults). ``text_kwargs`` shape the two sequence
+modalities ``caption`` and ``det``: ``padding`` (``"longest"`` by default, ``"max_length"`` or
+False), ``max_length`` (default ``max_text_length``), ``truncation`` (default off: a sequence
+over ``max_length`` raises; True keeps its first ``max_length - 1`` ids and [EOS]) and
+``pad_to_multiple_of``. ``images_kwargs`` go to :class:`FourMImageProcessor` (the shared crop:
+``crop``, ``crop_box``, ``flip``, ``flip_probability``, ``generator``; the RGB settings
+``do_rescale``, ``do_normalize``, ``image_mean``, ...). ``return_tensors`` (``"pt"`` by default,
+or ``"np"``) sets the type of every output.
+
 Released 4M tokenizers (``EPFL-VILAB/4M_tokenizers_*``, loaded with ``FourMTokenizerModel``) join
 ``vqvaes`` wrapped in :class:`~fourm_hf.tokenization.released_modalities.ReleasedModalityTokenizer`,
 which applies the reference's input transforms per modality (depth standardisation, ...) and, for
@@ -37,7 +50,8 @@ one vector per sample, given in ``vectors={modality: (B, C) array}``, into ``num
 ``processor.decode(token_dict)`` (alias ``postprocess``) goes the other way: per modality the raw
 numpy arrays (RGB uint8, depth in metres, unit normals, class ids), PIL images for viewing (depth
 with a colour ramp, normals as RGB, segmentation with a palette, boxes drawn on the image),
-caption strings and box lists ``[{"label", "score", "box"}]``. See :meth:`FourMProcessor.decode`.
+caption strings and box lists ``[{"label", "score", "box"}]`` (``token_decoding.py``). See
+:meth:`FourMProcessor.decode`.
 
 Design decision: the PROCESSOR owns the VQ-VAEs, not the model. ``FourMModel`` stays the pure token
 transformer whose weights match the reference checkpoints one to one, and it trains on
@@ -54,28 +68,25 @@ Remote code: saved folders carry this module and the modules it imports (flat, s
 installed; the sub-components are then loaded by their own classes, not through the Auto registry.
 """
 
-from __future__ import annotations
-
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Unpack
 
 import numpy as np
 import torch
-from PIL import Image
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
 from ..remote_code import write_remote_code
 from .image_processing_fourm import FourMImageProcessor
+from .sequence_format import fit_sequence, pad_sequences, sequence_options
+from .token_decoding import box_backgrounds, decode_boxes, decode_image_tokens, decode_pixel_values, sequence_rows
 from .tokenization_fourm import FourMTextTokenizer
-from .visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes
 from .vqvae import FourMVQVAE
 
 VQVAE_FOLDER = "vqvae"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
-PAD_ID = 0
 # Dense map (VQ-VAE ``config.target``) -> the image processor output it is encoded from.
 MAP_KEYS = {"rgb": "tokenizer_rgb", "depth": "depth", "normal": "normal", "semseg": "semseg"}
 # Argument of __call__ -> dense map name.
@@ -94,6 +105,8 @@ REMOTE_CODE_MODULES = (
     "tokenization/image_modalities.py",
     "tokenization/image_processing_fourm.py",
     "tokenization/visualization.py",
+    "tokenization/sequence_format.py",
+    "tokenization/token_decoding.py",
     "tokenization/processing_fourm.py",
 )
 REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
@@ -102,6 +115,38 @@ REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
 _LOADING_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder",
                    "trust_remote_code", "_from_auto", "_from_pipeline", "proxies", "code_revision", "config",
                    "dtype", "device_map")
+# from_pretrained keywords that are components or __init__ options, not component options.
+_COMPONENTS = ("image_processor", "tokenizer", "vqvaes")
+_INIT_OPTIONS = ("max_text_length",)
+
+
+class FourMImagesKwargs(ImagesKwargs, total=False):
+    """Per-call options of the shared crop, forwarded to :meth:`FourMImageProcessor.__call__`.
+
+    crop: ``None``, ``"center"`` (the image processor's default) or ``"random"``.
+    crop_box: explicit (left, top, right, bottom) pixel boxes, (4,) or (B, 4).
+    flip: explicit horizontal flips, a bool or B bools.
+    flip_probability: probability of a flip when ``flip`` is not given.
+    generator: ``numpy.random.Generator`` for random crops and flips (used, never copied).
+    """
+
+    crop: str | None
+    crop_box: Any
+    flip: Any
+    flip_probability: float | None
+    generator: Any
+
+
+class FourMProcessorKwargs(ProcessingKwargs, total=False):
+    """The keyword arguments of :meth:`FourMProcessor.__call__` (transformers' ``ProcessingKwargs``).
+
+    ``text_kwargs`` are transformers' ``TextKwargs`` (of which the processor uses the sequence
+    options, see the module docstring), ``images_kwargs`` the image processor's options plus
+    :class:`FourMImagesKwargs`. Defaults are the processor's class attributes ``text_kwargs`` /
+    ``images_kwargs`` (transformers 5 deprecates ``_defaults`` in favour of those).
+    """
+
+    images_kwargs: FourMImagesKwargs
 
 
 class FourMProcessor(ProcessorMixin):
@@ -115,8 +160,13 @@ class FourMProcessor(ProcessorMixin):
             ``{"tok_depth": depth_vqvae}``; each key must equal the VQ-VAE's ``config.modality``.
             Frozen and put in eval mode here.
         max_text_length: most ids (with [EOS]) of a caption or box sequence (the modality's
-            ``max_length``; 256 in 4M-7).
+            ``max_length``; 256 in 4M-7); ``max_length=`` of a call overrides it for that call.
     """
+
+    valid_processor_kwargs = FourMProcessorKwargs
+    # Call defaults (lowest priority in _merge_kwargs): 4M's sequences are right-padded to the
+    # longest row, and the token dict goes to the model as torch tensors.
+    text_kwargs = {"padding": "longest", "return_tensors": "pt"}
 
     def __init__(self, image_processor, tokenizer, vqvaes: Mapping[str, FourMVQVAE] | None = None,
                  max_text_length: int = 256, **kwargs):
@@ -162,6 +212,13 @@ class FourMProcessor(ProcessorMixin):
     def image_size(self) -> int:
         return self.image_processor.image_size
 
+    @property
+    def model_input_names(self) -> list[str]:
+        """Every key :meth:`__call__` can return: ``pixel_values``, the token modalities of the
+        VQ-VAEs that encode a dense map (in ``vqvaes`` order), ``caption`` and ``det``."""
+        encoded = [name for name, vqvae in self.vqvaes.items() if vqvae.config.target in MAP_KEYS]
+        return ["pixel_values", *encoded, CAPTION_MODALITY, DET_MODALITY]
+
     def vqvaes_for(self, target: str) -> dict[str, FourMVQVAE]:
         """The loaded VQ-VAEs that read the dense map ``target`` ("rgb", "depth", ...), by modality."""
         return {name: vqvae for name, vqvae in self.vqvaes.items() if vqvae.config.target == target}
@@ -172,6 +229,7 @@ class FourMProcessor(ProcessorMixin):
             vqvae.to(device)
         return self
 
+
     # ----------------------------------------------------------------------------------- encode
 
     def __call__(
@@ -181,14 +239,9 @@ class FourMProcessor(ProcessorMixin):
         normal=None,
         semseg=None,
         boxes=None,
-        text=None,
+        text: str | list[str] | None = None,
         vectors: Mapping | None = None,
-        *,
-        crop: str | None = "center",
-        crop_box=None,
-        flip=None,
-        generator: np.random.Generator | None = None,
-        return_tensors: str | None = "pt",
+        **kwargs: Unpack[FourMProcessorKwargs],
     ) -> dict:
         """Tokenize one sample or a batch (lists, one entry per sample). Returns the token dict of the
         module docstring (numpy arrays instead of tensors with ``return_tensors="np"``).
@@ -201,11 +254,25 @@ class FourMProcessor(ProcessorMixin):
             vectors: ``{modality: vectors}`` for the loaded vector tokenizers (released MLP tokenizers:
                 a global embedding (C,) or (B, C), a pose (23, 3, 3) or (B, 23, 3, 3)); each gives
                 ``{modality: (B, num_tokens) int64}``. Vectors are not cropped.
-            crop / crop_box / flip / generator: the shared crop (see ``FourMImageProcessor``);
-                random crops and flips need ``generator``.
+            kwargs: :class:`FourMProcessorKwargs`, flat or as ``text_kwargs`` / ``images_kwargs`` /
+                ``common_kwargs``: the shared crop (``crop``, ``crop_box``, ``flip``, ``generator``;
+                random crops and flips need ``generator``) and the image processor's RGB settings
+                go to the image processor; ``padding`` / ``max_length`` / ``truncation`` /
+                ``pad_to_multiple_of`` shape ``caption`` and ``det``; ``return_tensors``.
         """
-        if return_tensors not in ("pt", "np"):
-            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        for name in ("videos", "audio"):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"FourMProcessor: 4M takes no {name}; its inputs are images, depth, normal, semseg, "
+                                 "boxes and text")
+        generator = _take_generator(kwargs)
+        merged = self._merge_kwargs(FourMProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        images_kwargs = merged["images_kwargs"]
+        return_tensors = _tensor_type(merged["text_kwargs"].pop("return_tensors", None))
+        images_kwargs.pop("return_tensors", None)
+        if generator is not None:
+            images_kwargs["generator"] = generator
+        text_options = sequence_options(merged["text_kwargs"], self.max_text_length)
+
         maps = {name: value for name, value in (("images", images), ("depth", depth), ("normal", normal), ("semseg", semseg))
                 if value is not None}
         if not maps and boxes is None and text is None and not vectors:
@@ -220,18 +287,16 @@ class FourMProcessor(ProcessorMixin):
         batched = _is_batch(maps, boxes, text)
         outputs = {}
         if maps:
-            processed = self.image_processor(
-                **maps, boxes=boxes, crop=crop, crop_box=crop_box, flip=flip, generator=generator, return_tensors=None
-            )
+            processed = self.image_processor(**maps, boxes=boxes, **images_kwargs, return_tensors=None)
             outputs.update(self.encode_maps(processed))
             if "pixel_values" in processed:
                 outputs["pixel_values"] = torch.from_numpy(np.ascontiguousarray(processed["pixel_values"], dtype=np.float32))
             if boxes is not None:
-                outputs[DET_MODALITY] = self.encode_box_lists(processed["boxes"])
+                outputs[DET_MODALITY] = self.encode_box_lists(processed["boxes"], **text_options)
         elif boxes is not None:
-            outputs[DET_MODALITY] = self.encode_box_lists(list(boxes) if batched else [boxes])
+            outputs[DET_MODALITY] = self.encode_box_lists(list(boxes) if batched else [boxes], **text_options)
         if text is not None:
-            outputs[CAPTION_MODALITY] = self.encode_texts(list(text) if batched else [text])
+            outputs[CAPTION_MODALITY] = self.encode_texts(list(text) if batched else [text], **text_options)
         if vectors:
             outputs.update(self.encode_vectors(vectors))
         sizes = {name: len(value) for name, value in outputs.items()}
@@ -279,25 +344,34 @@ class FourMProcessor(ProcessorMixin):
             tokens[name] = ids.reshape(ids.shape[0], -1).cpu().clone()
         return tokens
 
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Captions -> (B, L) int64: ids followed by [EOS], right-padded with [PAD]."""
-        return _pad([self.tokenizer.encode_for_model(text, CAPTION_MODALITY, self.max_text_length) for text in texts])
+    def encode_texts(self, texts: Sequence[str], padding: str = "longest", max_length: int | None = None,
+                     truncation: bool = False, pad_to_multiple_of: int | None = None) -> torch.Tensor:
+        """Captions -> (B, L) int64: ids followed by [EOS], right-padded with [PAD] (options: ``sequence_format.py``)."""
+        max_length = self.max_text_length if max_length is None else max_length
+        rows = [fit_sequence(self.tokenizer.encode_for_model(text, CAPTION_MODALITY), max_length, truncation, CAPTION_MODALITY,
+                     self.tokenizer.eos_token_id) for text in texts]
+        return pad_sequences(rows, padding, max_length, pad_to_multiple_of, CAPTION_MODALITY)
 
-    def encode_box_lists(self, box_lists: Sequence[Sequence[dict]]) -> torch.Tensor:
+    def encode_box_lists(self, box_lists: Sequence[Sequence[dict]], padding: str = "longest",
+                         max_length: int | None = None, truncation: bool = False,
+                         pad_to_multiple_of: int | None = None) -> torch.Tensor:
         """Box lists (normalised xyxy) -> (B, L) int64 ``det`` ids followed by [EOS], padded with [PAD]."""
-        sequences = []
+        max_length = self.max_text_length if max_length is None else max_length
+        rows = []
         for index, box_list in enumerate(box_lists):
             if not isinstance(box_list, (list, tuple)):
                 raise ValueError(f"boxes[{index}]: expected a list of box dicts, got {type(box_list).__name__}")
             plain = [{"label": entry.get("label"), "box": entry.get("box")} if isinstance(entry, dict) else entry
                      for entry in box_list]
-            sequences.append(self.tokenizer.encode_boxes(plain, f"{DET_MODALITY}[{index}]", self.max_text_length))
-        return _pad(sequences)
+            name = f"{DET_MODALITY}[{index}]"
+            rows.append(fit_sequence(self.tokenizer.encode_boxes(plain, name), max_length, truncation, name,
+                             self.tokenizer.eos_token_id))
+        return pad_sequences(rows, padding, max_length, pad_to_multiple_of, DET_MODALITY)
 
     # ----------------------------------------------------------------------------------- decode
 
     def decode(self, tokens=None, *args, image=None, box_scores=None, num_diffusion_steps=None, generator=None, **kwargs):
-        """Turn a (generated) token dict back into arrays, images, text and boxes.
+        """Turn a (generated) token dict back into arrays, images, text and boxes (``token_decoding.py``).
 
         Given anything but a dict, behaves like ``tokenizer.decode`` (the ProcessorMixin contract).
 
@@ -340,92 +414,24 @@ class FourMProcessor(ProcessorMixin):
         if "pixel_values" in tokens:
             decoded[PIXELS_MODALITY] = self.decode_pixel_values(tokens["pixel_values"])
         if CAPTION_MODALITY in tokens:
-            decoded[CAPTION_MODALITY] = [self.tokenizer.decode_text(row) for row in _sequence_rows(tokens[CAPTION_MODALITY], CAPTION_MODALITY)]
+            rows = sequence_rows(tokens[CAPTION_MODALITY], CAPTION_MODALITY)
+            decoded[CAPTION_MODALITY] = [self.tokenizer.decode_text(row) for row in rows]
         if DET_MODALITY in tokens:
-            decoded[DET_MODALITY] = self._decode_det(tokens[DET_MODALITY], decoded, image, box_scores)
+            rows = sequence_rows(tokens[DET_MODALITY], DET_MODALITY)
+            backgrounds = box_backgrounds(len(rows), decoded, image, self.vqvaes, self.image_size)
+            decoded[DET_MODALITY] = decode_boxes(self.tokenizer, rows, backgrounds, box_scores)
         return decoded
 
     postprocess = decode
 
     def decode_image_tokens(self, name: str, ids, num_diffusion_steps=None, generator=None) -> dict:
-        """(B, N) or (N,) ids of modality ``name`` (N = G*G, or ``num_tokens`` of a vector tokenizer) ->
-        ``{"array": ..., "image": [PIL] or None}``.
-
-        ``num_diffusion_steps`` / ``generator`` reach released diffusion (DiVAE) tokenizers only."""
-        vqvae = self.vqvaes[name]
-        grid = vqvae.config.grid_size
-        token_shape = getattr(vqvae, "token_shape", (grid, grid))
-        count = int(np.prod(token_shape))
-        ids = torch.as_tensor(np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids))
-        if ids.dim() == 1:
-            ids = ids[None]
-        if ids.dim() != 2 or ids.shape[1] != count:
-            raise ValueError(f"{name}: ids must have shape (B, {count}) or ({count},), got {tuple(ids.shape)}")
-        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise ValueError(f"{name}: ids must be integers, got dtype {ids.dtype}")
-        vocab = vqvae.config.vocab_size
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-            raise ValueError(f"{name}: ids must lie in [0, {vocab}), got values in [{int(ids.min())}, {int(ids.max())}]")
-        device = next(vqvae.parameters()).device
-        released = getattr(vqvae, "is_modality_tokenizer", False)
-        options = {"num_diffusion_steps": num_diffusion_steps, "generator": generator} if released else {}
-        with torch.inference_mode():
-            maps = vqvae.decode(ids.long().reshape(-1, *token_shape).to(device), **options)
-        array = vqvae.postprocess(maps)
-        kind = vqvae.config.input_kind
-        if released:
-            rendered = vqvae.render(array)
-            images = None if rendered is None else [Image.fromarray(sample) for sample in rendered]
-        elif kind == "rgb":
-            images = [Image.fromarray(sample) for sample in array]
-        elif kind == "depth":
-            images = [Image.fromarray(colorize_depth(sample)) for sample in array]
-        elif kind == "normal":
-            images = [Image.fromarray(colorize_normals(sample)) for sample in array]
-        elif kind == "semseg":
-            images = [Image.fromarray(colorize_semseg(sample, vqvae.config.num_classes)) for sample in array]
-        else:
-            images = None
-        return {"array": array, "image": images}
+        """(B, N) or (N,) ids of modality ``name`` (N = G*G, or ``num_tokens`` of a vector tokenizer) -> ``{"array": ..., "image": [PIL]}``
+        (``token_decoding.decode_image_tokens``)."""
+        return decode_image_tokens(self.vqvaes[name], name, ids, num_diffusion_steps, generator)
 
     def decode_pixel_values(self, pixel_values) -> dict:
         """ImageNet-normalised (B, 3, S, S) -> ``{"array": uint8 (B, S, S, 3), "image": [PIL]}``."""
-        pixels = np.asarray(pixel_values.detach().cpu() if isinstance(pixel_values, torch.Tensor) else pixel_values,
-                            dtype=np.float32)
-        if pixels.ndim == 3:
-            pixels = pixels[None]
-        if pixels.ndim != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"pixel_values: expected shape (B, 3, S, S), got {pixels.shape}")
-        mean = np.asarray(self.image_processor.image_mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(self.image_processor.image_std, dtype=np.float32).reshape(1, 3, 1, 1)
-        rgb = np.clip(np.round((pixels * std + mean) * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-        return {"array": rgb, "image": [Image.fromarray(sample) for sample in rgb]}
-
-    def _decode_det(self, ids, decoded: dict, image, box_scores) -> dict:
-        rows = _sequence_rows(ids, DET_MODALITY)
-        box_lists = []
-        for index, row in enumerate(rows):
-            boxes = self.tokenizer.decode_boxes(row)
-            scores = None if box_scores is None else list(box_scores[index])
-            if scores is not None and len(scores) != len(boxes):
-                raise ValueError(f"box_scores[{index}]: {len(scores)} scores for {len(boxes)} decoded boxes")
-            box_lists.append([{"label": box["label"], "score": None if scores is None else float(scores[j]),
-                               "box": box["box"]} for j, box in enumerate(boxes)])
-        backgrounds = self._box_backgrounds(len(rows), decoded, image)
-        return {"boxes": box_lists, "image": [draw_boxes(bg, boxes) for bg, boxes in zip(backgrounds, box_lists)]}
-
-    def _box_backgrounds(self, batch_size: int, decoded: dict, image) -> list[Image.Image]:
-        if image is not None:
-            images = list(image) if isinstance(image, (list, tuple)) else [image] * batch_size
-            if len(images) != batch_size:
-                raise ValueError(f"image: {len(images)} images for {batch_size} box lists")
-            return images
-        for name, vqvae in self.vqvaes.items():
-            if name in decoded and vqvae.config.input_kind == "rgb" and len(decoded[name]["image"]) == batch_size:
-                return decoded[name]["image"]
-        if PIXELS_MODALITY in decoded and len(decoded[PIXELS_MODALITY]["image"]) == batch_size:
-            return decoded[PIXELS_MODALITY]["image"]
-        return [Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))] * batch_size
+        return decode_pixel_values(pixel_values, self.image_processor.image_mean, self.image_processor.image_std)
 
     # ----------------------------------------------------------------------------- save / load
 
@@ -470,35 +476,57 @@ class FourMProcessor(ProcessorMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "FourMProcessor":
         """Load a folder written by :meth:`save_pretrained` (or a Hub repo holding one).
 
-        ``max_text_length`` may be overridden; Hub options (``revision``, ``cache_dir``, ``token``,
-        ``local_files_only``) are used to download a repo; ``device`` places the VQ-VAEs.
+        Keywords, as transformers processors take them:
+
+        - ``image_processor=`` / ``tokenizer=`` / ``vqvaes=``: use these components instead of the saved ones;
+        - ``max_text_length``: overrides the saved value;
+        - ``device``: where the loaded VQ-VAEs go;
+        - Hub options (``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``subfolder``,
+          ``force_download``, ``proxies``) locate and download the folder;
+        - every other keyword goes to the components' ``from_pretrained``: the image processor takes its
+          settings (``do_normalize=False``, ``crop_scale=...``) and ignores the rest, the tokenizer keeps
+          them as init kwargs (``cls_token="(CLS)"``; ``padding`` / ``max_length`` then become call defaults).
         """
         folder = _local_folder(pretrained_model_name_or_path, kwargs)
         device = kwargs.pop("device", None)
         for key in _LOADING_KWARGS:
             kwargs.pop(key, None)
-        unknown = set(kwargs) - {"max_text_length"}
-        if unknown:
-            raise TypeError(f"FourMProcessor.from_pretrained: unexpected arguments {sorted(unknown)}")
         config_file = folder / PROCESSOR_CONFIG_NAME
         if not config_file.is_file():
             raise ValueError(f"{folder}: no {PROCESSOR_CONFIG_NAME}; not a saved FourMProcessor")
         config = json.loads(config_file.read_text(encoding="utf-8"))
-        image_processor = FourMImageProcessor.from_pretrained(str(folder))
-        tokenizer = FourMTextTokenizer.from_pretrained(str(folder))
-        vqvaes = {}
-        for name in config.get("vqvae_modalities", []):
-            vqvae_folder = folder / VQVAE_FOLDER / name
-            if not vqvae_folder.is_dir():
-                raise ValueError(f"{folder}: processor_config.json lists VQ-VAE {name!r} but {vqvae_folder} is missing")
-            vqvaes[name] = _load_modality_vqvae(vqvae_folder)
-            if device is not None:
-                vqvaes[name].to(device)
-        max_text_length = kwargs.get("max_text_length", config.get("max_text_length", 256))
-        return cls(image_processor, tokenizer, vqvaes=vqvaes, max_text_length=max_text_length)
+        components = {name: kwargs.pop(name) for name in _COMPONENTS if name in kwargs}
+        options = {name: kwargs.pop(name, config.get(name)) for name in _INIT_OPTIONS if name in kwargs or name in config}
+        if "image_processor" not in components:
+            components["image_processor"] = FourMImageProcessor.from_pretrained(str(folder), **kwargs)
+        if "tokenizer" not in components:
+            components["tokenizer"] = FourMTextTokenizer.from_pretrained(str(folder), **kwargs)
+        if "vqvaes" not in components:
+            components["vqvaes"] = _load_vqvaes(folder, config.get("vqvae_modalities", []), device)
+        return cls(**components, **options)
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def _take_generator(kwargs: dict):
+    """Pop ``generator`` (flat or in ``images_kwargs``) before ``_merge_kwargs`` deep-copies the keywords:
+    a copied numpy generator would leave the caller's one unadvanced, so every call would crop alike."""
+    nested = kwargs.get("images_kwargs") or {}
+    if "generator" in nested:
+        if "generator" in kwargs:
+            raise ValueError("Keyword argument generator was passed two times: in images_kwargs and as a **kwarg.")
+        kwargs["images_kwargs"] = {key: value for key, value in nested.items() if key != "generator"}
+        return nested["generator"]
+    return kwargs.pop("generator", None)
+
+
+def _tensor_type(return_tensors) -> str:
+    """``return_tensors`` -> "pt" or "np" (None: numpy, as the image processor does)."""
+    value = getattr(return_tensors, "value", return_tensors)
+    if value not in ("pt", "np", None):
+        raise ValueError(f"return_tensors must be 'pt', 'np' or None (numpy), got {return_tensors!r}")
+    return value or "np"
 
 
 def _is_batch(maps: dict, boxes, text) -> bool:
@@ -522,32 +550,6 @@ def _is_batch(maps: dict, boxes, text) -> bool:
     return next(iter(kinds.values()), False)
 
 
-def _pad(sequences: list[list[int]]) -> torch.Tensor:
-    """Right-pad id lists with [PAD] into a (B, L) int64 tensor."""
-    length = max((len(s) for s in sequences), default=0)
-    padded = torch.full((len(sequences), length), PAD_ID, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        padded[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-    return padded
-
-
-def _sequence_rows(ids, name: str) -> list[list[int]]:
-    """(B, L) tensor / array, a list of id lists, or one (L,) sequence -> list of id lists."""
-    if isinstance(ids, torch.Tensor):
-        ids = ids.detach().cpu().numpy()
-    if isinstance(ids, np.ndarray):
-        if ids.ndim == 1:
-            ids = ids[None]
-        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{name}: ids must be an integer (B, L) or (L,) array, got {ids.dtype} {ids.shape}")
-        return [row.tolist() for row in ids]
-    if isinstance(ids, (list, tuple)):
-        if ids and all(isinstance(v, (int, np.integer)) for v in ids):
-            return [list(ids)]
-        return [np.asarray(row.cpu() if isinstance(row, torch.Tensor) else row).tolist() for row in ids]
-    raise ValueError(f"{name}: expected ids as a tensor, an array or lists of ints, got {type(ids).__name__}")
-
-
 def _push_folder(folder, repo_id: str, **kwargs):
     """Upload a saved processor folder (sub-folders included) in one commit."""
     import importlib
@@ -564,6 +566,19 @@ def _push_folder(folder, repo_id: str, **kwargs):
     repo_id = api.create_repo(repo_id, private=kwargs.get("private"), exist_ok=True).repo_id
     return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=kwargs.get("revision"),
                              commit_message=kwargs.get("commit_message") or "Upload processor")
+
+
+def _load_vqvaes(folder: Path, names: Sequence[str], device=None) -> dict:
+    """The ``vqvae/<modality>/`` folders listed in processor_config.json, each placed on ``device``."""
+    vqvaes = {}
+    for name in names:
+        vqvae_folder = folder / VQVAE_FOLDER / name
+        if not vqvae_folder.is_dir():
+            raise ValueError(f"{folder}: processor_config.json lists VQ-VAE {name!r} but {vqvae_folder} is missing")
+        vqvaes[name] = _load_modality_vqvae(vqvae_folder)
+        if device is not None:
+            vqvaes[name].to(device)
+    return vqvaes
 
 
 def _load_modality_vqvae(folder: Path):
@@ -591,59 +606,4 @@ def _local_folder(path, kwargs) -> Path:
     return folder / subfolder if subfolder else folder
 
 
-__all__ = ["FourMProcessor", "VQVAE_FOLDER"]
-
-
-# ------------------------------------------------------------------------------------------ command line
-
-
-def assemble_processor(text_tokenizer, vqvae_folders: Sequence, out, num_semseg_classes: int | None = None,
-                       max_text_length: int = 256) -> FourMProcessor:
-    """Build a FourMProcessor from a saved text tokenizer and saved VQ-VAE folders, save it to ``out``.
-
-    The image size comes from the VQ-VAEs (they must agree); the semseg class count from the semseg
-    VQ-VAE when there is one. The folder is written under a temporary name, then renamed.
-    """
-    if not vqvae_folders:
-        raise ValueError("assemble-processor: give at least one --vqvae folder")
-    vqvaes = [FourMVQVAE.from_pretrained(str(folder)) for folder in vqvae_folders]
-    sizes = {vqvae.config.image_size for vqvae in vqvaes}
-    if len(sizes) != 1:
-        raise ValueError(f"assemble-processor: the VQ-VAEs read different image sizes {sorted(sizes)}; they must agree")
-    for vqvae in vqvaes:
-        if vqvae.config.input_kind == "semseg":
-            num_semseg_classes = vqvae.config.num_classes
-    options = {"image_size": sizes.pop()}
-    if num_semseg_classes is not None:
-        options["num_semseg_classes"] = int(num_semseg_classes)
-    processor = FourMProcessor(
-        FourMImageProcessor(**options),
-        FourMTextTokenizer.from_pretrained(str(text_tokenizer)),
-        vqvaes={vqvae.config.modality: vqvae for vqvae in vqvaes},
-        max_text_length=max_text_length,
-    )
-    out = Path(out)
-    if out.exists():
-        raise ValueError(f"assemble-processor: {out} already exists; choose a new folder")
-    staging = out.with_name(f".{out.name}.tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    processor.save_pretrained(staging)
-    os.replace(staging, out)
-    return processor
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--text-tokenizer", required=True, help="folder of a saved FourMTextTokenizer")
-    parser.add_argument("--vqvae", nargs="+", required=True, metavar="DIR", help="folders of saved FourMVQVAE models")
-    parser.add_argument("--out", required=True, help="new folder for the processor")
-    parser.add_argument("--num-semseg-classes", type=int, default=None,
-                        help="class count for segmentation inputs (default: from the semseg VQ-VAE)")
-    parser.add_argument("--max-text-length", type=int, default=256)
-
-
-def main(args) -> int:
-    processor = assemble_processor(args.text_tokenizer, args.vqvae, args.out, args.num_semseg_classes,
-                                   args.max_text_length)
-    print(f"Wrote {args.out}: image size {processor.image_size}, VQ-VAEs {sorted(processor.vqvaes)}")
-    return 0
+__all__ = ["FourMProcessor", "FourMProcessorKwargs", "FourMImagesKwargs", "VQVAE_FOLDER"]

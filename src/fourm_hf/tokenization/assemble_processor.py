@@ -1,0 +1,69 @@
+"""``fourm-hf assemble-processor``: a trained text tokenizer and trained VQ-VAEs -> one FourMProcessor folder.
+
+The image size comes from the VQ-VAEs (they must agree), the segmentation class count from the
+semseg VQ-VAE when there is one. The folder is written under a temporary name and then renamed,
+so an interrupted run never leaves a half-written processor behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from .image_processing_fourm import FourMImageProcessor
+from .processing_fourm import FourMProcessor
+from .tokenization_fourm import FourMTextTokenizer
+from .vqvae import FourMVQVAE
+
+
+def assemble_processor(text_tokenizer, vqvae_folders: Sequence, out, num_semseg_classes: int | None = None,
+                       max_text_length: int = 256) -> FourMProcessor:
+    """Build a FourMProcessor from a saved text tokenizer and saved VQ-VAE folders, save it to ``out``."""
+    if not vqvae_folders:
+        raise ValueError("assemble-processor: give at least one --vqvae folder")
+    vqvaes = [FourMVQVAE.from_pretrained(str(folder)) for folder in vqvae_folders]
+    sizes = {vqvae.config.image_size for vqvae in vqvaes}
+    if len(sizes) != 1:
+        raise ValueError(f"assemble-processor: the VQ-VAEs read different image sizes {sorted(sizes)}; they must agree")
+    for vqvae in vqvaes:
+        if vqvae.config.input_kind == "semseg":
+            num_semseg_classes = vqvae.config.num_classes
+    options = {"image_size": sizes.pop()}
+    if num_semseg_classes is not None:
+        options["num_semseg_classes"] = int(num_semseg_classes)
+    processor = FourMProcessor(
+        FourMImageProcessor(**options),
+        FourMTextTokenizer.from_pretrained(str(text_tokenizer)),
+        vqvaes={vqvae.config.modality: vqvae for vqvae in vqvaes},
+        max_text_length=max_text_length,
+    )
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"assemble-processor: {out} already exists; choose a new folder")
+    staging = out.with_name(f".{out.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    processor.save_pretrained(staging)
+    os.replace(staging, out)
+    return processor
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--text-tokenizer", required=True, help="folder of a saved FourMTextTokenizer")
+    parser.add_argument("--vqvae", nargs="+", required=True, metavar="DIR", help="folders of saved FourMVQVAE models")
+    parser.add_argument("--out", required=True, help="new folder for the processor")
+    parser.add_argument("--num-semseg-classes", type=int, default=None,
+                        help="class count for segmentation inputs (default: from the semseg VQ-VAE)")
+    parser.add_argument("--max-text-length", type=int, default=256)
+
+
+def main(args) -> int:
+    processor = assemble_processor(args.text_tokenizer, args.vqvae, args.out, args.num_semseg_classes,
+                                   args.max_text_length)
+    print(f"Wrote {args.out}: image size {processor.image_size}, VQ-VAEs {sorted(processor.vqvaes)}")
+    return 0
+
+
+__all__ = ["assemble_processor"]
