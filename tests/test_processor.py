@@ -121,6 +121,91 @@ def test_boxes_follow_the_crop(processor, scenes):
     assert processor.decode(boxes_only)["det"]["boxes"][0][0]["label"] == "red cube"
 
 
+def test_model_input_names_are_the_keys_of_a_call_with_every_input(processor, tokens, scenes):
+    assert processor.model_input_names == ["pixel_values", "tok_rgb", "tok_depth", "tok_normal", "tok_semseg",
+                                           "caption", "det"]
+    assert set(tokens) == set(processor.model_input_names)
+    pixels_and_text = FourMProcessor(processor.image_processor, processor.tokenizer)
+    assert pixels_and_text.model_input_names == ["pixel_values", "caption", "det"]
+    out = pixels_and_text(images=[s["rgb"] for s in scenes], boxes=[s["boxes"] for s in scenes],
+                          text=[s["caption"] for s in scenes])
+    assert set(out) == set(pixels_and_text.model_input_names)
+
+
+def test_text_kwargs_shape_caption_and_det(processor, scenes):
+    captions, boxes = [s["caption"] for s in scenes], [s["boxes"] for s in scenes]
+    ids = [processor.tokenizer.encode_for_model(c) for c in captions]
+    longest = max(len(row) for row in ids)
+    default = processor(text=captions)["caption"]
+    assert default.shape == (len(scenes), longest)
+    for call in (dict(padding="max_length", max_length=100), dict(text_kwargs={"padding": "max_length", "max_length": 100}),
+                 dict(common_kwargs={"return_tensors": "pt"}, text_kwargs={"padding": "max_length"}, max_length=100)):
+        out = processor(text=captions, boxes=boxes, **call)
+        assert out["caption"].shape == (len(scenes), 100) and out["det"].shape == (len(scenes), 100), call
+        assert out["caption"][:, :longest].tolist() == default.tolist()
+    assert processor(text=captions, pad_to_multiple_of=16)["caption"].shape[1] == -(-longest // 16) * 16
+    # max_text_length (128 here) is the default max_length: padding to it, and the bound of a row
+    assert processor(text=captions, padding="max_length")["caption"].shape[1] == 128
+    short = min(len(row) for row in ids)
+    with pytest.raises(ValueError, match=rf"caption: {longest} tokens \(with \[EOS\]\) exceed max_length={short}.*truncation=True"):
+        processor(text=captions, max_length=short)
+    cut = processor(text=captions, max_length=short, truncation=True)["caption"]
+    eos = processor.tokenizer.eos_token_id
+    assert cut.shape == (len(scenes), short)
+    assert [row[:-1] for row in cut.tolist()] == [row[: short - 1] for row in ids] and (cut[:, -1] == eos).all()
+
+
+def test_text_kwargs_4m_cannot_honour_are_rejected(processor, scenes):
+    captions = [s["caption"] for s in scenes]
+    with pytest.raises(ValueError, match=r"padding=False but the rows have different lengths"):
+        processor(text=captions, padding=False)
+    assert processor(text=captions[:1], padding=False)["caption"].shape[0] == 1
+    with pytest.raises(ValueError, match=r"padding_side='left'.*padded on the right"):
+        processor(text=captions, padding_side="left")
+    with pytest.raises(ValueError, match=r"return_attention_mask=True is not supported"):
+        processor(text=captions, return_attention_mask=True)
+    with pytest.raises(ValueError, match=r"padding was passed two times"):
+        processor(text=captions, padding="longest", text_kwargs={"padding": "max_length"})
+    with pytest.raises(ValueError, match=r"return_tensors must be 'pt', 'np' or None"):
+        processor(text=captions, return_tensors="tf")
+    with pytest.raises(ValueError, match=r"4M takes no videos"):
+        processor(text=captions, videos=[np.zeros((2, 8, 8, 3), np.uint8)])
+    as_numpy = processor(text=captions, return_tensors=None)["caption"]
+    assert isinstance(as_numpy, np.ndarray) and as_numpy.dtype == np.int64
+
+
+def test_images_kwargs_reach_the_image_processor(processor, scenes):
+    scene = scenes[0]
+    plain = processor.image_processor(images=scene["rgb"], do_normalize=False)["pixel_values"]
+    for call in (dict(do_normalize=False), dict(images_kwargs={"do_normalize": False})):
+        np.testing.assert_array_equal(processor(images=scene["rgb"], **call)["pixel_values"].numpy(), plain)
+    crop_box = np.array([8, 4, 40, 36])
+    expected = processor.image_processor(depth=scene["depth"], crop_box=crop_box)["depth"]
+    for call in (dict(crop_box=crop_box), dict(images_kwargs={"crop_box": crop_box})):
+        ids = processor(depth=scene["depth"], **call)["tok_depth"]
+        assert torch.equal(ids, processor.encode_maps({"depth": expected})["tok_depth"])
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['size'\]"):
+        processor(images=scene["rgb"], size={"height": 8, "width": 8})
+
+
+def test_a_generator_is_used_not_copied(processor, scenes):
+    """Random crops advance the caller's generator (transformers deep-copies the other keywords)."""
+    depth = scenes[0]["depth"]
+    for how in ("flat", "images_kwargs"):
+        rng, reference = np.random.default_rng(3), np.random.default_rng(3)
+        crops = []
+        for _ in range(2):
+            call = dict(generator=rng) if how == "flat" else dict(images_kwargs={"generator": rng})
+            crops.append(processor(depth=depth, crop="random", **call)["tok_depth"])
+        expected = [processor.image_processor(depth=depth, crop="random", generator=reference)["depth"] for _ in range(2)]
+        assert not np.array_equal(expected[0], expected[1])
+        for got, want in zip(crops, expected):
+            assert torch.equal(got, processor.encode_maps({"depth": want})["tok_depth"]), how
+    with pytest.raises(ValueError, match=r"generator was passed two times"):
+        processor(depth=depth, crop="random", generator=np.random.default_rng(0),
+                  images_kwargs={"generator": np.random.default_rng(0)})
+
+
 # ---- decoding -------------------------------------------------------------------------------------------
 def test_decode_gives_images_arrays_text_and_boxes(processor, tokens, scenes):
     scores = [[0.5 + 0.1 * j for j in range(len(s["boxes"]))] for s in scenes]
@@ -198,6 +283,37 @@ def test_auto_processor_round_trip(processor, tokens, scenes, tmp_path):
         for key, value in processor.vqvaes[name].state_dict().items():
             assert torch.equal(value, vqvae.state_dict()[key]), (name, key)
     assert loaded.decode(tokens)["caption"] == processor.decode(tokens)["caption"]
+
+
+def test_from_pretrained_takes_components_and_component_options(processor, scenes, tmp_path):
+    processor.save_pretrained(tmp_path)
+    scene = scenes[0]
+    other_tokenizer = train_text_tokenizer(["a small red cube"], vocab_size=120, num_sentinels=16, coord_bins=COORD_BINS)
+    replaced = FourMProcessor.from_pretrained(tmp_path, tokenizer=other_tokenizer, vqvaes={}, max_text_length=32)
+    assert replaced.tokenizer is other_tokenizer and replaced.vqvaes == {} and replaced.max_text_length == 32
+    assert replaced.image_processor.to_dict() == processor.image_processor.to_dict()
+    image_processor = FourMImageProcessor(image_size=SIZE, num_semseg_classes=len(SCENE_CLASSES), do_normalize=False)
+    assert AutoProcessor.from_pretrained(tmp_path, image_processor=image_processor).image_processor is image_processor
+    # other keywords go to the components, as in transformers processors
+    loaded = AutoProcessor.from_pretrained(tmp_path, do_normalize=False, crop_scale=[0.5, 1.0], padding="max_length",
+                                           max_length=40, not_an_option=1)
+    assert loaded.image_processor.do_normalize is False and loaded.image_processor.crop_scale == [0.5, 1.0]
+    assert loaded.tokenizer.init_kwargs["not_an_option"] == 1 and not hasattr(loaded.image_processor, "not_an_option")
+    plain = processor.image_processor(images=scene["rgb"], do_normalize=False)["pixel_values"]
+    out = loaded(images=scene["rgb"], text=scene["caption"])
+    np.testing.assert_array_equal(out["pixel_values"].numpy(), plain)
+    assert out["caption"].shape == (1, 40)  # the tokenizer's init kwargs are call defaults
+    assert loaded.max_text_length == 128 and sorted(loaded.vqvaes) == sorted(processor.vqvaes)
+    with pytest.raises(ValueError, match=r"no processor_config.json; not a saved FourMProcessor"):
+        FourMProcessor.from_pretrained(tmp_path / "vqvae" / "tok_rgb")
+
+
+def test_remote_code_modules_are_the_import_closure():
+    from fourm_hf import hub
+    from fourm_hf.tokenization import processing_fourm
+
+    closure = hub.remote_code_closure("tokenization/processing_fourm.py")
+    assert sorted(closure) == sorted(processing_fourm.REMOTE_CODE_MODULES)
 
 
 def _run_in_fresh_process(folder, tokens_file, remote: bool):

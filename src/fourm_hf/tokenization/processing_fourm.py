@@ -76,6 +76,7 @@ from typing import Any, Unpack
 
 import numpy as np
 import torch
+from transformers.image_utils import ImageInput
 from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
 from ..remote_code import write_remote_code
@@ -234,11 +235,11 @@ class FourMProcessor(ProcessorMixin):
 
     def __call__(
         self,
-        images=None,
-        depth=None,
-        normal=None,
-        semseg=None,
-        boxes=None,
+        images: ImageInput | None = None,
+        depth: ImageInput | None = None,
+        normal: ImageInput | None = None,
+        semseg: ImageInput | None = None,
+        boxes: list[dict] | list[list[dict]] | None = None,
         text: str | list[str] | None = None,
         vectors: Mapping | None = None,
         **kwargs: Unpack[FourMProcessorKwargs],
@@ -483,9 +484,9 @@ class FourMProcessor(ProcessorMixin):
         - ``device``: where the loaded VQ-VAEs go;
         - Hub options (``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``subfolder``,
           ``force_download``, ``proxies``) locate and download the folder;
-        - every other keyword goes to the components' ``from_pretrained``: the image processor takes its
-          settings (``do_normalize=False``, ``crop_scale=...``) and ignores the rest, the tokenizer keeps
-          them as init kwargs (``cls_token="(CLS)"``; ``padding`` / ``max_length`` then become call defaults).
+        - the image processor's settings (``do_normalize=False``, ``crop_scale=...``) go to its ``from_pretrained``;
+        - every other keyword goes to the tokenizer's ``from_pretrained``, which keeps it as an init kwarg
+          (``cls_token="(CLS)"``; ``padding`` / ``max_length`` then become call defaults, as in transformers).
         """
         folder = _local_folder(pretrained_model_name_or_path, kwargs)
         device = kwargs.pop("device", None)
@@ -497,8 +498,11 @@ class FourMProcessor(ProcessorMixin):
         config = json.loads(config_file.read_text(encoding="utf-8"))
         components = {name: kwargs.pop(name) for name in _COMPONENTS if name in kwargs}
         options = {name: kwargs.pop(name, config.get(name)) for name in _INIT_OPTIONS if name in kwargs or name in config}
+        # Image processor settings go to it alone: in the tokenizer's init kwargs they would become call
+        # defaults of every image (transformers' _merge_kwargs reads those), e.g. crop_scale=... at call time.
+        image_options = {key: kwargs.pop(key) for key in list(kwargs) if key in FourMImageProcessor.valid_kwargs.__annotations__}
         if "image_processor" not in components:
-            components["image_processor"] = FourMImageProcessor.from_pretrained(str(folder), **kwargs)
+            components["image_processor"] = FourMImageProcessor.from_pretrained(str(folder), **image_options)
         if "tokenizer" not in components:
             components["tokenizer"] = FourMTextTokenizer.from_pretrained(str(folder), **kwargs)
         if "vqvaes" not in components:
