@@ -168,6 +168,10 @@ def test_text_kwargs_4m_cannot_honour_are_rejected(processor, scenes):
         processor(text=captions, padding="longest", text_kwargs={"padding": "max_length"})
     with pytest.raises(ValueError, match=r"return_tensors must be 'pt', 'np' or None"):
         processor(text=captions, return_tensors="tf")
+    with pytest.raises(ValueError, match=r"return_tensors is 'pt' in text_kwargs but 'np' in images_kwargs"):
+        processor(text=captions, images_kwargs={"return_tensors": "np"})
+    both = processor(images=scenes[0]["rgb"], text=captions[0], common_kwargs={"return_tensors": "np"})
+    assert all(isinstance(value, np.ndarray) for value in both.values())
     with pytest.raises(ValueError, match=r"4M takes no videos"):
         processor(text=captions, videos=[np.zeros((2, 8, 8, 3), np.uint8)])
     as_numpy = processor(text=captions, return_tensors=None)["caption"]

@@ -168,6 +168,7 @@ class FourMProcessor(ProcessorMixin):
     # Call defaults (lowest priority in _merge_kwargs): 4M's sequences are right-padded to the
     # longest row, and the token dict goes to the model as torch tensors.
     text_kwargs = {"padding": "longest", "return_tensors": "pt"}
+    images_kwargs = {"return_tensors": "pt"}
 
     def __init__(self, image_processor, tokenizer, vqvaes: Mapping[str, FourMVQVAE] | None = None,
                  max_text_length: int = 256, **kwargs):
@@ -230,7 +231,6 @@ class FourMProcessor(ProcessorMixin):
             vqvae.to(device)
         return self
 
-
     # ----------------------------------------------------------------------------------- encode
 
     def __call__(
@@ -268,8 +268,8 @@ class FourMProcessor(ProcessorMixin):
         generator = _take_generator(kwargs)
         merged = self._merge_kwargs(FourMProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
         images_kwargs = merged["images_kwargs"]
-        return_tensors = _tensor_type(merged["text_kwargs"].pop("return_tensors", None))
-        images_kwargs.pop("return_tensors", None)
+        return_tensors = _tensor_type(merged["text_kwargs"].pop("return_tensors", None),
+                                      images_kwargs.pop("return_tensors", None))
         if generator is not None:
             images_kwargs["generator"] = generator
         text_options = sequence_options(merged["text_kwargs"], self.max_text_length)
@@ -349,8 +349,9 @@ class FourMProcessor(ProcessorMixin):
                      truncation: bool = False, pad_to_multiple_of: int | None = None) -> torch.Tensor:
         """Captions -> (B, L) int64: ids followed by [EOS], right-padded with [PAD] (options: ``sequence_format.py``)."""
         max_length = self.max_text_length if max_length is None else max_length
-        rows = [fit_sequence(self.tokenizer.encode_for_model(text, CAPTION_MODALITY), max_length, truncation, CAPTION_MODALITY,
-                     self.tokenizer.eos_token_id) for text in texts]
+        eos = self.tokenizer.eos_token_id
+        rows = [fit_sequence(self.tokenizer.encode_for_model(text, CAPTION_MODALITY), max_length, truncation,
+                             CAPTION_MODALITY, eos) for text in texts]
         return pad_sequences(rows, padding, max_length, pad_to_multiple_of, CAPTION_MODALITY)
 
     def encode_box_lists(self, box_lists: Sequence[Sequence[dict]], padding: str = "longest",
@@ -365,8 +366,8 @@ class FourMProcessor(ProcessorMixin):
             plain = [{"label": entry.get("label"), "box": entry.get("box")} if isinstance(entry, dict) else entry
                      for entry in box_list]
             name = f"{DET_MODALITY}[{index}]"
-            rows.append(fit_sequence(self.tokenizer.encode_boxes(plain, name), max_length, truncation, name,
-                             self.tokenizer.eos_token_id))
+            ids = self.tokenizer.encode_boxes(plain, name)
+            rows.append(fit_sequence(ids, max_length, truncation, name, self.tokenizer.eos_token_id))
         return pad_sequences(rows, padding, max_length, pad_to_multiple_of, DET_MODALITY)
 
     # ----------------------------------------------------------------------------------- decode
@@ -525,12 +526,16 @@ def _take_generator(kwargs: dict):
     return kwargs.pop("generator", None)
 
 
-def _tensor_type(return_tensors) -> str:
-    """``return_tensors`` -> "pt" or "np" (None: numpy, as the image processor does)."""
-    value = getattr(return_tensors, "value", return_tensors)
-    if value not in ("pt", "np", None):
-        raise ValueError(f"return_tensors must be 'pt', 'np' or None (numpy), got {return_tensors!r}")
-    return value or "np"
+def _tensor_type(text_value, images_value) -> str:
+    """The merged ``return_tensors`` of text_kwargs and images_kwargs -> "pt" or "np" (None: numpy, as the
+    image processor does). The processor returns one dict, so the two must agree."""
+    text_value, images_value = (getattr(value, "value", value) for value in (text_value, images_value))
+    if text_value != images_value:
+        raise ValueError(f"return_tensors is {text_value!r} in text_kwargs but {images_value!r} in images_kwargs; the "
+                         "processor returns one dict of one type: pass it once, flat or in common_kwargs")
+    if text_value not in ("pt", "np", None):
+        raise ValueError(f"return_tensors must be 'pt', 'np' or None (numpy), got {text_value!r}")
+    return text_value or "np"
 
 
 def _is_batch(maps: dict, boxes, text) -> bool:
