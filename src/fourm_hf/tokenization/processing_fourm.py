@@ -217,8 +217,9 @@ class FourMProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         """Every key :meth:`__call__` can return: ``pixel_values``, the token modalities of the
-        VQ-VAEs that encode a dense map (in ``vqvaes`` order), ``caption`` and ``det``."""
-        encoded = [name for name, vqvae in self.vqvaes.items() if vqvae.config.target in MAP_KEYS]
+        VQ-VAEs that encode a dense map or a vector (in ``vqvaes`` order), ``caption`` and ``det``."""
+        encoded = [name for name, vqvae in self.vqvaes.items()
+                   if vqvae.config.target in MAP_KEYS or vqvae.config.target == VECTOR_TARGET]
         return ["pixel_values", *encoded, CAPTION_MODALITY, DET_MODALITY]
 
     def vqvaes_for(self, target: str) -> dict[str, FourMVQVAE]:
