@@ -268,6 +268,7 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
     "undecodable": {output: why it cannot be decoded}, "targets": [pipeline targets]}``."""
     from ..hub import write_model_card
     from ..pipelines.any_to_any import TARGET_MODALITIES
+    from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
 
     out = Path(out)
     if out.exists():
@@ -298,7 +299,8 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
         if staging.exists():
             shutil.rmtree(staging)
     targets = [friendly for friendly, name in TARGET_MODALITIES.items()
-               if name in trunk.config.output_modalities and (name in processor.vqvaes or name in ("caption", "det"))]
+               if name in trunk.config.output_modalities and (name in processor.vqvaes or name in ("caption", "det")
+                                                              or name in SEQUENCE_MODALITIES)]
     return {"tokenizers": {name: str(folder) for name, folder in folders.items()}, "undecodable": undecodable,
             "targets": targets}
 

@@ -248,6 +248,8 @@ class FourMDecoderEmbeddings(nn.ModuleDict):
                 token_content = mask_token.expand(batch, length, -1)
             mod_emb = embedding.mod_emb if embedding.mod_emb is not None else encoder_modality_embeddings[name]
             positions = decoder_positions.clamp(0, embedding.pos_emb.shape[0] - 1)
+            if embedding.spec.is_sequence:  # from decoder_max_length on, positions restart at 0 (as the reference)
+                positions = positions.masked_fill(decoder_positions >= embedding.spec.decoder_position_limit, 0)
             content = torch.where(selected, token_content, content)
             placement = torch.where(selected, embedding.positions(positions) + mod_emb, placement)
         return content, placement

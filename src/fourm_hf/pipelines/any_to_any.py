@@ -16,7 +16,8 @@ One call runs: raw inputs -> ``FourMProcessor`` (one shared centre crop, VQ-VAE 
 input of the next, as 4M chains them) -> ``FourMProcessor.decode`` -> arrays, PIL images, text, boxes.
 
 Modalities go by friendly names: ``rgb``, ``depth``, ``normal``, ``semseg``, ``caption``, ``det``
-(the model's ``tok_rgb``, ``tok_depth``, ... name the same things). As an input, ``rgb`` is the
+and, for 4M-21, ``human_poses``, ``sam_instance``, ``color_palette``, ``metadata`` (the model's
+``tok_rgb``, ``tok_depth``, ... name the same things). As an input, ``rgb`` is the
 image: the model's pixel modality ``rgb`` and also its ``tok_rgb`` tokens when the model reads them;
 as a target it is ``tok_rgb``.
 
@@ -28,6 +29,11 @@ Output per sample, keyed by the friendly names of the generated targets:
 * ``det``: ``{"boxes": [{"label", "score", "box": [x0, y0, x1, y1] normalised}], "image": PIL}``
   with the boxes drawn on the input image (else the generated RGB, else grey). 4M writes boxes as
   text and gives no confidence, so every ``score`` is 1.0;
+* ``human_poses`` / ``sam_instance`` / ``color_palette`` / ``metadata``: ``{"text", "data", "error"}``:
+  the generated text, its parsed structure (``HumanPose`` list, ``SamPoint`` list, ``ColorPalette``,
+  ``{key id: value}``; see ``tokenization/sequence_modalities.py``) or, where the text does not
+  parse, ``data`` None and the parser's message in ``error``. As inputs they take that structured
+  data (or its text);
 * ``tokens`` (with ``return_tokens=True``): ``{model modality: int64 ids}`` of inputs and targets.
 
 Negative prompts (``negative_prompt=``, one str or one per sample) are the reference's multimodal
@@ -66,6 +72,7 @@ from ..configuration_fourm import FourMConfig
 from ..modeling.generation import build_generation_schedule, build_preset_schedule, generate, get_preset
 from ..modeling.modeling_fourm import FourMModel
 from ..tokenization.processing_fourm import FourMProcessor
+from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
 
 # Per-kind decoding defaults (one place: tune here). Image targets: MaskGIT, cosine token schedule,
 # temperature annealed linearly from 2.0 towards 0 (bold early guesses, confident late ones).
@@ -79,13 +86,14 @@ DEFAULT_DECODING = {
 
 # Friendly name -> the model's modality as a target (as an input, "rgb" is also the pixel modality).
 TARGET_MODALITIES = {"rgb": "tok_rgb", "depth": "tok_depth", "normal": "tok_normal", "semseg": "tok_semseg",
-                     "caption": "caption", "det": "det"}
+                     "caption": "caption", "det": "det", **{name: name for name in SEQUENCE_MODALITIES}}
 FRIENDLY_NAMES = {model_name: friendly for friendly, model_name in TARGET_MODALITIES.items()}
-DEFAULT_TARGET_ORDER = ("depth", "normal", "semseg", "rgb", "caption", "det")
+DEFAULT_TARGET_ORDER = ("depth", "normal", "semseg", "rgb", "caption", "det", "human_poses", "sam_instance",
+                        "color_palette", "metadata")
 IMAGE_MODALITIES = ("rgb", "depth", "normal", "semseg")
 # Friendly input name -> FourMProcessor argument.
 PROCESSOR_ARGUMENTS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg",
-                       "caption": "text", "det": "boxes"}
+                       "caption": "text", "det": "boxes", **{name: name for name in SEQUENCE_MODALITIES}}
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "greedy")
 BOX_SCORE = 1.0
 NEGATIVE_PROMPT = "negative_prompt"  # the sample key of a (non-empty) negative prompt
@@ -201,14 +209,17 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         Args:
             inputs: an image (PIL, path, or (H, W, 3) uint8 / float-in-[0, 1] array), a dict
                 ``{modality: value}`` (``rgb`` image, ``depth`` (H, W) metres, ``normal`` (H, W, 3),
-                ``semseg`` (H, W) class ids, ``caption`` str, ``det`` list of box dicts), or a list of those.
+                ``semseg`` (H, W) class ids, ``caption`` str, ``det`` list of box dicts, 4M-21's
+                ``metadata`` / ``color_palette`` / ``human_poses`` / ``sam_instance`` as structured data),
+                or a list of those.
             text: a caption (str) or one per sample; joins ``inputs`` as the ``caption`` input.
             negative_prompt: a caption to steer away from (str, or one per sample; empty = none): a
                 second guidance condition with weight ``-negative_scale`` (module docstring). Needs a
                 model that reads captions, and caption must not be a target.
             batch_size: samples per generation batch (default 1).
             target_modalities: friendly names to generate, in order (default: every output modality
-                of the model not given as input, in the order depth, normal, semseg, rgb, caption, det).
+                of the model not given as input, in the order depth, normal, semseg, rgb, caption, det,
+                human_poses, sam_instance, color_palette, metadata).
             num_steps: image decoding steps, an int or ``{modality: int}``.
             temperature / top_k / top_p / greedy: a value or ``{modality: value}``; targets missing
                 from a dict use ``DEFAULT_DECODING`` (entries for modalities that are not targets of
@@ -387,7 +398,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 value = decoded[TARGET_MODALITIES[name]]
                 if name in IMAGE_MODALITIES:
                     result[name] = {"image": value["image"][row], "array": value["array"][row]}
-                elif name == "caption":
+                elif name == "caption" or name in SEQUENCE_MODALITIES:
                     result[name] = value[row]
                 else:
                     result[name] = {"boxes": value["boxes"][row], "image": value["image"][row]}
@@ -593,7 +604,7 @@ def check_model_and_processor(config: FourMConfig, processor: FourMProcessor) ->
         if vqvae.config.vocab_size != spec.vocab_size:
             raise ValueError(f"processor: VQ-VAE {name!r} has {vqvae.config.vocab_size} codes, the model's {name} "
                              f"vocabulary {spec.vocab_size}.")
-    for name in ("caption", "det"):
+    for name in ("caption", "det", *SEQUENCE_MODALITIES):
         if name in config.modality_specs and len(processor.tokenizer) > config.modality(name).vocab_size:
             raise ValueError(f"processor: the text tokenizer has {len(processor.tokenizer)} ids, more than the model's "
                              f"{name} vocabulary {config.modality(name).vocab_size}.")

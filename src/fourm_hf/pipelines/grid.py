@@ -8,7 +8,7 @@ written in a band under the row::
     |input rgb| depth | semseg |  det   |   <- LABEL_HEIGHT px labels
     | [tile] | [tile] | [tile] | [tile] |   <- tile_size x tile_size
     +--------+--------+--------+--------+
-    caption: a red cube left of a ...        <- only when a caption is present
+    caption: a red cube left of a ...        <- only when a caption (or a 4M-21 text output) is present
 
 Width = n * tile_size + (n + 1) * MARGIN; height = MARGIN + LABEL_HEIGHT + tile_size + MARGIN,
 plus the text band.
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
 from ..tokenization.visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes
 
 MARGIN = 4
@@ -32,6 +33,7 @@ MIN_TILE_SIZE = 128
 BACKGROUND = (255, 255, 255)
 TEXT_COLOUR = (0, 0, 0)
 IMAGE_NAMES = ("rgb", "depth", "normal", "semseg")
+TEXT_NAMES = SEQUENCE_MODALITIES  # 4M-21's text-serialised outputs: shown as their text, under the row
 
 
 def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.Image:
@@ -52,8 +54,8 @@ def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.I
     for name, value in inputs.items():
         if name in ("rgb", "tok_rgb"):
             tiles.append((f"input {name}", input_image))
-        elif name == "caption":
-            texts.append(f"input caption: {value}")
+        elif name == "caption" or name in TEXT_NAMES:
+            texts.append(f"input {name}: {value}")
         else:
             tiles.append((f"input {name}", _input_tile(name, value, input_image)))
     for name, value in outputs.items():
@@ -63,8 +65,11 @@ def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.I
             texts.append(f"caption: {value}")
         elif isinstance(value, Mapping) and isinstance(value.get("image"), Image.Image):
             tiles.append((name, value["image"]))
+        elif name in TEXT_NAMES and isinstance(value, Mapping) and "text" in value:
+            texts.append(f"{name}: {value['text']}")
         else:
-            raise ValueError(f"outputs[{name!r}]: expected {{'image': PIL image, ...}} or a caption string")
+            raise ValueError(f"outputs[{name!r}]: expected {{'image': PIL image, ...}}, a caption string or, for "
+                             f"{', '.join(TEXT_NAMES)}, {{'text', 'data', 'error'}}")
     if not tiles and not texts:
         raise ValueError("make_grid: nothing to show (no inputs and no outputs)")
     if tile_size is None:

@@ -12,6 +12,8 @@ and text / boxes into WordPiece ids (:class:`FourMTextTokenizer`), and returns t
       "tok_semseg": (B, G*G) int64   from semseg=                                 (needs a semseg VQ-VAE)
       "caption":    (B, L) int64     ids of text= followed by [EOS], right-padded with [PAD] = 0
       "det":        (B, L) int64     ids of the boxes (after the crop) followed by [EOS], padded with 0
+      "metadata", "color_palette", "human_poses", "sam_instance": (B, L) int64, like "caption", from
+                    4M-21's structured data (``sequence_modalities``)
       "pixel_values": (B, 3, S, S) float32, ImageNet-normalised: the ``rgb`` pixels modality
       "tok_dinov2_global": (B, H) int64  from vectors={"tok_dinov2_global": (B, 768)}  (a released MLP tokenizer)
     }
@@ -83,6 +85,7 @@ from ..remote_code import write_remote_code
 from .image_processing_fourm import FourMImageProcessor
 from .sequence_format import fit_sequence, pad_sequences, sequence_options
 from .token_decoding import box_backgrounds, decode_boxes, decode_image_tokens, decode_pixel_values, sequence_rows
+from .sequence_modalities import SEQUENCE_MODALITIES, decode_sequences, encode_sequences
 from .tokenization_fourm import FourMTextTokenizer
 from .vqvae import FourMVQVAE
 
@@ -108,6 +111,8 @@ REMOTE_CODE_MODULES = (
     "tokenization/visualization.py",
     "tokenization/sequence_format.py",
     "tokenization/token_decoding.py",
+    "tokenization/text_serialization.py",
+    "tokenization/sequence_modalities.py",
     "tokenization/processing_fourm.py",
 )
 REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
@@ -243,6 +248,10 @@ class FourMProcessor(ProcessorMixin):
         boxes: list[dict] | list[list[dict]] | None = None,
         text: str | list[str] | None = None,
         vectors: Mapping | None = None,
+        metadata=None,
+        color_palette=None,
+        human_poses=None,
+        sam_instance=None,
         **kwargs: Unpack[FourMProcessorKwargs],
     ) -> dict:
         """Tokenize one sample or a batch (lists, one entry per sample). Returns the token dict of the
@@ -256,6 +265,9 @@ class FourMProcessor(ProcessorMixin):
             vectors: ``{modality: vectors}`` for the loaded vector tokenizers (released MLP tokenizers:
                 a global embedding (C,) or (B, C), a pose (23, 3, 3) or (B, 23, 3, 3)); each gives
                 ``{modality: (B, num_tokens) int64}``. Vectors are not cropped.
+            metadata / color_palette / human_poses / sam_instance: 4M-21's text-serialised
+                modalities as structured data (or their text), one sample's or a list of them; see
+                :mod:`~fourm_hf.tokenization.sequence_modalities`.
             kwargs: :class:`FourMProcessorKwargs`, flat or as ``text_kwargs`` / ``images_kwargs`` /
                 ``common_kwargs``: the shared crop (``crop``, ``crop_box``, ``flip``, ``generator``;
                 random crops and flips need ``generator``) and the image processor's RGB settings
@@ -277,8 +289,11 @@ class FourMProcessor(ProcessorMixin):
 
         maps = {name: value for name, value in (("images", images), ("depth", depth), ("normal", normal), ("semseg", semseg))
                 if value is not None}
-        if not maps and boxes is None and text is None and not vectors:
-            raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes, text or vectors")
+        sequences = {name: value for name, value in zip(SEQUENCE_MODALITIES, (metadata, color_palette, human_poses,
+                                                                         sam_instance)) if value is not None}
+        if not maps and boxes is None and text is None and not vectors and not sequences:
+            raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes, text, vectors, "
+                             f"{', '.join(SEQUENCE_MODALITIES)}")
         for argument, value in maps.items():
             target = ARGUMENT_MAPS[argument]
             if target != "rgb" and not self.vqvaes_for(target):
@@ -301,6 +316,7 @@ class FourMProcessor(ProcessorMixin):
             outputs[CAPTION_MODALITY] = self.encode_texts(list(text) if batched else [text], **text_options)
         if vectors:
             outputs.update(self.encode_vectors(vectors))
+        outputs.update(encode_sequences(self.tokenizer, sequences))
         sizes = {name: len(value) for name, value in outputs.items()}
         if len(set(sizes.values())) > 1:
             raise ValueError(f"FourMProcessor: inputs have different batch sizes {sizes}; expected one entry per sample")
@@ -398,16 +414,19 @@ class FourMProcessor(ProcessorMixin):
           or poses (B, 23, 3, 3), "image": None}``;
         - ``"rgb"`` (from ``pixel_values``): ``{"array": uint8 (B, S, S, 3), "image": [...]}``;
         - ``"caption"``: list of B strings;
-        - ``"det"``: ``{"boxes": [[{"label", "score", "box"}]], "image": [PIL with the boxes drawn]}``.
+        - ``"det"``: ``{"boxes": [[{"label", "score", "box"}]], "image": [PIL with the boxes drawn]}``;
+        - ``metadata`` / ``color_palette`` / ``human_poses`` / ``sam_instance``: B dicts ``{"text", "data",
+          "error"}``, the parsed structure in ``data`` or, where the text does not parse, None and the
+          message in ``error`` (``sequence_modalities.decode_sequences``).
         """
         if not isinstance(tokens, Mapping):
             return self.tokenizer.decode(tokens, *args, **kwargs)
         unknown = [name for name in tokens if name not in self.vqvaes and name not in
-                   (CAPTION_MODALITY, DET_MODALITY, "pixel_values")]
+                   (CAPTION_MODALITY, DET_MODALITY, "pixel_values", *SEQUENCE_MODALITIES)]
         if unknown:
             raise ValueError(
                 f"decode: no decoder for {unknown}; this processor decodes {sorted(self.vqvaes)}, "
-                f"'caption', 'det' and 'pixel_values'"
+                f"'caption', 'det', {', '.join(repr(n) for n in SEQUENCE_MODALITIES)} and 'pixel_values'"
             )
         decoded = {}
         for name in tokens:
@@ -423,6 +442,9 @@ class FourMProcessor(ProcessorMixin):
             rows = sequence_rows(tokens[DET_MODALITY], DET_MODALITY)
             backgrounds = box_backgrounds(len(rows), decoded, image, self.vqvaes, self.image_size)
             decoded[DET_MODALITY] = decode_boxes(self.tokenizer, rows, backgrounds, box_scores)
+        for name in SEQUENCE_MODALITIES:
+            if name in tokens:
+                decoded[name] = decode_sequences(self.tokenizer, name, sequence_rows(tokens[name], name))
         return decoded
 
     postprocess = decode
