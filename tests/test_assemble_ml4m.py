@@ -31,6 +31,7 @@ from conftest import SHARED_DIR, shared_path, subprocess_env
 from fourm_hf import cli
 from fourm_hf.checkpoints.ml4m import assemble_ml4m, modality_from_released_name
 from fourm_hf.modeling.conversion import convert_ml4m_checkpoint, resolve_reference_files
+from fourm_hf.tokenization.sequence_modalities import SEQUENCE_MODALITIES
 from fourm_hf.tokenization.tokenization_fourm import FourMTextTokenizer
 from hub_server import HubServer
 
@@ -194,6 +195,8 @@ for target in pipe.available_targets():
         summary = {"kind": type(value).__name__}
     elif target == "det":
         summary = {"kind": "boxes", "boxes": type(value["boxes"]).__name__, "image": list(value["image"].size)}
+    elif "text" in value:  # 4M-21's text-serialised outputs: text, parsed data or a parse error
+        summary = {"kind": "sequence", "fields": sorted(value), "text": value["text"], "parsed": value["error"] is None}
     else:
         summary = {"kind": "image", "image": list(value["image"].size), "array": list(value["array"].shape)}
     summary["tokens"] = {name: ids.tolist() for name, ids in out["tokens"].items()}
@@ -249,7 +252,7 @@ def test_assembled_folder_runs_every_target_in_a_fresh_process_and_from_the_hub(
     assert cli.main(arguments) == 0, capsys.readouterr().err
     assert "pipeline targets" in capsys.readouterr().out
     expected = [FRIENDLY[t.modality] for t in fitting if FRIENDLY.get(t.modality) and trunk_has_output(trunk, t.modality)]
-    expected += [name for name in ("caption", "det") if trunk.modalities.get(name, {}).get("decoder")]
+    expected += [name for name in ("caption", "det", *SEQUENCE_MODALITIES) if trunk.modalities.get(name, {}).get("decoder")]
 
     local = run_pipeline(str(tmp_path / "out"), "local", subprocess_env())
     assert sorted(local) == sorted(expected)
@@ -258,6 +261,8 @@ def test_assembled_folder_runs_every_target_in_a_fresh_process_and_from_the_hub(
             assert summary["kind"] == "str"
         elif name == "det":
             assert summary["kind"] == "boxes" and summary["boxes"] == "list" and summary["image"] == [224, 224]
+        elif name in SEQUENCE_MODALITIES:
+            assert summary["kind"] == "sequence" and summary["fields"] == ["data", "error", "text"], name
         else:
             assert summary["image"] == [224, 224] and summary["array"][:2] == [224, 224], name
             assert len(summary["tokens"][f"tok_{name}"]) == 196, name

@@ -19,6 +19,7 @@ import torch
 
 from conftest import SHARED_DIR
 from fourm_hf.modalities import get_modality
+from fourm_hf.pipelines.grid import grid_size, make_grid
 from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
 from fourm_hf.tokenization.processing_fourm import FourMProcessor
 from fourm_hf.tokenization.sequence_modalities import (
@@ -216,6 +217,8 @@ def test_the_pipeline_generates_every_sequence_output_from_rgb(assembled):
                 assert to_text(name, value["data"], id_split_for(tokenizer)).split() == value["text"].split()
             else:
                 assert value["data"] is None and value["error"].startswith(f"{name}: ")
+        grid = make_grid(image, out, tile_size=224)  # the input image as a tile, the generated text under it
+        assert grid.size[0] == grid_size(1, 224)[0] and grid.size[1] > grid_size(1, 224)[1]
 
 
 def test_the_pipeline_conditions_on_sequence_inputs(assembled):

@@ -289,8 +289,9 @@ class FourMProcessor(ProcessorMixin):
 
         maps = {name: value for name, value in (("images", images), ("depth", depth), ("normal", normal), ("semseg", semseg))
                 if value is not None}
-        sequences = {name: value for name, value in zip(SEQUENCE_MODALITIES, (metadata, color_palette, human_poses,
-                                                                         sam_instance)) if value is not None}
+        sequences = {name: value for name, value in (("metadata", metadata), ("color_palette", color_palette),
+                                                     ("human_poses", human_poses), ("sam_instance", sam_instance))
+                     if value is not None}
         if not maps and boxes is None and text is None and not vectors and not sequences:
             raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes, text, vectors, "
                              f"{', '.join(SEQUENCE_MODALITIES)}")
