@@ -134,6 +134,118 @@ def test_gradient_accumulation_equals_full_batch(tmp_path):
     assert _max_difference(naive["gradients"], full["gradients"]) > 1e-4 * scale
 
 
+# ---- FSDP2 (and DeepSpeed) through `accelerate launch ... fourm-hf train` ------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FSDP_CPU_CONFIG = REPO_ROOT / "examples" / "configs" / "fsdp_cpu.yaml"
+TINY_MODEL = dict(
+    hidden_size=64, num_encoder_layers=2, num_decoder_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+    vocab_sizes=dict(tok_rgb=64, tok_depth=32, tok_normal=32, tok_semseg=16, tok_clip=32, caption=96, det=96),
+    max_lengths=dict(caption=24, det=24),
+)
+LAUNCH_STEPS = 4
+
+
+def _train_settings(train_dir: Path, output_dir: Path, per_device_batch: int) -> dict:
+    """A tiny `fourm-hf train` config: 4 SGD steps of a global batch of 4, checkpoints at steps 2 and 4.
+
+    SGD keeps the update linear in the gradient (Adam's first steps would magnify rounding in tiny gradients);
+    momentum gives it a state to checkpoint (torch cannot load a full FSDP2 optimizer state without tensors).
+    """
+    return {
+        "model": dict(TINY_MODEL),
+        "masking": {"strategy": "4m7", "input_budget": 24, "target_budget": 24, "seed": 3, "num_sentinels": 20},
+        "data": {"train": str(train_dir)},
+        "training": dict(
+            output_dir=str(output_dir), max_steps=LAUNCH_STEPS, per_device_train_batch_size=per_device_batch,
+            learning_rate=1e-2, optim="sgd", optim_args="momentum=0.9", lr_scheduler_type="constant",
+            warmup_steps=0, max_grad_norm=0.0,
+            logging_steps=1, save_strategy="steps", save_steps=2, seed=11, data_seed=7, disable_tqdm=True,
+            dataloader_num_workers=0, dataloader_pin_memory=False, report_to=[],
+        ),
+    }
+
+
+def _launch_train(accelerate_config: Path, train_config: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file ... -m fourm_hf.cli train --config ...` on 2 CPU processes (gloo)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+        "-m", "fourm_hf.cli", "train", "--config", str(train_config), "--output-dir", str(output_dir), *extra,
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _step_losses(checkpoint: Path) -> dict[int, float]:
+    """Step -> logged training loss, from a checkpoint's trainer_state.json."""
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory):
+    """One 2-process FSDP2 run of `fourm-hf train` (4 steps, checkpoints at 2 and 4); about 25 s."""
+    import yaml
+
+    from fourm_hf.training.pretrain import build_model_config, random_corpus
+
+    root = tmp_path_factory.mktemp("fsdp")
+    config = build_model_config(TINY_MODEL, {"input_budget": 24, "target_budget": 24})
+    random_corpus(config, NUM_SAMPLES, seed=5).save_to_disk(str(root / "train"))
+    for name, batch in (("two", GLOBAL_BATCH // 2), ("one", GLOBAL_BATCH)):
+        (root / f"{name}.yaml").write_text(yaml.safe_dump(_train_settings(root / "train", root / name, batch)))
+    completed = _launch_train(FSDP_CPU_CONFIG, root / "two.yaml", root / "fsdp")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return root
+
+
+def test_fsdp2_two_processes_equal_one_process(fsdp_run, tmp_path):
+    """`fourm-hf train` under FSDP2 (2 CPU processes, per-device batch 2) = one process with batch 4, step by step."""
+    from fourm_hf import FourMModel
+    from fourm_hf.cli import main as cli_main
+
+    fsdp = fsdp_run / "fsdp"
+    # It really was FSDP: accelerate's FSDP checkpoint files, not DDP's plain optimizer.pt
+    assert (fsdp / "checkpoint-2" / "pytorch_model_fsdp.bin").is_file()
+    assert not (fsdp / "checkpoint-2" / "optimizer.pt").exists()
+
+    assert cli_main(["train", "--config", str(fsdp_run / "one.yaml"), "--output-dir", str(tmp_path / "one")]) == 0
+    single_losses = _step_losses(tmp_path / "one" / f"checkpoint-{LAUNCH_STEPS}")
+    fsdp_losses = _step_losses(fsdp / f"checkpoint-{LAUNCH_STEPS}")
+    assert sorted(fsdp_losses) == list(range(1, LAUNCH_STEPS + 1))
+    for step, loss in single_losses.items():
+        assert fsdp_losses[step] == pytest.approx(loss, rel=1e-6, abs=1e-6), f"loss of step {step}"
+
+    # the final folder holds a full (gathered) model that from_pretrained loads; its weights are the single run's
+    single = load_file(str(tmp_path / "one" / "model.safetensors"))
+    gathered = load_file(str(fsdp / "model.safetensors"))
+    _assert_close(gathered, single, atol=1e-6, what="weights after 4 steps")
+    model = FourMModel.from_pretrained(fsdp)
+    _assert_close({name: param.detach() for name, param in model.state_dict().items()}, single, atol=1e-6,
+                  what="from_pretrained weights")
+    # so does each checkpoint (FULL_STATE_DICT)
+    assert load_file(str(fsdp / "checkpoint-2" / "model.safetensors")).keys() == single.keys()
+
+
+def test_fsdp2_resume_continues_identically(fsdp_run, tmp_path):
+    """Resuming from the step-2 checkpoint alone (as after a kill) gives steps 3-4 of the uninterrupted run exactly."""
+    import shutil
+
+    fsdp = fsdp_run / "fsdp"
+    resumed = tmp_path / "resumed"
+    shutil.copytree(fsdp / "checkpoint-2", resumed / "checkpoint-2")  # all that survives a kill after step 3 began
+    completed = _launch_train(FSDP_CPU_CONFIG, fsdp_run / "two.yaml", resumed, "--resume-from-checkpoint")
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    expected, actual = _step_losses(fsdp / "checkpoint-4"), _step_losses(resumed / "checkpoint-4")
+    assert {step: actual[step] for step in (3, 4)} == {step: expected[step] for step in (3, 4)}
+    final, uninterrupted = load_file(str(resumed / "model.safetensors")), load_file(str(fsdp / "model.safetensors"))
+    assert final.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(final[name], tensor), name
+
+
 def _worker(out_dir: str):
     result = run_steps(out_dir, per_device_batch=GLOBAL_BATCH // 2)
     assert result["world_size"] == 2, "torchrun did not give a distributed Trainer"

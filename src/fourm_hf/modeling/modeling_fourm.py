@@ -130,6 +130,15 @@ class FourMPreTrainedModel(PreTrainedModel):
             return super().push_to_hub(repo_id, **kwargs)
         return hub.push_checkpoint(self, repo_id, **kwargs)
 
+    def get_input_embeddings(self):
+        """``None``: 4M has one token table per modality (``encoder_embeddings[name]``), not one input table.
+
+        ``PreTrainedModel`` raises here by default; ``None`` is what transformers and accelerate read as "no
+        table". FSDP2 (accelerate) then keeps the embeddings in the root shard group, which they must stay
+        in: ``forward`` reads the encoder's modality embeddings outside their module, for the decoder.
+        """
+        return None
+
     def _init_weights(self, module: nn.Module):
         """4M init: xavier-uniform linears (fused q/k/v and k/v as separate matrices), N(0, 0.02) tables."""
         std = self.config.initializer_range

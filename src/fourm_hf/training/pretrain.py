@@ -45,7 +45,8 @@ lengths, enough tokens for the budgets). Any failure is a ``ValueError`` naming 
 **Defaults** (any can be overridden in ``training``): ``remove_unused_columns=False``,
 ``optim="adamw_torch_fused"`` (CPU and GPU), ``lr_scheduler_type="cosine"``, ``warmup_steps=0.05``
 (a ratio of the total steps), ``adam_beta2=0.95``, ``weight_decay=0.05``, ``report_to=[]``, and
-``use_cpu=True`` when launched on several processes (``torchrun``) on a machine without GPUs.
+``use_cpu=True`` when launched on several processes (``torchrun``) on a machine without GPUs (under
+an ``accelerate launch`` DeepSpeed config there: ``ddp_backend="gloo"`` instead; see docs/distributed.md).
 Checkpoints are safetensors (the only format of transformers 5). Resuming
 (``--resume-from-checkpoint``) is exact: same data order (``seed``/``data_seed``), same masks
 (per-sample generators), same optimizer, scheduler and RNG states.
@@ -458,10 +459,15 @@ def build_training_arguments(training_settings: Mapping, output_dir: str | None 
         raise ValueError("training.output_dir is not set; give it in the config or with --output-dir.")
     if values["remove_unused_columns"]:
         raise ValueError("training.remove_unused_columns must be false: the collator reads the modality columns.")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "use_cpu" not in values and not torch.accelerator.is_available():
-        # Under torchrun on a machine without GPUs, transformers only forms the process group (gloo)
-        # with use_cpu=True; otherwise every process silently trains alone.
-        values["use_cpu"] = True
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            # accelerate runs DeepSpeed only without use_cpu, and then counts the processes only when a
+            # backend is named (none is detected without GPUs): it would count 1 and DeepSpeed's batch check fails.
+            values.setdefault("ddp_backend", "gloo")
+        elif "use_cpu" not in values:
+            # Under torchrun on a machine without GPUs, transformers only forms the process group (gloo)
+            # with use_cpu=True; otherwise every process silently trains alone.
+            values["use_cpu"] = True
     return TrainingArguments(**values)
 
 

@@ -40,6 +40,7 @@ from accelerate.utils import DistributedType
 from transformers import Trainer
 
 from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
+from .sharding import check_requested_sharding, enable_fsdp_on_cpu
 
 IGNORE_INDEX = -100
 
@@ -113,6 +114,29 @@ class FourMTrainer(Trainer):
         self._step_target_counts = None
         self._log_sums, self._log_counts = self._zeros()
         self._eval_sums, self._eval_counts = self._zeros()
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """The stock accelerator, switched to FSDP2 on a GPU-less machine when FSDP was asked for (see ``sharding``)."""
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator, self.args):
+            self.is_fsdp_enabled = True
+        check_requested_sharding(self.accelerator, self.args)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Stock ``save_model``; under FSDP with sharded checkpoints the final model is still one full safetensors file.
+
+        The stock Trainer writes no model at all when FSDP's ``state_dict_type`` is ``SHARDED_STATE_DICT``
+        (checkpoints then hold per-rank shards only). The model saved at the end (``_internal_call=False``)
+        is gathered here instead, on every rank, and written by the main process, so the output folder
+        loads with ``from_pretrained``. Checkpoints stay sharded.
+        """
+        if self.is_fsdp_enabled and not _internal_call and (
+            "FULL_STATE_DICT" not in str(self.accelerator.state.fsdp_plugin.state_dict_type)
+        ):
+            state_dict = self.accelerator.get_state_dict(self.model)  # a collective: all ranks take part
+            self._save(output_dir if output_dir is not None else self.args.output_dir, state_dict=state_dict)
+            return
+        super().save_model(output_dir, _internal_call=_internal_call)
 
     # ---- helpers -------------------------------------------------------------------------------------
     @property
