@@ -50,6 +50,9 @@ setup(
         "demo": ["scikit-image>=0.22"],
         # fourm-hf demo --web. Gradio 6 takes theme/css in launch(); it caps pillow below 13.
         "web": ["gradio>=6.0,<7", "scikit-image>=0.22"],
+        # ZeRO-2/3 through accelerate launch (docs/distributed.md); an sdist built against the installed torch,
+        # so install it with: pip install --no-build-isolation 'fourm-hf[deepspeed]'
+        "deepspeed": ["deepspeed>=0.19"],
         "all": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "peft>=0.13", "scikit-image>=0.22", "gradio>=6.0,<7"],
     },
     entry_points={"console_scripts": ["fourm-hf=fourm_hf.cli:main"]},

@@ -137,6 +137,7 @@ def test_gradient_accumulation_equals_full_batch(tmp_path):
 # ---- FSDP2 (and DeepSpeed) through `accelerate launch ... fourm-hf train` ------------------------------------
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FSDP_CPU_CONFIG = REPO_ROOT / "examples" / "configs" / "fsdp_cpu.yaml"
+DEEPSPEED_CPU_CONFIG = REPO_ROOT / "examples" / "configs" / "deepspeed_zero2_cpu.yaml"
 TINY_MODEL = dict(
     hidden_size=64, num_encoder_layers=2, num_decoder_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
     vocab_sizes=dict(tok_rgb=64, tok_depth=32, tok_normal=32, tok_semseg=16, tok_clip=32, caption=96, det=96),
@@ -183,67 +184,148 @@ def _step_losses(checkpoint: Path) -> dict[int, float]:
     return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
 
 
-@pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory):
-    """One 2-process FSDP2 run of `fourm-hf train` (4 steps, checkpoints at 2 and 4); about 25 s."""
+def _prepare_runs(root: Path) -> None:
+    """The corpus and the two `fourm-hf train` configs: two.yaml (per-device batch 2), one.yaml (batch 4)."""
     import yaml
 
     from fourm_hf.training.pretrain import build_model_config, random_corpus
 
-    root = tmp_path_factory.mktemp("fsdp")
     config = build_model_config(TINY_MODEL, {"input_budget": 24, "target_budget": 24})
     random_corpus(config, NUM_SAMPLES, seed=5).save_to_disk(str(root / "train"))
     for name, batch in (("two", GLOBAL_BATCH // 2), ("one", GLOBAL_BATCH)):
         (root / f"{name}.yaml").write_text(yaml.safe_dump(_train_settings(root / "train", root / name, batch)))
-    completed = _launch_train(FSDP_CPU_CONFIG, root / "two.yaml", root / "fsdp")
+
+
+def _launched_run(root: Path, accelerate_config: Path, name: str) -> Path:
+    """One 2-process run of `fourm-hf train` (4 steps, checkpoints at 2 and 4) into root/name."""
+    completed = _launch_train(accelerate_config, root / "two.yaml", root / name)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return root
+    return root / name
 
 
-def test_fsdp2_two_processes_equal_one_process(fsdp_run, tmp_path):
-    """`fourm-hf train` under FSDP2 (2 CPU processes, per-device batch 2) = one process with batch 4, step by step."""
+def _assert_equals_one_process(launched: Path, root: Path, tmp_path: Path) -> None:
+    """Per-step losses and final weights of a 2-process run equal one process on the whole batch."""
     from fourm_hf import FourMModel
     from fourm_hf.cli import main as cli_main
 
-    fsdp = fsdp_run / "fsdp"
-    # It really was FSDP: accelerate's FSDP checkpoint files, not DDP's plain optimizer.pt
-    assert (fsdp / "checkpoint-2" / "pytorch_model_fsdp.bin").is_file()
-    assert not (fsdp / "checkpoint-2" / "optimizer.pt").exists()
-
-    assert cli_main(["train", "--config", str(fsdp_run / "one.yaml"), "--output-dir", str(tmp_path / "one")]) == 0
+    assert cli_main(["train", "--config", str(root / "one.yaml"), "--output-dir", str(tmp_path / "one")]) == 0
     single_losses = _step_losses(tmp_path / "one" / f"checkpoint-{LAUNCH_STEPS}")
-    fsdp_losses = _step_losses(fsdp / f"checkpoint-{LAUNCH_STEPS}")
-    assert sorted(fsdp_losses) == list(range(1, LAUNCH_STEPS + 1))
+    launched_losses = _step_losses(launched / f"checkpoint-{LAUNCH_STEPS}")
+    assert sorted(launched_losses) == list(range(1, LAUNCH_STEPS + 1))
     for step, loss in single_losses.items():
-        assert fsdp_losses[step] == pytest.approx(loss, rel=1e-6, abs=1e-6), f"loss of step {step}"
+        assert launched_losses[step] == pytest.approx(loss, rel=1e-6, abs=1e-6), f"loss of step {step}"
 
     # the final folder holds a full (gathered) model that from_pretrained loads; its weights are the single run's
     single = load_file(str(tmp_path / "one" / "model.safetensors"))
-    gathered = load_file(str(fsdp / "model.safetensors"))
+    gathered = load_file(str(launched / "model.safetensors"))
     _assert_close(gathered, single, atol=1e-6, what="weights after 4 steps")
-    model = FourMModel.from_pretrained(fsdp)
+    model = FourMModel.from_pretrained(launched)
     _assert_close({name: param.detach() for name, param in model.state_dict().items()}, single, atol=1e-6,
                   what="from_pretrained weights")
-    # so does each checkpoint (FULL_STATE_DICT)
-    assert load_file(str(fsdp / "checkpoint-2" / "model.safetensors")).keys() == single.keys()
+    # so does each checkpoint
+    assert load_file(str(launched / "checkpoint-2" / "model.safetensors")).keys() == single.keys()
 
 
-def test_fsdp2_resume_continues_identically(fsdp_run, tmp_path):
+def _assert_resume_is_exact(launched: Path, root: Path, accelerate_config: Path, tmp_path: Path) -> None:
     """Resuming from the step-2 checkpoint alone (as after a kill) gives steps 3-4 of the uninterrupted run exactly."""
     import shutil
 
-    fsdp = fsdp_run / "fsdp"
     resumed = tmp_path / "resumed"
-    shutil.copytree(fsdp / "checkpoint-2", resumed / "checkpoint-2")  # all that survives a kill after step 3 began
-    completed = _launch_train(FSDP_CPU_CONFIG, fsdp_run / "two.yaml", resumed, "--resume-from-checkpoint")
+    shutil.copytree(launched / "checkpoint-2", resumed / "checkpoint-2")  # all that survives a kill during step 3
+    completed = _launch_train(accelerate_config, root / "two.yaml", resumed, "--resume-from-checkpoint")
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
-    expected, actual = _step_losses(fsdp / "checkpoint-4"), _step_losses(resumed / "checkpoint-4")
+    expected, actual = _step_losses(launched / "checkpoint-4"), _step_losses(resumed / "checkpoint-4")
     assert {step: actual[step] for step in (3, 4)} == {step: expected[step] for step in (3, 4)}
-    final, uninterrupted = load_file(str(resumed / "model.safetensors")), load_file(str(fsdp / "model.safetensors"))
+    final, uninterrupted = load_file(str(resumed / "model.safetensors")), load_file(str(launched / "model.safetensors"))
     assert final.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         assert torch.equal(final[name], tensor), name
+
+
+@pytest.fixture(scope="module")
+def launch_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launched")
+    _prepare_runs(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(launch_root):
+    """The 2-process FSDP2 run (examples/configs/fsdp_cpu.yaml); about 15 s idle, 35 s loaded."""
+    return _launched_run(launch_root, FSDP_CPU_CONFIG, "fsdp")
+
+
+def test_fsdp2_two_processes_equal_one_process(fsdp_run, launch_root, tmp_path):
+    """`fourm-hf train` under FSDP2 (2 CPU processes, per-device batch 2) = one process with batch 4, step by step."""
+    # It really was FSDP: accelerate's FSDP checkpoint files, not DDP's plain optimizer.pt
+    assert (fsdp_run / "checkpoint-2" / "pytorch_model_fsdp.bin").is_file()
+    assert not (fsdp_run / "checkpoint-2" / "optimizer.pt").exists()
+    _assert_equals_one_process(fsdp_run, launch_root, tmp_path)
+
+
+def test_fsdp2_resume_continues_identically(fsdp_run, launch_root, tmp_path):
+    _assert_resume_is_exact(fsdp_run, launch_root, FSDP_CPU_CONFIG, tmp_path)
+
+
+def test_fsdp2_sharded_checkpoints_still_give_a_full_final_model(fsdp_run, launch_root, tmp_path):
+    """SHARDED_STATE_DICT: checkpoints are per-rank shards; the final folder still holds one full model.safetensors."""
+    from fourm_hf import FourMModel
+
+    config = tmp_path / "fsdp_sharded.yaml"
+    config.write_text(FSDP_CPU_CONFIG.read_text().replace("FULL_STATE_DICT", "SHARDED_STATE_DICT"))
+    launched = _launch_train(config, launch_root / "two.yaml", tmp_path / "sharded", "training.max_steps=2")
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    assert (tmp_path / "sharded" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()
+    assert not (tmp_path / "sharded" / "checkpoint-2" / "model.safetensors").exists()
+    assert _step_losses(tmp_path / "sharded" / "checkpoint-2") == _step_losses(fsdp_run / "checkpoint-2")
+    model = FourMModel.from_pretrained(tmp_path / "sharded")
+    gathered = load_file(str(tmp_path / "sharded" / "model.safetensors"))
+    assert gathered.keys() == model.state_dict().keys()
+
+
+def test_requested_sharding_that_did_not_happen_is_refused(tmp_path, monkeypatch):
+    """A launch that asks for DeepSpeed/FSDP but got a replicating accelerator must not train silently."""
+    from fourm_hf.testing_utils import tiny_config
+    from fourm_hf.training.pretrain import build_collator, build_training_arguments, prepare_dataset, random_corpus
+    from fourm_hf.training.sharding import check_requested_sharding
+    from fourm_hf.training.trainer import FourMTrainer
+    from fourm_hf import FourMModel
+
+    config = tiny_config()
+    collator = build_collator(config, {"strategy": "4m7", "seed": 3, "num_sentinels": 20})
+    dataset = prepare_dataset(random_corpus(config, 4, seed=5), config, collator, "train")
+    args = build_training_arguments(dict(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no"))
+    trainer = FourMTrainer(model=FourMModel(config), args=args, data_collator=collator, train_dataset=dataset)
+    check_requested_sharding(trainer.accelerator, trainer.args)  # nothing asked, nothing to refuse
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ValueError, match="asked for deepspeed but accelerate set up NO"):
+        check_requested_sharding(trainer.accelerator, trainer.args)
+
+
+def _deepspeed_or_skip():
+    """Skip (with the reason) where deepspeed is not installed or cannot be imported."""
+    try:
+        import deepspeed  # noqa: F401
+    except Exception as error:  # an sdist built against another torch fails at import, not only ImportError
+        pytest.skip(f"deepspeed is not usable here ({type(error).__name__}: {error}); "
+                    "pip install --no-build-isolation 'fourm-hf[deepspeed]'")
+
+
+@pytest.fixture(scope="module")
+def deepspeed_run(launch_root):
+    """The 2-process DeepSpeed ZeRO-2 run (examples/configs/deepspeed_zero2_cpu.yaml)."""
+    _deepspeed_or_skip()
+    return _launched_run(launch_root, DEEPSPEED_CPU_CONFIG, "deepspeed")
+
+
+def test_deepspeed_zero2_two_processes_equal_one_process(deepspeed_run, launch_root, tmp_path):
+    assert (deepspeed_run / "checkpoint-2" / "global_step2").is_dir()  # DeepSpeed's own ZeRO checkpoint
+    _assert_equals_one_process(deepspeed_run, launch_root, tmp_path)
+
+
+def test_deepspeed_zero2_resume_continues_identically(deepspeed_run, launch_root, tmp_path):
+    _assert_resume_is_exact(deepspeed_run, launch_root, DEEPSPEED_CPU_CONFIG, tmp_path)
 
 
 def _worker(out_dir: str):

@@ -461,8 +461,8 @@ def build_training_arguments(training_settings: Mapping, output_dir: str | None 
         raise ValueError("training.remove_unused_columns must be false: the collator reads the modality columns.")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
         if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-            # accelerate runs DeepSpeed only without use_cpu, and then counts the processes only when a
-            # backend is named (none is detected without GPUs): it would count 1 and DeepSpeed's batch check fails.
+            # accelerate detects no backend without GPUs and then counts 1 process (DeepSpeed's own process
+            # group has 2): DeepSpeed's batch check fails ("train_batch_size ... 2 != 2 * 1 * 2"). Name gloo.
             values.setdefault("ddp_backend", "gloo")
         elif "use_cpu" not in values:
             # Under torchrun on a machine without GPUs, transformers only forms the process group (gloo)

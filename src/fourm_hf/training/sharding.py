@@ -4,7 +4,8 @@
 environment variables (``ACCELERATE_USE_FSDP``, ``ACCELERATE_USE_DEEPSPEED``); ``TrainingArguments(fsdp=...)``
 asks through the arguments. accelerate 1.16 honours neither on a machine without GPUs: with
 ``use_cpu`` its state is ``MULTI_CPU`` and the model is silently wrapped in DDP, which trains but
-shards nothing. Two things here:
+shards nothing. (DeepSpeed does run on CPU, over its own gloo group; ``fourm-hf train`` only has to
+name the backend, see ``build_training_arguments``.) Two things here:
 
 * :func:`enable_fsdp_on_cpu` turns that ``MULTI_CPU`` state into an FSDP one before the Trainer
   prepares the model. torch's FSDP2 (``fully_shard``) runs on CPU over gloo; only accelerate's
@@ -12,15 +13,13 @@ shards nothing. Two things here:
   checkpoints through ``torch.distributed.checkpoint``) is accelerate's and the Trainer's own FSDP2
   code, unchanged, so a CPU run exercises the same path as a GPU run, in fp32.
 * :func:`check_requested_sharding` refuses to train when sharding was asked for but the
-  accelerator ended up with something else (e.g. DeepSpeed on a CPU-only machine), instead of
-  training with plain DDP under a sharding config.
+  accelerator ended up with something else, instead of training with plain DDP under a sharding config.
 """
 
 from __future__ import annotations
 
 import os
 
-import torch
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType
 
@@ -43,7 +42,9 @@ def enable_fsdp_on_cpu(accelerator, args) -> bool:
 
     Must run right after the ``Accelerator`` is built and before anything is prepared. The plugin is
     the one accelerate would have used: from ``TrainingArguments.fsdp_plugin_args`` when given,
-    otherwise from the ``FSDP_*`` variables of ``accelerate launch``.
+    otherwise from the ``FSDP_*`` variables of ``accelerate launch``. (FSDP1 never gets here: accelerate's
+    plugin refuses it on CPU, "FSDP parameter initialization with `sync_module_states=True` is not
+    supported on cpu".)
     """
     from accelerate.utils import FullyShardedDataParallelPlugin
 
@@ -54,10 +55,6 @@ def enable_fsdp_on_cpu(accelerator, args) -> bool:
         plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
     else:
         plugin = FullyShardedDataParallelPlugin()
-    if plugin.fsdp_version != 2:
-        raise ValueError(
-            f"FSDP on CPU needs FSDP2 (fsdp_version: 2 in the accelerate config), got fsdp_version={plugin.fsdp_version}."
-        )
     if state.mixed_precision != "no":
         plugin.set_mixed_precision(state.mixed_precision)
     # AcceleratorState and PartialState are shared-state singletons; accelerate itself keeps them in step.
@@ -73,13 +70,10 @@ def check_requested_sharding(accelerator, args) -> None:
     expected = {"fsdp": DistributedType.FSDP, "deepspeed": DistributedType.DEEPSPEED}.get(wanted)
     if expected is None or accelerator.distributed_type == expected:
         return
-    hint = ""
-    if wanted == "deepspeed" and not torch.accelerator.is_available():
-        hint = (" accelerate runs DeepSpeed only on an accelerator (GPU); on CPU use FSDP2 "
-                "(examples/configs/fsdp_cpu.yaml) or plain DDP.")
     raise ValueError(
         f"The launch asked for {wanted} but accelerate set up {accelerator.distributed_type.value}: training would "
-        f"replicate the model instead of sharding it.{hint}"
+        "replicate the model instead of sharding it. Check the accelerate config (distributed_type, use_cpu) and "
+        "docs/distributed.md."
     )
 
 
