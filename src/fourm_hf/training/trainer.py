@@ -26,6 +26,11 @@ What differs from the stock ``Trainer`` and why:
    epoch and a resumed run is identical), and evaluation uses its own copy of the collator frozen
    at epoch 0, so eval masks are the same at every evaluation.
 
+5. **Sharding** (FSDP2 / DeepSpeed through ``accelerate launch``): on a machine without GPUs, where
+   accelerate 1.16 would silently train DDP under an FSDP config, the accelerator is switched to FSDP2
+   (:mod:`fourm_hf.training.sharding`); a requested sharding that did not happen is an error; under
+   ``SHARDED_STATE_DICT`` the final :meth:`save_model` still writes one full ``model.safetensors``.
+
 Not supported: ``torch.nn.DataParallel`` (several GPUs in one process); launch one process per
 device with ``torchrun`` / ``accelerate launch`` instead. ``predict`` returns no logits.
 """
