@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf import FourMMLPVQVAE, FourMMLPVQVAEConfig, FourMTokenizerModel, FourMViTVQVAE, FourMViTVQVAEConfig

@@ -66,13 +66,12 @@ from transformers import AutoModelForMultimodalLM
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.any_to_any import AnyToAnyPipeline
-from transformers.pipelines.base import Pipeline
 
 from ..configuration_fourm import FourMConfig
 from ..modeling.generation import build_generation_schedule, build_preset_schedule, generate, get_preset
 from ..modeling.modeling_fourm import FourMModel
-from ..tokenization.processing_fourm import FourMProcessor
 from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
+from .model_check import check_model_and_processor, is_fourm_model, is_fourm_processor
 
 # Per-kind decoding defaults (one place: tune here). Image targets: MaskGIT, cosine token schedule,
 # temperature annealed linearly from 2.0 towards 0 (bold early guesses, confident late ones).
@@ -110,30 +109,6 @@ def friendly_name(name, field: str = "modality") -> str:
             return FRIENDLY_NAMES[name]
     raise ValueError(f"{field}: unknown modality {name!r}; expected one of {list(TARGET_MODALITIES)} "
                      f"(or the model's names {list(FRIENDLY_NAMES)}).")
-
-
-# What the pipeline and the sampler call on a 4M model and its processor.
-FOURM_MODEL_METHODS = ("encode", "decode")
-FOURM_PROCESSOR_ATTRIBUTES = ("vqvaes", "tokenizer", "image_size", "decode", "decode_image_tokens", "decode_pixel_values")
-
-
-def is_fourm_model(model) -> bool:
-    """Whether ``model`` is a 4M model: its config's ``model_type`` is ``"fourm"`` and it has the methods
-    the sampler calls (``FOURM_MODEL_METHODS``).
-
-    Not ``isinstance(model, FourMModel)``: with ``trust_remote_code=True`` transformers executes the
-    folder's own copy of the model module, whose class is another object than this package's.
-    """
-    config = getattr(model, "config", None)
-    return (getattr(config, "model_type", None) == FourMConfig.model_type
-            and all(callable(getattr(model, name, None)) for name in FOURM_MODEL_METHODS))
-
-
-def is_fourm_processor(processor) -> bool:
-    """Whether ``processor`` is a 4M processor, by behaviour: callable, with the VQ-VAEs, text tokenizer,
-    crop size and decoders the pipeline uses (``FOURM_PROCESSOR_ATTRIBUTES``); remote code gives it
-    another class object than this package's ``FourMProcessor``."""
-    return callable(processor) and all(hasattr(processor, name) for name in FOURM_PROCESSOR_ATTRIBUTES)
 
 
 class FourMAnyToAnyPipeline(AnyToAnyPipeline):
@@ -584,30 +559,6 @@ def _row_ids(config: FourMConfig, name: str, ids: torch.Tensor) -> np.ndarray:
         nonzero = np.flatnonzero(ids)
         ids = ids[: nonzero[-1] + 1] if nonzero.size else ids[:0]
     return ids
-
-
-def check_model_and_processor(config: FourMConfig, processor: FourMProcessor) -> None:
-    """The processor must produce what the model reads: same image size, grid and vocabularies."""
-    if processor.image_size != config.image_size:
-        raise ValueError(f"processor: crops to {processor.image_size} px but the model reads {config.image_size} px; "
-                         "they must match.")
-    for name, vqvae in processor.vqvaes.items():
-        if name not in config.modality_specs:
-            continue
-        spec = config.modality(name)
-        ids_per_sample = getattr(vqvae.config, "num_tokens", None) or vqvae.config.grid_size**2
-        if ids_per_sample != config.num_positions(name):
-            grid = config.modality_grid_size(name)
-            raise ValueError(f"processor: VQ-VAE {name!r} gives {ids_per_sample} ids per sample "
-                             f"({vqvae.config.grid_size}x{vqvae.config.grid_size} grid), the model's {name} has "
-                             f"{config.num_positions(name)} ({grid}x{grid} grid).")
-        if vqvae.config.vocab_size != spec.vocab_size:
-            raise ValueError(f"processor: VQ-VAE {name!r} has {vqvae.config.vocab_size} codes, the model's {name} "
-                             f"vocabulary {spec.vocab_size}.")
-    for name in ("caption", "det", *SEQUENCE_MODALITIES):
-        if name in config.modality_specs and len(processor.tokenizer) > config.modality(name).vocab_size:
-            raise ValueError(f"processor: the text tokenizer has {len(processor.tokenizer)} ids, more than the model's "
-                             f"{name} vocabulary {config.modality(name).vocab_size}.")
 
 
 def register_any_to_any_pipeline() -> None:

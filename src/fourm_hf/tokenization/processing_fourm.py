@@ -83,13 +83,13 @@ from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, Proces
 
 from ..remote_code import write_remote_code
 from .image_processing_fourm import FourMImageProcessor
+from .processor_files import VQVAE_FOLDER, load_vqvaes, local_folder, push_folder
 from .sequence_format import fit_sequence, pad_sequences, sequence_options
 from .token_decoding import box_backgrounds, decode_boxes, decode_image_tokens, decode_pixel_values, sequence_rows
 from .sequence_modalities import SEQUENCE_MODALITIES, decode_sequences, encode_sequences
 from .tokenization_fourm import FourMTextTokenizer
 from .vqvae import FourMVQVAE
 
-VQVAE_FOLDER = "vqvae"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 # Dense map (VQ-VAE ``config.target``) -> the image processor output it is encoded from.
 MAP_KEYS = {"rgb": "tokenizer_rgb", "depth": "depth", "normal": "normal", "semseg": "semseg"}
@@ -113,6 +113,7 @@ REMOTE_CODE_MODULES = (
     "tokenization/token_decoding.py",
     "tokenization/text_serialization.py",
     "tokenization/sequence_modalities.py",
+    "tokenization/processor_files.py",
     "tokenization/processing_fourm.py",
 )
 REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
@@ -486,7 +487,7 @@ class FourMProcessor(ProcessorMixin):
             vqvae.save_pretrained(os.path.join(save_directory, VQVAE_FOLDER, name))
         write_remote_code(save_directory, REMOTE_CODE_MODULES)
         if push_to_hub:
-            _push_folder(save_directory, repo_id, **kwargs)
+            push_folder(save_directory, repo_id, **kwargs)
         return files
 
     def push_to_hub(self, repo_id: str, **kwargs):
@@ -496,7 +497,7 @@ class FourMProcessor(ProcessorMixin):
 
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder)
-            return _push_folder(folder, repo_id, **kwargs)
+            return push_folder(folder, repo_id, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "FourMProcessor":
@@ -513,7 +514,7 @@ class FourMProcessor(ProcessorMixin):
         - every other keyword goes to the tokenizer's ``from_pretrained``, which keeps it as an init kwarg
           (``cls_token="(CLS)"``; ``padding`` / ``max_length`` then become call defaults, as in transformers).
         """
-        folder = _local_folder(pretrained_model_name_or_path, kwargs)
+        folder = local_folder(pretrained_model_name_or_path, kwargs)
         device = kwargs.pop("device", None)
         for key in _LOADING_KWARGS:
             kwargs.pop(key, None)
@@ -531,7 +532,7 @@ class FourMProcessor(ProcessorMixin):
         if "tokenizer" not in components:
             components["tokenizer"] = FourMTextTokenizer.from_pretrained(str(folder), **kwargs)
         if "vqvaes" not in components:
-            components["vqvaes"] = _load_vqvaes(folder, config.get("vqvae_modalities", []), device)
+            components["vqvaes"] = load_vqvaes(folder, config.get("vqvae_modalities", []), device)
         return cls(**components, **options)
 
 
@@ -581,62 +582,6 @@ def _is_batch(maps: dict, boxes, text) -> bool:
     if len(set(kinds.values())) > 1:
         raise ValueError(f"FourMProcessor: some inputs are batches (lists) and some single samples: {kinds}")
     return next(iter(kinds.values()), False)
-
-
-def _push_folder(folder, repo_id: str, **kwargs):
-    """Upload a saved processor folder (sub-folders included) in one commit."""
-    import importlib
-
-    try:  # by name, so this file stays loadable as remote code where fourm_hf is not installed
-        hub = importlib.import_module("fourm_hf.hub")
-    except ImportError:
-        hub = None
-    if hub is not None:
-        return hub.push_checkpoint(folder, repo_id, **kwargs)
-    from huggingface_hub import HfApi  # remote code without fourm_hf: a plain upload, no card
-
-    api = HfApi(token=kwargs.get("token"))
-    repo_id = api.create_repo(repo_id, private=kwargs.get("private"), exist_ok=True).repo_id
-    return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=kwargs.get("revision"),
-                             commit_message=kwargs.get("commit_message") or "Upload processor")
-
-
-def _load_vqvaes(folder: Path, names: Sequence[str], device=None) -> dict:
-    """The ``vqvae/<modality>/`` folders listed in processor_config.json, each placed on ``device``."""
-    vqvaes = {}
-    for name in names:
-        vqvae_folder = folder / VQVAE_FOLDER / name
-        if not vqvae_folder.is_dir():
-            raise ValueError(f"{folder}: processor_config.json lists VQ-VAE {name!r} but {vqvae_folder} is missing")
-        vqvaes[name] = _load_modality_vqvae(vqvae_folder)
-        if device is not None:
-            vqvaes[name].to(device)
-    return vqvaes
-
-
-def _load_modality_vqvae(folder: Path):
-    """A ``vqvae/<modality>/`` folder: our FSQ ``FourMVQVAE``, or a released tokenizer saved by
-    ``ReleasedModalityTokenizer`` (imported by name, so remote code without it still loads FSQ folders)."""
-    import importlib
-
-    if (folder / "modality_tokenizer.json").is_file():
-        module = importlib.import_module("fourm_hf.tokenization.released_modalities")
-        return module.ReleasedModalityTokenizer.from_pretrained(str(folder))
-    return FourMVQVAE.from_pretrained(str(folder))
-
-
-def _local_folder(path, kwargs) -> Path:
-    if os.path.isdir(path):
-        folder = Path(path)
-    else:
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(
-            str(path), revision=kwargs.get("revision"), cache_dir=kwargs.get("cache_dir"),
-            token=kwargs.get("token"), local_files_only=kwargs.get("local_files_only", False),
-        ))
-    subfolder = kwargs.get("subfolder") or ""
-    return folder / subfolder if subfolder else folder
 
 
 __all__ = ["FourMProcessor", "FourMProcessorKwargs", "FourMImagesKwargs", "VQVAE_FOLDER"]
