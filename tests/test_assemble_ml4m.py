@@ -87,6 +87,10 @@ class ReleasedTokenizer:
     def is_feature_map(self) -> bool:  # a ViT VQ-VAE on a vision model's feature grid (CLIP, DINOv2, ImageBind)
         return not self.config["patch_proj"] and self.config["dec_type"].startswith("vit")
 
+    @property
+    def is_mlp(self) -> bool:  # a bottleneck-MLP tokenizer (one vector per sample: global embeddings, poses)
+        return self.config["enc_type"].startswith("BottleneckMLP")
+
 
 @pytest.fixture(scope="module")
 def released_tokenizers(tmp_path_factory) -> list[ReleasedTokenizer]:
@@ -123,13 +127,19 @@ def expected_refusal(trunk: Trunk, tokenizer: ReleasedTokenizer) -> str | None:
     entry = table[domain]
     if entry["type"] != "img":
         return "is a sequence modality in this model"
-    grid = entry.get("grid") or [entry["input_size"] // entry["patch_size"]] * 2
-    if grid != [trunk.image_size // 16] * 2:
-        return "grid"
+    learned = entry.get("pos_emb") == "learned parameter"  # the global embeddings: tokens, not a grid
+    if learned and not tokenizer.is_mlp:
+        return "needs a bottleneck-MLP tokenizer"
+    if tokenizer.is_mlp and not learned:
+        return "a bottleneck-MLP tokenizer gives one vector per sample"
     if tokenizer.is_feature_map:
         return "needs feature_extractor"
     if entry["vocab_size"] != tokenizer.config["codebook_size"]:
         return f"has {tokenizer.config['codebook_size']} codes but the model's .* vocabulary is {entry['vocab_size']}"
+    # ids per sample, per modality (its own grid): the tokenizer's at the trunk's resolution vs the model's
+    tokens = tokenizer.config["num_codebooks"] if tokenizer.is_mlp else (trunk.image_size // tokenizer.config["patch_size"]) ** 2
+    if tokens != entry["max_tokens"]:
+        return "the tokenizer gives"
     text_outputs = [name for name in ("caption", "det") if name in table and table[name]["decoder"]]
     if not entry["decoder"] and not text_outputs:
         return "no output of the model could be decoded"
@@ -197,6 +207,8 @@ for target in pipe.available_targets():
         summary = {"kind": "boxes", "boxes": type(value["boxes"]).__name__, "image": list(value["image"].size)}
     elif "text" in value:  # 4M-21's text-serialised outputs: text, parsed data or a parse error
         summary = {"kind": "sequence", "fields": sorted(value), "text": value["text"], "parsed": value["error"] is None}
+    elif value["image"] is None:  # feature maps and global embeddings: an array only
+        summary = {"kind": "array", "array": list(value["array"].shape), "dtype": str(value["array"].dtype)}
     else:
         summary = {"kind": "image", "image": list(value["image"].size), "array": list(value["array"].shape)}
     summary["tokens"] = {name: ids.tolist() for name, ids in out["tokens"].items()}
@@ -204,7 +216,8 @@ for target in pipe.available_targets():
 print(json.dumps(report))
 """
 
-FRIENDLY = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg"}
+FRIENDLY = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg",
+            "tok_dinov2_global": "dinov2_global", "tok_imagebind_global": "imagebind_global"}
 
 
 def run_pipeline(source: str, where: str, env: dict) -> dict:
@@ -263,6 +276,10 @@ def test_assembled_folder_runs_every_target_in_a_fresh_process_and_from_the_hub(
             assert summary["kind"] == "boxes" and summary["boxes"] == "list" and summary["image"] == [224, 224]
         elif name in SEQUENCE_MODALITIES:
             assert summary["kind"] == "sequence" and summary["fields"] == ["data", "error", "text"], name
+        elif summary["kind"] == "array":  # a global embedding: one vector of the tokenizer's width
+            tokenizer = next(t for t in fitting if FRIENDLY.get(t.modality) == name)
+            assert summary["array"] == [tokenizer.config["n_channels"]] and summary["dtype"] == "float32", name
+            assert len(summary["tokens"][f"tok_{name}"]) == tokenizer.config["num_codebooks"], name
         else:
             assert summary["image"] == [224, 224] and summary["array"][:2] == [224, 224], name
             assert len(summary["tokens"][f"tok_{name}"]) == 196, name
@@ -437,3 +454,129 @@ def test_a_feature_tokenizer_joins_with_its_vision_model(paired, released_tokeni
     image = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
     out = pipe(image, target_modalities=["caption"], seed=0, return_tokens=True)
     assert len(out["tokens"][feature.modality]) == (trunk.image_size // 16) ** 2 and isinstance(out["caption"], str)
+
+
+# ---- feature maps on their own grid and global embeddings ----------------------------------------------
+def own_grid_outputs(trunk: Trunk) -> dict[str, dict]:
+    """The trunk's image-token outputs at its resolution that are feature maps on a grid other than the main
+    one (4M-21's 16x16 tok_dinov2 / tok_imagebind) or global embeddings (learned positions), from the table."""
+    main = trunk.image_size // 16
+    found = {}
+    for domain, entry in trunk.modalities.items():
+        name = domain.removesuffix(f"@{trunk.image_size}")
+        if entry["type"] != "img" or not entry["decoder"] or entry.get("input_size", trunk.image_size) != trunk.image_size:
+            continue
+        grid = entry.get("grid") or [entry["input_size"] // entry["patch_size"]] * 2
+        if entry.get("pos_emb") == "learned parameter" or (name.startswith("tok_") and grid != [main, main]
+                                                             and "edge" not in name):
+            found[name] = entry
+    return found
+
+
+def build_own_grid_tokenizers(trunk: Trunk, root: Path) -> tuple[list[str], list[str], dict[str, dict]]:
+    """Tiny random released-layout tokenizers for ``own_grid_outputs``: a bottleneck-MLP VQ-VAE per global
+    embedding (the trunk's vocabulary and token count), a ViT VQ-VAE on a tiny random DINOv2's feature grid
+    per feature map (patch 224 / grid, so the grid is the trunk's). Returns ``--tokenizers``,
+    ``--feature-model`` arguments and ``{modality: what the pipeline must give}``."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    from fourm_hf.tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
+    from fourm_hf.tokenization.released_layout import save_in_released_layout
+    from fourm_hf.tokenization.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
+
+    tokenizers, features, expected = [], [], {}
+    for seed, (name, entry) in enumerate(sorted(own_grid_outputs(trunk).items())):
+        torch.manual_seed(seed)
+        if entry.get("pos_emb") == "learned parameter":
+            channels = 24
+            model = FourMMLPVQVAE(FourMMLPVQVAEConfig(
+                enc_type="BottleneckMLP/B_1-Wi_16", dec_type="BottleneckMLP/B_1-Wi_16", n_channels=channels,
+                latent_dim=8 * entry["max_tokens"], num_codebooks=entry["max_tokens"], codebook_size=entry["vocab_size"]))
+            expected[name] = {"array": [channels], "tokens": entry["max_tokens"]}
+        else:
+            grid, channels = entry["grid"][0], 32
+            model = FourMViTVQVAE(FourMViTVQVAEConfig(
+                enc_type="vit_tiny_d32_l1_h2_enc", dec_type="vit_tiny_d32_l1_h2_dec", image_size=grid * 16,
+                codebook_size=entry["vocab_size"], latent_dim=8, patch_proj=False, n_channels=channels))
+            vision = Dinov2Model(Dinov2Config(hidden_size=channels, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
+                                              image_size=trunk.image_size, patch_size=trunk.image_size // grid))
+            vision.save_pretrained(root / f"{name}_vision")
+            features.append(f"{name}={root / f'{name}_vision'}")
+            expected[name] = {"array": [grid, grid, channels], "tokens": grid * grid}
+        save_in_released_layout(model.eval(), root / name)
+        tokenizers.append(f"{name}={root / name}")
+    return tokenizers, features, expected
+
+
+OWN_GRID_TRUNKS = sorted(name for name, trunk in TRUNKS.items() if own_grid_outputs(trunk))
+
+
+@pytest.mark.parametrize("trunk_name", OWN_GRID_TRUNKS or [pytest.param("none", marks=pytest.mark.skip(
+    reason=f"no fixture trunk under {ML4M} has feature maps on their own grid or global embeddings"))])
+def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, converted, tmp_path):
+    """RGB -> each feature map on its own grid (an array (g, g, C), no image) and each global embedding (a vector
+    (C,)); as inputs, the image gives the feature-map tokens and ``vectors`` the global ones."""
+    import numpy as np
+    from transformers import pipeline
+
+    from fourm_hf.pipelines.any_to_any import FRIENDLY_NAMES
+
+    trunk = TRUNKS[trunk_name]
+    tokenizers, features, expected = build_own_grid_tokenizers(trunk, tmp_path)
+    summary = assemble_ml4m(converted[trunk_name], tokenizers, text_tokenizer_for(trunk), tmp_path / "out",
+                            allow_missing_tokenizers=True, feature_models=features)
+    assert all(name not in summary["undecodable"] for name in expected), summary["undecodable"]
+    assert all(FRIENDLY_NAMES[name] in summary["targets"] for name in expected), summary["targets"]
+    pipe = pipeline("any-to-any", model=str(tmp_path / "out"))
+    image = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
+    for name, wanted in expected.items():
+        friendly = FRIENDLY_NAMES[name]
+        out = pipe(image, target_modalities=[friendly], seed=0, return_tokens=True, num_steps=2)
+        value = out[friendly]
+        assert value["image"] is None and isinstance(value["array"], np.ndarray), name
+        assert list(value["array"].shape) == wanted["array"] and value["array"].dtype == np.float32, name
+        assert np.isfinite(value["array"]).all(), name
+        assert len(out["tokens"][name]) == wanted["tokens"], name
+        # the image's own feature tokens of a target are no condition of it; the others are
+        assert all(len(out["tokens"][other]) == expected[other]["tokens"] for other in expected
+                   if other != name and "array" in expected[other] and len(expected[other]["array"]) == 3)
+    vectors = {FRIENDLY_NAMES[n]: np.random.default_rng(1).normal(size=w["array"]).astype(np.float32)
+               for n, w in expected.items() if len(w["array"]) == 1}
+    for friendly, vector in vectors.items():  # a global embedding as input: caption from it
+        out = pipe({friendly: vector}, target_modalities=["caption"], seed=0, return_tokens=True)
+        assert isinstance(out["caption"], str) and len(out["tokens"][f"tok_{friendly}"]) == 16
+    with pytest.raises(ValueError, match="is not an input of its own; the processor computes"):
+        pipe({"rgb": image, FRIENDLY_NAMES[next(n for n, w in expected.items() if len(w["array"]) == 3)]: image})
+
+
+def test_a_tokenizer_with_other_ids_per_sample_is_refused(converted, tmp_path):
+    """A global-embedding tokenizer with the wrong number of heads, and one for a grid modality: named errors."""
+    import torch
+
+    from fourm_hf.tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
+    from fourm_hf.tokenization.released_layout import save_in_released_layout
+
+    name = next((n for n in OWN_GRID_TRUNKS if any(e.get("pos_emb") == "learned parameter"
+                                                  for e in own_grid_outputs(TRUNKS[n]).values())), None)
+    if name is None:
+        pytest.skip(f"no fixture trunk under {ML4M} has a global embedding")
+    trunk = TRUNKS[name]
+    modality, entry = next((m, e) for m, e in sorted(own_grid_outputs(trunk).items()) if e.get("pos_emb") == "learned parameter")
+    torch.manual_seed(0)
+    heads = entry["max_tokens"] // 2
+    model = FourMMLPVQVAE(FourMMLPVQVAEConfig(enc_type="BottleneckMLP/B_1-Wi_16", dec_type="BottleneckMLP/B_1-Wi_16",
+                                              n_channels=12, latent_dim=8 * heads, num_codebooks=heads,
+                                              codebook_size=entry["vocab_size"]))
+    save_in_released_layout(model.eval(), tmp_path / "mlp")
+    with pytest.raises(ValueError, match=rf"tokenizer for '{modality}': the tokenizer gives {heads} ids per sample at "
+                                         rf"{trunk.image_size} px, the model's {modality} has {entry['max_tokens']} tokens"):
+        assemble_ml4m(converted[name], [f"{modality}={tmp_path / 'mlp'}"], text_tokenizer_for(trunk), tmp_path / "out",
+                      allow_missing_tokenizers=True)
+    grids = [m for m, e in sorted(own_grid_outputs(trunk).items()) if e.get("pos_emb") != "learned parameter"]
+    for grid_modality in grids[:1]:  # the MLP tokenizer under a grid modality's name
+        with pytest.raises(ValueError, match=rf"tokenizer for '{grid_modality}': a bottleneck-MLP tokenizer gives one "
+                                             rf"vector per sample, but the model's {grid_modality} is a \d+x\d+ grid"):
+            assemble_ml4m(converted[name], [f"{grid_modality}={tmp_path / 'mlp'}"], text_tokenizer_for(trunk),
+                          tmp_path / "out", allow_missing_tokenizers=True)
+    assert not (tmp_path / "out").exists()

@@ -21,14 +21,15 @@ WordPiece file for text. This puts them together into ONE folder that ``AutoMode
   folder.
 
 Each pairing is checked before anything is written: the modality must be one of the model's image
-token modalities at the model's resolution and grid, the tokenizer's codebook must have the model's
-vocabulary size, the text tokenizer the vocabulary of every text modality, and every image output
+token modalities at the model's resolution, the tokenizer must give as many ids per sample as the
+model has positions for that modality (its own grid: 4M-21's 16x16 ``tok_dinov2`` / ``tok_imagebind``,
+the 16 tokens of the global embeddings ``tok_dinov2_global`` / ``tok_imagebind_global``, which take
+a bottleneck-MLP tokenizer) and its codebook the model's vocabulary size, the text tokenizer the vocabulary of every text modality, and every image output
 of the model needs a tokenizer (``--allow-missing-tokenizers`` leaves such outputs undecodable
 instead). A mismatch is a ``ValueError`` listing what was found and what was expected. The
 processor and the pipeline serve one resolution (the model's ``image_size``): super-resolution
-outputs (``tok_rgb@448``), other-grid modalities (the 16x16 ``tok_dinov2``, the global
-``tok_dinov2_global``) and modalities without a processor input map (the edges) cannot be served and
-are refused; such outputs are reported as undecodable.
+outputs (``tok_rgb@448``) and modalities without a processor input map (the edges) cannot be served
+and are refused; such outputs are reported as undecodable.
 
 The output folder is built under a temporary name beside it and renamed into place; a failure
 leaves no folder behind.
@@ -133,10 +134,6 @@ def _why_not_servable(config, name: str) -> str | None:
     if config.modality_image_size(name) != config.image_size:
         return (f"at {config.modality_image_size(name)} px, but the processor and the any-to-any pipeline serve one "
                 f"resolution, the model's {config.image_size} px (super-resolution outputs are not supported)")
-    grid = config.modality_grid_size(name)
-    if grid != config.grid_size or spec.learned_positions:
-        return (f"a {grid}x{grid} grid{' with learned positions' if spec.learned_positions else ''}, but the processor "
-                f"and the pipeline serve the model's {config.grid_size}x{config.grid_size} grid only")
     return None
 
 
@@ -152,15 +149,28 @@ def check_modality_servable(config, name: str) -> None:
 
 
 def check_tokenizer_fits(config, name: str, tokenizer) -> None:
-    """``tokenizer`` (a ``ReleasedModalityTokenizer``) must have the vocabulary and grid of the model's ``name``."""
+    """``tokenizer`` (a ``ReleasedModalityTokenizer``) must have the vocabulary and the ids per sample of the
+    model's ``name`` (its own grid, ``config.num_positions(name)``, not the model's main grid)."""
+    from ..tokenization.released_modalities import VECTOR_KINDS
+
     where = f"tokenizer for {name!r}"
+    is_vector, learned = tokenizer.config.input_kind in VECTOR_KINDS, config.modality(name).learned_positions
+    if is_vector and not learned:
+        grid = config.modality_grid_size(name)
+        raise ValueError(f"{where}: a bottleneck-MLP tokenizer gives one vector per sample, but the model's {name} is a "
+                         f"{grid}x{grid} grid; it needs a grid tokenizer.")
     found, expected = tokenizer.config.vocab_size, config.modality(name).vocab_size
     if found != expected:
         raise ValueError(f"{where}: the tokenizer has {found} codes but the model's {name} vocabulary is {expected}; "
                          "this tokenizer does not belong to this model.")
-    if tokenizer.config.grid_size != config.grid_size:
-        raise ValueError(f"{where}: the tokenizer gives a {tokenizer.config.grid_size}x{tokenizer.config.grid_size} grid "
-                         f"at {config.image_size} px, the model's {name} has {config.grid_size}x{config.grid_size}.")
+    found, expected = tokenizer.config.num_tokens, config.num_positions(name)
+    if found != expected:  # per modality: 4M-21's tok_dinov2 has its own 16x16 grid, the globals 16 tokens
+        grid = config.modality_grid_size(name)
+        given = (f"{found} ids per sample" if is_vector else
+                 f"a {tokenizer.config.grid_size}x{tokenizer.config.grid_size} grid ({found} ids per sample)")
+        wanted = (f"{expected} tokens" if learned else
+                  f"a {grid}x{grid} grid ({expected} ids per sample)")
+        raise ValueError(f"{where}: the tokenizer gives {given} at {config.image_size} px, the model's {name} has {wanted}.")
 
 
 def check_text_tokenizer(config, text_tokenizer) -> None:

@@ -34,6 +34,11 @@ Output per sample, keyed by the friendly names of the generated targets:
   ``{key id: value}``; see ``tokenization/sequence_modalities.py``) or, where the text does not
   parse, ``data`` None and the parser's message in ``error``. As inputs they take that structured
   data (or its text);
+* ``clip`` / ``dinov2`` / ``imagebind`` (vision-model feature maps, each on its model grid: 4M-21's
+  DINOv2 / ImageBind 16x16) and ``dinov2_global`` / ``imagebind_global`` (global embeddings, 16 tokens):
+  ``{"image": None, "array": float32 (g, g, C) or (C,)}``, when the processor holds their tokenizer. As
+  inputs, the feature maps are computed from the ``rgb`` image by the processor (where it holds the
+  vision model) and the global embeddings are given as a (C,) vector;
 * ``tokens`` (with ``return_tokens=True``): ``{model modality: int64 ids}`` of inputs and targets.
 
 Negative prompts (``negative_prompt=``, one str or one per sample) are the reference's multimodal
@@ -85,11 +90,18 @@ DEFAULT_DECODING = {
 
 # Friendly name -> the model's modality as a target (as an input, "rgb" is also the pixel modality).
 TARGET_MODALITIES = {"rgb": "tok_rgb", "depth": "tok_depth", "normal": "tok_normal", "semseg": "tok_semseg",
-                     "caption": "caption", "det": "det", **{name: name for name in SEQUENCE_MODALITIES}}
+                     "caption": "caption", "det": "det", **{name: name for name in SEQUENCE_MODALITIES},
+                     "clip": "tok_clip", "dinov2": "tok_dinov2", "imagebind": "tok_imagebind",
+                     "dinov2_global": "tok_dinov2_global", "imagebind_global": "tok_imagebind_global"}
 FRIENDLY_NAMES = {model_name: friendly for friendly, model_name in TARGET_MODALITIES.items()}
 DEFAULT_TARGET_ORDER = ("depth", "normal", "semseg", "rgb", "caption", "det", "human_poses", "sam_instance",
-                        "color_palette", "metadata")
+                        "color_palette", "metadata", "clip", "dinov2", "imagebind", "dinov2_global", "imagebind_global")
 IMAGE_MODALITIES = ("rgb", "depth", "normal", "semseg")
+# Vision-model feature maps (each on its own grid: tok_clip 14x14, 4M-21's tok_dinov2 / tok_imagebind 16x16) and
+# global embeddings (16 tokens, released MLP tokenizers): token targets decoded to arrays, with no image.
+FEATURE_MODALITIES = ("clip", "dinov2", "imagebind")
+VECTOR_MODALITIES = ("dinov2_global", "imagebind_global")
+TOKEN_MODALITIES = IMAGE_MODALITIES + FEATURE_MODALITIES + VECTOR_MODALITIES  # decoded by a processor VQ-VAE
 # Friendly input name -> FourMProcessor argument.
 PROCESSOR_ARGUMENTS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg",
                        "caption": "text", "det": "boxes", **{name: name for name in SEQUENCE_MODALITIES}}
@@ -283,6 +295,10 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             if name in sample and isinstance(sample[name], np.ndarray) and sample[name].size == 0:
                 raise ValueError(f"{where}: {name} is an empty array {sample[name].shape}; expected an (H, W) map "
                                  "with H, W >= 1.")
+        for name in FEATURE_MODALITIES:
+            if name in sample:
+                raise ValueError(f"{where}: {name!r} is not an input of its own; the processor computes the {name} "
+                                 "feature map from the rgb image (give the image as rgb).")
         if "caption" in sample:
             caption = sample["caption"]
             if not isinstance(caption, str):
@@ -297,22 +313,27 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         config = self.model.config
         given = [name for name in samples[0] if name != NEGATIVE_PROMPT]
         targets = self.resolve_targets(given, target_modalities)
-        arguments = {PROCESSOR_ARGUMENTS[name]: [sample[name] for sample in samples] for name in given}
+        arguments = {PROCESSOR_ARGUMENTS[name]: [sample[name] for sample in samples] for name in given
+                     if name not in VECTOR_MODALITIES}
+        vectors = {TARGET_MODALITIES[name]: [sample[name] for sample in samples] for name in given if name in VECTOR_MODALITIES}
+        if vectors:
+            arguments["vectors"] = vectors
         processed = self.processor(**arguments)
         pixels = processed.pop("pixel_values", None)
         # The input image, cropped as the model sees it: what generated boxes are drawn on.
         backgrounds = self.processor.decode_pixel_values(pixels)["image"] if pixels is not None else None
         pixel_values = pixels if pixels is not None and "rgb" in config.input_modalities else None
         tokens, cond_domains = {}, ["rgb"] if pixel_values is not None else []
+        model_targets = [TARGET_MODALITIES[name] for name in targets]
         for name, ids in processed.items():
-            if name in config.input_modalities:
+            # a feature map the processor computed from the image is no condition when it is a target
+            if name in config.input_modalities and name not in model_targets:
                 tokens[name] = ids
                 cond_domains.append(name)
-        conditions_of = {name: [m for m in cond_domains if FRIENDLY_NAMES.get(m, m) == name] for name in given}
+        conditions_of = {name: [m for m in cond_domains if _input_of(m) == name] for name in given}
         for name, conditions in conditions_of.items():
             if not conditions:
                 raise ValueError(f"input {name!r}: this model does not read it (its inputs are {config.input_modalities}).")
-        model_targets = [TARGET_MODALITIES[name] for name in targets]
         condition_sets = self._guidance(guidance, conditions_of)
         negatives = [sample[NEGATIVE_PROMPT] for sample in samples if NEGATIVE_PROMPT in sample]
         scale = DEFAULT_NEGATIVE_SCALE if negative_scale is None else float(negative_scale)
@@ -371,8 +392,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             result = {}
             for name in targets:
                 value = decoded[TARGET_MODALITIES[name]]
-                if name in IMAGE_MODALITIES:
-                    result[name] = {"image": value["image"][row], "array": value["array"][row]}
+                if name in TOKEN_MODALITIES:  # features and vectors have no image (None)
+                    image = None if value["image"] is None else value["image"][row]
+                    result[name] = {"image": image, "array": value["array"][row]}
                 elif name == "caption" or name in SEQUENCE_MODALITIES:
                     result[name] = value[row]
                 else:
@@ -389,7 +411,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         names = []
         for name in DEFAULT_TARGET_ORDER:
             model_name = TARGET_MODALITIES[name]
-            if model_name in config.output_modalities and (name not in IMAGE_MODALITIES or model_name in self.processor.vqvaes):
+            if model_name in config.output_modalities and (name not in TOKEN_MODALITIES or model_name in self.processor.vqvaes):
                 names.append(name)
         return names
 
@@ -456,7 +478,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         if num_steps is not None:
             by_name = _per_modality(num_steps, "num_steps", targets)
             base = build_preset_schedule(self.model.config, recipe, cond_domains, model_targets)
-            overrides["decoding_steps"] = [by_name[name] if by_name[name] is not None and name in IMAGE_MODALITIES
+            overrides["decoding_steps"] = [by_name[name] if by_name[name] is not None and name in TOKEN_MODALITIES
                                            else (None if plan.scheme == "autoregressive" else plan.num_steps)
                                            for name, plan in zip(targets, base.targets)]
         if guidance is not None:
@@ -474,14 +496,14 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         steps_by_name = _per_modality(num_steps, "num_steps", targets)
         named_steps = {friendly_name(n, "num_steps"): v for n, v in num_steps.items()} if isinstance(num_steps, Mapping) else {}
         for name, steps in named_steps.items():
-            if name not in IMAGE_MODALITIES and steps is not None:
+            if name not in TOKEN_MODALITIES and steps is not None:
                 raise ValueError(f"num_steps[{name!r}]: {name} is a sequence, decoded one token per step; "
                                  "num_steps sets image decoding steps.")
         resolved = {key: _per_modality(value, key, targets) for key, value in options.items()}
         for name in targets:
-            kind = "image" if name in IMAGE_MODALITIES else "sequence"
+            kind = "image" if name in TOKEN_MODALITIES else "sequence"
             defaults = DEFAULT_DECODING[kind]
-            steps = steps_by_name[name] if name in IMAGE_MODALITIES else None
+            steps = steps_by_name[name] if name in TOKEN_MODALITIES else None
             if steps is None and kind == "image":
                 steps = defaults["num_steps"]
             pick = {key: resolved[key][name] if resolved[key][name] is not None else defaults[key] for key in options}
@@ -512,6 +534,12 @@ def _add_negative_prompts(samples: list[dict], negative_prompt) -> None:
             raise ValueError(f"negative_prompt[{index}] must be a str (or None), got {type(prompt).__name__}.")
         if prompt.strip():
             sample[NEGATIVE_PROMPT] = prompt.strip()
+
+
+def _input_of(model_name: str) -> str:
+    """The friendly input a condition modality comes from: feature maps (tok_clip, ...) come from the rgb image."""
+    friendly = FRIENDLY_NAMES.get(model_name, model_name)
+    return "rgb" if friendly in FEATURE_MODALITIES else friendly
 
 
 def _per_modality(value, field: str, targets: list[str]) -> dict:
