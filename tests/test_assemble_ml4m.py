@@ -132,8 +132,6 @@ def expected_refusal(trunk: Trunk, tokenizer: ReleasedTokenizer) -> str | None:
         return "needs a bottleneck-MLP tokenizer"
     if tokenizer.is_mlp and not learned:
         return "a bottleneck-MLP tokenizer gives one vector per sample"
-    if tokenizer.is_feature_map:
-        return "needs feature_extractor"
     if entry["vocab_size"] != tokenizer.config["codebook_size"]:
         return f"has {tokenizer.config['codebook_size']} codes but the model's .* vocabulary is {entry['vocab_size']}"
     # ids per sample, per modality (its own grid): the tokenizer's at the trunk's resolution vs the model's
@@ -216,7 +214,7 @@ for target in pipe.available_targets():
 print(json.dumps(report))
 """
 
-FRIENDLY = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg",
+FRIENDLY = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg", "tok_clip": "clip",
             "tok_dinov2_global": "dinov2_global", "tok_imagebind_global": "imagebind_global"}
 
 
@@ -276,10 +274,12 @@ def test_assembled_folder_runs_every_target_in_a_fresh_process_and_from_the_hub(
             assert summary["kind"] == "boxes" and summary["boxes"] == "list" and summary["image"] == [224, 224]
         elif name in SEQUENCE_MODALITIES:
             assert summary["kind"] == "sequence" and summary["fields"] == ["data", "error", "text"], name
-        elif summary["kind"] == "array":  # a global embedding: one vector of the tokenizer's width
+        elif summary["kind"] == "array":  # a global embedding (one vector) or a feature map, of the tokenizer's width
             tokenizer = next(t for t in fitting if FRIENDLY.get(t.modality) == name)
-            assert summary["array"] == [tokenizer.config["n_channels"]] and summary["dtype"] == "float32", name
-            assert len(summary["tokens"][f"tok_{name}"]) == tokenizer.config["num_codebooks"], name
+            count = len(summary["tokens"][f"tok_{name}"])
+            assert count == trunk.modalities.get(f"tok_{name}@{trunk.image_size}", trunk.modalities.get(f"tok_{name}"))["max_tokens"]
+            side = [] if tokenizer.is_mlp else [int(count**0.5)] * 2
+            assert summary["array"] == [*side, tokenizer.config["n_channels"]] and summary["dtype"] == "float32", name
         else:
             assert summary["image"] == [224, 224] and summary["array"][:2] == [224, 224], name
             assert len(summary["tokens"][f"tok_{name}"]) == 196, name
@@ -312,7 +312,8 @@ def paired(released_tokenizers, converted):
 
     name = max(sorted(TRUNKS), key=lambda n: len(fits(n)))
     assert fits(name), "no tokenizer fixture fits any trunk"
-    return TRUNKS[name], converted[name], text_tokenizer_for(TRUNKS[name]), fits(name)
+    # tokenizers that read the image or a map first (a feature tokenizer alone would be output-only)
+    return TRUNKS[name], converted[name], text_tokenizer_for(TRUNKS[name]), sorted(fits(name), key=lambda t: t.is_feature_map)
 
 
 def test_an_image_output_without_tokenizer_is_an_error_unless_allowed(paired, tmp_path):
@@ -432,10 +433,11 @@ def test_a_feature_tokenizer_joins_with_its_vision_model(paired, released_tokeni
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, pipeline
 
     trunk, model, text, tokenizers = paired
-    features = [t for t in released_tokenizers if t.is_feature_map and expected_refusal(trunk, t) == "needs feature_extractor"]
+    features = [t for t in released_tokenizers if t.is_feature_map and expected_refusal(trunk, t) is None]
     if not features:
         pytest.fail(f"{trunk.name}: no feature-map tokenizer fixture with its vocabulary (expected the CLIP one)")
     feature = features[0]
+    tokenizers = [t for t in tokenizers if t.modality != feature.modality]
     torch.manual_seed(0)
     clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=trunk.image_size,
@@ -446,6 +448,18 @@ def test_a_feature_tokenizer_joins_with_its_vision_model(paired, released_tokeni
                       feature_models=[f"tok_other={tmp_path / 'clip'}"])
     with pytest.raises(ValueError, match="expected MODALITY=DIR"):
         assemble_ml4m(model, [str(feature.folder)], text, tmp_path / "out", feature_models=[str(tmp_path / "clip")])
+    # without its vision model: output-only (decoded, never computed from the image)
+    summary = assemble_ml4m(model, [str(feature.folder), *[str(t.folder) for t in tokenizers]], text,
+                            tmp_path / "output-only", allow_missing_tokenizers=True)
+    assert summary["output_only"] == [feature.modality] and feature.modality not in summary["undecodable"]
+    pipe = pipeline("any-to-any", model=str(tmp_path / "output-only"))
+    image = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
+    out = pipe(image, target_modalities=["caption"], seed=0, return_tokens=True)
+    assert feature.modality not in out["tokens"] and isinstance(out["caption"], str)
+    friendly = feature.modality.removeprefix("tok_")
+    out = pipe(image, target_modalities=[friendly], seed=0, num_steps=2)
+    grid = trunk.image_size // 16
+    assert out[friendly]["image"] is None and out[friendly]["array"].shape == (grid, grid, feature.config["n_channels"])
     summary = assemble_ml4m(model, [str(feature.folder), *[str(t.folder) for t in tokenizers]], text, tmp_path / "out",
                             allow_missing_tokenizers=True, feature_models=[f"{feature.modality}={tmp_path / 'clip'}"])
     assert feature.modality in summary["tokenizers"] and feature.modality not in summary["undecodable"]
@@ -487,6 +501,7 @@ def build_own_grid_tokenizers(trunk: Trunk, root: Path) -> tuple[list[str], list
 
     tokenizers, features, expected = [], [], {}
     for seed, (name, entry) in enumerate(sorted(own_grid_outputs(trunk).items())):
+        # the first feature map gets a vision model (its tokens come from the image), the others are output-only
         torch.manual_seed(seed)
         if entry.get("pos_emb") == "learned parameter":
             channels = 24
@@ -499,11 +514,14 @@ def build_own_grid_tokenizers(trunk: Trunk, root: Path) -> tuple[list[str], list
             model = FourMViTVQVAE(FourMViTVQVAEConfig(
                 enc_type="vit_tiny_d32_l1_h2_enc", dec_type="vit_tiny_d32_l1_h2_dec", image_size=grid * 16,
                 codebook_size=entry["vocab_size"], latent_dim=8, patch_proj=False, n_channels=channels))
-            vision = Dinov2Model(Dinov2Config(hidden_size=channels, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
-                                              image_size=trunk.image_size, patch_size=trunk.image_size // grid))
-            vision.save_pretrained(root / f"{name}_vision")
-            features.append(f"{name}={root / f'{name}_vision'}")
-            expected[name] = {"array": [grid, grid, channels], "tokens": grid * grid}
+            encodes = not features
+            if encodes:
+                vision = Dinov2Model(Dinov2Config(hidden_size=channels, num_hidden_layers=1, num_attention_heads=2,
+                                                  mlp_ratio=2, image_size=trunk.image_size,
+                                                  patch_size=trunk.image_size // grid))
+                vision.save_pretrained(root / f"{name}_vision")
+                features.append(f"{name}={root / f'{name}_vision'}")
+            expected[name] = {"array": [grid, grid, channels], "tokens": grid * grid, "encodes": encodes}
         save_in_released_layout(model.eval(), root / name)
         tokenizers.append(f"{name}={root / name}")
     return tokenizers, features, expected
@@ -528,6 +546,8 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
                             allow_missing_tokenizers=True, feature_models=features)
     assert all(name not in summary["undecodable"] for name in expected), summary["undecodable"]
     assert all(FRIENDLY_NAMES[name] in summary["targets"] for name in expected), summary["targets"]
+    assert summary["output_only"] == sorted(n for n, w in expected.items() if w.get("encodes") is False)
+    assert summary["output_only"] and len(summary["output_only"]) < len([w for w in expected.values() if "encodes" in w])
     pipe = pipeline("any-to-any", model=str(tmp_path / "out"))
     image = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
     for name, wanted in expected.items():
@@ -538,16 +558,17 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
         assert list(value["array"].shape) == wanted["array"] and value["array"].dtype == np.float32, name
         assert np.isfinite(value["array"]).all(), name
         assert len(out["tokens"][name]) == wanted["tokens"], name
-        # the image's own feature tokens of a target are no condition of it; the others are
-        assert all(len(out["tokens"][other]) == expected[other]["tokens"] for other in expected
-                   if other != name and "array" in expected[other] and len(expected[other]["array"]) == 3)
+        # the image's feature tokens are conditions (output-only ones are not computed), except for the target itself
+        conditions = {other for other, w in expected.items() if w.get("encodes") and other != name}
+        assert {n for n in out["tokens"] if n in expected and n != name} == conditions, name
+        assert all(len(out["tokens"][other]) == expected[other]["tokens"] for other in conditions)
     vectors = {FRIENDLY_NAMES[n]: np.random.default_rng(1).normal(size=w["array"]).astype(np.float32)
                for n, w in expected.items() if len(w["array"]) == 1}
     for friendly, vector in vectors.items():  # a global embedding as input: caption from it
         out = pipe({friendly: vector}, target_modalities=["caption"], seed=0, return_tokens=True)
         assert isinstance(out["caption"], str) and len(out["tokens"][f"tok_{friendly}"]) == 16
     with pytest.raises(ValueError, match="is not an input of its own; the processor computes"):
-        pipe({"rgb": image, FRIENDLY_NAMES[next(n for n, w in expected.items() if len(w["array"]) == 3)]: image})
+        pipe({"rgb": image, FRIENDLY_NAMES[next(n for n, w in expected.items() if "encodes" in w)]: image})
 
 
 def test_a_tokenizer_with_other_ids_per_sample_is_refused(converted, tmp_path):

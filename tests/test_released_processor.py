@@ -342,3 +342,27 @@ def test_mlp_tokenizers_take_their_kind_from_the_name_and_the_family(released):
     with pytest.raises(ValueError, match="vectors= is for the vector kinds"):
         ReleasedModalityTokenizer(FourMTokenizerModel.from_pretrained(root / "semseg"), "tok_semseg",
                                   image_size=SIZE).prepare_vectors(np.zeros((1, 4)))
+
+
+def test_a_feature_tokenizer_without_vision_model_is_decode_only(released, tmp_path):
+    """grid_size= instead of feature_extractor=: ids -> features on that grid; encoding is a clear error, the
+    processor's images= leaves it out, and it saves and loads with its grid."""
+    root, _ = released
+    grid = SIZE // 8
+    wrapped = ReleasedModalityTokenizer(FourMTokenizerModel.from_pretrained(root / "dinov2"), "tok_dinov2", image_size=SIZE,
+                                        grid_size=grid)
+    assert not wrapped.config.can_encode and wrapped.config.grid_size == grid and wrapped.token_shape == (grid, grid)
+    with pytest.raises(ValueError, match="is decode-only: it has no feature_extractor"):
+        wrapped.encode(torch.zeros(1, 3, SIZE, SIZE))
+    with pytest.raises(ValueError, match="grid_size 5 does not divide image_size 64"):
+        ReleasedModalityTokenizer(FourMTokenizerModel.from_pretrained(root / "dinov2"), "tok_dinov2", image_size=SIZE,
+                                  grid_size=5)
+    wrapped.save_pretrained(tmp_path / "decode-only")
+    loaded = ReleasedModalityTokenizer.from_pretrained(tmp_path / "decode-only")
+    assert loaded.config == wrapped.config
+    processor = FourMProcessor(FourMImageProcessor(image_size=SIZE), _text_tokenizer(), vqvaes={"tok_dinov2": loaded})
+    image = (np.random.default_rng(0).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
+    assert sorted(processor(images=[image])) == ["pixel_values"]  # not computed from the image
+    ids = torch.randint(0, wrapped.config.vocab_size, (2, grid * grid))
+    decoded = processor.decode({"tok_dinov2": ids})["tok_dinov2"]
+    assert decoded["image"] is None and decoded["array"].shape == (2, grid, grid, 32) and decoded["array"].dtype == np.float32

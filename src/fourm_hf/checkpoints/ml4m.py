@@ -19,6 +19,10 @@ WordPiece file for text. This puts them together into ONE folder that ``AutoMode
   ``RELEASED_TOKENIZER_MODALITIES``), or explicitly as ``MODALITY=DIR``.
 * ``--text-tokenizer``: the reference ``tokenizers`` JSON file, or a saved ``FourMTextTokenizer``
   folder.
+* ``--feature-model MODALITY=DIR``: the transformers vision model that computes a feature tokenizer's
+  input (``tok_clip=clip-vit-base-patch16``, ``tok_dinov2=dinov2-base``). Without one, a feature
+  tokenizer is output-only: its tokens are generated and decoded to features, but not computed from an
+  input image (ImageBind has no transformers model).
 
 Each pairing is checked before anything is written: the modality must be one of the model's image
 token modalities at the model's resolution, the tokenizer must give as many ids per sample as the
@@ -255,9 +259,11 @@ def build_processor(config, tokenizer_folders: Mapping[str, Path], text_tokenize
         check_modality_servable(config, name)
     for name, folder in tokenizer_folders.items():
         try:
+            # a feature tokenizer without --feature-model is decode-only, on the model's grid for that modality
             tokenizer = ReleasedModalityTokenizer(
                 FourMTokenizerModel.from_pretrained(folder), name, image_size=config.image_size,
-                feature_extractor=feature_models.get(name), num_diffusion_steps=num_diffusion_steps)
+                feature_extractor=feature_models.get(name), num_diffusion_steps=num_diffusion_steps,
+                grid_size=None if name in feature_models else config.modality_grid_size(name))
         except ValueError as error:
             raise ValueError(f"tokenizer for {name!r} ({folder}): {error}") from None
         check_tokenizer_fits(config, name, tokenizer)
@@ -275,7 +281,8 @@ def build_processor(config, tokenizer_folders: Mapping[str, Path], text_tokenize
 def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=None, num_diffusion_steps: int = 25,
                   allow_missing_tokenizers: bool = False, feature_models: Sequence[str] = ()) -> dict:
     """Check and write ``out`` (module docstring). Returns ``{"tokenizers": {modality: folder},
-    "undecodable": {output: why it cannot be decoded}, "targets": [pipeline targets]}``."""
+    "undecodable": {output: why it cannot be decoded}, "targets": [pipeline targets], "output_only": [feature
+    modalities decoded but not computed from the image, for want of a --feature-model]}``."""
     from ..hub import write_model_card
     from ..pipelines.any_to_any import TARGET_MODALITIES
     from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
@@ -311,8 +318,9 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
     targets = [friendly for friendly, name in TARGET_MODALITIES.items()
                if name in trunk.config.output_modalities and (name in processor.vqvaes or name in ("caption", "det")
                                                               or name in SEQUENCE_MODALITIES)]
+    output_only = sorted(name for name, tokenizer in processor.vqvaes.items() if not tokenizer.config.can_encode)
     return {"tokenizers": {name: str(folder) for name, folder in folders.items()}, "undecodable": undecodable,
-            "targets": targets}
+            "targets": targets, "output_only": output_only}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -339,6 +347,8 @@ def main(args) -> int:
         print(f"fourm-hf assemble-ml4m: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: tokenizers {sorted(summary['tokenizers'])}; pipeline targets {summary['targets']}")
+    for name in summary["output_only"]:
+        print(f"  output only: {name} (no --feature-model: decoded, but not computed from the input image)")
     for name, why in summary["undecodable"].items():
         print(f"  not decodable: {name} ({why})")
     return 0

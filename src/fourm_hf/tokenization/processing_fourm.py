@@ -336,7 +336,7 @@ class FourMProcessor(ProcessorMixin):
         tokens = {}
         for name, vqvae in self.vqvaes.items():
             key = MAP_KEYS.get(vqvae.config.target)
-            if key is None or key not in processed:
+            if key is None or key not in processed or not getattr(vqvae.config, "can_encode", True):  # decode-only
                 continue
             batch = torch.as_tensor(np.asarray(processed[key]))
             batch = batch.long() if vqvae.config.input_kind == "semseg" else batch.float()

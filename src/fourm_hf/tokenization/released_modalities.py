@@ -25,6 +25,9 @@ Vector kinds (the released bottleneck-MLP tokenizers, ``FourMMLPVQVAE``) give ``
 per sample, head-major: ``config.num_tokens`` ids (16 for the global embeddings, 8 for poses) instead
 of ``grid_size ** 2``.
 
+A feature tokenizer built with ``grid_size=`` instead of a ``feature_extractor`` is decode-only
+(``config.can_encode`` False): ids -> features on that grid; the processor's ``images=`` skips it.
+
 Depth: the reference reads 16-bit PNGs in 1/512 m units scaled by 1/65535, then standardises each
 image with the mean and (unbiased) variance of its middle 80 % of values:
 ``(d - mean) / sqrt(var + 1e-6)``; the same is done here from metres.
@@ -78,6 +81,7 @@ class ModalityTokenizerConfig:
     num_classes: int | None = None
     num_diffusion_steps: int = 25
     num_tokens: int | None = None  # ids per sample; None = grid_size ** 2
+    can_encode: bool = True  # False: a decode-only feature tokenizer (no vision model to compute the features)
 
     def __post_init__(self):
         if self.num_tokens is None:
@@ -114,13 +118,17 @@ class ReleasedModalityTokenizer(nn.Module):
         image_size: the processor's crop size (a multiple of the tokenizer's patch size).
         feature_extractor: for ``"feature"``: the :class:`VisionFeatureExtractor` (or a local folder
             of a transformers vision model) that turns the RGB image into the feature grid.
+        grid_size: for ``"feature"`` without ``feature_extractor``: the token grid side; the tokenizer is
+            then decode-only (``config.can_encode`` False: ids -> features, e.g. ImageBind, which has no
+            transformers model to compute its features from the image).
         num_diffusion_steps: default DDIM steps when the tokenizer is a DiVAE.
     """
 
     is_modality_tokenizer = True
 
     def __init__(self, tokenizer: nn.Module, modality: str, kind: str | None = None, image_size: int = 224,
-                 feature_extractor: VisionFeatureExtractor | str | os.PathLike | None = None, num_diffusion_steps: int = 25):
+                 feature_extractor: VisionFeatureExtractor | str | os.PathLike | None = None, num_diffusion_steps: int = 25,
+                 grid_size: int | None = None):
         super().__init__()
         kind = kind or _default_kind(modality, tokenizer)
         if kind not in KINDS:
@@ -131,6 +139,7 @@ class ReleasedModalityTokenizer(nn.Module):
         if isinstance(feature_extractor, (str, os.PathLike)):
             feature_extractor = VisionFeatureExtractor.from_pretrained(feature_extractor)
         self.feature_extractor = feature_extractor
+        self._decode_only_grid = None if grid_size is None else int(grid_size)
         is_vector = kind in VECTOR_KINDS
         patch = self._check_vector_kind(modality, kind, tokenizer_config) if is_vector else self._check_kind(
             modality, kind, tokenizer_config, image_size)
@@ -141,6 +150,7 @@ class ReleasedModalityTokenizer(nn.Module):
             grid_size=1 if is_vector else int(image_size) // patch, vocab_size=int(tokenizer_config.codebook_size),
             num_classes=tokenizer_config.n_labels if kind == "semseg" else None, num_diffusion_steps=int(num_diffusion_steps),
             num_tokens=int(tokenizer_config.num_codebooks) if is_vector else None,
+            can_encode=not (kind == "feature" and self.feature_extractor is None),
         )
 
     @property
@@ -181,10 +191,15 @@ class ReleasedModalityTokenizer(nn.Module):
             raise ValueError(f"{name}: a semseg tokenizer needs n_labels (a class-embedding VQ-VAE).")
         patch = tokenizer_config.patch_size
         if kind == "feature":
-            if self.feature_extractor is None:
-                raise ValueError(f"{name}: a feature tokenizer needs feature_extractor= (a local transformers vision model folder).")
+            if self.feature_extractor is None and self._decode_only_grid is None:
+                raise ValueError(f"{name}: a feature tokenizer needs feature_extractor= (a local transformers vision model "
+                                 "folder), or grid_size= for a decode-only tokenizer.")
             if tokenizer_config.patch_proj:
                 raise ValueError(f"{name}: a feature tokenizer has patch_proj false; this one patches its input.")
+            if self.feature_extractor is None:  # decode-only: the grid is given
+                if self._decode_only_grid < 1 or image_size % self._decode_only_grid:
+                    raise ValueError(f"{name}: grid_size {self._decode_only_grid} does not divide image_size {image_size}.")
+                return image_size // self._decode_only_grid
             if self.feature_extractor.feature_dim != tokenizer_config.n_channels:
                 raise ValueError(
                     f"{name}: the vision model gives {self.feature_extractor.feature_dim}-d features, the tokenizer reads "
@@ -227,6 +242,9 @@ class ReleasedModalityTokenizer(nn.Module):
         if kind == "depth":
             batch = truncated_depth_standardization(batch)
         elif kind == "feature":
+            if self.feature_extractor is None:
+                raise ValueError(f"ReleasedModalityTokenizer({self.config.modality!r}) is decode-only: it has no "
+                                 "feature_extractor to compute the features from the image.")
             batch = self.feature_extractor(batch)
         return self.tokenizer.encode(batch)
 
@@ -277,9 +295,10 @@ class ReleasedModalityTokenizer(nn.Module):
         if self.feature_extractor is not None:
             self.feature_extractor.save_pretrained(os.path.join(folder, FEATURE_MODEL_FOLDER))
         settings = asdict(self.config)
+        keys = ("modality", "input_kind", "image_size", "num_diffusion_steps") + (() if settings["can_encode"] else ("grid_size",))
         path = os.path.join(folder, MODALITY_TOKENIZER_FILE)
         with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump({key: settings[key] for key in ("modality", "input_kind", "image_size", "num_diffusion_steps")}, handle, indent=2)
+            json.dump({key: settings[key] for key in keys}, handle, indent=2)
         os.replace(path + ".tmp", path)
 
     @classmethod
@@ -292,7 +311,8 @@ class ReleasedModalityTokenizer(nn.Module):
         feature_folder = os.path.join(folder, FEATURE_MODEL_FOLDER)
         extractor = VisionFeatureExtractor.from_pretrained(feature_folder) if os.path.isdir(feature_folder) else None
         return cls(FourMTokenizerModel.from_pretrained(folder), settings["modality"], settings["input_kind"],
-                   settings["image_size"], extractor, settings.get("num_diffusion_steps", 25))
+                   settings["image_size"], extractor, settings.get("num_diffusion_steps", 25),
+                   settings.get("grid_size") if extractor is None else None)
 
 
 def _default_kind(modality: str, tokenizer: nn.Module) -> str | None:
