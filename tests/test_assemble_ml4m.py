@@ -567,6 +567,8 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
     for friendly, vector in vectors.items():  # a global embedding as input: caption from it
         out = pipe({friendly: vector}, target_modalities=["caption"], seed=0, return_tokens=True)
         assert isinstance(out["caption"], str) and len(out["tokens"][f"tok_{friendly}"]) == 16
+        with pytest.raises(ValueError, match=rf"vectors\['tok_{friendly}'\]: expected shape \({vector.shape[0]},\)"):
+            pipe({friendly: vector[:-1]}, target_modalities=["caption"])
     with pytest.raises(ValueError, match="is not an input of its own; the processor computes"):
         pipe({"rgb": image, FRIENDLY_NAMES[next(n for n, w in expected.items() if "encodes" in w)]: image})
 

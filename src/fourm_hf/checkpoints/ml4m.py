@@ -26,9 +26,10 @@ WordPiece file for text. This puts them together into ONE folder that ``AutoMode
 
 Each pairing is checked before anything is written: the modality must be one of the model's image
 token modalities at the model's resolution, the tokenizer must give as many ids per sample as the
-model has positions for that modality (its own grid: 4M-21's 16x16 ``tok_dinov2`` / ``tok_imagebind``,
-the 16 tokens of the global embeddings ``tok_dinov2_global`` / ``tok_imagebind_global``, which take
-a bottleneck-MLP tokenizer) and its codebook the model's vocabulary size, the text tokenizer the vocabulary of every text modality, and every image output
+model has positions for that modality (its own grid: 4M-21's 16x16 ``tok_dinov2`` /
+``tok_imagebind``, the 16 tokens of the global embeddings ``tok_dinov2_global`` /
+``tok_imagebind_global``, which take a bottleneck-MLP tokenizer) and its codebook the model's
+vocabulary size, the text tokenizer the vocabulary of every text modality, and every image output
 of the model needs a tokenizer (``--allow-missing-tokenizers`` leaves such outputs undecodable
 instead). A mismatch is a ``ValueError`` listing what was found and what was expected. The
 processor and the pipeline serve one resolution (the model's ``image_size``): super-resolution
