@@ -603,3 +603,78 @@ def test_a_tokenizer_with_other_ids_per_sample_is_refused(converted, tmp_path):
             assemble_ml4m(converted[name], [f"{grid_modality}={tmp_path / 'mlp'}"], text_tokenizer_for(trunk),
                           tmp_path / "out", allow_missing_tokenizers=True)
     assert not (tmp_path / "out").exists()
+
+
+# ---- super-resolution after a base model ---------------------------------------------------------------
+def high_resolution_outputs(trunk: Trunk) -> dict[str, dict]:
+    """The trunk's image-token outputs at another resolution than its own (the SR layout's @448)."""
+    return {d: e for d, e in trunk.modalities.items() if e["type"] == "img" and e["decoder"] and e.get("vocab_size")
+            and e.get("input_size", trunk.image_size) != trunk.image_size}
+
+
+def test_super_resolution_runs_after_a_base_pipeline(released_tokenizers, converted, tmp_path):
+    """A base trunk's pipeline generates 224 px tokens; the SR trunk turns them into its @448 tokens, decoded by
+    the same (fixture) tokenizers wrapped at 448 px."""
+    import numpy as np
+    from transformers import pipeline
+
+    from fourm_hf.modeling.modeling_fourm import FourMModel
+    from fourm_hf.pipelines.super_resolution import super_resolve
+    from fourm_hf.tokenization.released import FourMTokenizerModel
+    from fourm_hf.tokenization.released_modalities import ReleasedModalityTokenizer
+
+    shared_path("fixtures", "ml4m")
+    sr_name = next((n for n in sorted(TRUNKS) if high_resolution_outputs(TRUNKS[n])), None)
+    assert sr_name, f"no fixture trunk under {ML4M} has high-resolution outputs (expected the SR layout)"
+    sr_trunk, high = TRUNKS[sr_name], high_resolution_outputs(TRUNKS[sr_name])
+
+    def chainable(base: Trunk) -> list[ReleasedTokenizer]:  # fits the base and its @448 counterpart of the SR trunk
+        return [t for t in released_tokenizers if expected_refusal(base, t) is None and trunk_has_output(base, t.modality)
+                and not t.is_feature_map and high.get(next((d for d in high if d.split("@")[0] == t.modality), ""), {})
+                .get("vocab_size") == t.config["codebook_size"]]
+
+    base_name = max((n for n in sorted(TRUNKS) if n != sr_name), key=lambda n: len(chainable(TRUNKS[n])))
+    chain = chainable(TRUNKS[base_name])
+    assert chain, "no tokenizer fixture fits both a base trunk and the SR trunk's high-resolution outputs"
+    base = TRUNKS[base_name]
+    assemble_ml4m(converted[base_name], [str(t.folder) for t in chain], text_tokenizer_for(base), tmp_path / "base",
+                  allow_missing_tokenizers=True, num_diffusion_steps=1)
+    pipe = pipeline("any-to-any", model=str(tmp_path / "base"))
+    friendly = [FRIENDLY[t.modality] for t in chain]  # generated from a caption (rgb among them)
+    out = pipe(text="a small red cube on a table", target_modalities=friendly, seed=0, return_tokens=True, num_steps=2)
+
+    sr_model = FourMModel.from_pretrained(str(converted[sr_name])).eval()
+    hi_size = next(iter(high.values()))["input_size"]
+    tokenizers = {f"{t.modality}@{hi_size}": ReleasedModalityTokenizer(
+        FourMTokenizerModel.from_pretrained(t.folder), f"{t.modality}@{hi_size}", image_size=hi_size, num_diffusion_steps=1)
+        for t in chain}
+    result = super_resolve(sr_model, out["tokens"], tokenizers=tokenizers, seed=0, num_steps=2)
+    grid = hi_size // 16
+    assert sorted(result["tokens"]) == sorted(d for d in high if d.split("@")[0] in out["tokens"])
+    for name, ids in result["tokens"].items():
+        assert ids.shape == (1, grid * grid) and ids.dtype == torch_long(), name
+        assert int(ids.max()) < high[name]["vocab_size"], name
+    for name in tokenizers:
+        array = result[name]["array"]
+        kind = name.split("@")[0]
+        expected = {"tok_rgb": ((1, hi_size, hi_size, 3), np.uint8), "tok_semseg": ((1, hi_size, hi_size), np.int64)}[kind]
+        assert (array.shape, array.dtype) == expected, name
+        assert result[name]["image"][0].size == (hi_size, hi_size), name
+    again = super_resolve(sr_model, out["tokens"], seed=0, num_steps=2)
+    assert all(np.array_equal(again["tokens"][n], result["tokens"][n]) for n in result["tokens"])  # seed for seed
+
+    first = chain[0].modality
+    with pytest.raises(ValueError, match=rf"tokens\['{first}'\]: the SR model reads {sr_trunk.image_size // 16 * (sr_trunk.image_size // 16)} ids"):
+        super_resolve(sr_model, {first: out["tokens"][first][:-1]}, seed=0)
+    with pytest.raises(ValueError, match="none of \\['caption'\\] is a base-resolution input"):
+        super_resolve(sr_model, {"caption": np.array([5, 6, 3])}, seed=0)
+    low = ReleasedModalityTokenizer(FourMTokenizerModel.from_pretrained(chain[0].folder), f"{first}@{hi_size}",
+                                    image_size=sr_trunk.image_size)
+    with pytest.raises(ValueError, match=f"wrap it at image_size={hi_size}"):
+        super_resolve(sr_model, out["tokens"], tokenizers={f"{first}@{hi_size}": low}, seed=0)
+
+
+def torch_long():
+    import torch
+
+    return torch.int64
