@@ -539,6 +539,7 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
     from transformers import pipeline
 
     from fourm_hf.pipelines.any_to_any import FRIENDLY_NAMES
+    from fourm_hf.pipelines.grid import grid_size, make_grid
 
     trunk = TRUNKS[trunk_name]
     tokenizers, features, expected = build_own_grid_tokenizers(trunk, tmp_path)
@@ -558,6 +559,8 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
         assert list(value["array"].shape) == wanted["array"] and value["array"].dtype == np.float32, name
         assert np.isfinite(value["array"]).all(), name
         assert len(out["tokens"][name]) == wanted["tokens"], name
+        shown = make_grid({"rgb": image}, {friendly: value}, tile_size=64)  # the input tile + a line of text
+        assert shown.size[0] == grid_size(1, 64)[0] and shown.size[1] > grid_size(1, 64)[1], name
         # the image's feature tokens are conditions (output-only ones are not computed), except for the target itself
         conditions = {other for other, w in expected.items() if w.get("encodes") and other != name}
         assert {n for n in out["tokens"] if n in expected and n != name} == conditions, name

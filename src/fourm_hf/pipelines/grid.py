@@ -67,6 +67,8 @@ def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.I
             tiles.append((name, value["image"]))
         elif name in TEXT_NAMES and isinstance(value, Mapping) and "text" in value:
             texts.append(f"{name}: {value['text']}")
+        elif isinstance(value, Mapping) and value.get("image", 0) is None and hasattr(value.get("array"), "shape"):
+            texts.append(f"{name}: float array {tuple(value['array'].shape)}")  # feature maps, global embeddings
         else:
             raise ValueError(f"outputs[{name!r}]: expected {{'image': PIL image, ...}}, a caption string or, for "
                              f"{', '.join(TEXT_NAMES)}, {{'text', 'data', 'error'}}")
