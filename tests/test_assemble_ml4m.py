@@ -681,3 +681,71 @@ def torch_long():
     import torch
 
     return torch.int64
+
+
+# ---- edges (4M-21's tok_sam_edge / tok_canny_edge, one released edge DiVAE) --------------------------------
+def edge_outputs(trunk: Trunk) -> dict[str, dict]:
+    """The trunk's edge outputs at its resolution, ``{model name: table entry}``, from the fixture table."""
+    found = {}
+    for domain, entry in trunk.modalities.items():
+        name = domain.removesuffix(f"@{trunk.image_size}")
+        if (name.startswith("tok_") and name.endswith("_edge") and entry["type"] == "img" and entry["decoder"]
+                and entry.get("input_size", trunk.image_size) == trunk.image_size):
+            found[name] = entry
+    return found
+
+
+EDGE_TRUNKS = sorted(name for name, trunk in TRUNKS.items() if edge_outputs(trunk))
+
+
+@pytest.mark.parametrize("trunk_name", EDGE_TRUNKS or [pytest.param("none", marks=pytest.mark.skip(
+    reason=f"no fixture trunk under {ML4M} has edge outputs"))])
+def test_edges_are_served_when_the_edge_tokenizer_is_named(trunk_name, converted, tmp_path):
+    """A tiny random 1-channel DiVAE in the released edge layout, named per modality: RGB -> each edge target is an
+    (S, S) float32 map in [0, 1] with a grayscale image; an edge map is an input; bad edge maps are named errors."""
+    import numpy as np
+    import torch
+    from transformers import pipeline
+
+    from fourm_hf.pipelines.any_to_any import FRIENDLY_NAMES
+    from fourm_hf.tokenization.divae import FourMDiVAE, FourMDiVAEConfig
+    from fourm_hf.tokenization.released_layout import save_in_released_layout
+
+    trunk = TRUNKS[trunk_name]
+    edges = edge_outputs(trunk)
+    vocab = {entry["vocab_size"] for entry in edges.values()}
+    assert len(vocab) == 1, f"{trunk_name}: the edge modalities share one tokenizer, but have vocabularies {vocab}"
+    torch.manual_seed(0)
+    model = FourMDiVAE(FourMDiVAEConfig(enc_type="vit_tiny_d32_l1_h2_enc", dec_type="unet_patched_tiny_c32_r1",
+                                        image_size=trunk.image_size, codebook_size=vocab.pop(), latent_dim=8, n_channels=1))
+    with torch.no_grad():  # the UNet's zero-initialised output layers would make every decode constant
+        for parameter in model.decoder.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    folder = tmp_path / "4M_tokenizers_edge_8k_224-512"
+    save_in_released_layout(model.eval(), folder)
+    text = text_tokenizer_for(trunk)
+    with pytest.raises(ValueError, match="serves several modalities; name one: tok_sam_edge=.* or tok_canny_edge="):
+        assemble_ml4m(converted[trunk_name], [str(folder)], text, tmp_path / "out", allow_missing_tokenizers=True)
+    summary = assemble_ml4m(converted[trunk_name], [f"{name}={folder}" for name in sorted(edges)], text,
+                            tmp_path / "out", allow_missing_tokenizers=True)
+    assert all(name not in summary["undecodable"] for name in edges), summary["undecodable"]
+    assert all(FRIENDLY_NAMES[name] in summary["targets"] for name in edges), summary["targets"]
+    pipe = pipeline("any-to-any", model=str(tmp_path / "out"))
+    image = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
+    size = trunk.image_size
+    for name in sorted(edges):
+        friendly = FRIENDLY_NAMES[name]
+        out = pipe(image, target_modalities=[friendly], seed=0, return_tokens=True, num_diffusion_steps=2)
+        edge = out[friendly]["array"]
+        assert edge.shape == (size, size) and edge.dtype == np.float32, (name, edge.shape, edge.dtype)
+        assert 0.0 <= edge.min() and edge.max() <= 1.0 and edge.std() > 0, (name, edge.min(), edge.max())
+        assert out[friendly]["image"].mode == "L" and out[friendly]["image"].size == (size, size), name
+        assert len(out["tokens"][name]) == edges[name]["max_tokens"], name
+    friendly = FRIENDLY_NAMES[sorted(edges)[0]]
+    edge_map = (np.random.default_rng(1).random((size, size)) > 0.8).astype(np.float32)
+    out = pipe({friendly: edge_map}, target_modalities=["caption"], seed=0, return_tokens=True)
+    assert isinstance(out["caption"], str) and len(out["tokens"][sorted(edges)[0]]) == edges[sorted(edges)[0]]["max_tokens"]
+    with pytest.raises(ValueError, match=r"edges\['tok_\w+_edge'\]: edge values must lie in \[0, 1\], got \[0.0, 2.0\]"):
+        pipe({friendly: edge_map * 2}, target_modalities=["caption"])
+    with pytest.raises(ValueError, match=rf"edges\['tok_\w+_edge'\]: expected an edge map of shape \({size}, {size}\)"):
+        pipe({friendly: edge_map[:-1]}, target_modalities=["caption"])

@@ -210,6 +210,11 @@ def test_mismatched_tokenizers_are_clear_errors(released):
     rgb_divae, semseg = FourMTokenizerModel.from_pretrained(root / "rgb"), FourMTokenizerModel.from_pretrained(root / "semseg")
     with pytest.raises(ValueError, match="a depth tokenizer reads 1 channel"):
         ReleasedModalityTokenizer(rgb_divae, "tok_depth", image_size=SIZE)
+    with pytest.raises(ValueError, match="an edge tokenizer reads 1 channel"):
+        ReleasedModalityTokenizer(rgb_divae, "tok_sam_edge", image_size=SIZE)
+    rgb = ReleasedModalityTokenizer(rgb_divae, "tok_rgb", image_size=SIZE)
+    with pytest.raises(ValueError, match="'tok_rgb' is a rgb tokenizer; edges= is for edge tokenizers"):
+        rgb.prepare_edges(np.zeros((SIZE, SIZE), dtype=np.float32))
     with pytest.raises(ValueError, match="needs feature_extractor"):
         ReleasedModalityTokenizer(FourMTokenizerModel.from_pretrained(root / "clip"), "tok_clip", image_size=SIZE)
     with pytest.raises(ValueError, match="gives 24-d features, the tokenizer reads 32"):

@@ -33,8 +33,7 @@ vocabulary size, the text tokenizer the vocabulary of every text modality, and e
 of the model needs a tokenizer (``--allow-missing-tokenizers`` leaves such outputs undecodable
 instead). A mismatch is a ``ValueError`` listing what was found and what was expected. The
 processor and the pipeline serve one resolution (the model's ``image_size``): super-resolution
-outputs (``tok_rgb@448``) and modalities without a processor input map (the edges) cannot be served
-and are refused; such outputs are reported as undecodable.
+outputs (``tok_rgb@448``) cannot be served and are refused; such outputs are reported as undecodable.
 
 The output folder is built under a temporary name beside it and renamed into place; a failure
 leaves no folder behind.
@@ -53,8 +52,7 @@ from pathlib import Path
 
 # The <modality> part of a released tokenizer repo name (EPFL-VILAB/4M_tokenizers_<modality>_<size>_<res>)
 # -> the model modality it tokenizes. The edge tokenizer (edge_8k_224-512) serves both tok_sam_edge and
-# tok_canny_edge, so it must be named explicitly (tok_canny_edge=DIR); the processor has no edge map yet,
-# so both are refused as not servable.
+# tok_canny_edge, so it must be named explicitly (tok_sam_edge=DIR / tok_canny_edge=DIR).
 RELEASED_TOKENIZER_MODALITIES = {
     "rgb": "tok_rgb",
     "depth": "tok_depth",

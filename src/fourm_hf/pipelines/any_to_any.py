@@ -39,6 +39,8 @@ Output per sample, keyed by the friendly names of the generated targets:
   ``{"image": None, "array": float32 (g, g, C) or (C,)}``, when the processor holds their tokenizer. As
   inputs, the feature maps are computed from the ``rgb`` image by the processor (where it holds the
   vision model) and the global embeddings are given as a (C,) vector;
+* ``sam_edge`` / ``canny_edge`` (4M-21's edges, the released edge DiVAE): ``{"image": PIL grayscale ("L"),
+  "array": float32 (S, S) in [0, 1]}``; as inputs, an (S, S) map in [0, 1] at the processor's size;
 * ``tokens`` (with ``return_tokens=True``): ``{model modality: int64 ids}`` of inputs and targets.
 
 Negative prompts (``negative_prompt=``, one str or one per sample) are the reference's multimodal
@@ -92,16 +94,19 @@ DEFAULT_DECODING = {
 TARGET_MODALITIES = {"rgb": "tok_rgb", "depth": "tok_depth", "normal": "tok_normal", "semseg": "tok_semseg",
                      "caption": "caption", "det": "det", **{name: name for name in SEQUENCE_MODALITIES},
                      "clip": "tok_clip", "dinov2": "tok_dinov2", "imagebind": "tok_imagebind",
-                     "dinov2_global": "tok_dinov2_global", "imagebind_global": "tok_imagebind_global"}
+                     "dinov2_global": "tok_dinov2_global", "imagebind_global": "tok_imagebind_global",
+                     "sam_edge": "tok_sam_edge", "canny_edge": "tok_canny_edge"}
 FRIENDLY_NAMES = {model_name: friendly for friendly, model_name in TARGET_MODALITIES.items()}
 DEFAULT_TARGET_ORDER = ("depth", "normal", "semseg", "rgb", "caption", "det", "human_poses", "sam_instance",
-                        "color_palette", "metadata", "clip", "dinov2", "imagebind", "dinov2_global", "imagebind_global")
+                        "color_palette", "metadata", "clip", "dinov2", "imagebind", "dinov2_global", "imagebind_global",
+                        "sam_edge", "canny_edge")
 IMAGE_MODALITIES = ("rgb", "depth", "normal", "semseg")
 # Vision-model feature maps (each on its own grid: tok_clip 14x14, 4M-21's tok_dinov2 / tok_imagebind 16x16) and
 # global embeddings (16 tokens, released MLP tokenizers): token targets decoded to arrays, with no image.
 FEATURE_MODALITIES = ("clip", "dinov2", "imagebind")
 VECTOR_MODALITIES = ("dinov2_global", "imagebind_global")
-TOKEN_MODALITIES = IMAGE_MODALITIES + FEATURE_MODALITIES + VECTOR_MODALITIES  # decoded by a processor VQ-VAE
+EDGE_MODALITIES = ("sam_edge", "canny_edge")  # edge maps in [0, 1], given to the processor as edges=
+TOKEN_MODALITIES = IMAGE_MODALITIES + FEATURE_MODALITIES + VECTOR_MODALITIES + EDGE_MODALITIES  # decoded by a VQ-VAE
 # Friendly input name -> FourMProcessor argument.
 PROCESSOR_ARGUMENTS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg",
                        "caption": "text", "det": "boxes", **{name: name for name in SEQUENCE_MODALITIES}}
@@ -314,10 +319,11 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         given = [name for name in samples[0] if name != NEGATIVE_PROMPT]
         targets = self.resolve_targets(given, target_modalities)
         arguments = {PROCESSOR_ARGUMENTS[name]: [sample[name] for sample in samples] for name in given
-                     if name not in VECTOR_MODALITIES}
-        vectors = {TARGET_MODALITIES[name]: [sample[name] for sample in samples] for name in given if name in VECTOR_MODALITIES}
-        if vectors:
-            arguments["vectors"] = vectors
+                     if name not in VECTOR_MODALITIES + EDGE_MODALITIES}
+        for argument, names in (("vectors", VECTOR_MODALITIES), ("edges", EDGE_MODALITIES)):
+            by_modality = {TARGET_MODALITIES[name]: [sample[name] for sample in samples] for name in given if name in names}
+            if by_modality:
+                arguments[argument] = by_modality
         processed = self.processor(**arguments)
         pixels = processed.pop("pixel_values", None)
         # The input image, cropped as the model sees it: what generated boxes are drawn on.

@@ -16,6 +16,7 @@ and text / boxes into WordPiece ids (:class:`FourMTextTokenizer`), and returns t
                     4M-21's structured data (``sequence_modalities``)
       "pixel_values": (B, 3, S, S) float32, ImageNet-normalised: the ``rgb`` pixels modality
       "tok_dinov2_global": (B, H) int64  from vectors={"tok_dinov2_global": (B, 768)}  (a released MLP tokenizer)
+      "tok_sam_edge": (B, G*G) int64  from edges={"tok_sam_edge": (B, S, S) in [0, 1]}  (the released edge DiVAE)
     }
 
 Which token modalities come out is decided by the loaded VQ-VAEs: each declares the dense map it
@@ -99,6 +100,7 @@ CAPTION_MODALITY = "caption"
 DET_MODALITY = "det"
 PIXELS_MODALITY = "rgb"
 VECTOR_TARGET = "vector"  # the ``target`` of tokenizers that read a vector per sample (``vectors=``)
+EDGE_TARGET = "edge"  # the ``target`` of edge tokenizers (``edges=``: maps in [0, 1] at the processor's size)
 REMOTE_CODE_MODULES = (
     "remote_code.py",
     "tokenization/text_layout.py",
@@ -211,7 +213,7 @@ class FourMProcessor(ProcessorMixin):
                 f"vqvaes[{name!r}]: num_classes={config.num_classes} but the image processor accepts "
                 f"num_semseg_classes={self.image_processor.num_semseg_classes}; they must match"
             )
-        if config.input_kind != "feature" and config.target not in MAP_KEYS and config.target != VECTOR_TARGET:
+        if config.input_kind != "feature" and config.target not in MAP_KEYS and config.target not in (VECTOR_TARGET, EDGE_TARGET):
             raise ValueError(f"vqvaes[{name!r}]: unknown target map {config.target!r}; expected one of {list(MAP_KEYS)}")
 
     # ------------------------------------------------------------------------------- properties
@@ -225,7 +227,7 @@ class FourMProcessor(ProcessorMixin):
         """Every key :meth:`__call__` can return: ``pixel_values``, the token modalities of the
         VQ-VAEs that encode a dense map or a vector (in ``vqvaes`` order), ``caption`` and ``det``."""
         encoded = [name for name, vqvae in self.vqvaes.items()
-                   if vqvae.config.target in MAP_KEYS or vqvae.config.target == VECTOR_TARGET]
+                   if vqvae.config.target in MAP_KEYS or vqvae.config.target in (VECTOR_TARGET, EDGE_TARGET)]
         return ["pixel_values", *encoded, CAPTION_MODALITY, DET_MODALITY]
 
     def vqvaes_for(self, target: str) -> dict[str, FourMVQVAE]:
@@ -249,6 +251,7 @@ class FourMProcessor(ProcessorMixin):
         boxes: list[dict] | list[list[dict]] | None = None,
         text: str | list[str] | None = None,
         vectors: Mapping | None = None,
+        edges: Mapping | None = None,
         metadata=None,
         color_palette=None,
         human_poses=None,
@@ -266,6 +269,9 @@ class FourMProcessor(ProcessorMixin):
             vectors: ``{modality: vectors}`` for the loaded vector tokenizers (released MLP tokenizers:
                 a global embedding (C,) or (B, C), a pose (23, 3, 3) or (B, 23, 3, 3)); each gives
                 ``{modality: (B, num_tokens) int64}``. Vectors are not cropped.
+            edges: ``{modality: edge maps}`` for the loaded edge tokenizers (``tok_sam_edge``, ``tok_canny_edge``):
+                (S, S) or (B, S, S) in [0, 1] at the processor's size S (not cropped); each gives
+                ``{modality: (B, G*G) int64}``.
             metadata / color_palette / human_poses / sam_instance: 4M-21's text-serialised
                 modalities as structured data (or their text), one sample's or a list of them; see
                 :mod:`~fourm_hf.tokenization.sequence_modalities`.
@@ -293,8 +299,8 @@ class FourMProcessor(ProcessorMixin):
         sequences = {name: value for name, value in (("metadata", metadata), ("color_palette", color_palette),
                                                      ("human_poses", human_poses), ("sam_instance", sam_instance))
                      if value is not None}
-        if not maps and boxes is None and text is None and not vectors and not sequences:
-            raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes, text, vectors, "
+        if not maps and boxes is None and text is None and not vectors and not edges and not sequences:
+            raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes, text, vectors, edges, "
                              f"{', '.join(SEQUENCE_MODALITIES)}")
         for argument, value in maps.items():
             target = ARGUMENT_MAPS[argument]
@@ -318,6 +324,8 @@ class FourMProcessor(ProcessorMixin):
             outputs[CAPTION_MODALITY] = self.encode_texts(list(text) if batched else [text], **text_options)
         if vectors:
             outputs.update(self.encode_vectors(vectors))
+        if edges:
+            outputs.update(self.encode_vectors(edges, EDGE_TARGET))
         outputs.update(encode_sequences(self.tokenizer, sequences))
         sizes = {name: len(value) for name, value in outputs.items()}
         if len(set(sizes.values())) > 1:
@@ -346,18 +354,21 @@ class FourMProcessor(ProcessorMixin):
             tokens[name] = ids.reshape(ids.shape[0], -1).cpu().clone()
         return tokens
 
-    def encode_vectors(self, vectors: Mapping) -> dict[str, torch.Tensor]:
-        """``{modality: vectors}`` -> ``{modality: (B, num_tokens) int64}`` with the loaded vector tokenizers."""
+    def encode_vectors(self, vectors: Mapping, target: str = VECTOR_TARGET) -> dict[str, torch.Tensor]:
+        """``{modality: vectors}`` -> ``{modality: (B, num_tokens) int64}`` with the loaded vector tokenizers;
+        with ``target="edge"``, ``{modality: edge maps}`` (the ``edges=`` argument) with the edge tokenizers."""
+        argument = "vectors" if target == VECTOR_TARGET else "edges"
         if not isinstance(vectors, Mapping):
-            raise ValueError(f"vectors: expected a dict {{modality: vectors}}, got {type(vectors).__name__}")
-        loaded = sorted(name for name, vqvae in self.vqvaes.items() if vqvae.config.target == VECTOR_TARGET)
+            raise ValueError(f"{argument}: expected a dict {{modality: {argument}}}, got {type(vectors).__name__}")
+        loaded = sorted(name for name, vqvae in self.vqvaes.items() if vqvae.config.target == target)
         tokens = {}
         for name, value in vectors.items():
             if name not in loaded:
-                raise ValueError(f"vectors[{name!r}]: no vector tokenizer is loaded for it; this processor tokenizes "
-                                 f"vectors for {loaded or 'no modality'}")
+                raise ValueError(f"{argument}[{name!r}]: no {target} tokenizer is loaded for it; this processor tokenizes "
+                                 f"{argument} for {loaded or 'no modality'}")
             vqvae = self.vqvaes[name]
-            batch = vqvae.prepare_vectors(value, f"vectors[{name!r}]")
+            prepare = vqvae.prepare_vectors if target == VECTOR_TARGET else vqvae.prepare_edges
+            batch = prepare(value, f"{argument}[{name!r}]")
             device = next(vqvae.parameters()).device
             with torch.inference_mode():
                 ids = vqvae.encode(batch.to(device))

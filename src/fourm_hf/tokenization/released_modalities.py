@@ -19,6 +19,8 @@ vector     [B, C] (``vectors=``): a global      the vector as a 1x1 "image" [B, 
            embedding (tok_dinov2_global, ...)   [B, C, 1, 1] (MLP tokenizer)
 pose       [B, 23, 3, 3] or [B, 207]            the 207 rotation entries,   [B, 23, 3, 3]
            SMPL body-pose rotations              flattened, [B, 207, 1, 1]
+edge       [B, S, S] (``edges=``) in [0, 1]:    [B, 1, S, S] in [-1, 1]     [B, S, S] in [0, 1]
+           SAM / Canny edges (tok_*_edge)        (2 * edge - 1, assumed)
 =========  ==================================  ==========================  ===============================
 
 Vector kinds (the released bottleneck-MLP tokenizers, ``FourMMLPVQVAE``) give ``num_codebooks`` ids
@@ -31,6 +33,12 @@ A feature tokenizer built with ``grid_size=`` instead of a ``feature_extractor``
 Depth: the reference reads 16-bit PNGs in 1/512 m units scaled by 1/65535, then standardises each
 image with the mean and (unbiased) variance of its middle 80 % of values:
 ``(d - mean) / sqrt(var + 1e-6)``; the same is done here from metres.
+
+Edges: the fixture README gives no normalisation for the released edge tokenizer (``edge_8k_224-512``, a
+1-channel DiVAE serving ``tok_sam_edge`` and ``tok_canny_edge``). This module assumes the RGB convention of
+the other DiVAEs: an edge map in [0, 1] (1 = edge) is read as ``2 * edge - 1`` and decoded back with
+``(x + 1) / 2`` clamped to [0, 1]. Edge maps come in the processor's ``edges=`` argument at the processor's
+size (they are not cropped) and are rendered as grayscale (``"L"``) images.
 
 DiVAE decoding runs ``num_diffusion_steps`` DDIM steps (default 25; ``decode(..., num_diffusion_steps=,
 generator=)`` overrides it per call).
@@ -51,17 +59,17 @@ from .visualization import colorize_depth, decoded_to_arrays, colorize_normals, 
 
 MODALITY_TOKENIZER_FILE = "modality_tokenizer.json"
 FEATURE_MODEL_FOLDER = "feature_model"
-KINDS = ("rgb", "depth", "normal", "semseg", "feature", "vector", "pose")
+KINDS = ("rgb", "depth", "normal", "semseg", "feature", "vector", "pose", "edge")
 VECTOR_KINDS = ("vector", "pose")
 # the processor input each kind reads (feature maps are computed from the RGB image; vectors come in
 # the processor's ``vectors=`` argument)
 KIND_TARGETS = {"rgb": "rgb", "depth": "depth", "normal": "normal", "semseg": "semseg", "feature": "rgb",
-                "vector": "vector", "pose": "vector"}
+                "vector": "vector", "pose": "vector", "edge": "edge"}
 # modality name prefix -> kind, for modalities named as in 4M (the longest matching prefix wins)
 _MODALITY_KINDS = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg",
                    "tok_clip": "feature", "tok_dinov2": "feature", "tok_imagebind": "feature",
                    "tok_dinov2_global": "vector", "tok_imagebind_global": "vector", "tok_pose": "pose",
-                   "human_poses": "pose"}
+                   "human_poses": "pose", "tok_sam_edge": "edge", "tok_canny_edge": "edge"}
 POSE_SHAPE = (23, 3, 3)  # SMPL body pose: 23 joint rotation matrices
 MLP_MODEL_TYPE = "fourm_mlp_vqvae"
 DEPTH_UNITS_PER_METRE = 512.0 / 65535.0
@@ -90,7 +98,7 @@ class ModalityTokenizerConfig:
 
 def modality_kind(modality: str) -> str | None:
     """The kind (``KINDS``) of a modality named as in 4M, by its longest known prefix (``tok_depth`` ->
-    ``"depth"``, ``tok_dinov2_global`` -> ``"vector"``); None when the processor has no input map for it (edges)."""
+    ``"depth"``, ``tok_dinov2_global`` -> ``"vector"``, ``tok_sam_edge`` -> ``"edge"``); None when unknown."""
     matches = [prefix for prefix in _MODALITY_KINDS if modality.startswith(prefix)]
     return _MODALITY_KINDS[max(matches, key=len)] if matches else None
 
@@ -113,8 +121,7 @@ class ReleasedModalityTokenizer(nn.Module):
     Args:
         tokenizer: the loaded tokenizer model (``FourMTokenizerModel.from_pretrained(folder)``).
         modality: the 4M modality name (``"tok_depth"``, ``"tok_clip"``, ...).
-        kind: ``"rgb"``, ``"depth"``, ``"normal"``, ``"semseg"`` or ``"feature"``; default from the
-            modality name.
+        kind: one of ``KINDS`` (``"rgb"``, ``"depth"``, ..., ``"edge"``); default from the modality name.
         image_size: the processor's crop size (a multiple of the tokenizer's patch size).
         feature_extractor: for ``"feature"``: the :class:`VisionFeatureExtractor` (or a local folder
             of a transformers vision model) that turns the RGB image into the feature grid.
@@ -184,9 +191,9 @@ class ReleasedModalityTokenizer(nn.Module):
         if getattr(tokenizer_config, "model_type", None) == MLP_MODEL_TYPE:
             raise ValueError(f"{name}: a bottleneck-MLP tokenizer tokenizes one vector per sample; give kind "
                              f"'vector' or 'pose', not {kind!r}.")
-        expected_channels = {"rgb": 3, "normal": 3, "depth": 1}.get(kind)
+        expected_channels = {"rgb": 3, "normal": 3, "depth": 1, "edge": 1}.get(kind)
         if expected_channels is not None and tokenizer_config.n_channels != expected_channels:
-            raise ValueError(f"{name}: a {kind} tokenizer reads {expected_channels} channel(s), this one {tokenizer_config.n_channels}.")
+            raise ValueError(f"{name}: {'an' if kind == 'edge' else 'a'} {kind} tokenizer reads {expected_channels} channel(s), this one {tokenizer_config.n_channels}.")
         if kind == "semseg" and not tokenizer_config.n_labels:
             raise ValueError(f"{name}: a semseg tokenizer needs n_labels (a class-embedding VQ-VAE).")
         patch = tokenizer_config.patch_size
@@ -234,6 +241,33 @@ class ReleasedModalityTokenizer(nn.Module):
             raise ValueError(f"{where}: the vector holds NaN or infinite values.")
         return torch.from_numpy(np.ascontiguousarray(array.reshape(array.shape[0], -1), dtype=np.float32))
 
+    def prepare_edges(self, value, where: str | None = None) -> torch.Tensor:
+        """An edge map in [0, 1] (one sample (S, S) or a batch (B, S, S), at the processor's size S; a list of
+        samples is stacked) -> float32 [B, 1, S, S]. Anything else is a ValueError."""
+        where = where or f"edges[{self.config.modality!r}]"
+        if self.config.input_kind != "edge":
+            raise ValueError(f"{where}: {self.config.modality!r} is a {self.config.input_kind} tokenizer; edges= is for "
+                             "edge tokenizers (tok_sam_edge, tok_canny_edge).")
+        if isinstance(value, (list, tuple)):
+            value = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in value]
+            if len({v.shape for v in value}) > 1:
+                raise ValueError(f"{where}: the samples have different shapes {[v.shape for v in value]}.")
+            value = np.stack(value) if value else np.zeros((0,))
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+                                         or array.dtype == bool):
+            raise ValueError(f"{where}: expected real numbers in [0, 1], got dtype {array.dtype}.")
+        size = self.config.image_size
+        if array.shape == (size, size):
+            array = array[None]
+        if array.ndim != 3 or array.shape[0] < 1 or array.shape[1:] != (size, size):
+            raise ValueError(f"{where}: expected an edge map of shape ({size}, {size}) or (B, {size}, {size}) (the "
+                             f"processor's size, not cropped), got {array.shape}.")
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(f"{where}: edge values must lie in [0, 1], got [{array.min()}, {array.max()}].")
+        return torch.from_numpy(np.ascontiguousarray(array[:, None]))
+
     def encode(self, batch: torch.Tensor) -> torch.LongTensor:
         """A processor map batch (module docstring) -> ids [B, grid, grid]; vectors [B, C] -> [B, H, 1, 1]."""
         kind = self.config.input_kind
@@ -241,6 +275,8 @@ class ReleasedModalityTokenizer(nn.Module):
             return self.tokenizer.encode(batch.reshape(batch.shape[0], -1).float())
         if kind == "depth":
             batch = truncated_depth_standardization(batch)
+        elif kind == "edge":  # [0, 1] -> [-1, 1] (module docstring)
+            batch = batch.float() * 2.0 - 1.0
         elif kind == "feature":
             if self.feature_extractor is None:
                 raise ValueError(f"ReleasedModalityTokenizer({self.config.modality!r}) is decode-only: it has no "
@@ -262,20 +298,25 @@ class ReleasedModalityTokenizer(nn.Module):
             return output.argmax(dim=1)
         if kind in ("rgb", "normal"):
             return output.clamp(-1, 1)
+        if kind == "edge":
+            return ((output[:, 0] + 1.0) / 2.0).clamp(0, 1)
         return output
 
     def postprocess(self, decoded: torch.Tensor) -> np.ndarray:
         """``decode`` output -> numpy: rgb uint8 (B, S, S, 3); depth float32 (B, S, S) standardised;
         normal float32 (B, S, S, 3) in [-1, 1]; semseg int64 (B, S, S); feature float32 (B, h, w, C);
-        vector float32 (B, C); pose float32 (B, 23, 3, 3)."""
+        vector float32 (B, C); pose float32 (B, 23, 3, 3); edge float32 (B, S, S) in [0, 1]."""
         kind = self.config.input_kind
         if kind in VECTOR_KINDS:
             vectors = decoded.detach().cpu().float().numpy()
             return vectors.reshape(vectors.shape[0], *self.vector_shape)
+        if kind == "edge":
+            return decoded.detach().cpu().float().numpy()
         return decoded_to_arrays(decoded, kind)
 
     def render(self, array: np.ndarray) -> list | None:
-        """``postprocess`` arrays -> PIL-ready uint8 (H, W, 3) arrays for viewing (None for features and vectors)."""
+        """``postprocess`` arrays -> PIL-ready uint8 (H, W, 3) arrays for viewing, (H, W) grayscale for edges
+        (None for features and vectors)."""
         kind = self.config.input_kind
         if kind == "rgb":
             return list(array)
@@ -283,6 +324,8 @@ class ReleasedModalityTokenizer(nn.Module):
             return [colorize_depth(np.exp(sample)) for sample in array]
         if kind == "normal":
             return [colorize_normals(sample) for sample in array]
+        if kind == "edge":
+            return [np.round(sample * 255.0).astype(np.uint8) for sample in array]
         if kind == "semseg":
             return [colorize_semseg(sample, self.config.num_classes) for sample in array]
         return None
