@@ -514,3 +514,14 @@ def test_negative_prompts_per_sample_keep_their_order(pipe):
 def test_bad_negative_prompts_are_clear_errors(pipe, scenes, call, message):
     with pytest.raises(ValueError, match=message):
         pipe({"depth": scenes[0]["depth"]}, **call, **FAST)
+
+
+def test_grid_draws_a_given_edge_map_as_a_grey_tile():
+    from fourm_hf.pipelines.grid import _input_tile
+
+    edges = np.zeros((16, 16), dtype=np.float32)
+    edges[4, :] = 1.0
+    tile = np.asarray(_input_tile("sam_edge", edges, None))
+    assert tile.shape == (16, 16, 3) and tile[4].min() == 255 and tile[0].max() == 0
+    with pytest.raises(ValueError, match="cannot draw modality 'tok_clip'"):
+        _input_tile("tok_clip", edges, None)

@@ -68,7 +68,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import AutoModelForMultimodalLM
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -78,6 +77,7 @@ from ..configuration_fourm import FourMConfig
 from ..modeling.generation import build_generation_schedule, build_preset_schedule, generate, get_preset
 from ..modeling.modeling_fourm import FourMModel
 from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
+from .call_inputs import batch_indices, load_image
 from .model_check import check_model_and_processor, is_fourm_model, is_fourm_processor
 
 # Per-kind decoding defaults (one place: tune here). Image targets: MaskGIT, cosine token schedule,
@@ -245,7 +245,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
         results = [None] * len(samples)
-        for indices in _batches(samples, batch_size):
+        for indices in batch_indices(samples, batch_size):
             model_inputs = self.preprocess([samples[i] for i in indices], **preprocess_params)
             model_outputs = self.forward(model_inputs, generator=generator, **forward_params)
             for index, result in zip(indices, self.postprocess(model_outputs, generator=generator, **postprocess_params)):
@@ -295,7 +295,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         """Load image paths and reject inputs the processor would misread (empty text, bad arrays)."""
         where = f"sample {index}"
         if "rgb" in sample:
-            sample["rgb"] = _load_image(sample["rgb"], f"{where}: rgb")
+            sample["rgb"] = load_image(sample["rgb"], f"{where}: rgb")
         for name in ("depth", "normal", "semseg"):
             if name in sample and isinstance(sample[name], np.ndarray) and sample[name].size == 0:
                 raise ValueError(f"{where}: {name} is an empty array {sample[name].shape}; expected an (H, W) map "
@@ -556,34 +556,6 @@ def _per_modality(value, field: str, targets: list[str]) -> dict:
             by_name[friendly_name(name, field)] = item
         return {name: by_name.get(name) for name in targets}
     return {name: value for name in targets}
-
-
-def _batches(samples: list[dict], batch_size: int) -> list[list[int]]:
-    """Indices of samples in batches of at most ``batch_size`` with the same input modalities, in order."""
-    groups: dict[tuple, list[int]] = {}
-    for index, sample in enumerate(samples):
-        groups.setdefault(tuple(sorted(sample)), []).append(index)
-    return [indices[start:start + batch_size] for indices in groups.values() for start in range(0, len(indices), batch_size)]
-
-
-def _load_image(value, where: str):
-    """A path is opened with PIL; arrays are checked to be (H, W, 3) with H, W >= 1; PIL images pass."""
-    if isinstance(value, (str, os.PathLike)):
-        if not os.path.isfile(value):
-            raise ValueError(f"{where}: no image file at {os.fspath(value)!r}; expected a PIL image, a path or an "
-                             "(H, W, 3) array (a text prompt goes in text=).")
-        with Image.open(value) as image:
-            return image.convert("RGB") if image.mode != "RGB" else image.copy()
-    if isinstance(value, Image.Image):
-        if value.width < 1 or value.height < 1:
-            raise ValueError(f"{where}: the image is empty ({value.width}x{value.height}).")
-        return value
-    if isinstance(value, np.ndarray):
-        if value.ndim != 3 or value.shape[-1] != 3 or value.shape[0] < 1 or value.shape[1] < 1:
-            raise ValueError(f"{where}: array of shape {value.shape}; expected (H, W, 3) RGB with H, W >= 1, uint8 "
-                             "(0..255) or float (0..1); any size is centre-cropped and resized to the model's size.")
-        return value
-    raise ValueError(f"{where}: expected a PIL image, a path or an (H, W, 3) numpy array, got {type(value).__name__}.")
 
 
 def _row_ids(config: FourMConfig, name: str, ids: torch.Tensor) -> np.ndarray:

@@ -141,6 +141,9 @@ def _wrap(text: str, font, width: int) -> list[str]:
     return lines + [line] if line else lines or [""]
 
 
+EDGE_INPUTS = ("sam_edge", "canny_edge")
+
+
 def _as_pil(value, where: str) -> Image.Image:
     if isinstance(value, (str, os.PathLike)):
         with Image.open(value) as image:
@@ -171,7 +174,11 @@ def _input_tile(name: str, value, input_image: Image.Image | None) -> Image.Imag
         return Image.fromarray(colorize_normals(array))
     if name == "semseg":
         return Image.fromarray(colorize_semseg(array.astype(np.int64)))
-    raise ValueError(f"inputs: cannot draw modality {name!r}; expected rgb, depth, normal, semseg, caption or det")
+    if name in EDGE_INPUTS:  # (H, W) edge map in [0, 1], drawn white on black
+        edges = np.clip(array.reshape(array.shape[:2]).astype(np.float32), 0.0, 1.0)
+        return Image.fromarray(np.round(edges * 255.0).astype(np.uint8), mode="L").convert("RGB")
+    raise ValueError(f"inputs: cannot draw modality {name!r}; expected rgb, depth, normal, semseg, "
+                     f"{', '.join(EDGE_INPUTS)}, caption or det")
 
 
 __all__ = ["grid_size", "make_grid", "save_grid"]
