@@ -26,12 +26,14 @@ Usage::
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -326,3 +328,28 @@ def _make_handler(hub: HubServer):
                 self.wfile.write(content)
 
     return Handler
+
+
+@contextlib.contextmanager
+def huggingface_hub_pointed_at(server: HubServer, cache):
+    """Point huggingface_hub at ``server`` with an empty cache folder ``cache``, here and in child processes.
+
+    huggingface_hub reads HF_ENDPOINT and the cache folder when it is imported, so the module constants
+    that hold them are set too; a child process sees the environment variables. Undone on exit.
+    """
+    import huggingface_hub.constants as hub_constants
+    import pytest
+
+    cache = Path(cache)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in dict(HF_ENDPOINT=server.url, HF_TOKEN=server.token, HF_HOME=str(cache),
+                                HF_HUB_CACHE=str(cache / "hub"), HF_HUB_DISABLE_TELEMETRY="1").items():
+            patch.setenv(name, value)
+        patch.delenv("HF_HUB_OFFLINE", raising=False)
+        patch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        patch.setattr(hub_constants, "ENDPOINT", server.url)
+        patch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        patch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
+        patch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+        patch.setattr(hub_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        yield server

@@ -24,7 +24,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import huggingface_hub.constants as hub_constants
 import pytest
 
 from conftest import SHARED_DIR, shared_path, subprocess_env
@@ -33,7 +32,7 @@ from fourm_hf.checkpoints.ml4m import assemble_ml4m, modality_from_released_name
 from fourm_hf.modeling.conversion import convert_ml4m_checkpoint, resolve_reference_files
 from fourm_hf.tokenization.sequence_modalities import SEQUENCE_MODALITIES
 from fourm_hf.tokenization.tokenization_fourm import FourMTextTokenizer
-from hub_server import HubServer
+from hub_server import HubServer, huggingface_hub_pointed_at
 
 ML4M = SHARED_DIR / "fixtures" / "ml4m"
 TOKEN = "hf_assemble_test_token"
@@ -228,17 +227,7 @@ def run_pipeline(source: str, where: str, env: dict) -> dict:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     """The loopback Hub, with huggingface_hub pointed at it here and in child processes."""
-    cache = tmp_path_factory.mktemp("hf_home")
-    with HubServer(token=TOKEN) as server, pytest.MonkeyPatch.context() as patch:
-        for name, value in dict(HF_ENDPOINT=server.url, HF_TOKEN=TOKEN, HF_HOME=str(cache), HF_HUB_CACHE=str(cache / "hub"),
-                                HF_HUB_DISABLE_TELEMETRY="1").items():
-            patch.setenv(name, value)
-        patch.delenv("HF_HUB_OFFLINE", raising=False)
-        patch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        patch.setattr(hub_constants, "ENDPOINT", server.url)
-        patch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-        patch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
-        patch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    with HubServer(token=TOKEN) as server, huggingface_hub_pointed_at(server, tmp_path_factory.mktemp("hf_home")):
         yield server
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 
-import huggingface_hub.constants as hub_constants
 import pytest
 import torch
 from huggingface_hub import HfApi
@@ -25,7 +24,7 @@ from fourm_hf.modeling.conversion import convert_ml4m_checkpoint, load_reference
 from fourm_hf.modeling.modeling_fourm import FourMModel
 from fourm_hf.modeling.reference_export import reference_state_dict
 from fourm_hf.modeling.reference_names import reference_domain_to_modality
-from hub_server import HubServer
+from hub_server import HubServer, huggingface_hub_pointed_at
 
 TOKEN = "hf_convert_test_token"
 TEXT = ["caption", "det"]
@@ -166,19 +165,9 @@ def test_a_non_empty_output_folder_is_refused_before_reading_anything(tmp_path):
 
 
 @pytest.fixture()
-def hub(tmp_path, monkeypatch):
+def hub(tmp_path):
     """The loopback Hub with huggingface_hub pointed at it (environment and the module constants)."""
-    cache = tmp_path / "hf_home"
-    with HubServer(token=TOKEN) as server:
-        for name, value in dict(HF_ENDPOINT=server.url, HF_TOKEN=TOKEN, HF_HOME=str(cache),
-                                HF_HUB_CACHE=str(cache / "hub"), HF_HUB_DISABLE_TELEMETRY="1").items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setattr(hub_constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
-        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    with HubServer(token=TOKEN) as server, huggingface_hub_pointed_at(server, tmp_path / "hf_home"):
         yield server
 
 

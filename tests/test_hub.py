@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from huggingface_hub import constants as hub_constants
 from PIL import Image
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoModel, AutoProcessor
@@ -25,7 +24,7 @@ from fourm_hf.testing_utils import random_packed_batch, tiny_config, tiny_vqvae
 from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
 from fourm_hf.tokenization.processing_fourm import FourMProcessor
 from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
-from hub_server import HubServer
+from hub_server import HubServer, huggingface_hub_pointed_at
 
 TOKEN = "hf_fourm_test_token"
 METRICS = {"depth": {"abs_rel": 0.123456, "delta1": 0.875}, "caption": {"bleu4": 0.05}, "num_scenes": 64}
@@ -38,18 +37,7 @@ def server(tmp_path_factory):
     huggingface_hub reads HF_ENDPOINT and the cache folder when it is imported, so the module constants
     that hold them are set too; a child process sees the environment variables.
     """
-    cache = tmp_path_factory.mktemp("hf_home")
-    with HubServer(token=TOKEN) as hub_server, pytest.MonkeyPatch.context() as patch:
-        for name, value in dict(HF_ENDPOINT=hub_server.url, HF_TOKEN=TOKEN, HF_HOME=str(cache),
-                                HF_HUB_CACHE=str(cache / "hub"), HF_HUB_DISABLE_TELEMETRY="1").items():
-            patch.setenv(name, value)
-        patch.delenv("HF_HUB_OFFLINE", raising=False)
-        patch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        patch.setattr(hub_constants, "ENDPOINT", hub_server.url)
-        patch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub_server.url + "/{repo_id}/resolve/{revision}/{filename}")
-        patch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
-        patch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
-        patch.setattr(hub_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    with HubServer(token=TOKEN) as hub_server, huggingface_hub_pointed_at(hub_server, tmp_path_factory.mktemp("hf_home")):
         yield hub_server
 
 
