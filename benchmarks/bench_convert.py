@@ -46,9 +46,9 @@ def write_checkpoint(folder: Path, size: str, layout: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from fourm_hf.modeling.conversion import config_from_reference
+    from fourm_hf.ml4m.conversion import config_from_reference
     from fourm_hf.modeling.modeling_fourm import FourMModel
-    from fourm_hf.modeling.reference_export import reference_state_dict
+    from fourm_hf.ml4m.reference_export import reference_state_dict
 
     config_dict = released_config(size, layout)
     with torch.device("meta"):
@@ -67,7 +67,7 @@ def _status_kib(field: str) -> int:
 
 def convert_and_measure(folder: Path, output: Path, mode: str) -> dict:
     """Convert in this process while sampling RssAnon; return peak memory figures in bytes."""
-    from fourm_hf.modeling.conversion import convert_ml4m_checkpoint
+    from fourm_hf.ml4m.conversion import convert_ml4m_checkpoint
 
     peak_anon, done = [0], threading.Event()
 
@@ -95,7 +95,7 @@ def _eager_convert(folder: Path, output: Path) -> None:
     """The previous conversion: the whole file in memory, then a freshly initialised model beside it."""
     from safetensors.torch import load_file
 
-    from fourm_hf.modeling.conversion import config_from_reference, convert_reference_state_dict
+    from fourm_hf.ml4m.conversion import config_from_reference, convert_reference_state_dict
     from fourm_hf.modeling.modeling_fourm import FourMModel
 
     state_dict = load_file(str(folder / "model.safetensors"))

@@ -34,8 +34,8 @@ import torch
 from transformers import AutoModel
 
 import fourm_hf  # noqa: F401  (registers FourMVQVAE with AutoModel)
-from fourm_hf.tokenization.train_vqvae import load_batch, split_dataset
-from fourm_hf.tokenization.vqvae import codebook_usage_stats
+from fourm_hf.tokenizers.train_vqvae import load_batch, split_dataset
+from fourm_hf.tokenizers.vqvae import codebook_usage_stats
 
 
 class ReconstructionScores:

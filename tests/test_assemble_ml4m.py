@@ -28,10 +28,10 @@ import pytest
 
 from conftest import SHARED_DIR, shared_path, subprocess_env
 from fourm_hf import cli
-from fourm_hf.checkpoints.ml4m import assemble_ml4m, modality_from_released_name
-from fourm_hf.modeling.conversion import convert_ml4m_checkpoint, resolve_reference_files
-from fourm_hf.tokenization.sequence_modalities import SEQUENCE_MODALITIES
-from fourm_hf.tokenization.tokenization_fourm import FourMTextTokenizer
+from fourm_hf.ml4m.assembly import assemble_ml4m, modality_from_released_name
+from fourm_hf.ml4m.conversion import convert_ml4m_checkpoint, resolve_reference_files
+from fourm_hf.text.sequence_modalities import SEQUENCE_MODALITIES
+from fourm_hf.text.tokenization_fourm import FourMTextTokenizer
 from hub_server import HubServer, huggingface_hub_pointed_at
 
 ML4M = SHARED_DIR / "fixtures" / "ml4m"
@@ -392,7 +392,7 @@ def test_the_output_folder_is_written_atomically(paired, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="already exists"):
         assemble_ml4m(model, [str(tokenizers[0].folder)], text, tmp_path / "taken", allow_missing_tokenizers=True)
 
-    from fourm_hf.tokenization.processing_fourm import FourMProcessor
+    from fourm_hf.processing.processing_fourm import FourMProcessor
 
     def fail(self, folder, **kwargs):  # the model is already written when the processor fails
         raise OSError("disk full")
@@ -484,9 +484,9 @@ def build_own_grid_tokenizers(trunk: Trunk, root: Path) -> tuple[list[str], list
     import torch
     from transformers import Dinov2Config, Dinov2Model
 
-    from fourm_hf.tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
-    from fourm_hf.tokenization.released_layout import save_in_released_layout
-    from fourm_hf.tokenization.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
+    from fourm_hf.tokenizers.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
+    from fourm_hf.tokenizers.released_layout import save_in_released_layout
+    from fourm_hf.tokenizers.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
 
     tokenizers, features, expected = [], [], {}
     for seed, (name, entry) in enumerate(sorted(own_grid_outputs(trunk).items())):
@@ -569,8 +569,8 @@ def test_a_tokenizer_with_other_ids_per_sample_is_refused(converted, tmp_path):
     """A global-embedding tokenizer with the wrong number of heads, and one for a grid modality: named errors."""
     import torch
 
-    from fourm_hf.tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
-    from fourm_hf.tokenization.released_layout import save_in_released_layout
+    from fourm_hf.tokenizers.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
+    from fourm_hf.tokenizers.released_layout import save_in_released_layout
 
     name = next((n for n in OWN_GRID_TRUNKS if any(e.get("pos_emb") == "learned parameter"
                                                   for e in own_grid_outputs(TRUNKS[n]).values())), None)
@@ -612,8 +612,8 @@ def test_super_resolution_runs_after_a_base_pipeline(released_tokenizers, conver
 
     from fourm_hf.modeling.modeling_fourm import FourMModel
     from fourm_hf.pipelines.super_resolution import super_resolve
-    from fourm_hf.tokenization.released import FourMTokenizerModel
-    from fourm_hf.tokenization.released_modalities import ReleasedModalityTokenizer
+    from fourm_hf.tokenizers.released import FourMTokenizerModel
+    from fourm_hf.tokenizers.released_modalities import ReleasedModalityTokenizer
 
     shared_path("fixtures", "ml4m")
     sr_name = next((n for n in sorted(TRUNKS) if high_resolution_outputs(TRUNKS[n])), None)
@@ -697,8 +697,8 @@ def test_edges_are_served_when_the_edge_tokenizer_is_named(trunk_name, converted
     from transformers import pipeline
 
     from fourm_hf.pipelines.any_to_any import FRIENDLY_NAMES
-    from fourm_hf.tokenization.divae import FourMDiVAE, FourMDiVAEConfig
-    from fourm_hf.tokenization.released_layout import save_in_released_layout
+    from fourm_hf.tokenizers.divae import FourMDiVAE, FourMDiVAEConfig
+    from fourm_hf.tokenizers.released_layout import save_in_released_layout
 
     trunk = TRUNKS[trunk_name]
     edges = edge_outputs(trunk)

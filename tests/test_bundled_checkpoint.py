@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 import fourm_hf
 from fourm_hf.checkpoints import BUNDLED_CHECKPOINT, assemble_checkpoint, bundled_checkpoint
-from fourm_hf.demo import run_demo
+from fourm_hf.app.demo import run_demo
 from fourm_hf.hub import add_remote_code
 from fourm_hf.evaluation.heldout import TRAIN_STATS_DATASET_SEED, heldout_scenes, render_scene_set
 from fourm_hf.evaluation.predictors import PipelinePredictor, TrainStatistics, TrivialBaseline

@@ -20,10 +20,10 @@ from fourm_hf import FourMConfig
 from fourm_hf.cli import main as cli_main
 from fourm_hf.modalities import get_modality
 from fourm_hf.modeling.generation import build_preset_schedule, get_preset
-from fourm_hf.modeling.conversion import convert_ml4m_checkpoint, load_reference_model
+from fourm_hf.ml4m.conversion import convert_ml4m_checkpoint, load_reference_model
 from fourm_hf.modeling.modeling_fourm import FourMModel
-from fourm_hf.modeling.reference_export import reference_state_dict
-from fourm_hf.modeling.reference_names import reference_domain_to_modality
+from fourm_hf.ml4m.reference_export import reference_state_dict
+from fourm_hf.ml4m.reference_names import reference_domain_to_modality
 from hub_server import HubServer, huggingface_hub_pointed_at
 
 TOKEN = "hf_convert_test_token"

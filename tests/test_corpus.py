@@ -12,9 +12,9 @@ from fourm_hf.data.corpus import build_corpus, corpus_features, crop_generator, 
 from fourm_hf.data.masking import FourMMaskingCollator
 from fourm_hf.data.scenes import SCENE_CLASSES, make_scene_dataset
 from fourm_hf.modalities import get_modality
-from fourm_hf.tokenization.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD, FourMImageProcessor
-from fourm_hf.tokenization.processing_fourm import FourMProcessor
-from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+from fourm_hf.processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD, FourMImageProcessor
+from fourm_hf.processing.processing_fourm import FourMProcessor
+from fourm_hf.text.tokenization_fourm import train_text_tokenizer
 from fourm_hf.testing_utils import tiny_vqvae as make_tiny_vqvae
 
 SIZE, PATCH, SCENE_SIZE, NUM_SCENES, CROPS, COORD_BINS, NUM_SENTINELS = 32, 8, 48, 5, 2, 64, 16

@@ -23,8 +23,8 @@ from transformers import AutoModel
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf import FourMDiVAE, FourMDiVAEConfig, FourMTokenizerModel
-from fourm_hf.tokenization.diffusion_sampling import make_scheduler, reference_timesteps
-from fourm_hf.tokenization.divae import is_divae_config
+from fourm_hf.tokenizers.diffusion_sampling import make_scheduler, reference_timesteps
+from fourm_hf.tokenizers.divae import is_divae_config
 
 from conftest import REPO_ROOT, SHARED_DIR, subprocess_env
 

@@ -26,9 +26,9 @@ def _tiny_checkpoint(folder, scenes):
     from fourm_hf.modalities import get_modality
     from fourm_hf.modeling.modeling_fourm import FourMModel
     from fourm_hf.testing_utils import tiny_config, tiny_vqvae
-    from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
-    from fourm_hf.tokenization.processing_fourm import FourMProcessor
-    from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+    from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
+    from fourm_hf.processing.processing_fourm import FourMProcessor
+    from fourm_hf.text.tokenization_fourm import train_text_tokenizer
 
     labels = [f"{colour} {shape}" for colour in COLORS for shape in SHAPES]
     tokenizer = train_text_tokenizer([s["caption"] for s in scenes], vocab_size=60, class_names=labels,
@@ -60,7 +60,7 @@ def checkpoint(tmp_path_factory, scenes):
 
 @pytest.fixture(scope="module")
 def processor(checkpoint):
-    from fourm_hf.tokenization.processing_fourm import FourMProcessor
+    from fourm_hf.processing.processing_fourm import FourMProcessor
 
     return FourMProcessor.from_pretrained(str(checkpoint))
 

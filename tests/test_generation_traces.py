@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fourm_hf.modeling.conversion import load_reference_model, reference_domain_to_modality
+from fourm_hf.ml4m.conversion import load_reference_model, reference_domain_to_modality
 from fourm_hf.modeling.generation import build_generation_schedule, generate, reveal_counts
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"

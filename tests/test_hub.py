@@ -21,9 +21,9 @@ from fourm_hf import cli, hub
 from fourm_hf.data.scenes import SCENE_CLASSES, render_scene
 from fourm_hf.modeling.modeling_fourm import FourMModel
 from fourm_hf.testing_utils import random_packed_batch, tiny_config, tiny_vqvae
-from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
-from fourm_hf.tokenization.processing_fourm import FourMProcessor
-from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
+from fourm_hf.processing.processing_fourm import FourMProcessor
+from fourm_hf.text.tokenization_fourm import train_text_tokenizer
 from hub_server import HubServer, huggingface_hub_pointed_at
 
 TOKEN = "hf_fourm_test_token"

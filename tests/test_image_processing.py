@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from fourm_hf import FourMConfig
-from fourm_hf.tokenization.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD, FourMImageProcessor
+from fourm_hf.processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD, FourMImageProcessor
 
 HEIGHT, WIDTH, SIZE = 30, 40, 16
 
@@ -277,7 +277,7 @@ def test_fresh_process_loads_saved_folder(tmp_path):
         f"assert 'fourm_hf' not in sys.modules; {image_check}"
     )
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    for code, module in ((with_package, "fourm_hf.tokenization"), (remote_code, "transformers_modules")):
+    for code, module in ((with_package, "fourm_hf.processing"), (remote_code, "transformers_modules")):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         assert module in result.stdout and "(1, 3, 12, 12)" in result.stdout

@@ -509,7 +509,7 @@ def test_converted_reference_layouts_train_only_with_one_grid():
     import json
 
     from conftest import shared_path
-    from fourm_hf.modeling.conversion import ReferenceWeights, config_from_reference, resolve_reference_files
+    from fourm_hf.ml4m.conversion import ReferenceWeights, config_from_reference, resolve_reference_files
 
     root = shared_path("fixtures", "ml4m")
     trunks = [(folder, folder / "config.json") for folder in sorted(root.iterdir())

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
-from fourm_hf.modeling.conversion import load_reference_model, reference_batch_to_packed, reference_domain_to_modality
+from fourm_hf.ml4m.conversion import load_reference_model, reference_batch_to_packed, reference_domain_to_modality
 
 from conftest import SHARED_DIR, subprocess_env
 

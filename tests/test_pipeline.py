@@ -243,7 +243,7 @@ def test_save_grid_writes_one_labelled_png(default_output, scenes, tmp_path):
 
 
 def test_grid_draws_boxes_at_tile_resolution_on_the_input(scenes):
-    from fourm_hf.tokenization.visualization import draw_boxes
+    from fourm_hf.processing.visualization import draw_boxes
 
     boxes = [{"label": "red cube", "score": 1.0, "box": [0.25, 0.25, 0.75, 0.75]}]
     small = draw_boxes(Image.fromarray(scenes[0]["rgb"]), boxes)  # what the pipeline returns: model resolution

@@ -14,12 +14,12 @@ import fourm_hf  # noqa: F401  (registers the Auto classes)
 from conftest import subprocess_env
 from fourm_hf.configuration_fourm import FourMConfig
 from fourm_hf.data.scenes import SCENE_CLASSES, render_scene
-from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
-from fourm_hf.tokenization.processing_fourm import FourMProcessor
-from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
-from fourm_hf.tokenization.visualization import colorize_depth, colorize_normals, colorize_semseg, semseg_palette
+from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
+from fourm_hf.processing.processing_fourm import FourMProcessor
+from fourm_hf.text.tokenization_fourm import train_text_tokenizer
+from fourm_hf.processing.visualization import colorize_depth, colorize_normals, colorize_semseg, semseg_palette
 from fourm_hf.testing_utils import tiny_vqvae as make_tiny_vqvae
-from fourm_hf.tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
+from fourm_hf.tokenizers.vqvae import FourMVQVAE, FourMVQVAEConfig
 
 SIZE, PATCH, SCENE_SIZE, COORD_BINS = 32, 8, 48, 64
 GRID = SIZE // PATCH
@@ -314,9 +314,9 @@ def test_from_pretrained_takes_components_and_component_options(processor, scene
 
 def test_remote_code_modules_are_the_import_closure():
     from fourm_hf import hub
-    from fourm_hf.tokenization import processing_fourm
+    from fourm_hf.processing import processing_fourm
 
-    closure = hub.remote_code_closure("tokenization/processing_fourm.py")
+    closure = hub.remote_code_closure("processing/processing_fourm.py")
     assert sorted(closure) == sorted(processing_fourm.REMOTE_CODE_MODULES)
 
 

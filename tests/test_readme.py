@@ -76,7 +76,7 @@ def test_released_model_commands_parse_and_match_their_tokenizers():
     import importlib
 
     from fourm_hf import cli
-    from fourm_hf.checkpoints.ml4m import modality_from_released_name, parse_tokenizer_argument
+    from fourm_hf.ml4m.assembly import modality_from_released_name, parse_tokenizer_argument
 
     lines = [line.split("#")[0].strip() for line in
              _bash_block_after("### Running the released 4M models").replace("\\\n", " ").splitlines()]

@@ -21,12 +21,12 @@ import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf import (FourMDiVAE, FourMDiVAEConfig, FourMMLPVQVAE, FourMMLPVQVAEConfig, FourMTokenizerModel, FourMViTVQVAE,
                       FourMViTVQVAEConfig)
 from fourm_hf.testing_utils import tiny_vqvae
-from fourm_hf.tokenization.feature_maps import VisionFeatureExtractor
-from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
-from fourm_hf.tokenization.processing_fourm import FourMProcessor
-from fourm_hf.tokenization.released_layout import save_in_released_layout
-from fourm_hf.tokenization.released_modalities import ReleasedModalityTokenizer, truncated_depth_standardization
-from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+from fourm_hf.tokenizers.feature_maps import VisionFeatureExtractor
+from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
+from fourm_hf.processing.processing_fourm import FourMProcessor
+from fourm_hf.tokenizers.released_layout import save_in_released_layout
+from fourm_hf.tokenizers.released_modalities import ReleasedModalityTokenizer, truncated_depth_standardization
+from fourm_hf.text.tokenization_fourm import train_text_tokenizer
 
 from conftest import SHARED_DIR
 

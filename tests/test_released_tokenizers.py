@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf import FourMMLPVQVAE, FourMMLPVQVAEConfig, FourMTokenizerModel, FourMViTVQVAE, FourMViTVQVAEConfig
-from fourm_hf.tokenization.released_layout import save_in_released_layout
-from fourm_hf.tokenization.vit_blocks import vit_preset_size
+from fourm_hf.tokenizers.released_layout import save_in_released_layout
+from fourm_hf.tokenizers.vit_blocks import vit_preset_size
 
 from conftest import REPO_ROOT, SHARED_DIR, subprocess_env
 

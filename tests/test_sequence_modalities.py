@@ -20,17 +20,17 @@ import torch
 from conftest import SHARED_DIR
 from fourm_hf.modalities import get_modality
 from fourm_hf.pipelines.grid import grid_size, make_grid
-from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
-from fourm_hf.tokenization.processing_fourm import FourMProcessor
-from fourm_hf.tokenization.sequence_modalities import (
+from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
+from fourm_hf.processing.processing_fourm import FourMProcessor
+from fourm_hf.text.sequence_modalities import (
     SEQUENCE_MAX_LENGTHS,
     SEQUENCE_MODALITIES,
     decode_sequences,
     id_split_for,
     to_text,
 )
-from fourm_hf.tokenization.text_serialization import ColorPalette, HumanPose, SamPoint, parse_serialized
-from fourm_hf.tokenization.tokenization_fourm import FourMTextTokenizer
+from fourm_hf.text.text_serialization import ColorPalette, HumanPose, SamPoint, parse_serialized
+from fourm_hf.text.tokenization_fourm import FourMTextTokenizer
 from test_assemble_ml4m import TRUNKS, text_tokenizer_for
 
 ML4M = SHARED_DIR / "fixtures" / "ml4m"
@@ -185,7 +185,7 @@ def assembled(request, tmp_path_factory):
     """(trunk, the assembled folder's pipeline): the reference checkpoint and its text tokenizer, no image tokenizer."""
     from transformers import pipeline
 
-    from fourm_hf.checkpoints.ml4m import assemble_ml4m
+    from fourm_hf.ml4m.assembly import assemble_ml4m
 
     trunk = TRUNKS[request.param]
     out = tmp_path_factory.mktemp("assembled") / trunk.name

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fourm_hf.tokenization.text_serialization import (
+from fourm_hf.text.text_serialization import (
     ColorPalette,
     HumanPose,
     SamMask,

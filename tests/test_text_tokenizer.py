@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fourm_hf.tokenization.tokenization_fourm import (
+from fourm_hf.text.tokenization_fourm import (
     FourMTextTokenizer,
     boxes_to_text,
     coordinate_to_bin,

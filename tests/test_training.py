@@ -73,8 +73,8 @@ def test_model_section_reproduces_tiny_config(config):
 
 
 def test_vocab_sizes_from_tokenizer_folders(tmp_path):
-    from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
-    from fourm_hf.tokenization.vqvae import FourMVQVAEConfig
+    from fourm_hf.text.tokenization_fourm import train_text_tokenizer
+    from fourm_hf.tokenizers.vqvae import FourMVQVAEConfig
 
     text = train_text_tokenizer(["a red cube left of a blue sphere"] * 4, vocab_size=40, num_sentinels=8, coord_bins=16)
     text.save_pretrained(tmp_path / "text")

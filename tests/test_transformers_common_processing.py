@@ -16,9 +16,9 @@ import pytest
 
 from fourm_hf.data.scenes import SCENE_CLASSES, render_scene
 from fourm_hf.testing_utils import tiny_vqvae
-from fourm_hf.tokenization.image_processing_fourm import FourMImageProcessor
-from fourm_hf.tokenization.processing_fourm import FourMProcessor
-from fourm_hf.tokenization.tokenization_fourm import train_text_tokenizer
+from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
+from fourm_hf.processing.processing_fourm import FourMProcessor
+from fourm_hf.text.tokenization_fourm import train_text_tokenizer
 
 from transformers_common import import_common
 

@@ -21,7 +21,7 @@ import unittest
 
 import tokenizers
 
-from fourm_hf.tokenization.tokenization_fourm import FourMTextTokenizer, train_text_tokenizer
+from fourm_hf.text.tokenization_fourm import FourMTextTokenizer, train_text_tokenizer
 
 from transformers_common import import_common
 

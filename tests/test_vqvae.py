@@ -16,8 +16,8 @@ from transformers import AutoConfig, AutoModel
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf.cli import main as cli_main
-from fourm_hf.tokenization.train_vqvae import evaluate_model, horizontal_flip, resize_batch, split_dataset, train_tokenizer
-from fourm_hf.tokenization.vqvae import (
+from fourm_hf.tokenizers.train_vqvae import evaluate_model, horizontal_flip, resize_batch, split_dataset, train_tokenizer
+from fourm_hf.tokenizers.vqvae import (
     FSQ_LEVELS,
     FiniteScalarQuantizer,
     FourMVQVAE,

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, subprocess_env
-from fourm_hf.web.session import (
+from fourm_hf.app.web_session import (
     BOX_COLUMNS,
     MIN_IMAGE_SIDE,
     VIEW_SIZE,
@@ -151,8 +151,8 @@ def test_bad_checkpoint_folder(tmp_path):
 def test_package_and_file_demo_do_not_import_gradio(tmp_path):
     code = (
         "import sys\n"
-        "import fourm_hf, fourm_hf.cli, fourm_hf.demo, fourm_hf.web, fourm_hf.web.session\n"
-        f"fourm_hf.demo.run_demo(out={str(tmp_path)!r}, num_scenes=1, photos=[], prompts=0, progress=False)\n"
+        "import fourm_hf, fourm_hf.cli, fourm_hf.app.demo, fourm_hf.app, fourm_hf.app.web_session\n"
+        f"fourm_hf.app.demo.run_demo(out={str(tmp_path)!r}, num_scenes=1, photos=[], prompts=0, progress=False)\n"
         "loaded = sorted(name for name in sys.modules if name.split('.')[0] in ('gradio', 'gradio_client'))\n"
         "assert not loaded, loaded\n"
         "print('no gradio')\n"
@@ -166,7 +166,7 @@ def test_package_and_file_demo_do_not_import_gradio(tmp_path):
 
 def test_missing_gradio_gives_the_install_hint(monkeypatch, capsys):
     from fourm_hf.cli import main
-    from fourm_hf.web.app import INSTALL_HINT, import_gradio
+    from fourm_hf.app.web_app import INSTALL_HINT, import_gradio
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # what Python does when a module is not installed
     with pytest.raises(ImportError, match=r'pip install -e "\.\[web\]"'):

@@ -20,20 +20,20 @@ from .configuration_fourm import SIZE_PRESETS, FourMConfig
 from .data.corpus import build_corpus, load_corpus
 from .data.masking import DirichletMasking, FourMMaskingCollator, MaskingEpochCallback, masking_preset, with_sample_index
 from .modalities import ModalitySpec, get_modality, register_modality, registered_modalities
-from .modeling.conversion import convert_ml4m_checkpoint, load_reference_model, reference_batch_to_packed
+from .ml4m.conversion import convert_ml4m_checkpoint, load_reference_model, reference_batch_to_packed
 from .modeling.modeling_fourm import FourMModel, FourMOutput, FourMPreTrainedModel
 from .modeling.generation import build_generation_schedule, generate
 from .modeling.modeling_fourm_heads import FourMForDepthEstimation, FourMForImageClassification, FourMForSemanticSegmentation
-from .tokenization.image_processing_fourm import FourMImageProcessor
-from .tokenization.processing_fourm import FourMProcessor
-from .tokenization.tokenization_fourm import FourMTextTokenizer, boxes_to_text, text_to_boxes, train_text_tokenizer
-from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
-from .tokenization.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
-from .tokenization.released import FourMTokenizerModel, convert_released_tokenizer, register_released_family
-from .tokenization.released_modalities import ReleasedModalityTokenizer
-from .tokenization.feature_maps import VisionFeatureExtractor
-from .tokenization.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
-from .tokenization.divae import FourMDiVAE, FourMDiVAEConfig
+from .processing.image_processing_fourm import FourMImageProcessor
+from .processing.processing_fourm import FourMProcessor
+from .text.tokenization_fourm import FourMTextTokenizer, boxes_to_text, text_to_boxes, train_text_tokenizer
+from .tokenizers.vqvae import FourMVQVAE, FourMVQVAEConfig
+from .tokenizers.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
+from .tokenizers.released import FourMTokenizerModel, convert_released_tokenizer, register_released_family
+from .tokenizers.released_modalities import ReleasedModalityTokenizer
+from .tokenizers.feature_maps import VisionFeatureExtractor
+from .tokenizers.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
+from .tokenizers.divae import FourMDiVAE, FourMDiVAEConfig
 from .pipelines.any_to_any import FourMAnyToAnyPipeline, register_any_to_any_pipeline
 from .pipelines.grid import save_grid
 
@@ -50,7 +50,7 @@ AutoModelForSemanticSegmentation.register(FourMConfig, FourMForSemanticSegmentat
 AutoConfig.register("fourm_vqvae", FourMVQVAEConfig, exist_ok=True)
 AutoModel.register(FourMVQVAEConfig, FourMVQVAE, exist_ok=True)
 # The released 4M tokenizer families ("fourm_vit_vqvae", "fourm_mlp_vqvae", ...) register themselves with
-# AutoConfig / AutoModel in tokenization/released.py (register_released_family).
+# AutoConfig / AutoModel in tokenizers/released.py (register_released_family).
 # A saved tokenizer_config.json names "FourMTextTokenizer"; without this registration transformers
 # silently falls back to the generic TokenizersBackend.
 AutoTokenizer.register(FourMConfig, tokenizer_class=FourMTextTokenizer, exist_ok=True)

@@ -112,7 +112,7 @@ def tiny_vqvae(kind: str, image_size: int = 32, patch_size: int = 8, seed: int =
     Semantic segmentation uses the scene corpus's class count.
     """
     from .data.scenes import SCENE_CLASSES
-    from .tokenization.vqvae import FourMVQVAE, FourMVQVAEConfig
+    from .tokenizers.vqvae import FourMVQVAE, FourMVQVAEConfig
 
     options = dict(input_kind=kind, image_size=image_size, patch_size=patch_size, vocab_size=vocab_size,
                    base_channels=8, max_channels=16)

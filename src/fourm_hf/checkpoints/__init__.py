@@ -71,7 +71,7 @@ def assemble_checkpoint(model, processor, out, evaluation=None, training_data: s
     """
     from ..hub import DEFAULT_LICENSE, write_model_card
     from ..modeling.modeling_fourm import FourMModel
-    from ..tokenization.processing_fourm import FourMProcessor
+    from ..processing.processing_fourm import FourMProcessor
 
     for field, folder, name in (("--model", model, "config.json"), ("--processor", processor, "processor_config.json")):
         if not (Path(folder) / name).is_file():

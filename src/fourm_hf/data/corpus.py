@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tokenization.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
+from ..processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
 from .shards import quiet_datasets, shard_name
 
 CORPUS_INFO_FILE = "corpus_info.json"
@@ -382,7 +382,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from datasets import DatasetDict, load_from_disk
 
-    from ..tokenization.processing_fourm import FourMProcessor
+    from ..processing.processing_fourm import FourMProcessor
 
     try:
         dataset = load_from_disk(args.dataset)

@@ -275,7 +275,7 @@ class TrainStatistics:
         centre-cropped and resized to ``size`` x ``size`` the way the model's image processor does."""
         import datasets
 
-        from ..tokenization.image_processing_fourm import FourMImageProcessor
+        from ..processing.image_processing_fourm import FourMImageProcessor
         from .heldout import check_not_heldout
 
         check_not_heldout(dataset_dir)

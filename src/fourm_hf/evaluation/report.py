@@ -114,7 +114,7 @@ def run_evaluation(
     ``processor``: a FourMProcessor folder for checkpoints that hold only the model (e.g. ``fourm-hf
     train`` outputs); a checkpoint with its own processor uses that one.
     """
-    from ..tokenization.processing_fourm import FourMProcessor
+    from ..processing.processing_fourm import FourMProcessor
 
     targets = check_targets(targets)
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:

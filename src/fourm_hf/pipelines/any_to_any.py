@@ -31,7 +31,7 @@ Output per sample, keyed by the friendly names of the generated targets:
   text and gives no confidence, so every ``score`` is 1.0;
 * ``human_poses`` / ``sam_instance`` / ``color_palette`` / ``metadata``: ``{"text", "data", "error"}``:
   the generated text, its parsed structure (``HumanPose`` list, ``SamPoint`` list, ``ColorPalette``,
-  ``{key id: value}``; see ``tokenization/sequence_modalities.py``) or, where the text does not
+  ``{key id: value}``; see ``text/sequence_modalities.py``) or, where the text does not
   parse, ``data`` None and the parser's message in ``error``. As inputs they take that structured
   data (or its text);
 * ``clip`` / ``dinov2`` / ``imagebind`` (vision-model feature maps, each on its model grid: 4M-21's
@@ -76,7 +76,7 @@ from transformers.pipelines.any_to_any import AnyToAnyPipeline
 from ..configuration_fourm import FourMConfig
 from ..modeling.generation import build_generation_schedule, build_preset_schedule, generate, get_preset
 from ..modeling.modeling_fourm import FourMModel
-from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
+from ..text.sequence_modalities import SEQUENCE_MODALITIES
 from .call_inputs import batch_indices, load_image
 from .model_check import check_model_and_processor, is_fourm_model, is_fourm_processor
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
-from ..tokenization.visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes
+from ..text.sequence_modalities import SEQUENCE_MODALITIES
+from ..processing.visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes
 
 MARGIN = 4
 LABEL_HEIGHT = 14

@@ -10,8 +10,8 @@ grids or vocabularies disagree before anything is generated.
 from __future__ import annotations
 
 from ..configuration_fourm import FourMConfig
-from ..tokenization.processing_fourm import FourMProcessor
-from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
+from ..processing.processing_fourm import FourMProcessor
+from ..text.sequence_modalities import SEQUENCE_MODALITIES
 
 # What the pipeline and the sampler call on a 4M model and its processor.
 FOURM_MODEL_METHODS = ("encode", "decode")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..modeling.generation import build_generation_schedule, generate
-from ..tokenization.token_decoding import decode_image_tokens
+from ..processing.token_decoding import decode_image_tokens
 
 
 def super_resolution_targets(config, given) -> list[str]:

@@ -230,7 +230,7 @@ def build_model_config(model_settings: Mapping, masking_settings: Mapping | None
 
 
 def _load_text_tokenizer(folder):
-    from ..tokenization.tokenization_fourm import FourMTextTokenizer
+    from ..text.tokenization_fourm import FourMTextTokenizer
 
     if not Path(folder).is_dir():
         raise ValueError(f"model.text_tokenizer: {str(folder)!r} is not a folder with a saved FourMTextTokenizer.")
@@ -238,7 +238,7 @@ def _load_text_tokenizer(folder):
 
 
 def _vqvae_vocab_size(name: str, folder) -> int:
-    from ..tokenization.vqvae import FourMVQVAEConfig
+    from ..tokenizers.vqvae import FourMVQVAEConfig
 
     if not Path(folder).is_dir():
         raise ValueError(f"model.vqvae.{name}: {str(folder)!r} is not a folder with a saved FourMVQVAE.")

@@ -38,8 +38,8 @@ from torch import nn
 
 from ..configuration_fourm import FourMConfig
 from ..modalities import ModalitySpec
-from .embeddings import ModalityEmbedding, position_table
-from .modeling_fourm import FourMModel
+from ..modeling.embeddings import ModalityEmbedding, position_table
+from ..modeling.modeling_fourm import FourMModel
 from .reference_batch import reference_batch_to_packed  # noqa: F401  (public from here too)
 from .reference_names import modality_spec_for_domain, reference_domain_to_modality
 

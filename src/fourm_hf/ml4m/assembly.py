@@ -126,7 +126,7 @@ def servable_modalities(config) -> list[str]:
 
 
 def _why_not_servable(config, name: str) -> str | None:
-    from ..tokenization.released_modalities import KINDS, modality_kind
+    from ..tokenizers.released_modalities import KINDS, modality_kind
 
     spec = config.modality(name)
     if spec.kind != "image_tokens":
@@ -154,7 +154,7 @@ def check_modality_servable(config, name: str) -> None:
 def check_tokenizer_fits(config, name: str, tokenizer) -> None:
     """``tokenizer`` (a ``ReleasedModalityTokenizer``) must have the vocabulary and the ids per sample of the
     model's ``name`` (its own grid, ``config.num_positions(name)``, not the model's main grid)."""
-    from ..tokenization.released_modalities import VECTOR_KINDS
+    from ..tokenizers.released_modalities import VECTOR_KINDS
 
     where = f"tokenizer for {name!r}"
     is_vector, learned = tokenizer.config.input_kind in VECTOR_KINDS, config.modality(name).learned_positions
@@ -213,9 +213,9 @@ def check_outputs_covered(config, tokenized: Sequence[str], allow_missing: bool)
 # ---- loading --------------------------------------------------------------------------------------------
 def load_trunk(model: str | os.PathLike, config: str | os.PathLike | None = None):
     """A converted folder (``model_type`` "fourm") or a reference checkpoint, converted in memory."""
-    from ..modeling.conversion import load_reference_model, resolve_reference_files
+    from .conversion import load_reference_model, resolve_reference_files
     from ..modeling.modeling_fourm import FourMModel
-    from ..tokenization.released_layout import read_json_object
+    from ..tokenizers.released_layout import read_json_object
 
     path = Path(model)
     config_file = path / "config.json"
@@ -229,7 +229,7 @@ def load_trunk(model: str | os.PathLike, config: str | os.PathLike | None = None
 
 def load_text_tokenizer(source: str | os.PathLike):
     """The reference ``tokenizers`` JSON file, or a saved ``FourMTextTokenizer`` folder."""
-    from ..tokenization.tokenization_fourm import FourMTextTokenizer
+    from ..text.tokenization_fourm import FourMTextTokenizer
 
     path = Path(source)
     if path.is_file():
@@ -243,10 +243,10 @@ def load_text_tokenizer(source: str | os.PathLike):
 def build_processor(config, tokenizer_folders: Mapping[str, Path], text_tokenizer, num_diffusion_steps: int = 25,
                     feature_models: Mapping[str, Path] | None = None):
     """A ``FourMProcessor`` at the model's resolution holding the released tokenizers (checked)."""
-    from ..tokenization.image_processing_fourm import FourMImageProcessor
-    from ..tokenization.processing_fourm import FourMProcessor
-    from ..tokenization.released import FourMTokenizerModel
-    from ..tokenization.released_modalities import ReleasedModalityTokenizer
+    from ..processing.image_processing_fourm import FourMImageProcessor
+    from ..processing.processing_fourm import FourMProcessor
+    from ..tokenizers.released import FourMTokenizerModel
+    from ..tokenizers.released_modalities import ReleasedModalityTokenizer
 
     feature_models = dict(feature_models or {})
     unused = sorted(set(feature_models) - set(tokenizer_folders))
@@ -284,7 +284,7 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
     modalities decoded but not computed from the image, for want of a --feature-model]}``."""
     from ..hub import write_model_card
     from ..pipelines.any_to_any import TARGET_MODALITIES
-    from ..tokenization.sequence_modalities import SEQUENCE_MODALITIES
+    from ..text.sequence_modalities import SEQUENCE_MODALITIES
 
     out = Path(out)
     if out.exists():

@@ -56,7 +56,7 @@ RELEASED_VIT_VQVAE_KEYS = frozenset(
 
 class FourMViTVQVAEConfig(ReleasedTokenizerConfig):
     r"""Configuration of :class:`FourMViTVQVAE`: the released keys (see
-    :class:`~fourm_hf.tokenization.released_layout.ReleasedTokenizerConfig`) plus ``out_conv`` and
+    :class:`~fourm_hf.tokenizers.released_layout.ReleasedTokenizerConfig`) plus ``out_conv`` and
     the resolved ViT sizes.
 
     Args:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .image_processing_fourm import FourMImageProcessor
 from .processing_fourm import FourMProcessor
-from .tokenization_fourm import FourMTextTokenizer
-from .vqvae import FourMVQVAE
+from ..text.tokenization_fourm import FourMTextTokenizer
+from ..tokenizers.vqvae import FourMVQVAE
 
 
 def assemble_processor(text_tokenizer, vqvae_folders: Sequence, out, num_semseg_classes: int | None = None,

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .vqvae import FourMVQVAE
+from ..tokenizers.vqvae import FourMVQVAE
 
 VQVAE_FOLDER = "vqvae"
 
@@ -52,7 +52,7 @@ def load_modality_vqvae(folder: Path):
     import importlib
 
     if (folder / "modality_tokenizer.json").is_file():
-        module = importlib.import_module("fourm_hf.tokenization.released_modalities")
+        module = importlib.import_module("fourm_hf.tokenizers.released_modalities")
         return module.ReleasedModalityTokenizer.from_pretrained(str(folder))
     return FourMVQVAE.from_pretrained(str(folder))
 

@@ -42,7 +42,7 @@ over ``max_length`` raises; True keeps its first ``max_length - 1`` ids and [EOS
 or ``"np"``) sets the type of every output.
 
 Released 4M tokenizers (``EPFL-VILAB/4M_tokenizers_*``, loaded with ``FourMTokenizerModel``) join
-``vqvaes`` wrapped in :class:`~fourm_hf.tokenization.released_modalities.ReleasedModalityTokenizer`,
+``vqvaes`` wrapped in :class:`~fourm_hf.tokenizers.released_modalities.ReleasedModalityTokenizer`,
 which applies the reference's input transforms per modality (depth standardisation, ...) and, for
 ``tok_clip``-style modalities, computes the feature map from ``images=`` with a transformers vision
 model; DiVAE decoders take ``num_diffusion_steps`` / ``generator`` in :meth:`FourMProcessor.decode`.
@@ -85,11 +85,11 @@ from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, Proces
 from ..remote_code import write_remote_code
 from .image_processing_fourm import FourMImageProcessor
 from .processor_files import VQVAE_FOLDER, load_vqvaes, local_folder, push_folder
-from .sequence_format import fit_sequence, pad_sequences, sequence_options
+from ..text.sequence_format import fit_sequence, pad_sequences, sequence_options
 from .token_decoding import box_backgrounds, decode_boxes, decode_image_tokens, decode_pixel_values, sequence_rows
-from .sequence_modalities import SEQUENCE_MODALITIES, decode_sequences, encode_sequences
-from .tokenization_fourm import FourMTextTokenizer
-from .vqvae import FourMVQVAE
+from ..text.sequence_modalities import SEQUENCE_MODALITIES, decode_sequences, encode_sequences
+from ..text.tokenization_fourm import FourMTextTokenizer
+from ..tokenizers.vqvae import FourMVQVAE
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 # Dense map (VQ-VAE ``config.target``) -> the image processor output it is encoded from.
@@ -103,20 +103,20 @@ VECTOR_TARGET = "vector"  # the ``target`` of tokenizers that read a vector per 
 EDGE_TARGET = "edge"  # the ``target`` of edge tokenizers (``edges=``: maps in [0, 1] at the processor's size)
 REMOTE_CODE_MODULES = (
     "remote_code.py",
-    "tokenization/text_layout.py",
-    "tokenization/box_text.py",
-    "tokenization/tokenization_fourm.py",
-    "tokenization/vqvae.py",
-    "tokenization/image_crops.py",
-    "tokenization/image_modalities.py",
-    "tokenization/image_processing_fourm.py",
-    "tokenization/visualization.py",
-    "tokenization/sequence_format.py",
-    "tokenization/token_decoding.py",
-    "tokenization/text_serialization.py",
-    "tokenization/sequence_modalities.py",
-    "tokenization/processor_files.py",
-    "tokenization/processing_fourm.py",
+    "text/text_layout.py",
+    "text/box_text.py",
+    "text/tokenization_fourm.py",
+    "tokenizers/vqvae.py",
+    "processing/image_crops.py",
+    "processing/image_modalities.py",
+    "processing/image_processing_fourm.py",
+    "processing/visualization.py",
+    "text/sequence_format.py",
+    "processing/token_decoding.py",
+    "text/text_serialization.py",
+    "text/sequence_modalities.py",
+    "processing/processor_files.py",
+    "processing/processing_fourm.py",
 )
 REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
 # Keys of from_pretrained that only matter for the Hub / the Auto classes (pipeline() also passes the
@@ -274,7 +274,7 @@ class FourMProcessor(ProcessorMixin):
                 ``{modality: (B, G*G) int64}``.
             metadata / color_palette / human_poses / sam_instance: 4M-21's text-serialised
                 modalities as structured data (or their text), one sample's or a list of them; see
-                :mod:`~fourm_hf.tokenization.sequence_modalities`.
+                :mod:`~fourm_hf.text.sequence_modalities`.
             kwargs: :class:`FourMProcessorKwargs`, flat or as ``text_kwargs`` / ``images_kwargs`` /
                 ``common_kwargs``: the shared crop (``crop``, ``crop_box``, ``flip``, ``generator``;
                 random crops and flips need ``generator``) and the image processor's RGB settings

@@ -7,7 +7,7 @@
 * :class:`MemcodesQuantizer` - memcodes: H heads attend over their codes with keys ``codes @ Wk``
   and return the value row ``codes @ Wv`` of the best key; ids are head-major ``[B, H, h, w]``.
 
-Our own tokenizers' FSQ quantizer lives with :class:`~fourm_hf.tokenization.vqvae.FourMVQVAE`.
+Our own tokenizers' FSQ quantizer lives with :class:`~fourm_hf.tokenizers.vqvae.FourMVQVAE`.
 """
 
 from __future__ import annotations

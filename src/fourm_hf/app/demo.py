@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .checkpoints import bundled_checkpoint
+from ..checkpoints import bundled_checkpoint
 
 DEFAULT_NUM_SCENES = 4
 DEFAULT_PROMPTS = 2
@@ -54,9 +54,9 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
     import fourm_hf  # noqa: F401  (registers the 4M any-to-any pipeline)
     from transformers import pipeline
 
-    from .data.photos import PHOTO_CAPTIONS, load_photos
-    from .evaluation.heldout import HELDOUT_DATASET_SEED, heldout_scenes
-    from .evaluation.report import write_atomic
+    from ..data.photos import PHOTO_CAPTIONS, load_photos
+    from ..evaluation.heldout import HELDOUT_DATASET_SEED, heldout_scenes
+    from ..evaluation.report import write_atomic
 
     num_scenes, prompts = _count(num_scenes, "--num-scenes"), _count(prompts, "--prompts")
     photo_names = list(PHOTO_CAPTIONS) if photos is None else list(photos)
@@ -116,8 +116,8 @@ def centre_square(image: Image.Image) -> Image.Image:
 
 def score_scene(output: dict, scene: dict) -> dict:
     """Scores of one pipeline output against one scene's exact truth (``evaluation/scoring.py`` columns)."""
-    from .evaluation.predictors import pipeline_prediction
-    from .evaluation.scoring import score_predictions
+    from ..evaluation.predictors import pipeline_prediction
+    from ..evaluation.scoring import score_predictions
 
     predictions = {target: [pipeline_prediction(output, target)] for target in SCORED_TARGETS if target in output}
     return score_predictions(predictions, [scene])
@@ -133,7 +133,7 @@ def mean_scores(rows: list[dict]) -> dict:
 
 def format_demo_report(report: dict) -> str:
     """``report.md``: per-scene scores, captions, photos and prompts, with links to the grids."""
-    from .evaluation.scoring import COLUMNS, _format
+    from ..evaluation.scoring import COLUMNS, _format
 
     columns = [(key, header) for target in SCORED_TARGETS for key, header, _ in COLUMNS[target]
                if key in report["mean_scores"]]
@@ -210,7 +210,7 @@ def main_web(args) -> int:
         print(f"fourm-hf demo: --port must lie in [1, 65535], got {args.port}", file=sys.stderr)
         return 2
     try:
-        from .web.app import launch
+        from .web_app import launch
 
         launch(args.checkpoint, port=args.port, host=args.host)
     except ImportError as error:

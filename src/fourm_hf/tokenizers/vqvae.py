@@ -43,7 +43,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .visualization import decoded_to_arrays
+from ..processing.visualization import decoded_to_arrays
 
 INPUT_KINDS = ("rgb", "depth", "normal", "semseg", "feature")
 

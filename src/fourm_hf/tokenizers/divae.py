@@ -8,13 +8,13 @@ The RGB, depth, normal and edge tokenizers (``EPFL-VILAB/4M_tokenizers_{rgb_16k,
   ids ``[B, H/16, W/16]``: ViT encoder (+ tanh post-MLP), ``quant_proj`` (1x1 conv to the 32-d code
   space), argmax cosine similarity against the codebook.
 * ``decode(ids, num_steps=..., generator=..., initial_noise=..., image_size=...)``: the stored code
-  rows condition a :class:`~fourm_hf.tokenization.diffusion_unet.PatchedUNet` that predicts the clean
+  rows condition a :class:`~fourm_hf.tokenizers.diffusion_unet.PatchedUNet` that predicts the clean
   image; DDIM (eta 0, the reference's integer "trailing" spacing) from Gaussian noise to the image
   (``[B, C, H, W]``, about [-1, 1]; not clamped, as the reference).
 * ``forward(images, timesteps=..., noise=...)``: the training-style call, one UNet evaluation on
   ``sqrt(a_t) x + sqrt(1 - a_t) noise`` with per-sample ``t``, and the diffusion loss.
 
-Noise schedule and sampler: :mod:`~fourm_hf.tokenization.diffusion_sampling` (``diffusers``
+Noise schedule and sampler: :mod:`~fourm_hf.tokenizers.diffusion_sampling` (``diffusers``
 schedulers with the reference's settings and timesteps).
 
 Loading: ``FourMDiVAE.from_pretrained(folder)`` reads a released Hub folder as is (widths and depths
@@ -69,7 +69,7 @@ def is_divae_config(config: dict) -> bool:
 class FourMDiVAEConfig(ReleasedTokenizerConfig):
     r"""Configuration of :class:`FourMDiVAE`: the released keys plus the resolved sizes.
 
-    Released (reference) keys beyond :class:`~fourm_hf.tokenization.released_layout.ReleasedTokenizerConfig`:
+    Released (reference) keys beyond :class:`~fourm_hf.tokenizers.released_layout.ReleasedTokenizerConfig`:
     ``scheduler`` ("ddim" / "ddpm"), ``num_train_timesteps``, ``beta_schedule``, ``prediction_type``
     ("sample" in every release), ``clip_sample``, ``thresholding``, ``zero_terminal_snr``,
     ``conditioning`` (unused by the patched UNet) and the training-only ``cls_free_guidance_dropout``,

@@ -1,6 +1,6 @@
 """The Gradio app of ``fourm-hf demo --web`` (and of the Space in ``examples/space/app.py``).
 
-Two tabs over one :class:`~fourm_hf.web.session.WebDemoSession`:
+Two tabs over one :class:`~fourm_hf.app.web_session.WebDemoSession`:
 
 * **RGB -> all**: upload an image (or pick a bundled held-out scene / scikit-image photograph), tick
   the targets, get depth (colour map), normals, segmentation (with a legend), boxes (drawn, and as a
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .session import BOX_COLUMNS, MIN_IMAGE_SIDE, DecodingSettings, WebDemoSession
+from .web_session import BOX_COLUMNS, MIN_IMAGE_SIDE, DecodingSettings, WebDemoSession
 
 INSTALL_HINT = 'the web demo needs Gradio: pip install -e ".[web]" (or pip install "gradio>=5,<7")'
 NUM_EXAMPLE_SCENES = 4

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .embeddings import position_table
-from .modeling_fourm import FourMModel
+from ..modeling.embeddings import position_table
+from ..modeling.modeling_fourm import FourMModel
 from .reference_names import reference_domain_to_modality
 
 SEQUENCE_TABLE_ROWS = 512  # the reference builds every 1D table this long (its max_length cut has no effect)

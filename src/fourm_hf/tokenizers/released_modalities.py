@@ -1,4 +1,4 @@
-"""A released 4M tokenizer as one modality of :class:`~fourm_hf.tokenization.processing_fourm.FourMProcessor`.
+"""A released 4M tokenizer as one modality of :class:`~fourm_hf.processing.processing_fourm.FourMProcessor`.
 
 :class:`ReleasedModalityTokenizer` wraps a ``FourMViTVQVAE`` / ``FourMDiVAE`` (any model
 ``FourMTokenizerModel`` loads) and gives it the interface the processor uses for its VQ-VAEs:
@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from .feature_maps import VisionFeatureExtractor
-from .visualization import colorize_depth, decoded_to_arrays, colorize_normals, colorize_semseg
+from ..processing.visualization import colorize_depth, decoded_to_arrays, colorize_normals, colorize_semseg
 
 MODALITY_TOKENIZER_FILE = "modality_tokenizer.json"
 FEATURE_MODEL_FOLDER = "feature_model"

@@ -1,0 +1,1 @@
+"""Raw modalities <-> token dicts: the image processor, FourMProcessor, token decoding and visualisation."""
