@@ -4,7 +4,7 @@
         [--specialist depth=DIR --specialist semseg=DIR] [--train-stats DATASET_DIR] \\
         [--caption-prompts 20] [--out eval.json] [--markdown table.md] [--num-threads 1]
 
-The same code as ``fourm-hf evaluate`` (``fourm_hf.evaluation.report``): prints the markdown table,
+The same code as ``fourm-hf evaluate`` (``fourm_hf.commands.evaluate``): prints the markdown table,
 the caption -> RGB line and the command/date line to paste into ``benchmarks/RESULTS.md``.
 """
 
@@ -15,17 +15,17 @@ import sys
 
 import torch
 
-from fourm_hf.evaluation import report
+from fourm_hf.commands import evaluate
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    report.add_arguments(parser)
+    evaluate.add_arguments(parser)
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
-    return report.main(args, program="python benchmarks/eval_scenes.py")
+    return evaluate.main(args, program="python benchmarks/eval_scenes.py")
 
 
 if __name__ == "__main__":

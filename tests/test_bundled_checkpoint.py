@@ -18,7 +18,8 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor, pipeline
 
 import fourm_hf
-from fourm_hf.checkpoints import BUNDLED_CHECKPOINT, assemble_checkpoint, bundled_checkpoint
+from fourm_hf.checkpoints import BUNDLED_CHECKPOINT, bundled_checkpoint
+from fourm_hf.hub import assemble_checkpoint
 from fourm_hf.app.demo import run_demo
 from fourm_hf.hub import add_remote_code
 from fourm_hf.evaluation.heldout import TRAIN_STATS_DATASET_SEED, heldout_scenes, render_scene_set

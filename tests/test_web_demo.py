@@ -151,7 +151,7 @@ def test_bad_checkpoint_folder(tmp_path):
 def test_package_and_file_demo_do_not_import_gradio(tmp_path):
     code = (
         "import sys\n"
-        "import fourm_hf, fourm_hf.cli, fourm_hf.app.demo, fourm_hf.app, fourm_hf.app.web_session\n"
+        "import fourm_hf, fourm_hf.cli, fourm_hf.commands.demo, fourm_hf.app.demo, fourm_hf.app, fourm_hf.app.web_session\n"
         f"fourm_hf.app.demo.run_demo(out={str(tmp_path)!r}, num_scenes=1, photos=[], prompts=0, progress=False)\n"
         "loaded = sorted(name for name in sys.modules if name.split('.')[0] in ('gradio', 'gradio_client'))\n"
         "assert not loaded, loaded\n"

@@ -1,8 +1,9 @@
 """The ``fourm-hf`` command.
 
-Each subcommand lives next to the code it drives: the module named in ``COMMANDS`` defines
-``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported only when their
-subcommand runs, so ``fourm-hf --help`` stays fast.
+Each subcommand is one module of ``fourm_hf.commands`` (``fourm-hf make-scenes`` ->
+``fourm_hf.commands.make_scenes``), which defines ``add_arguments(parser)`` and ``main(args) -> int`` and
+calls the library code it drives. Modules are imported only when their subcommand runs, so
+``fourm-hf --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "assemble-processor": ("fourm_hf.processing.assemble_processor", "put a trained text tokenizer and VQ-VAEs together into one FourMProcessor folder"),
-    "assemble-ml4m": ("fourm_hf.ml4m.assembly", "put a released 4M model (converted or converted on the fly), its released tokenizers and the text tokenizer into one runnable folder"),
-    "assemble-checkpoint": ("fourm_hf.checkpoints", "put a trained model, its processor and a model card (with an evaluation table) into one checkpoint folder"),
-    "build-corpus": ("fourm_hf.data.corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),
-    "convert-ml4m": ("fourm_hf.ml4m.conversion", "convert a reference 4M checkpoint into a from_pretrained folder"),
-    "demo": ("fourm_hf.app.demo", "run the bundled 4M on held-out scenes and real photographs: PNG grids of every modality and a scored report (--web: an interactive Gradio app)"),
-    "evaluate": ("fourm_hf.evaluation.report", "score a checkpoint on held-out scenes beside the tokenizer ceiling, a trivial baseline and specialists"),
-    "make-scenes": ("fourm_hf.data.scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
-    "pseudo-label": ("fourm_hf.data.pseudo_label", "add pseudo-labels (depth, normals, semseg, boxes, feature maps, captions) to images with transformers models"),
-    "push-to-hub": ("fourm_hf.hub", "upload a 4M checkpoint folder (model, processor, generated model card) to the Hugging Face Hub in one commit"),
-    "train-text-tokenizer": ("fourm_hf.text.tokenization_fourm", "train the WordPiece text tokenizer (4M id layout) on a caption corpus"),
-    "train-tokenizer": ("fourm_hf.tokenizers.train_vqvae", "train a VQ-VAE tokenizer for one dense modality on a scene dataset"),
-    "train": ("fourm_hf.training.pretrain", "pretrain a 4M model with the Trainer from a YAML config (model, masking, data, training)"),
+    "assemble-processor": ("fourm_hf.commands.assemble_processor", "put a trained text tokenizer and VQ-VAEs together into one FourMProcessor folder"),
+    "assemble-ml4m": ("fourm_hf.commands.assemble_ml4m", "put a released 4M model (converted or converted on the fly), its released tokenizers and the text tokenizer into one runnable folder"),
+    "assemble-checkpoint": ("fourm_hf.commands.assemble_checkpoint", "put a trained model, its processor and a model card (with an evaluation table) into one checkpoint folder"),
+    "build-corpus": ("fourm_hf.commands.build_corpus", "tokenize a labeled dataset into the 4M training corpus (K shared crops per image, VQ-VAE ids, text ids)"),
+    "convert-ml4m": ("fourm_hf.commands.convert_ml4m", "convert a reference 4M checkpoint into a from_pretrained folder"),
+    "demo": ("fourm_hf.commands.demo", "run the bundled 4M on held-out scenes and real photographs: PNG grids of every modality and a scored report (--web: an interactive Gradio app)"),
+    "evaluate": ("fourm_hf.commands.evaluate", "score a checkpoint on held-out scenes beside the tokenizer ceiling, a trivial baseline and specialists"),
+    "make-scenes": ("fourm_hf.commands.make_scenes", "render the embedded scene corpus (RGB, depth, normals, semseg, boxes, captions) as a datasets dataset"),
+    "pseudo-label": ("fourm_hf.commands.pseudo_label", "add pseudo-labels (depth, normals, semseg, boxes, feature maps, captions) to images with transformers models"),
+    "push-to-hub": ("fourm_hf.commands.push_to_hub", "upload a 4M checkpoint folder (model, processor, generated model card) to the Hugging Face Hub in one commit"),
+    "train-text-tokenizer": ("fourm_hf.commands.train_text_tokenizer", "train the WordPiece text tokenizer (4M id layout) on a caption corpus"),
+    "train-tokenizer": ("fourm_hf.commands.train_tokenizer", "train a VQ-VAE tokenizer for one dense modality on a scene dataset"),
+    "train": ("fourm_hf.commands.train", "pretrain a 4M model with the Trainer from a YAML config (model, masking, data, training)"),
 }
 
 

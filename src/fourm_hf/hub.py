@@ -31,7 +31,6 @@ import numbers
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -513,39 +512,62 @@ def _processor_summary(folder: Path) -> dict:
     return {"vqvaes": vqvaes, "text_vocab_size": text_vocab_size}
 
 
-# ------------------------------------------------------------------------------------------ command line
+# ------------------------------------------------------- a checkpoint folder from a model and a processor
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="folder with a saved FourMModel and/or FourMProcessor")
-    parser.add_argument("--repo-id", required=True, help="Hub repo, e.g. user/my-4m (created if missing)")
-    parser.add_argument("--private", action="store_true", help="create the repo as private")
-    parser.add_argument("--card-metrics", default=None, metavar="JSON",
-                        help="evaluation results for the card: {name: value} or {task: {name: value}}")
-    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"license id for the card (default {DEFAULT_LICENSE})")
-    parser.add_argument("--dataset", action="append", default=[], metavar="ID", help="Hub dataset id (repeatable)")
-    parser.add_argument("--training-data", default=None, help="text describing the training data, for the card")
-    parser.add_argument("--no-card", action="store_true", help="do not generate README.md")
-    parser.add_argument("--revision", default=None, help="branch to push to (default main)")
-    parser.add_argument("--commit-message", default=None)
+def assemble_checkpoint(model, processor, out, evaluation=None, training_data: str | None = None,
+                        title: str | None = None, license: str | None = None, remote_code: bool = True) -> Path:
+    """Write ``out``: the FourM model folder ``model`` and the FourMProcessor folder ``processor``
+    side by side, and a model card.
 
+    The folder gets no ``custom_pipelines`` entry: with one, ``pipeline("any-to-any", model=out)``
+    would insist on ``trust_remote_code=True`` even where fourm_hf is installed. ``push_checkpoint``
+    adds the entry to the copy it uploads, for Hub users without the package.
 
-def main(args) -> int:
-    from huggingface_hub.errors import HfHubHTTPError
+    Args:
+        model / processor: folders saved by ``save_pretrained`` (a ``fourm-hf train`` output dir, an
+            ``assemble-processor`` output).
+        out: the new folder; replaced as a whole, atomically (built beside it, then renamed).
+        evaluation: a ``fourm-hf evaluate --out`` JSON; its markdown report goes into the card.
+        training_data / title / license: for the card.
+        remote_code: keep the flat package code ``save_pretrained`` writes next to the weights (for
+            ``trust_remote_code`` users without the package). False for a checkpoint that ships
+            inside the package: its loaders have the package.
+    """
+    from .modeling.modeling_fourm import FourMModel  # modeling imports this module lazily (push_to_hub)
+    from .processing.processing_fourm import FourMProcessor
 
-    metrics = None
-    if args.card_metrics:
-        if not Path(args.card_metrics).is_file():
-            raise ValueError(f"--card-metrics: {args.card_metrics} is not a file; give an evaluation JSON")
-        metrics = _read_json(Path(args.card_metrics))
+    for field, folder, name in (("--model", model, "config.json"), ("--processor", processor, "processor_config.json")):
+        if not (Path(folder) / name).is_file():
+            raise ValueError(f"{field} {folder}: no {name}; expected a folder written by save_pretrained")
+    report = None
+    if evaluation is not None:
+        if not Path(evaluation).is_file():
+            raise ValueError(f"--evaluation {evaluation}: not a file; expected the JSON of fourm-hf evaluate --out")
+        report = json.loads(Path(evaluation).read_text(encoding="utf-8")).get("markdown")
+        if not report:
+            raise ValueError(f"--evaluation {evaluation}: no 'markdown' entry; expected the JSON of fourm-hf evaluate --out")
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint is meant to be read by everyone
     try:
-        info = push_checkpoint(
-            args.checkpoint, args.repo_id, private=True if args.private else None, revision=args.revision,
-            commit_message=args.commit_message, card=not args.no_card, license=args.license,
-            datasets=args.dataset, training_data=args.training_data, metrics=metrics,
-        )
-    except HfHubHTTPError as error:
-        print(f"fourm-hf push-to-hub: the Hub refused the upload:\n{error}", file=sys.stderr)
-        return 1
-    print(f"Pushed {args.checkpoint} to {args.repo_id}: {info.commit_url}")
-    return 0
+        FourMModel.from_pretrained(str(model)).save_pretrained(staging)
+        FourMProcessor.from_pretrained(str(processor)).save_pretrained(staging)
+        if not remote_code:
+            for module in staging.glob("*.py"):
+                module.unlink()
+        write_model_card(staging, title=title or out.name, evaluation=report, training_data=training_data,
+                         license=license or DEFAULT_LICENSE)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out

@@ -12,8 +12,9 @@ image, chained as 4M chains them, and one PNG grid per input shows the input bes
 ``--prompts`` held-out captions are turned into scenes (caption -> RGB). ``report.md`` (and
 ``report.json``) score every scene against its exact truth with the package's metrics.
 
-``--web`` serves the same model as a Gradio app in the browser instead (``fourm_hf/web``; the optional
-extra ``pip install -e ".[web]"``; Gradio is imported only then).
+``--web`` serves the same model as a Gradio app in the browser instead (``web_app.py``; the optional
+extra ``pip install -e ".[web]"``; Gradio is imported only then). The command itself is
+``fourm_hf.commands.demo``; this module is the library part (:func:`run_demo`).
 
 The bundled checkpoint (``fourm_hf.checkpoints.BUNDLED_CHECKPOINT``) was trained only on rendered scenes at
 64 px; the photographs show how far that carries, not what a 4M trained on photographs does.
@@ -21,16 +22,22 @@ The bundled checkpoint (``fourm_hf.checkpoints.BUNDLED_CHECKPOINT``) was trained
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from transformers import pipeline
 
 from ..checkpoints import bundled_checkpoint
+from ..data.photos import PHOTO_CAPTIONS, load_photos
+from ..evaluation.heldout import HELDOUT_DATASET_SEED, heldout_scenes
+from ..evaluation.predictors import pipeline_prediction
+from ..evaluation.report import write_atomic
+from ..evaluation.scoring import COLUMNS, format_score, score_predictions
+from ..pipelines.grid import save_grid
+from ..processing.visualization import centre_square
 
 DEFAULT_NUM_SCENES = 4
 DEFAULT_PROMPTS = 2
@@ -51,13 +58,6 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
         seed: generation seed of every call.
     Returns: the report as a dict (what ``report.json`` holds).
     """
-    import fourm_hf  # noqa: F401  (registers the 4M any-to-any pipeline)
-    from transformers import pipeline
-
-    from ..data.photos import PHOTO_CAPTIONS, load_photos
-    from ..evaluation.heldout import HELDOUT_DATASET_SEED, heldout_scenes
-    from ..evaluation.report import write_atomic
-
     num_scenes, prompts = _count(num_scenes, "--num-scenes"), _count(prompts, "--prompts")
     photo_names = list(PHOTO_CAPTIONS) if photos is None else list(photos)
     unknown = [name for name in photo_names if name not in PHOTO_CAPTIONS]
@@ -83,20 +83,20 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
 
     for index, scene in enumerate(scenes):
         output = pipe(Image.fromarray(scene["rgb"]), seed=seed, progress=progress)
-        grid = fourm_hf.save_grid({"rgb": scene["rgb"]}, output, out / f"scene_{index:02d}.png", TILE_SIZE)
+        grid = save_grid({"rgb": scene["rgb"]}, output, out / f"scene_{index:02d}.png", TILE_SIZE)
         report["scenes"].append({"index": index, "grid": grid.name, "caption_truth": scene["caption"],
                                  "caption": output.get("caption"), "scores": score_scene(output, scene)})
     photos_by_name = {photo["name"]: photo for photo in load_photos()} if photo_names else {}
     for name in photo_names:
         photo = photos_by_name[name]
         output = pipe(photo["image"], seed=seed, progress=progress)
-        grid = fourm_hf.save_grid(centre_square(photo["image"]), output, out / f"photo_{name}.png", TILE_SIZE)
+        grid = save_grid(centre_square(photo["image"]), output, out / f"photo_{name}.png", TILE_SIZE)
         report["photos"].append({"name": name, "grid": grid.name, "caption_truth": photo["caption"],
                                  "caption": output.get("caption")})
     for index, scene in enumerate(scenes[:prompts]):
         output = pipe(text=scene["caption"], target_modalities=["rgb"], seed=seed, progress=progress)
         recaption = pipe(output["rgb"]["image"], target_modalities=["caption"], seed=seed)["caption"]
-        grid = fourm_hf.save_grid({"caption": scene["caption"]}, {**output, "caption": recaption},
+        grid = save_grid({"caption": scene["caption"]}, {**output, "caption": recaption},
                                   out / f"prompt_{index:02d}.png", TILE_SIZE)
         report["prompts"].append({"prompt": scene["caption"], "grid": grid.name, "recaption": recaption})
 
@@ -107,18 +107,8 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
     return report
 
 
-def centre_square(image: Image.Image) -> Image.Image:
-    """The largest centred square of ``image``: the part the processor's centre crop shows the model."""
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    return image.crop((left, top, left + side, top + side))
-
-
 def score_scene(output: dict, scene: dict) -> dict:
     """Scores of one pipeline output against one scene's exact truth (``evaluation/scoring.py`` columns)."""
-    from ..evaluation.predictors import pipeline_prediction
-    from ..evaluation.scoring import score_predictions
-
     predictions = {target: [pipeline_prediction(output, target)] for target in SCORED_TARGETS if target in output}
     return score_predictions(predictions, [scene])
 
@@ -133,8 +123,6 @@ def mean_scores(rows: list[dict]) -> dict:
 
 def format_demo_report(report: dict) -> str:
     """``report.md``: per-scene scores, captions, photos and prompts, with links to the grids."""
-    from ..evaluation.scoring import COLUMNS, _format
-
     columns = [(key, header) for target in SCORED_TARGETS for key, header, _ in COLUMNS[target]
                if key in report["mean_scores"]]
     lines = ["# fourm-hf demo", "", f"Checkpoint `{report['checkpoint']}` ({report['image_size']} px), "
@@ -145,9 +133,9 @@ def format_demo_report(report: dict) -> str:
                   "| scene | " + " | ".join(header for _, header in columns) + " |",
                   "|---|" + "---:|" * len(columns)]
         for scene in report["scenes"]:
-            cells = [_format(key, scene["scores"][key]) for key, _ in columns]
+            cells = [format_score(key, scene["scores"][key]) for key, _ in columns]
             lines.append(f"| [{scene['index']}]({scene['grid']}) | " + " | ".join(cells) + " |")
-        lines.append("| mean | " + " | ".join(_format(key, report["mean_scores"][key]) for key, _ in columns) + " |")
+        lines.append("| mean | " + " | ".join(format_score(key, report["mean_scores"][key]) for key, _ in columns) + " |")
         lines += ["", "| scene | true caption | generated caption |", "|---|---|---|"]
         lines += [f"| {scene['index']} | {scene['caption_truth']} | {scene['caption']} |" for scene in report["scenes"]]
         lines.append("")
@@ -168,57 +156,3 @@ def _count(value, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{field} must be an integer >= 0, got {value!r}")
     return value
-
-
-# ----------------------------------------------------------------------------------------------------
-# fourm-hf demo
-# ----------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=None, help="a FourM model + processor folder (default: the bundled checkpoint)")
-    parser.add_argument("--out", default="demo", help="output folder for the PNG grids and report.md (default: demo)")
-    parser.add_argument("--num-scenes", type=int, default=DEFAULT_NUM_SCENES, help="held-out scenes to run and score")
-    parser.add_argument("--photos", nargs="*", default=None, metavar="NAME",
-                        help="scikit-image photographs to run (default: all; give none to skip)")
-    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS, help="held-out captions to turn into images")
-    parser.add_argument("--seed", type=int, default=0, help="generation seed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars over decoding steps")
-    parser.add_argument("--web", action="store_true",
-                        help="serve an interactive Gradio app instead of writing PNGs (needs: pip install -e \".[web]\")")
-    parser.add_argument("--port", type=int, default=None, help="--web: port (default: the first free one from 7860)")
-    parser.add_argument("--host", default="127.0.0.1", help="--web: address to listen on (default: 127.0.0.1)")
-
-
-def main(args) -> int:
-    if args.web:
-        return main_web(args)
-    try:
-        report = run_demo(args.checkpoint, args.out, args.num_scenes, args.photos, args.prompts, args.seed,
-                          progress=not args.no_progress)
-    except (ValueError, OSError) as error:  # OSError: transformers could not find or read the checkpoint
-        print(f"fourm-hf demo: {error}", file=sys.stderr)
-        return 2
-    print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
-    print(f"wrote {len(report['scenes']) + len(report['photos']) + len(report['prompts'])} PNG grids and report.md to {args.out}")
-    return 0
-
-
-def main_web(args) -> int:
-    """``fourm-hf demo --web``: serve the Gradio app until Ctrl+C."""
-    if args.port is not None and not 1 <= args.port <= 65535:
-        print(f"fourm-hf demo: --port must lie in [1, 65535], got {args.port}", file=sys.stderr)
-        return 2
-    try:
-        from .web_app import launch
-
-        launch(args.checkpoint, port=args.port, host=args.host)
-    except ImportError as error:
-        print(f"fourm-hf demo --web: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as error:
-        print(f"fourm-hf demo --web: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .demo import centre_square
-from ..processing.visualization import draw_boxes, semseg_palette
+from ..processing.visualization import centre_square, draw_boxes, semseg_palette
 
 MIN_IMAGE_SIDE = 32  # px; smaller uploads are refused (the model reads 64 px centre crops)
 VIEW_SIZE = 256  # px; the 64 px outputs are shown upscaled (nearest neighbour: the model's own pixels)

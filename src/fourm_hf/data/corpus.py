@@ -34,12 +34,10 @@ then saves the concatenation with ``save_to_disk`` at ``out`` and removes the sh
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -356,53 +354,6 @@ def load_corpus(path, streaming: bool = False, rank: int | None = None, world_si
     if transform is not None:
         corpus = corpus.map(transform, batched=True)
     return corpus
-
-
-# ------------------------------------------------------------------------------- fourm-hf build-corpus
-
-
-BUNDLED_PROCESSOR = "bundled"
-"""``--processor bundled``: the processor of the checkpoint that ships inside the package (unless a folder has that name)."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="labeled dataset (save_to_disk folder, scene schema)")
-    parser.add_argument("--split", default="train", help="split to read when --dataset is a DatasetDict")
-    parser.add_argument("--processor", required=True,
-                        help="a saved FourMProcessor folder (with its VQ-VAEs), or 'bundled': the bundled checkpoint's")
-    parser.add_argument("--out", required=True, help="output folder (datasets.save_to_disk format)")
-    parser.add_argument("--crops", type=int, default=1, help="crops per source image")
-    parser.add_argument("--crop", choices=CROP_MODES, default="random", help="how crops are chosen")
-    parser.add_argument("--seed", type=int, default=0, help="crop k of image i uses default_rng((seed, i, k))")
-    parser.add_argument("--batch-size", type=int, default=16, help="source images per VQ-VAE batch")
-    parser.add_argument("--shard-size", type=int, default=1024, help="source images per resumable shard")
-    parser.add_argument("--device", default=None, help="device for the VQ-VAEs (e.g. cuda)")
-
-
-def main(args: argparse.Namespace) -> int:
-    from datasets import DatasetDict, load_from_disk
-
-    from ..processing.processing_fourm import FourMProcessor
-
-    try:
-        dataset = load_from_disk(args.dataset)
-        if isinstance(dataset, DatasetDict):
-            if args.split not in dataset:
-                raise ValueError(f"--dataset {args.dataset}: no split {args.split!r}; splits are {sorted(dataset)}")
-            dataset = dataset[args.split]
-        folder = args.processor
-        if folder == BUNDLED_PROCESSOR and not Path(folder).is_dir():
-            from ..checkpoints import bundled_checkpoint
-
-            folder = bundled_checkpoint()
-        processor = FourMProcessor.from_pretrained(folder, device=args.device)
-        corpus = build_corpus(dataset, processor, args.out, crops=args.crops, batch_size=args.batch_size,
-                              shard_size=args.shard_size, seed=args.seed, crop=args.crop)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"fourm-hf: error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(corpus)} rows ({len(dataset)} images x {args.crops} crops) to {args.out}: {sorted(corpus.features)}")
-    return 0
 
 
 __all__ = ["build_corpus", "corpus_features", "crop_generator", "load_corpus", "to_training_format", "tokenize_rows"]

@@ -111,12 +111,13 @@ def markdown_table(rows: list[dict], targets) -> str:
         cells = []
         for key, _ in columns:
             value = row["scores"].get(key)
-            cells.append("–" if value is None else _format(key, value))
+            cells.append("–" if value is None else format_score(key, value))
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _format(key: str, value: float) -> str:
+def format_score(key: str, value: float) -> str:
+    """One table cell: normal angles in degrees with one decimal, every other score with three."""
     if key.startswith("normal_"):
         return f"{value:.1f}"
     return f"{value:.3f}"

@@ -11,6 +11,7 @@ numbers (the raw arrays are what metrics should read):
                            (the usual normal-map encoding: x -> red, y -> green, z -> blue).
 - :func:`colorize_semseg`  (H, W) class ids -> (H, W, 3) uint8 through :func:`semseg_palette`.
 - :func:`draw_boxes`       a copy of a PIL image with labelled rectangles.
+- :func:`centre_square`    the largest centred square of a PIL image (what the processor's centre crop shows).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .image_crops import choose_crop_box
 
 # Anchor colours of the depth ramp (a viridis-like sequence: dark purple -> blue -> green -> yellow),
 # interpolated linearly in between. Position 0 is the far end, 1 the near end.
@@ -190,3 +193,8 @@ __all__ = [
     "draw_boxes",
     "semseg_palette",
 ]
+
+
+def centre_square(image: Image.Image) -> Image.Image:
+    """The largest centred square of ``image``: the part the processor's centre crop shows the model."""
+    return image.crop(choose_crop_box((image.height, image.width), "center", None, None))

@@ -10,7 +10,7 @@ Public API:
     FourMTextTokenizer        the transformers tokenizer (registered with AutoTokenizer)
     train_text_tokenizer      learn a WordPiece vocabulary with this layout from a caption corpus
     boxes_to_text / text_to_boxes / coordinate_to_bin   (from `box_text`, re-exported here)
-    ``fourm-hf train-text-tokenizer`` (``add_arguments`` / ``main`` below)
+    save_atomically           save_pretrained into a temporary folder, then swap it into place
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from .text_layout import (
     UNK_TOKEN,
     layout_tokens,
     normalize_class_list,
-    normalize_class_name,
     read_layout,
     vocab_layout,
 )
@@ -47,6 +46,7 @@ __all__ = [
     "bin_to_coordinate",
     "boxes_to_text",
     "coordinate_to_bin",
+    "save_atomically",
     "text_to_boxes",
     "train_text_tokenizer",
 ]
@@ -359,80 +359,6 @@ def train_text_tokenizer(
     return FourMTextTokenizer(tokenizer_object=backend)
 
 
-# ----- command line: fourm-hf train-text-tokenizer -----
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--dataset", required=True, help="a `datasets` dataset saved with save_to_disk")
-    parser.add_argument("--split", default="train", help="split to read when --dataset is a DatasetDict")
-    parser.add_argument(
-        "--columns", default="caption", help="comma-separated text columns to learn from (box columns add their labels)"
-    )
-    classes = parser.add_mutually_exclusive_group()
-    classes.add_argument(
-        "--class-names-from",
-        metavar="COLUMN",
-        help="column of box lists [{'label', 'box'}] whose labels become class tokens ('det' reads 'boxes')",
-    )
-    classes.add_argument("--class-names", help="comma-separated class names that become single tokens")
-    parser.add_argument("--vocab-size", type=int, default=2000, help="WordPieces after the reserved ids")
-    parser.add_argument("--num-sentinels", type=int, default=DEFAULT_NUM_SENTINELS)
-    parser.add_argument("--coord-bins", type=int, default=DEFAULT_COORD_BINS)
-    parser.add_argument("--min-frequency", type=int, default=1)
-    parser.add_argument("--out", required=True, help="folder for save_pretrained (written atomically)")
-
-
-def _load_dataset(path: str, split: str):
-    from datasets import DatasetDict, load_from_disk
-
-    dataset = load_from_disk(path)
-    if isinstance(dataset, DatasetDict):
-        if split not in dataset:
-            raise ValueError(f"--dataset {path}: no split {split!r}; splits are {sorted(dataset)}")
-        dataset = dataset[split]
-    return dataset
-
-
-def _resolve_column(dataset, column: str) -> str:
-    if column in dataset.column_names:
-        return column
-    if column == "det" and "boxes" in dataset.column_names:
-        return "boxes"
-    raise ValueError(f"dataset has no column {column!r}; columns are {dataset.column_names}")
-
-
-def _iter_column_texts(dataset, columns: list[str], progress):
-    """Text of every row and column: strings as they are, box lists as their labels joined by spaces."""
-    for column in columns:
-        for row_index, value in enumerate(dataset[column]):
-            progress.update(1)
-            if value is None:
-                continue
-            if isinstance(value, str):
-                yield value
-            elif isinstance(value, list):
-                labels = [box.get("label") for box in value if isinstance(box, dict)]
-                if any(not isinstance(label, str) for label in labels):
-                    raise ValueError(f"column {column!r} row {row_index}: every box needs a str 'label'")
-                yield " ".join(labels)
-            else:
-                raise TypeError(
-                    f"column {column!r} row {row_index}: expected a str or a list of boxes, got {type(value).__name__}"
-                )
-
-
-def _class_names_from_column(dataset, column: str) -> list[str]:
-    names = set()
-    for row_index, value in enumerate(dataset[column]):
-        for box_index, box in enumerate(value or []):
-            if not isinstance(box, dict) or not isinstance(box.get("label"), str):
-                raise ValueError(f"column {column!r} row {row_index} box {box_index}: expected {{'label': str, ...}}")
-            names.add(normalize_class_name(box["label"]))
-    if not names:
-        raise ValueError(f"column {column!r} has no box labels to use as class names")
-    return sorted(names)
-
-
 def save_atomically(tokenizer: FourMTextTokenizer, out_dir: str) -> None:
     """save_pretrained into a temporary sibling folder, then swap it into place."""
     out_dir = os.path.abspath(out_dir)
@@ -451,34 +377,3 @@ def save_atomically(tokenizer: FourMTextTokenizer, out_dir: str) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def main(args) -> int:
-    from tqdm.auto import tqdm
-
-    dataset = _load_dataset(args.dataset, args.split)
-    columns = [_resolve_column(dataset, column.strip()) for column in args.columns.split(",") if column.strip()]
-    if not columns:
-        raise ValueError("--columns names no column")
-    if args.class_names_from:
-        class_names = _class_names_from_column(dataset, _resolve_column(dataset, args.class_names_from))
-    elif args.class_names:
-        class_names = [name for name in args.class_names.split(",") if name.strip()]
-    else:
-        class_names = []
-    with tqdm(total=len(dataset) * len(columns), desc="train-text-tokenizer", unit="text") as progress:
-        tokenizer = train_text_tokenizer(
-            _iter_column_texts(dataset, columns, progress),
-            vocab_size=args.vocab_size,
-            class_names=class_names,
-            num_sentinels=args.num_sentinels,
-            coord_bins=args.coord_bins,
-            min_frequency=args.min_frequency,
-        )
-    save_atomically(tokenizer, args.out)
-    print(
-        f"saved {args.out}: {len(tokenizer)} ids ({tokenizer.num_sentinels} sentinels, {tokenizer.coord_bins} "
-        f"coordinate bins, {len(tokenizer.class_names)} class names, "
-        f"{len(tokenizer) - tokenizer.first_wordpiece_id} WordPieces)"
-    )
-    return 0

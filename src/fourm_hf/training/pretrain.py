@@ -54,10 +54,8 @@ Checkpoints are safetensors (the only format of transformers 5). Resuming
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -521,46 +519,6 @@ def save_settings(settings: Mapping, output_dir: str) -> str:
         yaml.safe_dump(dict(settings), handle, sort_keys=False)
     os.replace(handle.name, path)
     return path
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="pretraining YAML (sections model, masking, data, training)")
-    parser.add_argument("--output-dir", default=None, help="checkpoints and the final model (overrides training.output_dir)")
-    parser.add_argument(
-        "--resume-from-checkpoint", nargs="?", const=True, default=None, metavar="PATH",
-        help="resume from PATH, or without PATH from the last checkpoint in the output dir",
-    )
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. training.max_steps=10")
-
-
-def main(args) -> int:
-    resume, overrides = args.resume_from_checkpoint, list(args.overrides)
-    if isinstance(resume, str) and "=" in resume and not os.path.exists(resume):
-        # `--resume-from-checkpoint training.max_steps=9`: argparse took the override for the PATH
-        resume, overrides = True, [resume, *overrides]
-    try:
-        if isinstance(resume, str) and not os.path.isdir(resume):
-            raise ValueError(f"--resume-from-checkpoint: {resume!r} is not a checkpoint folder.")
-        settings = load_settings(args.config, overrides)
-        trainer = build_trainer(settings, output_dir=args.output_dir)
-    except ValueError as error:
-        print(f"fourm-hf train: {error}", file=sys.stderr)
-        return 2
-    output_dir = trainer.args.output_dir
-    if trainer.args.should_save:
-        save_settings({**settings, "training": {**settings["training"], "output_dir": output_dir}}, output_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(output_dir)
-    metrics = dict(result.metrics)
-    if trainer.eval_dataset is not None:
-        metrics.update(trainer.evaluate())
-    if trainer.args.should_save:
-        trainer.save_metrics("all", metrics)
-        print(yaml.safe_dump({k: float(v) if isinstance(v, (int, float)) else v for k, v in metrics.items()}, sort_keys=True))
-    return 0
 
 
 __all__ = [

@@ -55,14 +55,13 @@ sets the defaults through ``WORLD_SIZE`` / ``RANK``); ``merge_shards`` then conc
 The package has one module per concern: ``images`` (decoding, RGB conversion, crop), ``geometry``
 (stored depth, normals from depth), ``base`` (the ``Labeller`` interface), one module per labeller
 (``depth``, ``normals``, ``segmentation``, ``detection``, ``features``, ``caption``), ``build``
-(``build_labellers``), ``source`` (the input images), ``runner`` (shards, resume, merge) and
-``command`` (``fourm-hf pseudo-label``).
+(``build_labellers``), ``source`` (the input images) and ``runner`` (shards, resume, merge). The
+command ``fourm-hf pseudo-label`` is ``fourm_hf.commands.pseudo_label``.
 """
 
 from .base import Labeller, check_model_task
 from .build import build_labellers
 from .caption import CaptionLabeller
-from .command import add_arguments, main
 from .depth import METRIC_DEPTH_MODEL_TYPES, DepthLabeller
 from .detection import DetectionLabeller
 from .features import FeatureLabeller
@@ -89,7 +88,7 @@ __all__ = [
     "CaptionLabeller", "DEFAULT_FIELD_OF_VIEW_DEGREES", "DepthLabeller", "DetectionLabeller", "FeatureLabeller",
     "IMAGE_EXTENSIONS", "ImageSource", "Labeller", "MAX_RELATIVE_DEPTH", "METRIC_DEPTH_MODEL_TYPES",
     "NormalsFromDepthLabeller", "SKY_NORMAL", "SegmentationLabeller", "UNLABELLED_CLASS", "UnreadableImageError",
-    "add_arguments", "build_labellers", "check_model_task", "decode_image", "depth_from_inverse_depth", "load_metadata",
-    "main", "merge_shards", "normals_from_depth", "output_features", "pseudo_label_dataset", "resize_and_center_crop",
+    "build_labellers", "check_model_task", "decode_image", "depth_from_inverse_depth", "load_metadata",
+    "merge_shards", "normals_from_depth", "output_features", "pseudo_label_dataset", "resize_and_center_crop",
     "to_rgb",
 ]

@@ -30,10 +30,11 @@ the layout is accepted at ``LAYOUT_CHECK_SIZE`` pixels, so ``render_scene(s, 64)
 rendering in shards that are each written atomically, so a killed run resumes where it stopped.
 
 Modules: ``layout`` (the scene and its sampling), ``raytrace`` (intersections, shadows, shading),
-``render`` (the scene of a seed and its columns), ``dataset`` (``make_scene_dataset``, ``fourm-hf make-scenes``).
+``render`` (the scene of a seed and its columns), ``dataset`` (``make_scene_dataset``; the command
+``fourm-hf make-scenes`` is ``fourm_hf.commands.make_scenes``).
 """
 
-from .dataset import add_arguments, main, make_scene_dataset, scene_features, scene_seed
+from .dataset import make_scene_dataset, scene_features, scene_seed
 from .layout import (
     COLORS,
     FIELD_OF_VIEW_DEGREES,
@@ -52,6 +53,6 @@ from .render import describe_scene, render_scene, sample_scene
 
 __all__ = [
     "COLORS", "Camera", "FIELD_OF_VIEW_DEGREES", "LAYOUT_CHECK_SIZE", "MIN_VISIBLE_FRACTION", "SCENE_CLASSES", "SHAPES",
-    "SIZES", "SKY_DEPTH", "SKY_NORMAL", "Scene", "SceneObject", "add_arguments", "describe_scene", "main",
+    "SIZES", "SKY_DEPTH", "SKY_NORMAL", "Scene", "SceneObject", "describe_scene",
     "make_scene_dataset", "render_scene", "sample_scene", "scene_features", "scene_seed",
 ]

@@ -1,4 +1,4 @@
-"""``fourm-hf pseudo-label``."""
+"""``fourm-hf pseudo-label``: add pseudo-labels to images with transformers models (``fourm_hf.data.pseudo_label``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import argparse
 import os
 import sys
 
-from .build import build_labellers
-from .geometry import DEFAULT_FIELD_OF_VIEW_DEGREES
-from .runner import merge_shards, pseudo_label_dataset
+from ..data.pseudo_label import DEFAULT_FIELD_OF_VIEW_DEGREES, build_labellers, merge_shards, pseudo_label_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
