@@ -254,6 +254,34 @@ def test_grid_draws_boxes_at_tile_resolution_on_the_input(scenes):
     np.testing.assert_array_equal(tile, np.asarray(expected))
 
 
+def _colours_in(image: Image.Image) -> set:
+    return {tuple(int(c) for c in pixel) for pixel in np.asarray(image.convert("RGB")).reshape(-1, 3)}
+
+
+def test_grid_shows_a_legend_of_the_segmentation_classes_present():
+    from fourm_hf.processing.visualization import colorize_semseg, semseg_palette
+
+    semseg = np.zeros((32, 32), np.int64)
+    semseg[:, 16:] = 3  # sky and cube present; floor, sphere, cylinder, cone absent
+    tile = Image.fromarray(colorize_semseg(semseg, len(SCENE_CLASSES)))
+    outputs = {"semseg": {"array": semseg, "image": tile}}
+    grid = make_grid(np.zeros((32, 32, 3), np.uint8), outputs, tile_size=128, class_names=SCENE_CLASSES)
+    band_top = MARGIN + 14 + 128 + MARGIN
+    assert grid.height == grid_size(2, 128, 1)[1]  # one legend row, no text
+    band = grid.crop((0, band_top, grid.width, grid.height))
+    palette = [tuple(int(c) for c in colour) for colour in semseg_palette(len(SCENE_CLASSES))]
+    shown = _colours_in(band)
+    assert palette[0] in shown and palette[3] in shown
+    assert not {palette[2], palette[4], palette[5]} & shown  # (floor's grey also appears in anti-aliased text)
+    without_legend = make_grid(np.zeros((32, 32, 3), np.uint8), {"depth": {"image": tile}}, tile_size=128)
+    assert without_legend.height == grid_size(2, 128)[1]
+    # the input segmentation counts too; names default to the class id
+    grid = make_grid({"rgb": np.zeros((32, 32, 3), np.uint8), "semseg": np.full((32, 32), 5)}, outputs, tile_size=128)
+    assert palette[5] in _colours_in(grid.crop((0, band_top, grid.width, grid.height)))
+    with pytest.raises(ValueError, match="class_names: expected a list of class-name strings"):
+        make_grid(np.zeros((32, 32, 3), np.uint8), outputs, class_names="sky floor")
+
+
 # ---- bad input ------------------------------------------------------------------------------------------
 def _bad_calls(scenes):
     image, scene = scenes[0]["rgb"], scenes[0]

@@ -121,15 +121,28 @@ def test_boxes_follow_the_crop(processor, scenes):
     assert processor.decode(boxes_only)["det"]["boxes"][0][0]["label"] == "red cube"
 
 
-def test_model_input_names_are_the_keys_of_a_call_with_every_input(processor, tokens, scenes):
-    assert processor.model_input_names == ["pixel_values", "tok_rgb", "tok_depth", "tok_normal", "tok_semseg",
-                                           "caption", "det"]
-    assert set(tokens) == set(processor.model_input_names)
+def test_model_input_names_are_the_keys_of_a_call_with_images_and_text(processor, tokens, scenes):
+    assert processor.model_input_names == ["pixel_values", "tok_rgb", "caption"]
+    images, captions = [s["rgb"] for s in scenes], [s["caption"] for s in scenes]
+    assert set(processor(images=images, text=captions)) == set(processor.model_input_names)
+    # every other argument adds its own modality's key
+    assert set(tokens) == {*processor.model_input_names, "tok_depth", "tok_normal", "tok_semseg", "det"}
     pixels_and_text = FourMProcessor(processor.image_processor, processor.tokenizer)
-    assert pixels_and_text.model_input_names == ["pixel_values", "caption", "det"]
-    out = pixels_and_text(images=[s["rgb"] for s in scenes], boxes=[s["boxes"] for s in scenes],
-                          text=[s["caption"] for s in scenes])
-    assert set(out) == set(pixels_and_text.model_input_names)
+    assert pixels_and_text.model_input_names == ["pixel_values", "caption"]
+    assert set(pixels_and_text(images=images, text=captions)) == set(pixels_and_text.model_input_names)
+
+
+def test_images_given_as_one_list_per_sample(processor, scenes):
+    images, captions = [s["rgb"] for s in scenes], [s["caption"] for s in scenes]
+    flat = processor(images=images, text=captions)
+    nested = processor(images=[[image] for image in images], text=captions)
+    assert set(nested) == set(flat)
+    for name in flat:
+        assert torch.equal(nested[name], flat[name]), name
+    with pytest.raises(ValueError, match=r"images\[0\]: a 4M sample holds exactly one RGB image, got a list of 0"):
+        processor(images=[[]] + [[image] for image in images[1:]], text=captions)
+    with pytest.raises(ValueError, match=r"images\[1\]: .* got a list of 2"):
+        processor(images=[[images[0]], [images[1], images[2]], [images[2]]], text=captions)
 
 
 def test_text_kwargs_shape_caption_and_det(processor, scenes):

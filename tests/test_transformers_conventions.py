@@ -66,6 +66,20 @@ def test_return_dict_false_starts_with_the_loss(batch):
     assert isinstance(model(**batch), tuple)
 
 
+def test_is_encoder_decoder_follows_the_model_class_without_changing_the_callers_config():
+    shared = tiny_config()
+    assert shared.is_encoder_decoder is True  # decoder layers: the 4M encoder-decoder
+    head = FourMForDepthEstimation(shared)
+    model = FourMModel(shared)
+    assert shared.is_encoder_decoder is True and model.config is shared
+    assert head.config.is_encoder_decoder is False and head.fourm.config is head.config
+    encoder_only = tiny_config(num_decoder_layers=0)
+    assert encoder_only.is_encoder_decoder is False
+    assert FourMForDepthEstimation(encoder_only).config is encoder_only
+    assert FourMModel(encoder_only).config.is_encoder_decoder is True and encoder_only.is_encoder_decoder is False
+    assert tiny_config(num_decoder_layers=0, is_encoder_decoder=True).is_encoder_decoder is True  # explicit wins
+
+
 def test_heads_are_encoder_only_with_a_pretrained_base_model(tmp_path):
     head = FourMForDepthEstimation(tiny_config())
     assert head.config.is_encoder_decoder is False and FourMModel(tiny_config()).config.is_encoder_decoder is True

@@ -45,6 +45,8 @@ class FourMConfig(PreTrainedConfig):
         tie_output_embeddings: the decoder's output projection of each modality is its token
             embedding table.
         initializer_range: std of the truncated-normal init of embeddings.
+        is_encoder_decoder: ``True`` for the 4M encoder-decoder; by default ``num_decoder_layers > 0``,
+            so a config without decoder layers describes an encoder-only model (the task heads).
 
     ``num_hidden_layers`` reads and writes ``num_encoder_layers`` (``attribute_map``).
     """
@@ -70,9 +72,11 @@ class FourMConfig(PreTrainedConfig):
     share_modality_embeddings: bool = True
     tie_output_embeddings: bool = False
     initializer_range: float = 0.02
-    is_encoder_decoder: bool = True
+    is_encoder_decoder: bool | None = None
 
     def __post_init__(self, **kwargs):
+        if self.is_encoder_decoder is None:
+            self.is_encoder_decoder = self.num_decoder_layers > 0
         if self.input_modalities is None:
             self.input_modalities = list(FOURM7_INPUTS)
         if self.output_modalities is None:

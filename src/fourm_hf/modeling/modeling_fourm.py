@@ -16,6 +16,7 @@ D = hidden size. Modality ids index ``config.modality_names``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -169,7 +170,7 @@ class FourMModel(FourMPreTrainedModel):
     """The 4M encoder-decoder over packed multimodal tokens (see the module docstring)."""
 
     def __init__(self, config: FourMConfig):
-        config.is_encoder_decoder = True
+        config = with_encoder_decoder(config, True)
         super().__init__(config)
         self.encoder_embeddings = FourMEncoderEmbeddings(config)
         self.decoder_embeddings = FourMDecoderEmbeddings(config)
@@ -500,6 +501,16 @@ class FourMModel(FourMPreTrainedModel):
             cross_attentions=decoded.cross_attentions,
         )
         return output if return_dict else output.to_tuple()
+
+
+def with_encoder_decoder(config: FourMConfig, is_encoder_decoder: bool) -> FourMConfig:
+    """``config`` itself when its ``is_encoder_decoder`` already says what the model class is, else a copy that
+    does: a model never flips the flag on the caller's config (one config may build FourMModel and a head)."""
+    if config.is_encoder_decoder == is_encoder_decoder:
+        return config
+    config = copy.deepcopy(config)
+    config.is_encoder_decoder = is_encoder_decoder
+    return config
 
 
 def resolve_output_flags(config: FourMConfig, output_hidden_states, output_attentions, return_dict) -> tuple[bool, bool, bool]:

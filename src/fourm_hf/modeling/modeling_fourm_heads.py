@@ -32,7 +32,7 @@ from ..configuration_fourm import FourMConfig
 from ..remote_code import write_remote_code
 from .embeddings import PatchEncoderEmbedding, patchify
 from .layers import EncoderBlock, layer_norm, run_encoder_blocks
-from .modeling_fourm import FourMPreTrainedModel, resolve_output_flags
+from .modeling_fourm import FourMPreTrainedModel, resolve_output_flags, with_encoder_decoder
 
 HEADS_MODULE_NAME = "modeling_fourm_heads"
 DEPTH_LOSSES = ("l1", "silog")
@@ -65,7 +65,7 @@ class FourMEncoderTrunk(FourMPreTrainedModel):
     ]
 
     def __init__(self, config: FourMConfig):
-        config.is_encoder_decoder = False
+        config = with_encoder_decoder(config, False)
         super().__init__(config)
         self.pixel_modality = pixel_modality(config)
         self.encoder_embeddings = nn.ModuleDict(
@@ -122,7 +122,7 @@ class FourMHeadPreTrainedModel(FourMPreTrainedModel):
     output_class: type | None = None  # the transformers ModelOutput the head returns
 
     def __init__(self, config: FourMConfig):
-        config.is_encoder_decoder = False  # the heads run the encoder only
+        config = with_encoder_decoder(config, False)  # the heads run the encoder only
         super().__init__(config)
         if self.auto_class_name is not None:
             config.auto_map = {**(config.auto_map or {}), self.auto_class_name: f"{HEADS_MODULE_NAME}.{type(self).__name__}"}
@@ -168,7 +168,7 @@ class FourMForImageClassification(FourMHeadPreTrainedModel):
 
     def __init__(self, config: FourMConfig):
         super().__init__(config)
-        self.fourm = FourMEncoderTrunk(config)
+        self.fourm = FourMEncoderTrunk(self.config)
         self.pool_norm = layer_norm(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
@@ -248,7 +248,7 @@ class FourMForDepthEstimation(FourMHeadPreTrainedModel):
         depth_loss = getattr(config, "depth_loss", "l1")
         if depth_loss not in DEPTH_LOSSES:
             raise ValueError(f"config.depth_loss must be one of {DEPTH_LOSSES}, got {depth_loss!r}.")
-        self.fourm = FourMEncoderTrunk(config)
+        self.fourm = FourMEncoderTrunk(self.config)
         self.head = DensePatchHead(config, out_channels=1)
         self.post_init()
 
@@ -281,7 +281,7 @@ class FourMForSemanticSegmentation(FourMHeadPreTrainedModel):
 
     def __init__(self, config: FourMConfig):
         super().__init__(config)
-        self.fourm = FourMEncoderTrunk(config)
+        self.fourm = FourMEncoderTrunk(self.config)
         self.head = DensePatchHead(config, out_channels=config.num_labels)
         self.post_init()
 

@@ -8,23 +8,26 @@ written in a band under the row::
     |input rgb| depth | semseg |  det   |   <- LABEL_HEIGHT px labels
     | [tile] | [tile] | [tile] | [tile] |   <- tile_size x tile_size
     +--------+--------+--------+--------+
+    semseg: [#] sky [#] floor [#] cube       <- the legend: a colour swatch and a name per class shown
     caption: a red cube left of a ...        <- only when a caption (or a 4M-21 text output) is present
 
+The legend lists the classes present in the segmentation tiles (given and generated), in id order,
+with the palette colour the tiles use; names come from ``class_names`` (``"class <id>"`` without).
 Width = n * tile_size + (n + 1) * MARGIN; height = MARGIN + LABEL_HEIGHT + tile_size + MARGIN,
-plus the text band.
+plus the text band (legend rows and text lines, LINE_HEIGHT each).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..text.sequence_modalities import SEQUENCE_MODALITIES
-from ..processing.visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes
+from ..processing.visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes, semseg_palette
 
 MARGIN = 4
 LABEL_HEIGHT = 14
@@ -34,9 +37,12 @@ BACKGROUND = (255, 255, 255)
 TEXT_COLOUR = (0, 0, 0)
 IMAGE_NAMES = ("rgb", "depth", "normal", "semseg")
 TEXT_NAMES = SEQUENCE_MODALITIES  # 4M-21's text-serialised outputs: shown as their text, under the row
+SWATCH_SIZE = 10
+SEMSEG = "semseg"
 
 
-def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.Image:
+def make_grid(inputs, outputs: Mapping, tile_size: int | None = None,
+              class_names: Sequence[str] | None = None) -> Image.Image:
     """The grid image of one sample.
 
     Args:
@@ -45,6 +51,7 @@ def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.I
             (H, W, 3), semseg (H, W) ids, caption str, det box list).
         outputs: the pipeline's output dict for this sample (``"tokens"`` is ignored).
         tile_size: side of every tile in pixels (default: the largest generated image, at least 128).
+        class_names: the segmentation classes' names by id, for the legend (e.g. ``SCENE_CLASSES``).
     """
     if not isinstance(outputs, Mapping):
         raise ValueError(f"outputs: expected the pipeline's output dict for one sample, got {type(outputs).__name__}")
@@ -79,7 +86,28 @@ def make_grid(inputs, outputs: Mapping, tile_size: int | None = None) -> Image.I
     tile_size = int(tile_size)
     if isinstance(outputs.get("det"), Mapping) and "boxes" in outputs["det"]:
         tiles = [(name, _boxes_tile(outputs, input_image, tile_size) if name == "det" else image) for name, image in tiles]
-    return _compose(tiles, texts, tile_size)
+    return _compose(tiles, texts, tile_size, semseg_legend(inputs, outputs, class_names))
+
+
+def semseg_legend(inputs: Mapping, outputs: Mapping, class_names: Sequence[str] | None = None) -> list[tuple[tuple, str]]:
+    """``[(colour, name)]`` of every class present in the given and generated segmentations, in id order.
+
+    ``colour`` is the class's palette colour (the tiles' colours: the palette does not depend on the class
+    count); ``name`` is ``class_names[id]``, or ``"class <id>"`` where no name is given.
+    """
+    if class_names is not None and (isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)):
+        raise ValueError(f"class_names: expected a list of class-name strings, got {class_names!r}")
+    maps = []
+    if inputs.get(SEMSEG) is not None:
+        maps.append(np.asarray(inputs[SEMSEG]))
+    if isinstance(outputs.get(SEMSEG), Mapping) and outputs[SEMSEG].get("array") is not None:
+        maps.append(np.asarray(outputs[SEMSEG]["array"]))
+    present = sorted({int(v) for array in maps if np.issubdtype(array.dtype, np.integer) for v in np.unique(array) if v >= 0})
+    if not present:
+        return []
+    palette = semseg_palette(present[-1] + 1)
+    names = list(class_names or [])
+    return [(tuple(int(c) for c in palette[i]), names[i] if i < len(names) else f"class {i}") for i in present]
 
 
 def _boxes_tile(outputs: Mapping, input_image: Image.Image | None, tile_size: int) -> Image.Image:
@@ -90,10 +118,11 @@ def _boxes_tile(outputs: Mapping, input_image: Image.Image | None, tile_size: in
     return draw_boxes(background.convert("RGB").resize((tile_size, tile_size), Image.BICUBIC), outputs["det"]["boxes"])
 
 
-def save_grid(inputs, outputs: Mapping, path, tile_size: int | None = None) -> Path:
+def save_grid(inputs, outputs: Mapping, path, tile_size: int | None = None,
+              class_names: Sequence[str] | None = None) -> Path:
     """Write :func:`make_grid` as a PNG to ``path`` (atomically: a temporary name, then renamed)."""
     path = Path(path)
-    grid = make_grid(inputs, outputs, tile_size)
+    grid = make_grid(inputs, outputs, tile_size, class_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     grid.save(temporary, format="PNG")
@@ -109,11 +138,13 @@ def grid_size(num_tiles: int, tile_size: int, num_text_lines: int = 0) -> tuple[
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
-def _compose(tiles: list[tuple[str, Image.Image]], texts: list[str], tile_size: int) -> Image.Image:
+def _compose(tiles: list[tuple[str, Image.Image]], texts: list[str], tile_size: int,
+             legend: list[tuple[tuple, str]] = ()) -> Image.Image:
     font = ImageFont.load_default()
     width, _ = grid_size(len(tiles), tile_size)
+    legend_rows = _legend_rows(legend, font, width - 2 * MARGIN)
     lines = [line for text in texts for line in _wrap(text, font, width - 2 * MARGIN)]
-    width, height = grid_size(len(tiles), tile_size, len(lines))
+    width, height = grid_size(len(tiles), tile_size, len(legend_rows) + len(lines))
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for index, (label, image) in enumerate(tiles):
@@ -123,9 +154,34 @@ def _compose(tiles: list[tuple[str, Image.Image]], texts: list[str], tile_size: 
         canvas.paste(image.convert("RGB").resize((tile_size, tile_size), Image.Resampling.NEAREST),
                      (left, MARGIN + LABEL_HEIGHT))
     top = MARGIN + LABEL_HEIGHT + tile_size + MARGIN
+    for row in legend_rows:
+        for left, colour, name in row:
+            if colour is not None:
+                draw.rectangle((left, top + 1, left + SWATCH_SIZE - 1, top + SWATCH_SIZE), fill=colour, outline=TEXT_COLOUR)
+                left += SWATCH_SIZE + 3
+            draw.text((left, top), name, fill=TEXT_COLOUR, font=font)
+        top += LINE_HEIGHT
     for number, line in enumerate(lines):
         draw.text((MARGIN, top + number * LINE_HEIGHT), line, fill=TEXT_COLOUR, font=font)
     return canvas
+
+
+def _legend_rows(legend: list[tuple[tuple, str]], font, width: int) -> list[list[tuple[int, tuple | None, str]]]:
+    """The legend laid out left to right in rows of ``width`` px: ``[[(left, colour, name)]]``, the first
+    row led by the text ``semseg:`` (colour None: no swatch)."""
+    if not legend:
+        return []
+    title = f"{SEMSEG}:"
+    rows = [[(MARGIN, None, title)]]
+    left = MARGIN + int(font.getlength(title)) + 6
+    for colour, name in legend:
+        entry_width = SWATCH_SIZE + 3 + int(font.getlength(name)) + 10
+        if left + entry_width > MARGIN + width and len(rows[-1]) > 1:
+            rows.append([])
+            left = MARGIN
+        rows[-1].append((left, colour, name))
+        left += entry_width
+    return rows
 
 
 def _wrap(text: str, font, width: int) -> list[str]:

@@ -100,6 +100,26 @@ PIXEL_OPTIONS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "
                  "input_data_format")
 
 
+def unnest_images(images):
+    """A batch given as one list of images per sample (``[[image], [image]]``, as transformers processors
+    take them) -> one image per sample (``[image, image]``); anything else is returned as it is.
+
+    4M reads exactly one RGB image per sample: an empty or longer inner list is a ValueError naming the sample.
+    """
+    if not isinstance(images, (list, tuple)) or not images or not all(isinstance(entry, (list, tuple)) for entry in images):
+        return images
+    if any(isinstance(item, (int, float, list, tuple)) for entry in images for item in entry):
+        return images  # nested numbers: one image written as a list of pixel rows, decoded (and checked) later
+    for index, entry in enumerate(images):
+        if len(entry) != 1:
+            raise ValueError(
+                f"images[{index}]: a 4M sample holds exactly one RGB image, got a list of {len(entry)}; every sample "
+                "of a batch needs its image (4M batches hold one (B, ...) array per modality: process samples "
+                "without an image in a call of their own, as the any-to-any pipeline groups them)"
+            )
+    return [entry[0] for entry in images]
+
+
 class FourMImageProcessor(BaseImageProcessor):
     r"""Shared-crop image processor for the aligned dense modalities of 4M.
 
@@ -275,7 +295,7 @@ class FourMImageProcessor(BaseImageProcessor):
             input_data_format: override the processor's RGB settings for this call (see the class).
         """
         options = self.pixel_options(**pixel_overrides)
-        inputs = {"images": images, "depth": depth, "normal": normal, "semseg": semseg}
+        inputs = {"images": unnest_images(images), "depth": depth, "normal": normal, "semseg": semseg}
         given = {name: value for name, value in inputs.items() if value is not None}
         if not given:
             raise ValueError("FourMImageProcessor: give at least one of images, depth, normal or semseg")

@@ -224,11 +224,12 @@ class FourMProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        """Every key :meth:`__call__` can return: ``pixel_values``, the token modalities of the
-        VQ-VAEs that encode a dense map or a vector (in ``vqvaes`` order), ``caption`` and ``det``."""
-        encoded = [name for name, vqvae in self.vqvaes.items()
-                   if vqvae.config.target in MAP_KEYS or vqvae.config.target in (VECTOR_TARGET, EDGE_TARGET)]
-        return ["pixel_values", *encoded, CAPTION_MODALITY, DET_MODALITY]
+        """The keys of a call with ``images`` and ``text`` (transformers' processor contract): ``pixel_values``, the
+        token modalities the loaded tokenizers compute from the image (in ``vqvaes`` order) and ``caption``. The
+        other arguments each add their own modality's key (``boxes`` -> ``det``, ``depth`` -> ``tok_depth``, ...)."""
+        from_image = [name for name, vqvae in self.vqvaes.items()
+                      if vqvae.config.target == PIXELS_MODALITY and getattr(vqvae.config, "can_encode", True)]
+        return ["pixel_values", *from_image, CAPTION_MODALITY]
 
     def vqvaes_for(self, target: str) -> dict[str, FourMVQVAE]:
         """The loaded VQ-VAEs that read the dense map ``target`` ("rgb", "depth", ...), by modality."""
