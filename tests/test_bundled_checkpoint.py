@@ -84,6 +84,15 @@ def test_rgb_to_caption_names_the_objects(pipe, scenes):
     assert result["f1"] >= 0.5, [out["caption"] for out in outputs]
 
 
+def test_generated_boxes_carry_real_confidences(pipe, scenes):
+    outputs = pipe([Image.fromarray(scene["rgb"]) for scene in scenes[:4]], target_modalities=["det"], seed=0,
+                   batch_size=4)
+    scores = [box["score"] for out in outputs for box in out["det"]["boxes"]]
+    assert len(scores) >= 4, outputs  # the scenes hold several objects each
+    assert all(isinstance(score, float) and 0.0 < score <= 1.0 for score in scores), scores
+    assert min(scores) < 1.0 and len(set(scores)) > 1, scores  # a confidence per box, not a constant
+
+
 def test_demo_writes_grids_and_a_scored_report(tmp_path):
     pytest.importorskip("skimage", reason="the demo's photographs come with scikit-image (pip install -e .[demo])")
     report = run_demo(out=tmp_path, num_scenes=1, photos=["chelsea"], prompts=1, progress=False)

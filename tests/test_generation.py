@@ -181,6 +181,26 @@ def test_sequence_continuation_keeps_the_prefix(model, config, inputs):
     assert rows == [[40, 41, 42, START_SENTINEL_ID], [50, START_SENTINEL_ID], [60, 61, 62, 63, START_SENTINEL_ID]]
 
 
+def test_token_probs_cover_exactly_the_generated_sequence_tokens(model, config, inputs):
+    tokens, _ = inputs
+    prefix = torch.tensor([[40, 41, 42, 0], [50, 0, 0, 0], [60, 61, 62, 63]])
+    schedule = build_generation_schedule(config, ["tok_rgb"], ["tok_depth", "caption"], tokens_per_target=[None, 5],
+                                         temps=[1.0, 1.3], top_k=[0, 20])
+    given = {**tokens, "caption": prefix}
+    plain = generate(model, dict(given), schedule, seeded(1))
+    out, known, probs = generate(model, dict(given), schedule, seeded(1), return_known=True, return_token_probs=True)
+    naive_out, naive_probs = generate(model, dict(given), schedule, seeded(1), naive=True, return_token_probs=True)
+    assert all(torch.equal(out[name], plain[name]) for name in plain)  # recording changes nothing
+    assert list(probs) == ["caption"]  # sequences only
+    assert probs["caption"].shape == out["caption"].shape and probs["caption"].dtype == torch.float32
+    generated = known["caption"] & (torch.arange(out["caption"].shape[1]) >= torch.tensor([3, 1, 4])[:, None])
+    assert torch.equal(torch.isfinite(probs["caption"]), generated)  # NaN at the prefix and the padding
+    assert ((probs["caption"][generated] > 0) & (probs["caption"][generated] <= 1)).all()
+    assert (probs["caption"][generated] < 1).any()  # the model's probabilities, not the filtered sampler's
+    assert torch.equal(naive_out["caption"], out["caption"])
+    torch.testing.assert_close(naive_probs["caption"], probs["caption"], equal_nan=True, atol=1e-5, rtol=1e-5)
+
+
 def test_a_sequence_generated_from_nothing_is_absent_from_the_encoder(config, inputs):
     """The collator trains "the whole caption is a target" with no caption token in the encoder (zero
     input budget), so generation must not add a lone [S_1] there; a row with a prefix still gets one."""

@@ -139,12 +139,45 @@ def test_boxes_come_back_with_labels_scores_and_a_drawing(pipe, scenes):
     boxes = [{"label": "green cube", "box": [0.25, 0.5, 0.5, 0.75]}]
     ids = pipe.processor.encode_box_lists([boxes])
     background = Image.new("RGB", (SIZE, SIZE), (10, 20, 30))
-    [result] = pipe.postprocess({"tokens": {"det": ids}, "targets": ["det"], "backgrounds": [background]})
+    probs = torch.linspace(0.2, 0.9, ids.shape[1])[None]
+    [result] = pipe.postprocess({"tokens": {"det": ids}, "targets": ["det"], "backgrounds": [background],
+                                 "token_probs": {"det": probs}})
     [box] = result["det"]["boxes"]
-    assert box["label"] == "green cube" and box["score"] == 1.0
+    assert box["label"] == "green cube"
+    assert box["score"] == pytest.approx(float(probs[0, :-1].mean()))  # the box's tokens, not its [EOS]
     assert box["box"] == pytest.approx([0.25, 0.5, 0.5, 0.75], abs=1 / 7)  # 8 coordinate bins
     drawn = np.asarray(result["det"]["image"])
     assert drawn.shape == (SIZE, SIZE, 3) and (drawn != (10, 20, 30)).any()
+    # tokens decoded without the probabilities they were generated with: no score rather than a made-up one
+    [result] = pipe.postprocess({"tokens": {"det": ids}, "targets": ["det"], "backgrounds": [background]})
+    assert result["det"]["boxes"][0]["score"] is None
+
+
+def test_box_scores_average_the_probabilities_of_each_box_tokens(pipe):
+    from fourm_hf.pipelines.box_scores import box_scores, box_token_spans
+
+    tokenizer = pipe.processor.tokenizer
+    first, second = tokenizer.class_names[:2]
+    boxes = [{"label": first, "box": [0.0, 0.0, 0.5, 0.5]}, {"label": second, "box": [0.5, 0.5, 1.0, 1.0]}]
+    first_ids, second_ids = ([i for i in pipe.processor.encode_box_lists([[box]])[0].tolist()
+                              if i not in (tokenizer.eos_token_id, tokenizer.pad_token_id)] for box in boxes)
+    malformed = [tokenizer.coordinate_token_id(0, 1), tokenizer.coordinate_token_id(2, 1)]  # v0 then v2: skipped
+    row = first_ids + malformed + second_ids + [tokenizer.eos_token_id]
+    row += [tokenizer.pad_token_id] * (24 - len(row))
+    spans = box_token_spans(tokenizer, row)
+    assert len(spans) == 2 and len(tokenizer.decode_boxes(row)) == 2
+    probs = [float("nan")] * len(row)  # nothing outside the boxes is read: padding stays NaN
+    for (start, end), value in zip(spans, (0.9, 0.3)):
+        probs[start:end] = [value] * (end - start)
+    probs[spans[0][1]:spans[1][0]] = [0.01] * (spans[1][0] - spans[0][1])  # the malformed group
+    probs[row.index(tokenizer.eos_token_id)] = 0.05
+    assert box_scores(tokenizer, row, probs) == pytest.approx([0.9, 0.3])
+    with pytest.raises(ValueError, match="det: 24 token ids but 23 token probabilities"):
+        box_scores(tokenizer, row[:24], probs[:23])
+    given = list(probs)
+    given[spans[1][0]] = float("nan")
+    with pytest.raises(ValueError, match="have no probability"):
+        box_scores(tokenizer, row, given)
 
 
 # ---- guidance, seeds, batching, progress ----------------------------------------------------------------

@@ -28,7 +28,8 @@ Output per sample, keyed by the friendly names of the generated targets:
 * ``caption``: str;
 * ``det``: ``{"boxes": [{"label", "score", "box": [x0, y0, x1, y1] normalised}], "image": PIL}``
   with the boxes drawn on the input image (else the generated RGB, else grey). 4M writes boxes as
-  text and gives no confidence, so every ``score`` is 1.0;
+  text; a box's ``score`` in (0, 1] is the mean probability the model gave the tokens it generated
+  for that box (``pipelines/box_scores.py``);
 * ``human_poses`` / ``sam_instance`` / ``color_palette`` / ``metadata``: ``{"text", "data", "error"}``:
   the generated text, its parsed structure (``HumanPose`` list, ``SamPoint`` list, ``ColorPalette``,
   ``{key id: value}``; see ``text/sequence_modalities.py``) or, where the text does not
@@ -77,6 +78,7 @@ from ..configuration_fourm import FourMConfig
 from ..modeling.generation import build_generation_schedule, build_preset_schedule, generate, get_preset
 from ..modeling.modeling_fourm import FourMModel
 from ..text.sequence_modalities import SEQUENCE_MODALITIES
+from .box_scores import box_scores
 from .call_inputs import batch_indices, load_image
 from .model_check import check_model_and_processor, is_fourm_model, is_fourm_processor
 
@@ -111,7 +113,6 @@ TOKEN_MODALITIES = IMAGE_MODALITIES + FEATURE_MODALITIES + VECTOR_MODALITIES + E
 PROCESSOR_ARGUMENTS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg",
                        "caption": "text", "det": "boxes", **{name: name for name in SEQUENCE_MODALITIES}}
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "greedy")
-BOX_SCORE = 1.0
 NEGATIVE_PROMPT = "negative_prompt"  # the sample key of a (non-empty) negative prompt
 NEGATIVE_VARIANT = "caption#negative"  # the guidance variant it becomes (modeling/generation/schedules.py)
 DEFAULT_NEGATIVE_SCALE = 1.0
@@ -374,10 +375,13 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                              "condition, so it cannot steer the caption being generated.")
 
     def _forward(self, model_inputs: dict, generator=None, progress=False) -> dict:
-        tokens = generate(self.model, model_inputs["tokens"], model_inputs["schedule"], generator=generator,
-                          pixel_values=model_inputs["pixel_values"], progress=bool(progress),
-                          variant_tokens=model_inputs.get("variant_tokens") or None)
-        return {**model_inputs, "tokens": {name: ids.cpu() for name, ids in tokens.items()}}
+        score_boxes = "det" in model_inputs["targets"]  # box scores need the generated tokens' probabilities
+        generated = generate(self.model, model_inputs["tokens"], model_inputs["schedule"], generator=generator,
+                             pixel_values=model_inputs["pixel_values"], progress=bool(progress),
+                             variant_tokens=model_inputs.get("variant_tokens") or None, return_token_probs=score_boxes)
+        tokens, token_probs = generated if score_boxes else (generated, {})
+        return {**model_inputs, "tokens": {name: ids.cpu() for name, ids in tokens.items()},
+                "token_probs": {name: probs.cpu() for name, probs in token_probs.items()}}
 
     def postprocess(self, model_outputs: dict, return_tokens=False, num_diffusion_steps=None, generator=None) -> list[dict]:
         """Generated tokens -> one output dict per sample (``num_diffusion_steps`` / ``generator``: the
@@ -386,12 +390,13 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         batch = next(iter(tokens.values())).shape[0]
         decode_input = {TARGET_MODALITIES[name]: tokens[TARGET_MODALITIES[name]] for name in targets}
         backgrounds = model_outputs["backgrounds"]
-        box_scores = None
-        if "det" in targets:
-            box_scores = [[BOX_SCORE] * len(self.processor.tokenizer.decode_boxes(row.tolist()))
-                          for row in tokens["det"].cpu()]
+        det_probs = model_outputs.get("token_probs", {}).get("det")
+        scores = None  # without the generated tokens' probabilities (tokens decoded on their own) boxes have no score
+        if "det" in targets and det_probs is not None:
+            scores = [box_scores(self.processor.tokenizer, row.tolist(), probs.tolist())
+                      for row, probs in zip(tokens["det"].cpu(), det_probs)]
         # Without an input image the boxes are drawn on the generated RGB, decoded once in this call.
-        decoded = self.processor.decode(decode_input, image=backgrounds, box_scores=box_scores,
+        decoded = self.processor.decode(decode_input, image=backgrounds, box_scores=scores,
                                         num_diffusion_steps=num_diffusion_steps, generator=generator)
         results = []
         for row in range(batch):

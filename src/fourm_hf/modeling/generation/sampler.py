@@ -37,6 +37,7 @@ def generate(
     seed: int | None = None,
     num_sentinels: int = NUM_SENTINELS,
     variant_tokens: dict[str, torch.Tensor] | None = None,
+    return_token_probs: bool = False,
 ):
     """Generate the schedule's targets, in order, for a batch of token dicts.
 
@@ -66,11 +67,14 @@ def generate(
             schedule's guidance names: a guidance pass shows them instead of the modality's own, so
             ``guidance=[(("caption",), 3.0), (("caption#negative",), -1.0)]`` with
             ``variant_tokens={"caption#negative": negative_caption_ids}`` is a negative prompt.
+        return_token_probs: also return ``{sequence target: (B, N) float32}``: the probability the model
+            gave each generated token (softmax of the guided logits at temperature 1, before top-k/top-p;
+            NaN at given and padding positions). Image targets are not recorded. Costs one softmax per step.
     Returns:
         ``{modality: (B, N) LongTensor}`` on the model's device with every input and every target
         (sequences end with ``[EOS]`` unless they hit the length limit or use the ``ml4m`` stop rule;
         shorter rows are padded with ``[PAD]``), and the ``{modality: (B, N) bool}`` known masks when
-        ``return_known``.
+        ``return_known``, then the token probabilities when ``return_token_probs`` (a tuple when either is asked).
     """
     device = model_device(model)
     state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device, variant_tokens)
@@ -82,12 +86,13 @@ def generate(
         generator = torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
     randomness = Randomness(generator, seed)
     state.num_sentinels = int(num_sentinels)
+    state.token_probs = {} if return_token_probs else None
     total_steps = sum(plan.num_steps for plan in schedule.targets)
     with tqdm(total=total_steps, disable=not progress, desc="generating") as progress_bar:
         for plan in schedule.targets:
             progress_bar.set_postfix_str(plan.modality)
             decode = decode_sequence_target if plan.scheme == "autoregressive" else decode_image_target
             decode(model, state, plan, randomness, naive, progress_bar, batch_guidance)
-    if return_known:
-        return dict(state.tokens), dict(state.known)
-    return dict(state.tokens)
+    results = (dict(state.tokens),) + ((dict(state.known),) if return_known else ()) + (
+        (dict(state.token_probs),) if return_token_probs else ())
+    return results if len(results) > 1 else results[0]

@@ -51,6 +51,8 @@ def decode_sequence_target(
     decoded prefix goes through the decoder again, per view. With ``plan.sequence_start ==
     "sentinel"`` the encoder holds ``[S_1]`` after the prefix also for an empty one. The decoder's
     positions start at 0 either way (the target is its own sequence, as both sides train it).
+    When ``state.token_probs`` is a dict, each stored token's probability under the model (the softmax
+    of the guided logits at temperature 1, before top-k/top-p) goes to ``state.token_probs[target]``.
     """
     config, batch, target, device = state.config, state.batch_size, plan.modality, state.device
     spec = config.modality(target)
@@ -81,6 +83,7 @@ def decode_sequence_target(
             cached_groups.append((len(group), encoded, context_key_values(model, encoded), [KVCache() for _ in model.decoder]))
     history = torch.full((batch, 1), START_SENTINEL_ID, dtype=torch.long, device=device)
     generated = torch.full((batch, max_new), PAD_ID, dtype=torch.long, device=device)
+    generated_probs = torch.full((batch, max_new), float("nan"), device=device) if state.token_probs is not None else None
     lengths = torch.zeros(batch, dtype=torch.long, device=device)  # tokens stored per row
     steps_taken = torch.zeros(batch, dtype=torch.long, device=device)
     finished = room <= 0
@@ -111,6 +114,9 @@ def decode_sequence_target(
         active = ~finished
         write = active & store & ~(stops & (plan.sequence_stop == "ml4m"))
         generated[rows[write], lengths[write]] = stored[write]
+        if generated_probs is not None:
+            probs = logits[:, 0].float().softmax(dim=-1).gather(-1, ids[:, None])[:, 0]
+            generated_probs[rows[write], lengths[write]] = probs[write]
         lengths += write.long()
         steps_taken += active.long()
         finished |= stops | (steps_taken >= room)
@@ -126,4 +132,10 @@ def decode_sequence_target(
         result[row, :prefix] = state.tokens[target][row, :prefix]
         result[row, prefix:prefix + new] = generated[row, :new]
     state.tokens[target] = result
+    if generated_probs is not None:
+        result_probs = torch.full((batch, width), float("nan"), device=device)
+        for row in range(batch):
+            prefix, new = int(prefix_lengths[row]), int(lengths[row])
+            result_probs[row, prefix:prefix + new] = generated_probs[row, :new]
+        state.token_probs[target] = result_probs
     state.known[target] = torch.arange(width, device=device)[None] < (prefix_lengths + lengths)[:, None]

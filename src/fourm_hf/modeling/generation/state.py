@@ -23,7 +23,8 @@ class GenerationState:
     ``waiting_sentinels`` the empty sequence targets not decoded yet whose lone ``[S_1]`` is an
     encoder input meanwhile (``sequence_start="sentinel"``); ``variant_tokens`` / ``variant_known``
     the ``"<modality>#<label>"`` variants guidance passes show instead of the modality's own tokens
-    (negative prompts), (B, N) each.
+    (negative prompts), (B, N) each. ``token_probs``: None (not recorded), or filled with
+    ``{sequence target: (B, N) float32}``, the probability of each generated token (NaN elsewhere).
     """
 
     config: FourMConfig
@@ -37,6 +38,7 @@ class GenerationState:
     waiting_sentinels: list[str] = dataclasses.field(default_factory=list)
     variant_tokens: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     variant_known: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    token_probs: dict[str, torch.Tensor] | None = None
 
     def encoder_order(self) -> list[str]:
         """Every modality name in the encoder's order: ``order`` first, then the model's order."""
