@@ -30,6 +30,7 @@ from fourm_hf.app.web_session import (
     box_rows,
     load_uploaded_image,
     semseg_legend_html,
+    shown_panels,
 )
 
 FAST = DecodingSettings(num_steps=2)
@@ -57,6 +58,33 @@ def test_rgb_to_targets_gives_every_view(session, scene):
     assert views["caption"].strip()
     assert "fourm-legend" in views["legend"] and "%" in views["legend"]
     assert all(len(row) == len(BOX_COLUMNS) for row in views["boxes"])
+    assert all(0.0 < row[1] <= 1.0 for row in views["boxes"])  # real confidences
+    assert views["panels"] == ["depth", "normal", "semseg", "legend", "det", "boxes", "caption"]
+
+
+def test_only_the_panels_of_the_ticked_targets_are_shown(session, scene):
+    views = session.rgb_to_targets(Image.fromarray(scene["rgb"]), ["depth"], FAST)
+    assert views["panels"] == ["depth"]
+    views = session.rgb_to_targets(Image.fromarray(scene["rgb"]), ["det", "semseg"], FAST)
+    assert views["panels"] == ["semseg", "legend", "det", "boxes"]
+    views = session.caption_to_targets(scene["caption"], ["rgb"], settings=FAST)
+    assert views["panels"] == ["rgb"]
+    assert shown_panels([]) == []
+    with pytest.raises(ValueError, match=r"no panel shows \['height'\]"):
+        shown_panels(["height"])
+
+
+def test_the_app_hides_the_panels_of_targets_not_asked_for(session, scene):
+    _require("gradio")
+    import gradio
+
+    from fourm_hf.app.web_app import _run
+
+    outputs = dict.fromkeys(["depth", "normal", "semseg", "det", "legend", "caption", "boxes"])
+    views = session.rgb_to_targets(Image.fromarray(scene["rgb"]), ["depth", "caption"], FAST)
+    updates = dict(zip(outputs, _run(gradio, lambda: views, outputs)))
+    assert {name for name, update in updates.items() if update["visible"]} == {"depth", "caption"}
+    assert updates["depth"]["value"] is views["depth"] and updates["normal"]["value"] is None
 
 
 def test_caption_to_rgb_with_guidance(session, scene):
@@ -138,8 +166,9 @@ def test_legend_and_box_table():
     semseg[19, 19] = 1
     legend = semseg_legend_html(semseg, ["sky", "floor", "sphere"])
     assert legend.index("sky 75%") < legend.index("sphere 25%") < legend.index("floor &lt;1%")
-    assert box_rows([{"label": "red cube", "box": [0.1, 0.25, 0.5, 0.75], "score": 1.0}]) == [
-        ["red cube", 0.1, 0.25, 0.5, 0.75]]
+    assert box_rows([{"label": "red cube", "box": [0.1, 0.25, 0.5, 0.75], "score": 0.61234}]) == [
+        ["red cube", 0.612, 0.1, 0.25, 0.5, 0.75]]
+    assert box_rows([{"label": "red cube", "box": [0.1, 0.25, 0.5, 0.75], "score": None}])[0][1] is None
 
 
 def test_bad_checkpoint_folder(tmp_path):
@@ -353,6 +382,8 @@ def test_web_demo_in_headless_chromium(web_app, scene, tmp_path):
         wait.until(lambda _: shown_image("#rgb_depth") and find("#rgb_caption textarea").get_property("value").strip())
         assert shown_image("#rgb_depth").get_property("naturalWidth") == VIEW_SIZE
         assert not shown_image("#rgb_normal")  # not ticked, not generated
+        for name in ("normal", "semseg", "legend", "det", "boxes"):  # their panels are hidden, not left empty
+            assert not any(element.is_displayed() for element in browser.find_elements(By.CSS_SELECTOR, f"#rgb_{name}")), name
         browser.save_screenshot(str(ARTIFACTS / "1_rgb_to_depth_caption.png"))
 
         # 2. caption -> RGB
@@ -363,6 +394,8 @@ def test_web_demo_in_headless_chromium(web_app, scene, tmp_path):
         find("#caption_run").click()
         wait.until(lambda _: shown_image("#caption_rgb"))
         assert shown_image("#caption_rgb").get_property("naturalWidth") == VIEW_SIZE
+        for name in ("depth", "normal", "semseg", "det", "caption"):  # RGB alone was asked for
+            assert not any(e.is_displayed() for e in browser.find_elements(By.CSS_SELECTOR, f"#caption_{name}")), name
         browser.save_screenshot(str(ARTIFACTS / "2_caption_to_rgb.png"))
 
         # 3. a file that is not an image: a message, not a stack trace

@@ -38,6 +38,7 @@ from ..evaluation.report import write_atomic
 from ..evaluation.scoring import COLUMNS, format_score, score_predictions
 from ..pipelines.grid import save_grid
 from ..processing.visualization import centre_square
+from .web_session import semseg_class_names
 
 DEFAULT_NUM_SCENES = 4
 DEFAULT_PROMPTS = 2
@@ -77,27 +78,31 @@ def run_demo(checkpoint=None, out="demo", num_scenes: int = DEFAULT_NUM_SCENES, 
     pipe = pipeline("any-to-any", model=checkpoint)
     size = pipe.processor.image_size
     scenes = heldout_scenes(num_scenes, size) if num_scenes else []
+    semseg_vqvae = pipe.processor.vqvaes.get("tok_semseg")
+    class_names = semseg_class_names(semseg_vqvae.config.num_classes if semseg_vqvae is not None else 0)  # the legend
     report = {"checkpoint": checkpoint, "image_size": size, "seed": seed, "heldout_dataset_seed": HELDOUT_DATASET_SEED,
               "targets": [name for name in pipe.available_targets() if name != "rgb"],  # rgb is the input
               "scenes": [], "photos": [], "prompts": []}
 
     for index, scene in enumerate(scenes):
         output = pipe(Image.fromarray(scene["rgb"]), seed=seed, progress=progress)
-        grid = save_grid({"rgb": scene["rgb"]}, output, out / f"scene_{index:02d}.png", TILE_SIZE)
+        grid = save_grid({"rgb": scene["rgb"]}, output, out / f"scene_{index:02d}.png", TILE_SIZE,
+                         class_names)
         report["scenes"].append({"index": index, "grid": grid.name, "caption_truth": scene["caption"],
                                  "caption": output.get("caption"), "scores": score_scene(output, scene)})
     photos_by_name = {photo["name"]: photo for photo in load_photos()} if photo_names else {}
     for name in photo_names:
         photo = photos_by_name[name]
         output = pipe(photo["image"], seed=seed, progress=progress)
-        grid = save_grid(centre_square(photo["image"]), output, out / f"photo_{name}.png", TILE_SIZE)
+        grid = save_grid(centre_square(photo["image"]), output, out / f"photo_{name}.png", TILE_SIZE,
+                         class_names)
         report["photos"].append({"name": name, "grid": grid.name, "caption_truth": photo["caption"],
                                  "caption": output.get("caption")})
     for index, scene in enumerate(scenes[:prompts]):
         output = pipe(text=scene["caption"], target_modalities=["rgb"], seed=seed, progress=progress)
         recaption = pipe(output["rgb"]["image"], target_modalities=["caption"], seed=seed)["caption"]
         grid = save_grid({"caption": scene["caption"]}, {**output, "caption": recaption},
-                                  out / f"prompt_{index:02d}.png", TILE_SIZE)
+                         out / f"prompt_{index:02d}.png", TILE_SIZE, class_names)
         report["prompts"].append({"prompt": scene["caption"], "grid": grid.name, "recaption": recaption})
 
     report["mean_scores"] = mean_scores([scene["scores"] for scene in report["scenes"]])

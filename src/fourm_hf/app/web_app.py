@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .web_session import BOX_COLUMNS, MIN_IMAGE_SIDE, DecodingSettings, WebDemoSession
+from .web_session import BOX_COLUMNS, MIN_IMAGE_SIDE, DecodingSettings, WebDemoSession, shown_panels
 
 INSTALL_HINT = 'the web demo needs Gradio: pip install -e ".[web]" (or pip install "gradio>=5,<7")'
 NUM_EXAMPLE_SCENES = 4
@@ -107,7 +107,7 @@ def build_app(checkpoint=None, session: WebDemoSession | None = None, examples_d
                     gr.Examples(examples["images"], inputs=[image], label="held-out scenes and photographs",
                                 elem_id="rgb_examples")
                 rgb_outputs = _output_panel(gr, [n for n in ("depth", "normal", "semseg", "det") if n in session.targets],
-                                            "rgb")
+                                            "rgb", shown=shown_panels(session.image_targets))
 
         with gr.Tab("Caption -> RGB", elem_id="tab_caption"):
             with gr.Row():
@@ -125,7 +125,7 @@ def build_app(checkpoint=None, session: WebDemoSession | None = None, examples_d
                     caption_button = gr.Button("Generate", variant="primary", elem_id="caption_run")
                     gr.Examples([[text] for text in examples["captions"]], inputs=[caption], label="held-out captions")
                 caption_outputs = _output_panel(gr, [n for n in ("rgb", "depth", "normal", "semseg", "det")
-                                                     if n in caption_choices], "caption")
+                                                     if n in caption_choices], "caption", shown=shown_panels(["rgb"]))
 
         # Every input is a named positional parameter: Gradio finds the gr.Progress (which mirrors the
         # pipeline's tqdm bar over decoding steps) only among those, not after *args.
@@ -164,20 +164,23 @@ def _answer_unreadable_files(gr, image) -> None:
     image.preprocess = preprocess_or_explain
 
 
-def _output_panel(gr, image_names: list[str], prefix: str) -> dict:
-    """The output components, keyed like the session's views: images, caption, legend, boxes table."""
+def _output_panel(gr, image_names: list[str], prefix: str, shown: list[str]) -> dict:
+    """The output components, keyed like the session's views: images, caption, legend, boxes table. Only the
+    ``shown`` panels (those of the targets ticked by default) are visible before the first run."""
     outputs = {}
     with gr.Column(scale=2):
         with gr.Row():
             for name in image_names:
                 outputs[name] = gr.Image(label=OUTPUT_LABELS[name], type="pil", interactive=False,
-                                         elem_id=f"{prefix}_{name}", format="png")
+                                         elem_id=f"{prefix}_{name}", format="png", visible=name in shown)
         if "semseg" in image_names:
-            outputs["legend"] = gr.HTML(elem_id=f"{prefix}_legend")
-        outputs["caption"] = gr.Textbox(label="caption", interactive=False, elem_id=f"{prefix}_caption")
+            outputs["legend"] = gr.HTML(elem_id=f"{prefix}_legend", visible="legend" in shown)
+        outputs["caption"] = gr.Textbox(label="caption", interactive=False, elem_id=f"{prefix}_caption",
+                                        visible="caption" in shown)
         if "det" in image_names:
-            outputs["boxes"] = gr.Dataframe(headers=BOX_COLUMNS, label="boxes (coordinates in [0, 1] of the square)",
-                                            interactive=False, elem_id=f"{prefix}_boxes")
+            outputs["boxes"] = gr.Dataframe(headers=BOX_COLUMNS, label="boxes (score: mean probability of the box's "
+                                            "tokens; coordinates in [0, 1] of the square)", interactive=False,
+                                            elem_id=f"{prefix}_boxes", visible="boxes" in shown)
     return outputs
 
 
@@ -189,12 +192,14 @@ def _settings(steps, image_temperature, image_top_p, text_temperature, text_top_
 
 
 def _run(gr, compute, outputs: dict) -> list:
-    """Run ``compute`` and map its views onto ``outputs``; bad input becomes a ``gr.Error`` message."""
+    """Run ``compute`` and map its views onto ``outputs``: the panels of the generated targets are shown with
+    their values, every other panel is hidden. Bad input becomes a ``gr.Error`` message."""
     try:
         views = compute()
     except ValueError as error:
         raise gr.Error(str(error)) from error
-    return [views.get(name) if name != "boxes" else (views["boxes"] or None) for name in outputs]
+    values = {name: views.get(name) if name != "boxes" else (views["boxes"] or None) for name in outputs}
+    return [gr.update(value=values[name], visible=name in views["panels"]) for name in outputs]
 
 
 def launch(checkpoint=None, port: int | None = None, host: str = "127.0.0.1", block: bool = True):

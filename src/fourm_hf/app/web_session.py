@@ -25,8 +25,11 @@ from ..processing.visualization import centre_square, draw_boxes, semseg_palette
 
 MIN_IMAGE_SIDE = 32  # px; smaller uploads are refused (the model reads 64 px centre crops)
 VIEW_SIZE = 256  # px; the 64 px outputs are shown upscaled (nearest neighbour: the model's own pixels)
-BOX_COLUMNS = ["label", "x0", "y0", "x1", "y1"]
+BOX_COLUMNS = ["label", "score", "x0", "y0", "x1", "y1"]
 IMAGE_VIEWS = ("rgb", "depth", "normal", "semseg", "det")
+# The app's panels that show each target: its image, plus the legend under a segmentation and the box table.
+TARGET_PANELS = {"rgb": ("rgb",), "depth": ("depth",), "normal": ("normal",), "semseg": ("semseg", "legend"),
+                 "det": ("det", "boxes"), "caption": ("caption",)}
 BOX_BACKGROUND = (128, 128, 128)
 
 
@@ -120,8 +123,11 @@ class WebDemoSession:
 
     def views(self, output: dict, input_square: Image.Image | None) -> dict:
         """Pipeline output -> ``{name: PIL (VIEW_SIZE px) or None for each of IMAGE_VIEWS, "caption": str,
-        "boxes": rows of BOX_COLUMNS, "legend": HTML of the classes in the segmentation}``."""
+        "boxes": rows of BOX_COLUMNS, "legend": HTML of the classes in the segmentation, "panels": the
+        panels to show}``. ``panels`` (see :func:`shown_panels`) names only what the call generated: the app
+        hides the panels of targets that were not asked for."""
         views = {name: None for name in IMAGE_VIEWS}
+        views["panels"] = shown_panels([name for name in output if name in TARGET_PANELS])
         for name in ("rgb", "depth", "normal", "semseg"):
             if name in output:
                 views[name] = upscale(output[name]["image"])
@@ -131,8 +137,7 @@ class WebDemoSession:
         if "det" in output:
             background = input_square if input_square is not None else (
                 output["rgb"]["image"] if "rgb" in output else Image.new("RGB", (VIEW_SIZE, VIEW_SIZE), BOX_BACKGROUND))
-            plain = [{"label": box["label"], "box": box["box"]} for box in output["det"]["boxes"]]  # no 1.00 scores
-            views["det"] = draw_boxes(upscale(background), plain, line_width=2)
+            views["det"] = draw_boxes(upscale(background), output["det"]["boxes"], line_width=2)  # label and score
         return views
 
     @staticmethod
@@ -211,9 +216,19 @@ def _percent(count: int, total: int) -> str:
     return f"{share:.0f}%" if share >= 0.5 else "<1%"
 
 
+def shown_panels(targets: list[str]) -> list[str]:
+    """The output panels that show ``targets`` (``TARGET_PANELS``), in the app's order."""
+    unknown = [name for name in targets if name not in TARGET_PANELS]
+    if unknown:
+        raise ValueError(f"no panel shows {unknown}; the panels show {list(TARGET_PANELS)}.")
+    return [panel for name in TARGET_PANELS if name in targets for panel in TARGET_PANELS[name]]
+
+
 def box_rows(boxes: list[dict]) -> list[list]:
-    """``[{"label", "box": [x0, y0, x1, y1]}]`` -> table rows (label, then coordinates normalised to [0, 1])."""
-    return [[box["label"]] + [round(float(v), 3) for v in box["box"]] for box in boxes]
+    """``[{"label", "score", "box": [x0, y0, x1, y1]}]`` -> table rows: label, score (None when unknown), then the
+    coordinates normalised to [0, 1]."""
+    return [[box["label"], None if box.get("score") is None else round(float(box["score"]), 3)]
+            + [round(float(v), 3) for v in box["box"]] for box in boxes]
 
 
 def _whole(value, field: str, minimum: int) -> int:
