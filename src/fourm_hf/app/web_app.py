@@ -8,7 +8,9 @@ Two tabs over one :class:`~fourm_hf.app.web_session.WebDemoSession`:
 * **Caption -> RGB**: type a caption (and optionally a negative prompt, a caption to steer away
   from), pick the targets (RGB by default, any other too) and the guidance scale.
 
-"Advanced settings" (steps, temperatures, top-k/top-p, seed) apply to both. Bad inputs show a
+Only the panels of the targets asked for are shown (``WebDemoSession.views`` names them); box scores are
+the mean probability of each box's generated tokens. "Advanced settings" (steps, temperatures, top-k/top-p,
+seed) apply to both. Bad inputs show a
 message (``gr.Error``), never a stack trace. Gradio is imported here only: nothing else in the
 package imports this module unless ``--web`` is given. Analytics are off, no share link is made and
 the theme uses the system's fonts, so the app reaches no network when it starts.
