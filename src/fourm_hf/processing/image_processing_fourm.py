@@ -278,7 +278,8 @@ class FourMImageProcessor(BaseImageProcessor):
         return_tensors: str | None = None,
         **pixel_overrides,
     ) -> BatchFeature:
-        """Process one sample or a batch (lists). See the module docstring for the output keys.
+        """Process one sample or a batch (lists). See the module docstring for the output keys. ``images`` may
+        also come as one list per sample (``[[image], [image]]``, as transformers processors take them).
 
         Args:
             crop: ``None`` (whole image, squashed to S x S), ``"center"`` (largest centred square)
