@@ -341,7 +341,7 @@ def test_pipeline_honours_device_and_device_map_like_transformers(folder, scenes
 
 
 def test_a_checkpoint_naming_a_generation_preset_decodes_with_its_recipes(parts, scenes):
-    from fourm_hf.modeling.generation.presets import build_preset_schedule
+    from fourm_hf.modeling.generation import build_preset_schedule
 
     model, processor = parts
     preset_model = FourMModel(copy.deepcopy(model.config)).eval()  # its own config: the preset must not leak into `parts`
