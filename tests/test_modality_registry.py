@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import pipeline
 
 from fourm_hf import FourMImageProcessor, FourMModel, FourMProcessor, ModalitySpec, register_modality, train_text_tokenizer
-from fourm_hf.modalities import (get_modality, modalities_for_argument, registered, registered_modalities,
+from fourm_hf.modalities import (get_modality, modalities_for_argument, temporary_modalities, registered_modalities,
                                  registry_order, unregister_modality)
 from fourm_hf.modeling.generation import build_generation_schedule, generate
 from fourm_hf.pipelines.modality_names import ModalityNames
@@ -58,7 +58,7 @@ def build_parts():
 @pytest.fixture(scope="module")
 def albedo_pipe():
     """Built while tok_albedo is registered; used after: the model's config carries the spec and its names."""
-    with registered(ALBEDO):
+    with temporary_modalities(ALBEDO):
         model, processor = build_parts()
     return pipeline("any-to-any", model=model, processor=processor)
 
@@ -71,7 +71,7 @@ def image():
 # ---- the registry ---------------------------------------------------------------------------------------
 def test_registered_restores_the_registry_exactly():
     before = registry_order()
-    with registered(ALBEDO) as (spec,):
+    with temporary_modalities(ALBEDO) as (spec,):
         assert spec is ALBEDO and get_modality("tok_albedo") == ALBEDO
         assert registry_order()[-1] == "tok_albedo" and ALBEDO in modalities_for_argument("maps")
     assert registry_order() == before and "tok_albedo" not in registered_modalities()
@@ -80,14 +80,14 @@ def test_registered_restores_the_registry_exactly():
 def test_registered_restores_the_registry_after_an_error():
     before = registry_order()
     with pytest.raises(RuntimeError, match="inside"):
-        with registered(ALBEDO):
+        with temporary_modalities(ALBEDO):
             raise RuntimeError("inside")
     assert registry_order() == before
 
 
 def test_unregister_modality_removes_one_and_names_unknown_ones():
     before = registry_order()
-    with registered():
+    with temporary_modalities():
         register_modality(ALBEDO)
         assert unregister_modality("tok_albedo") == ALBEDO
         assert "tok_albedo" not in registered_modalities()
@@ -112,7 +112,7 @@ def test_specs_carry_their_public_names_and_processor_arguments():
 def test_the_processor_tables_are_derived_from_the_registry():
     assert map_arguments() == {"images": "rgb", "depth": "depth", "normal": "normal", "semseg": "semseg"}
     assert map_keys() == {"rgb": "tokenizer_rgb", "depth": "depth", "normal": "normal", "semseg": "semseg"}
-    with registered(ModalitySpec("tok_height", "image_tokens", vocab_size=16, target="height", public_name="height",
+    with temporary_modalities(ModalitySpec("tok_height", "image_tokens", vocab_size=16, target="height", public_name="height",
                                  processor_argument="depth")):
         assert map_arguments()["depth"] == "depth"  # the first registered spec of an argument routes it
 
@@ -126,7 +126,7 @@ def test_the_processor_tables_are_derived_from_the_registry():
 def test_bad_specs_are_named_errors(changes, message):
     before = registry_order()
     with pytest.raises(ValueError, match=message):
-        with registered(ALBEDO.replace(**changes)):
+        with temporary_modalities(ALBEDO.replace(**changes)):
             pass
     assert registry_order() == before
 
@@ -205,7 +205,7 @@ def test_a_registered_modality_is_a_pipeline_input(albedo_pipe, image):
 
 
 def test_a_saved_model_with_a_registered_modality_loads_where_it_is_not_registered(tmp_path, image):
-    with registered(ALBEDO):
+    with temporary_modalities(ALBEDO):
         model, processor = build_parts()
         model.save_pretrained(tmp_path)
         processor.save_pretrained(tmp_path)

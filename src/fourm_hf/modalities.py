@@ -30,7 +30,7 @@ pipeline's friendly names and processor arguments, the processor's routing of it
 order of the pipeline's targets) is derived from these specs. ``public_name`` is what a user writes
 (``"depth"`` for ``tok_depth``; the pixels ``rgb`` and the tokens ``tok_rgb`` share ``"rgb"``) and
 ``processor_argument`` the ``FourMProcessor`` keyword that takes the raw input. Registration is global to
-the process: :func:`registered` (a context manager) registers specs for a block and restores the table
+the process: :func:`temporary_modalities` (a context manager) registers specs for a block and restores the table
 after it, and :func:`unregister_modality` removes one.
 
 A model's config stores the resolved specs of its modalities, so a saved checkpoint loads in a
@@ -278,10 +278,10 @@ def unregister_modality(name: str) -> ModalitySpec:
 
 
 @contextlib.contextmanager
-def registered(*specs: ModalitySpec) -> Iterator[tuple[ModalitySpec, ...]]:
+def temporary_modalities(*specs: ModalitySpec) -> Iterator[tuple[ModalitySpec, ...]]:
     """Register ``specs`` for the ``with`` block, then restore the registry exactly as it was::
 
-        with registered(ModalitySpec("tok_albedo", "image_tokens", vocab_size=256, ...)):
+        with temporary_modalities(ModalitySpec("tok_albedo", "image_tokens", vocab_size=256, ...)):
             ...
     """
     saved = dict(_REGISTRY)
@@ -313,3 +313,13 @@ def registry_order() -> list[str]:
 def modalities_for_argument(argument: str) -> list[ModalitySpec]:
     """The registered modalities whose raw input goes to the processor keyword ``argument``, in order."""
     return [spec for spec in _REGISTRY.values() if spec.processor_argument == argument]
+
+
+def token_modality(public_name: str) -> str:
+    """The registered token modality (not the pixels) a public name stands for: ``"depth"`` -> ``"tok_depth"``."""
+    for spec in _REGISTRY.values():
+        if spec.public_name == public_name and not spec.is_continuous:
+            return spec.name
+    publics = sorted({spec.public_name for spec in _REGISTRY.values() if not spec.is_continuous})
+    raise ValueError(f"Unknown modality {public_name!r}; registered public names are {publics}.")
+

@@ -11,17 +11,23 @@
     out = pipe(text="a cube.", negative_prompt="a red cube", target_modalities=["rgb"], seed=0)
     outs = pipe([image1, image2], target_modalities=["depth"], batch_size=2)
 
-One call runs: raw inputs -> ``FourMProcessor`` (one shared centre crop, VQ-VAE codes, text ids) ->
-``modeling/generation.generate`` (targets decoded one after the other, each finished target an
-input of the next, as 4M chains them) -> ``FourMProcessor.decode`` -> arrays, PIL images, text, boxes.
+One call reads top-down (:meth:`FourMAnyToAnyPipeline.__call__`): check the inputs -> encode them with
+the ``FourMProcessor`` ONCE per batch (one shared centre crop, VQ-VAE codes, text ids) -> plan the decoding
+schedule -> ``modeling/generation.generate`` (targets decoded one after the other, each finished target
+an input of the next, as 4M chains them) -> ONE ``FourMProcessor.decode`` of the targets (nothing else
+is decoded: the input image only when boxes are drawn on it) -> arrays, PIL images, text, boxes.
 
-Modalities go by friendly names: ``rgb``, ``depth``, ``normal``, ``semseg``, ``caption``, ``det``
-and, for 4M-21, ``human_poses``, ``sam_instance``, ``color_palette``, ``metadata`` (the model's
-``tok_rgb``, ``tok_depth``, ... name the same things). As an input, ``rgb`` is the
-image: the model's pixel modality ``rgb`` and also its ``tok_rgb`` tokens when the model reads them;
-as a target it is ``tok_rgb``.
+Modalities go by their public names, which come from the modality registry
+(``ModalitySpec.public_name``, see ``modalities.py``; ``pipelines/modality_names.py`` derives them for
+a model): ``rgb``, ``depth``, ``normal``, ``semseg``, ``caption``, ``det`` and, for 4M-21,
+``human_poses``, ``sam_instance``, ``color_palette``, ``metadata``, ... (the model's ``tok_rgb``,
+``tok_depth``, ... name the same things), and a modality registered with ``register_modality`` by
+its own. As an input, ``rgb`` is the image: the model's pixel modality ``rgb`` and also its
+``tok_rgb`` tokens when the model reads them; as a target it is ``tok_rgb``. Each input goes to the
+processor keyword its spec names (``processor_argument``); the default targets are the model's outputs
+the processor decodes, in the registry's order.
 
-Output per sample, keyed by the friendly names of the generated targets:
+Output per sample, keyed by the public names of the generated targets:
 
 * ``rgb`` / ``depth`` / ``normal`` / ``semseg``: ``{"image": PIL RGB for viewing, "array": ...}``
   with rgb uint8 (S, S, 3), depth float32 metres (S, S), normal float32 (S, S, 3), semseg int64 (S, S);
@@ -170,9 +176,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 second guidance condition with weight ``-negative_scale`` (module docstring). Needs a
                 model that reads captions, and caption must not be a target.
             batch_size: samples per generation batch (default 1).
-            target_modalities: friendly names to generate, in order (default: every output modality
-                of the model not given as input, in the order depth, normal, semseg, rgb, caption, det,
-                human_poses, sam_instance, color_palette, metadata).
+            target_modalities: public names to generate, in order (default: every output modality
+                of the model the processor decodes and not given as input, in the registry's order:
+                depth, normal, semseg, rgb, caption, det, clip, human_poses, sam_instance, ...).
             num_steps: image decoding steps, an int or ``{modality: int}``.
             temperature / top_k / top_p / greedy: a value or ``{modality: value}``; targets missing
                 from a dict use ``DEFAULT_DECODING`` (entries for modalities that are not targets of
@@ -214,7 +220,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         return results[0] if single else results
 
     def _samples(self, inputs, text) -> tuple[list[dict], bool]:
-        """Normalise the call's inputs into a list of ``{friendly name: value}`` dicts."""
+        """Normalise the call's inputs into a list of ``{public name: value}`` dicts."""
         single = not isinstance(inputs, (list, tuple)) and not (inputs is None and isinstance(text, (list, tuple)))
         if inputs is None:
             samples = [{} for _ in text] if isinstance(text, (list, tuple)) else [{}]
@@ -242,12 +248,12 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         if isinstance(value, Mapping):
             sample = {}
             for name, item in value.items():
-                friendly = self.names.public(name, f"{where} key")
-                if friendly in sample:
-                    raise ValueError(f"{where}: {friendly!r} is given twice (as {name!r} too).")
+                public = self.names.public(name, f"{where} key")
+                if public in sample:
+                    raise ValueError(f"{where}: {public!r} is given twice (as {name!r} too).")
                 if item is None:
                     raise ValueError(f"{where}[{name!r}] is None; leave the modality out instead.")
-                sample[friendly] = item
+                sample[public] = item
             return sample
         return {"rgb": value}  # an image, or a path to one (text goes in text=)
 
@@ -365,7 +371,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         return list(self.names.targets)
 
     def resolve_targets(self, given: list[str], target_modalities) -> list[str]:
-        """The friendly target names of a call; checks them against the inputs, the model and the processor."""
+        """The public target names of a call; checks them against the inputs, the model and the processor."""
         available = self.available_targets()
         if target_modalities is None:
             targets = [name for name in available if name not in given]
@@ -390,20 +396,20 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         return targets
 
     def _guidance(self, guidance, conditions_of: dict) -> list | None:
-        """``{friendly input: weight}`` -> ``[(model condition modalities, weight)]``."""
+        """``{public input name: weight}`` -> ``[(model condition modalities, weight)]``."""
         if guidance is None:
             return None
         if not isinstance(guidance, Mapping) or not guidance:
             raise ValueError(f"guidance must be a non-empty dict {{input modality: weight}}, got {guidance!r}.")
         condition_sets = []
         for name, weight in guidance.items():
-            friendly = self.names.public(name, "guidance")
-            if friendly not in conditions_of:
-                raise ValueError(f"guidance weight for {friendly!r}, which is not among the given inputs "
+            public = self.names.public(name, "guidance")
+            if public not in conditions_of:
+                raise ValueError(f"guidance weight for {public!r}, which is not among the given inputs "
                                  f"{list(conditions_of)}; guidance steers towards (or away from) a given input.")
             if isinstance(weight, bool) or not isinstance(weight, (int, float)):
                 raise ValueError(f"guidance[{name!r}] must be a number, got {weight!r}.")
-            condition_sets.append((tuple(conditions_of[friendly]), float(weight)))
+            condition_sets.append((tuple(conditions_of[public]), float(weight)))
         return condition_sets
 
     def _preset_schedule(self, preset, cond_domains, model_targets, targets, num_steps, temperature, top_k, top_p,
