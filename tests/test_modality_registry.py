@@ -222,5 +222,12 @@ def test_an_unread_input_and_an_undecodable_target_are_named_errors(albedo_pipe,
         albedo_pipe({"rgb": image, "height": image})
     with pytest.raises(ValueError, match="target 'normal': the model does not generate it"):
         albedo_pipe(image, target_modalities=["normal"])
+    with pytest.raises(ValueError, match="input 'normal': this model does not read it"):
+        albedo_pipe({"rgb": image, "normal": np.zeros((8, 8, 3), np.float32)}, target_modalities=["depth"])
+    t5_reader = ModalityNames(tiny_config(input_modalities=["rgb", "t5_caption"], output_modalities=["tok_depth"]), {})
+    with pytest.raises(ValueError, match="input 't5_caption': the processor reads no input for it"):
+        t5_reader.check_input("t5_caption", "sample 0")
+    with pytest.raises(ValueError, match="'clip' is not an input of its own"):
+        ModalityNames(tiny_config(), {}).check_input("clip", "sample 0")
     names = ModalityNames(albedo_pipe.model.config, {})  # a processor without the albedo VQ-VAE
     assert "albedo" not in names.targets and "no VQ-VAE to decode tok_albedo" in names.why_not_a_target("albedo")

@@ -90,8 +90,11 @@ class ModalityNames:
                              "feature map from the rgb image (give the image as rgb).")
         readable = sorted({spec.public_name for spec in self.specs.values() if spec.processor_argument
                            and spec.name in self.config.input_modalities})
-        raise ValueError(f"input {public!r}: this model does not read it (its inputs it reads are {readable}; "
-                         f"all of its inputs: {self.config.input_modalities}).")
+        if any(spec.name in self.config.input_modalities for spec in specs):
+            raise ValueError(f"input {public!r}: the processor reads no input for it (its spec has no processor_argument); "
+                             f"the pipeline's inputs for this model are {readable}.")
+        raise ValueError(f"input {public!r}: this model does not read it (its inputs are {self.config.input_modalities}; "
+                         f"the pipeline's inputs for this model are {readable}).")
 
     def processor_arguments(self, samples: list[dict], given: list[str]) -> dict:
         """The samples' inputs as ``FourMProcessor`` keywords: ``{argument: [one value per sample]}``, and for

@@ -22,7 +22,9 @@ and text / boxes into WordPiece ids (:class:`FourMTextTokenizer`), and returns t
 Which token modalities come out is decided by the loaded VQ-VAEs: each declares the dense map it
 reads (``config.target``) and the modality it produces (``config.modality``), e.g. target
 ``"depth"`` -> ``"tok_depth"``; ``images=`` gives both ``pixel_values`` and every VQ-VAE whose target
-is ``"rgb"``. Sequences are padded rather than returned as lists so the dict goes straight into
+is ``"rgb"``. Which keyword carries which map is derived from the modality registry
+(``ModalitySpec.processor_argument``, ``processor_inputs.py``); a registered modality with a dense map of
+its own comes in ``maps={modality: map}``. Sequences are padded rather than returned as lists so the dict goes straight into
 ``generate`` (left-aligned rows, ``[PAD]`` = 0 marks the free positions); a row's length is its
 number of non-zero ids. Feature-map modalities (``tok_clip``) are decoded but not encoded here:
 they need the feature network, which is not part of the processor (except with a released
