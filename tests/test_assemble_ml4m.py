@@ -30,6 +30,7 @@ from conftest import SHARED_DIR, shared_path, subprocess_env
 from fourm_hf import cli
 from fourm_hf.ml4m.assembly import assemble_ml4m, modality_from_released_name
 from fourm_hf.ml4m.conversion import convert_ml4m_checkpoint, resolve_reference_files
+from fourm_hf.modalities import get_modality
 from fourm_hf.text.sequence_modalities import SEQUENCE_MODALITIES
 from fourm_hf.text.tokenization_fourm import FourMTextTokenizer
 from hub_server import HubServer, huggingface_hub_pointed_at
@@ -527,7 +528,6 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
     import numpy as np
     from transformers import pipeline
 
-    from fourm_hf.pipelines.any_to_any import FRIENDLY_NAMES
     from fourm_hf.pipelines.grid import grid_size, make_grid
 
     trunk = TRUNKS[trunk_name]
@@ -535,13 +535,13 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
     summary = assemble_ml4m(converted[trunk_name], tokenizers, text_tokenizer_for(trunk), tmp_path / "out",
                             allow_missing_tokenizers=True, feature_models=features)
     assert all(name not in summary["undecodable"] for name in expected), summary["undecodable"]
-    assert all(FRIENDLY_NAMES[name] in summary["targets"] for name in expected), summary["targets"]
+    assert all(get_modality(name).public_name in summary["targets"] for name in expected), summary["targets"]
     assert summary["output_only"] == sorted(n for n, w in expected.items() if w.get("encodes") is False)
     assert summary["output_only"] and len(summary["output_only"]) < len([w for w in expected.values() if "encodes" in w])
     pipe = pipeline("any-to-any", model=str(tmp_path / "out"))
     image = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
     for name, wanted in expected.items():
-        friendly = FRIENDLY_NAMES[name]
+        friendly = get_modality(name).public_name
         out = pipe(image, target_modalities=[friendly], seed=0, return_tokens=True, num_steps=2)
         value = out[friendly]
         assert value["image"] is None and isinstance(value["array"], np.ndarray), name
@@ -554,7 +554,7 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
         conditions = {other for other, w in expected.items() if w.get("encodes") and other != name}
         assert {n for n in out["tokens"] if n in expected and n != name} == conditions, name
         assert all(len(out["tokens"][other]) == expected[other]["tokens"] for other in conditions)
-    vectors = {FRIENDLY_NAMES[n]: np.random.default_rng(1).normal(size=w["array"]).astype(np.float32)
+    vectors = {get_modality(n).public_name: np.random.default_rng(1).normal(size=w["array"]).astype(np.float32)
                for n, w in expected.items() if len(w["array"]) == 1}
     for friendly, vector in vectors.items():  # a global embedding as input: caption from it
         out = pipe({friendly: vector}, target_modalities=["caption"], seed=0, return_tokens=True)
@@ -562,7 +562,7 @@ def test_own_grid_feature_maps_and_global_embeddings_are_served(trunk_name, conv
         with pytest.raises(ValueError, match=rf"vectors\['tok_{friendly}'\]: expected shape \({vector.shape[0]},\)"):
             pipe({friendly: vector[:-1]}, target_modalities=["caption"])
     with pytest.raises(ValueError, match="is not an input of its own; the processor computes"):
-        pipe({"rgb": image, FRIENDLY_NAMES[next(n for n, w in expected.items() if "encodes" in w)]: image})
+        pipe({"rgb": image, get_modality(next(n for n, w in expected.items() if "encodes" in w)).public_name: image})
 
 
 def test_a_tokenizer_with_other_ids_per_sample_is_refused(converted, tmp_path):
@@ -696,7 +696,6 @@ def test_edges_are_served_when_the_edge_tokenizer_is_named(trunk_name, converted
     import torch
     from transformers import pipeline
 
-    from fourm_hf.pipelines.any_to_any import FRIENDLY_NAMES
     from fourm_hf.tokenizers.divae import FourMDiVAE, FourMDiVAEConfig
     from fourm_hf.tokenizers.released_layout import save_in_released_layout
 
@@ -718,19 +717,19 @@ def test_edges_are_served_when_the_edge_tokenizer_is_named(trunk_name, converted
     summary = assemble_ml4m(converted[trunk_name], [f"{name}={folder}" for name in sorted(edges)], text,
                             tmp_path / "out", allow_missing_tokenizers=True)
     assert all(name not in summary["undecodable"] for name in edges), summary["undecodable"]
-    assert all(FRIENDLY_NAMES[name] in summary["targets"] for name in edges), summary["targets"]
+    assert all(get_modality(name).public_name in summary["targets"] for name in edges), summary["targets"]
     pipe = pipeline("any-to-any", model=str(tmp_path / "out"))
     image = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
     size = trunk.image_size
     for name in sorted(edges):
-        friendly = FRIENDLY_NAMES[name]
+        friendly = get_modality(name).public_name
         out = pipe(image, target_modalities=[friendly], seed=0, return_tokens=True, num_diffusion_steps=2)
         edge = out[friendly]["array"]
         assert edge.shape == (size, size) and edge.dtype == np.float32, (name, edge.shape, edge.dtype)
         assert 0.0 <= edge.min() and edge.max() <= 1.0 and edge.std() > 0, (name, edge.min(), edge.max())
         assert out[friendly]["image"].mode == "L" and out[friendly]["image"].size == (size, size), name
         assert len(out["tokens"][name]) == edges[name]["max_tokens"], name
-    friendly = FRIENDLY_NAMES[sorted(edges)[0]]
+    friendly = get_modality(sorted(edges)[0]).public_name
     edge_map = (np.random.default_rng(1).random((size, size)) > 0.8).astype(np.float32)
     out = pipe({friendly: edge_map}, target_modalities=["caption"], seed=0, return_tokens=True)
     assert isinstance(out["caption"], str) and len(out["tokens"][sorted(edges)[0]]) == edges[sorted(edges)[0]]["max_tokens"]

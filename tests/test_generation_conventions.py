@@ -19,7 +19,7 @@ from fourm_hf.modeling.generation import (
     sample_tokens,
     temperature_schedule,
 )
-from fourm_hf.modeling.generation.presets import build_preset_schedule, get_preset
+from fourm_hf.modeling.generation import build_preset_schedule, get_preset
 from fourm_hf.testing_utils import tiny_config
 
 

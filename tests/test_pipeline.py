@@ -251,7 +251,10 @@ def test_progress_bar(pipe, scenes, capsys):
 
 
 def test_decoding_defaults_live_in_one_dict():
+    from fourm_hf.modeling.generation import presets
     from fourm_hf.pipelines.any_to_any import DEFAULT_DECODING
+
+    assert DEFAULT_DECODING is presets.DEFAULT_DECODING  # one source, beside the presets
 
     assert DEFAULT_DECODING["image"]["scheme"] == "maskgit" and DEFAULT_DECODING["image"]["num_steps"] == 8
     assert DEFAULT_DECODING["image"]["token_schedule"] == "cosine"
@@ -402,7 +405,7 @@ def test_pipeline_honours_device_and_device_map_like_transformers(folder, scenes
 
 
 def test_a_checkpoint_naming_a_generation_preset_decodes_with_its_recipes(parts, scenes):
-    from fourm_hf.modeling.generation.presets import build_preset_schedule
+    from fourm_hf.modeling.generation import build_preset_schedule
 
     model, processor = parts
     preset_model = FourMModel(copy.deepcopy(model.config)).eval()  # its own config: the preset must not leak into `parts`
@@ -586,3 +589,59 @@ def test_grid_draws_a_given_edge_map_as_a_grey_tile():
     assert tile.shape == (16, 16, 3) and tile[4].min() == 255 and tile[0].max() == 0
     with pytest.raises(ValueError, match="cannot draw modality 'tok_clip'"):
         _input_tile("tok_clip", edges, None)
+
+
+# ---- one encoding, one decoding, only what was asked for ------------------------------------------------
+@pytest.fixture
+def calls(pipe, monkeypatch):
+    """Counts of the processor's encode and decode entry points during a pipeline call: the real methods,
+    wrapped with a counter (their behaviour is unchanged)."""
+    counts = {}
+
+    def counting(owner, name, key=None):
+        original = getattr(owner, name)
+        key = key or name
+
+        def wrapper(*args, **kwargs):
+            counts[key] = counts.get(key, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    # __call__ is looked up on the class (the pipeline calls self.processor(...)); the others on the instance
+    counting(FourMProcessor, "__call__", "encode")
+    for name in ("decode", "decode_image_tokens", "decode_pixel_values", "encode_texts"):
+        counting(pipe.processor, name)
+    counting(pipe.processor.tokenizer, "decode_boxes")
+    return counts
+
+
+def test_a_call_encodes_once_and_decodes_only_its_targets(pipe, scenes, calls):
+    pipe([scenes[0]["rgb"], scenes[1]["rgb"]], target_modalities=["depth"], batch_size=2, seed=0, **FAST)
+    # one batch: one encoding, one decoding of the one target, no box or input-image decoding
+    assert calls == {"encode": 1, "decode": 1, "decode_image_tokens": 1}
+
+
+def test_boxes_are_decoded_once_and_drawn_on_the_decoded_input_image(pipe, scenes, calls):
+    out = pipe([scenes[0]["rgb"], scenes[1]["rgb"]], target_modalities=["det"], batch_size=2, seed=0, **FAST)
+    # each sample's det row decoded once; the input image decoded once, as the boxes' background
+    assert calls == {"encode": 1, "decode": 1, "decode_pixel_values": 1, "decode_boxes": 2}
+    assert all(box["score"] == 1.0 for result in out for box in result["det"]["boxes"])
+    assert out[0]["det"]["image"].size == (SIZE, SIZE)
+
+
+def test_text_to_rgb_and_boxes_draws_on_the_generated_rgb_without_decoding_it_twice(pipe, calls):
+    out = pipe(text="a green cube.", target_modalities=["rgb", "det"], seed=0, **FAST)
+    assert calls == {"encode": 1, "decode": 1, "decode_image_tokens": 1, "decode_boxes": 1}
+    if not out["det"]["boxes"]:  # with no box drawn, the background is the generated RGB itself
+        np.testing.assert_array_equal(np.asarray(out["det"]["image"]), out["rgb"]["array"])
+
+
+def test_samples_in_two_batches_are_encoded_and_decoded_once_per_batch(pipe, scenes, calls):
+    pipe([scenes[0]["rgb"], {"semseg": scenes[0]["semseg"]}], target_modalities=["depth"], batch_size=2, seed=0, **FAST)
+    assert calls == {"encode": 2, "decode": 2, "decode_image_tokens": 2}
+    calls.clear()
+    pipe(text="a green cube.", negative_prompt="a white cone.", target_modalities=["rgb"], seed=0, **FAST)
+    # the negative prompt is a second caption condition: the processor's text encoder runs for the prompt
+    # (inside the one encoding) and once for the negative prompt
+    assert calls == {"encode": 1, "encode_texts": 2, "decode": 1, "decode_image_tokens": 1}

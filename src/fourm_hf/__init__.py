@@ -19,7 +19,8 @@ from transformers import (
 from .configuration_fourm import SIZE_PRESETS, FourMConfig
 from .data.corpus import build_corpus, load_corpus
 from .data.masking import DirichletMasking, FourMMaskingCollator, MaskingEpochCallback, masking_preset, with_sample_index
-from .modalities import ModalitySpec, get_modality, register_modality, registered_modalities
+from .modalities import (ModalitySpec, get_modality, register_modality, registered_modalities, temporary_modalities,
+                         unregister_modality)
 from .ml4m.conversion import convert_ml4m_checkpoint, load_reference_model, reference_batch_to_packed
 from .modeling.modeling_fourm import FourMModel, FourMOutput, FourMPreTrainedModel
 from .modeling.generation import build_generation_schedule, generate
@@ -62,7 +63,7 @@ AutoProcessor.register(FourMConfig, FourMProcessor, exist_ok=True)
 register_any_to_any_pipeline()
 
 __all__ = [
-    "SIZE_PRESETS", "FourMConfig", "ModalitySpec", "get_modality", "register_modality", "registered_modalities",
+    "SIZE_PRESETS", "FourMConfig", "ModalitySpec", "get_modality", "register_modality", "registered_modalities", "temporary_modalities", "unregister_modality",
     "FourMModel", "FourMOutput", "FourMPreTrainedModel",
     "FourMForImageClassification", "FourMForDepthEstimation", "FourMForSemanticSegmentation",
     "convert_ml4m_checkpoint", "load_reference_model", "reference_batch_to_packed",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .modalities import ModalitySpec, get_modality
+from .modalities import ModalitySpec, get_modality, registered_modalities
 
 # name -> (hidden_size, encoder layers, decoder layers); head dim 64 throughout (4M paper, Table 6).
 SIZE_PRESETS = {
@@ -18,6 +18,17 @@ SIZE_PRESETS = {
 FOURM7_INPUTS = ["rgb", "tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip", "caption", "det"]
 FOURM7_OUTPUTS = ["tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip", "caption", "det"]
 LOSS_AVERAGING = ("modality", "token")
+
+
+def _with_names(spec: dict) -> dict:
+    """A saved spec from before specs carried their names (``public_name``, ``processor_argument``) takes
+    them from the registry when its modality is registered; names it gives are kept."""
+    name = spec.get("name")
+    if name not in registered_modalities():
+        return spec
+    registered = get_modality(name)
+    missing = {field: getattr(registered, field) for field in ("public_name", "processor_argument") if field not in spec}
+    return {**spec, **missing}
 
 
 class FourMConfig(PreTrainedConfig):
@@ -89,7 +100,7 @@ class FourMConfig(PreTrainedConfig):
             spec = given.get(name)
             if isinstance(spec, ModalitySpec):
                 spec = spec.to_dict()
-            specs[name] = ModalitySpec.from_dict(spec).to_dict() if spec is not None else get_modality(name).to_dict()
+            specs[name] = ModalitySpec.from_dict(_with_names(spec)).to_dict() if spec is not None else get_modality(name).to_dict()
         self.modality_specs = specs
         if getattr(self, "auto_map", None) is None:
             # Saved folders carry the model code (see remote_code.py), so trust_remote_code=True works

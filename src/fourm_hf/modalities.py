@@ -21,8 +21,17 @@ The 4M-7 set, the 4M-21 set and the 448 px super-resolution domains (``tok_rgb@4
 with ``@<size>`` is the same modality at another resolution) ship registered. Users add their own without editing the package::
 
     from fourm_hf import ModalitySpec, register_modality
-    register_modality(ModalitySpec(name="tok_edges", kind="image_tokens", vocab_size=1024,
-                                   num_channels=1, tokenizer="vqvae"))
+    register_modality(ModalitySpec(name="tok_albedo", kind="image_tokens", vocab_size=1024, num_channels=3,
+                                   tokenizer="vqvae", target="albedo", public_name="albedo",
+                                   processor_argument="maps"))
+
+This module is the one table of modality names: every other list of modality names in the package (the
+pipeline's friendly names and processor arguments, the processor's routing of its arguments, the default
+order of the pipeline's targets) is derived from these specs. ``public_name`` is what a user writes
+(``"depth"`` for ``tok_depth``; the pixels ``rgb`` and the tokens ``tok_rgb`` share ``"rgb"``) and
+``processor_argument`` the ``FourMProcessor`` keyword that takes the raw input. Registration is global to
+the process: :func:`temporary_modalities` (a context manager) registers specs for a block and restores the table
+after it, and :func:`unregister_modality` removes one.
 
 A model's config stores the resolved specs of its modalities, so a saved checkpoint loads in a
 process where a custom modality was never registered.
@@ -30,11 +39,18 @@ process where a custom modality was never registered.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MODALITY_KINDS = ("image_tokens", "pixels", "sequence", "sequence_embedding")
 CONTINUOUS_KINDS = ("pixels", "sequence_embedding")
+# The keywords of FourMProcessor.__call__ a modality's raw input can go to. The last three take a dict
+# {modality name: value} (several modalities share them); the others take the value itself.
+PROCESSOR_ARGUMENTS = ("images", "depth", "normal", "semseg", "text", "boxes", "metadata", "color_palette",
+                       "human_poses", "sam_instance", "vectors", "edges", "maps")
+KEYED_PROCESSOR_ARGUMENTS = ("vectors", "edges", "maps")
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,14 @@ class ModalitySpec:
         decoder_max_length: sequences only; decoder positions >= this restart at 0 (the
             reference's position-table length, 263 for human poses of up to 275 tokens).
             ``None`` = ``max_length``.
+        public_name: the name a user writes in the pipeline (``"depth"`` for ``tok_depth``); the
+            pixels and the tokens of one image share it (``rgb`` / ``tok_rgb`` are both ``"rgb"``).
+            ``None`` = ``name``.
+        processor_argument: the ``FourMProcessor`` keyword that takes this modality's raw input (one
+            of ``PROCESSOR_ARGUMENTS``: ``"images"``, ``"depth"``, ``"text"``, ..., or the keyed
+            ``"vectors"`` / ``"edges"`` / ``"maps"``, which take ``{modality name: value}``); ``None``
+            when the processor reads no input for it (a feature map computed from the image, or a
+            modality that is only an output).
     """
 
     name: str
@@ -71,10 +95,23 @@ class ModalitySpec:
     patch_size: int | None = None
     learned_positions: bool = False
     decoder_max_length: int | None = None
+    public_name: str | None = None
+    processor_argument: str | None = None
 
     def __post_init__(self):
-        if not self.name or "." in self.name:
+        if not isinstance(self.name, str) or not self.name or "." in self.name:
             raise ValueError(f"Modality name must be a non-empty string without '.', got {self.name!r}.")
+        if self.public_name is None:
+            object.__setattr__(self, "public_name", self.name)  # frozen: set once, here
+        if not isinstance(self.public_name, str) or not self.public_name or "." in self.public_name:
+            raise ValueError(f"Modality {self.name!r}: public_name must be a non-empty string without '.', "
+                             f"got {self.public_name!r}.")
+        if self.processor_argument is not None and self.processor_argument not in PROCESSOR_ARGUMENTS:
+            raise ValueError(f"Modality {self.name!r}: processor_argument must be one of {PROCESSOR_ARGUMENTS} or None, "
+                             f"got {self.processor_argument!r}.")
+        if self.processor_argument is not None and self.kind in CONTINUOUS_KINDS and self.kind != "pixels":
+            raise ValueError(f"Modality {self.name!r}: a {self.kind} modality is not read by the processor; "
+                             f"processor_argument must be None, got {self.processor_argument!r}.")
         if self.kind not in MODALITY_KINDS:
             raise ValueError(f"Modality {self.name!r}: kind must be one of {MODALITY_KINDS}, got {self.kind!r}.")
         if self.kind not in CONTINUOUS_KINDS and (self.vocab_size is None or self.vocab_size < 2):
@@ -133,50 +170,67 @@ class ModalitySpec:
         return dataclasses.replace(self, **changes)
 
 
-# Vocabulary sizes of the 4M-7 tokenizers (paper, Table 8 / reference registry).
+# Vocabulary sizes of the 4M-7 tokenizers (paper, Table 8 / reference registry). The order of the registry is
+# the pipeline's default target order (geometry first, then the RGB image, then text: each finished target
+# is an input of the next).
 FOURM7_MODALITIES = (
-    ModalitySpec("rgb", "pixels", num_channels=3, tokenizer=None, target="rgb"),
-    ModalitySpec("tok_rgb", "image_tokens", vocab_size=16384, num_channels=3, tokenizer="vqvae", target="rgb"),
-    ModalitySpec("tok_depth", "image_tokens", vocab_size=8192, num_channels=1, tokenizer="vqvae", target="depth"),
-    ModalitySpec("tok_normal", "image_tokens", vocab_size=8192, num_channels=3, tokenizer="vqvae", target="normal"),
-    ModalitySpec("tok_semseg", "image_tokens", vocab_size=4096, num_channels=133, tokenizer="vqvae", target="semseg"),
-    ModalitySpec("tok_clip", "image_tokens", vocab_size=8192, num_channels=768, tokenizer="vqvae", target="clip"),
-    ModalitySpec("caption", "sequence", vocab_size=30000, max_length=256, tokenizer="text", target="caption"),
-    ModalitySpec("det", "sequence", vocab_size=30000, max_length=256, tokenizer="text", target="det"),
+    ModalitySpec("rgb", "pixels", num_channels=3, tokenizer=None, target="rgb", processor_argument="images"),
+    ModalitySpec("tok_depth", "image_tokens", vocab_size=8192, num_channels=1, tokenizer="vqvae", target="depth",
+                 public_name="depth", processor_argument="depth"),
+    ModalitySpec("tok_normal", "image_tokens", vocab_size=8192, num_channels=3, tokenizer="vqvae", target="normal",
+                 public_name="normal", processor_argument="normal"),
+    ModalitySpec("tok_semseg", "image_tokens", vocab_size=4096, num_channels=133, tokenizer="vqvae", target="semseg",
+                 public_name="semseg", processor_argument="semseg"),
+    ModalitySpec("tok_rgb", "image_tokens", vocab_size=16384, num_channels=3, tokenizer="vqvae", target="rgb",
+                 public_name="rgb", processor_argument="images"),
+    ModalitySpec("caption", "sequence", vocab_size=30000, max_length=256, tokenizer="text", target="caption",
+                 processor_argument="text"),
+    ModalitySpec("det", "sequence", vocab_size=30000, max_length=256, tokenizer="text", target="det",
+                 processor_argument="boxes"),
+    # computed from the image by a feature network (processor_argument None: no input of its own)
+    ModalitySpec("tok_clip", "image_tokens", vocab_size=8192, num_channels=768, tokenizer="vqvae", target="clip",
+                 public_name="clip"),
 )
 
 
 def _text(name: str, max_length: int, **extra) -> ModalitySpec:
-    return ModalitySpec(name, "sequence", vocab_size=30000, max_length=max_length, tokenizer="text", target=name, **extra)
+    return ModalitySpec(name, "sequence", vocab_size=30000, max_length=max_length, tokenizer="text", target=name,
+                        processor_argument=name, **extra)
 
 
 # The modalities 4M-21 adds (reference registry; vocabularies of the released tokenizers). Text-serialised
 # ones share the WordPiece vocabulary and differ by length. The DINOv2/ImageBind feature maps are cut
 # with patch 14 (16x16 grid at 224 px); their global embeddings are 16 tokens with learned positions.
 FOURM21_MODALITIES = (
-    ModalitySpec("t5_caption", "sequence_embedding", num_channels=4096, max_length=77),
-    _text("metadata", 40),
     _text("human_poses", 275, decoder_max_length=263),
-    _text("color_palette", 23),
     _text("sam_instance", 290),
-    ModalitySpec("tok_sam_edge", "image_tokens", vocab_size=8192, num_channels=1, tokenizer="vqvae", target="sam_edge"),
-    ModalitySpec("tok_canny_edge", "image_tokens", vocab_size=8192, num_channels=1, tokenizer="vqvae", target="canny_edge"),
+    _text("color_palette", 23),
+    _text("metadata", 40),
+    ModalitySpec("t5_caption", "sequence_embedding", num_channels=4096, max_length=77),
     ModalitySpec("tok_dinov2", "image_tokens", vocab_size=8192, num_channels=768, tokenizer="vqvae", target="dinov2",
-                 patch_size=14),
+                 patch_size=14, public_name="dinov2"),
     ModalitySpec("tok_imagebind", "image_tokens", vocab_size=8192, num_channels=1280, tokenizer="vqvae",
-                 target="imagebind", patch_size=14),
+                 target="imagebind", patch_size=14, public_name="imagebind"),
     ModalitySpec("tok_dinov2_global", "image_tokens", vocab_size=8192, num_channels=768, tokenizer="vqvae",
-                 target="dinov2_global", image_size=224, patch_size=56, learned_positions=True),
+                 target="dinov2_global", image_size=224, patch_size=56, learned_positions=True,
+                 public_name="dinov2_global", processor_argument="vectors"),
     ModalitySpec("tok_imagebind_global", "image_tokens", vocab_size=8192, num_channels=1024, tokenizer="vqvae",
-                 target="imagebind_global", image_size=224, patch_size=56, learned_positions=True),
+                 target="imagebind_global", image_size=224, patch_size=56, learned_positions=True,
+                 public_name="imagebind_global", processor_argument="vectors"),
+    ModalitySpec("tok_sam_edge", "image_tokens", vocab_size=8192, num_channels=1, tokenizer="vqvae", target="sam_edge",
+                 public_name="sam_edge", processor_argument="edges"),
+    ModalitySpec("tok_canny_edge", "image_tokens", vocab_size=8192, num_channels=1, tokenizer="vqvae",
+                 target="canny_edge", public_name="canny_edge", processor_argument="edges"),
 )
 
 
 def at_resolution(spec: ModalitySpec, image_size: int) -> ModalitySpec:
-    """The same image modality at another resolution, named ``<name>@<image_size>`` (``tok_rgb@448``)."""
+    """The same image modality at another resolution, named ``<name>@<image_size>`` (``tok_rgb@448``, public
+    name ``rgb@448``). The processor crops at one size, so it reads no input for it (``processor_argument`` None)."""
     if not spec.is_image:
         raise ValueError(f"Modality {spec.name!r} is a {spec.kind} modality and has no resolution.")
-    return spec.replace(name=f"{spec.name}@{image_size}", image_size=image_size)
+    return spec.replace(name=f"{spec.name}@{image_size}", public_name=f"{spec.public_name}@{image_size}",
+                        image_size=image_size, processor_argument=None)
 
 
 # The 448 px domains of the 4M-7 super-resolution model, next to the 224 px ones.
@@ -190,7 +244,11 @@ _REGISTRY: dict[str, ModalitySpec] = {
 
 
 def register_modality(spec: ModalitySpec, *, exist_ok: bool = False) -> ModalitySpec:
-    """Add a modality to the registry. Re-registering an identical spec is a no-op."""
+    """Add a modality to the registry. Re-registering an identical spec is a no-op.
+
+    Its ``public_name`` must not name another modality of another image (the pixels and the tokens of one
+    image, ``rgb`` / ``tok_rgb``, share theirs): a name must mean one thing in the pipeline.
+    """
     if not isinstance(spec, ModalitySpec):
         raise TypeError(f"register_modality expects a ModalitySpec, got {type(spec).__name__}.")
     existing = _REGISTRY.get(spec.name)
@@ -198,8 +256,40 @@ def register_modality(spec: ModalitySpec, *, exist_ok: bool = False) -> Modality
         raise ValueError(
             f"Modality {spec.name!r} is already registered as {existing}; pass exist_ok=True to replace it."
         )
+    for other in _REGISTRY.values():
+        same_public = other.public_name == spec.public_name or other.name == spec.public_name
+        if other.name != spec.name and same_public and not _same_image(other, spec):
+            raise ValueError(f"Modality {spec.name!r}: public_name {spec.public_name!r} already names the "
+                             f"registered modality {other.name!r}; choose another public_name.")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def _same_image(first: ModalitySpec, second: ModalitySpec) -> bool:
+    """The pixels and the tokens of one image (``rgb`` / ``tok_rgb``) may share a public name."""
+    return {first.kind, second.kind} == {"pixels", "image_tokens"} and first.target == second.target
+
+
+def unregister_modality(name: str) -> ModalitySpec:
+    """Remove a registered modality (returns its spec); unknown names are a ValueError."""
+    spec = get_modality(name)
+    del _REGISTRY[name]
+    return spec
+
+
+@contextlib.contextmanager
+def temporary_modalities(*specs: ModalitySpec) -> Iterator[tuple[ModalitySpec, ...]]:
+    """Register ``specs`` for the ``with`` block, then restore the registry exactly as it was::
+
+        with temporary_modalities(ModalitySpec("tok_albedo", "image_tokens", vocab_size=256, ...)):
+            ...
+    """
+    saved = dict(_REGISTRY)
+    try:
+        yield tuple(register_modality(spec) for spec in specs)
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved)
 
 
 def get_modality(name: str) -> ModalitySpec:
@@ -211,4 +301,25 @@ def get_modality(name: str) -> ModalitySpec:
 
 
 def registered_modalities() -> list[str]:
+    """The names of every registered modality, sorted."""
     return sorted(_REGISTRY)
+
+
+def registry_order() -> list[str]:
+    """Every registered modality name in registration order (the pipeline's default target order)."""
+    return list(_REGISTRY)
+
+
+def modalities_for_argument(argument: str) -> list[ModalitySpec]:
+    """The registered modalities whose raw input goes to the processor keyword ``argument``, in order."""
+    return [spec for spec in _REGISTRY.values() if spec.processor_argument == argument]
+
+
+def token_modality(public_name: str) -> str:
+    """The registered token modality (not the pixels) a public name stands for: ``"depth"`` -> ``"tok_depth"``."""
+    for spec in _REGISTRY.values():
+        if spec.public_name == public_name and not spec.is_continuous:
+            return spec.name
+    publics = sorted({spec.public_name for spec in _REGISTRY.values() if not spec.is_continuous})
+    raise ValueError(f"Unknown modality {public_name!r}; registered public names are {publics}.")
+

@@ -32,13 +32,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.scenes import SCENE_CLASSES
+from ..modalities import token_modality
 
 TARGETS = ("depth", "normal", "semseg", "det", "caption")
 """Targets scored from RGB, in table order."""
 
 DENSE_TARGETS = ("depth", "normal", "semseg")
-TARGET_MODALITIES = {"depth": "tok_depth", "normal": "tok_normal", "semseg": "tok_semseg", "det": "det", "caption": "caption"}
-"""Friendly target name -> the 4M modality that carries it."""
+TARGET_MODALITIES = {target: token_modality(target) for target in TARGETS}
+"""Public target name -> the 4M modality that carries it (from the modality registry)."""
 
 DEFAULT_BOX_SCORE = 1.0  # boxes decoded without a score (tokenized truth, a pipeline without scores) rank equally
 

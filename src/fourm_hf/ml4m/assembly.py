@@ -281,8 +281,7 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
     "undecodable": {output: why it cannot be decoded}, "targets": [pipeline targets], "output_only": [feature
     modalities decoded but not computed from the image, for want of a --feature-model]}``."""
     from ..hub import write_model_card
-    from ..pipelines.any_to_any import TARGET_MODALITIES
-    from ..text.sequence_modalities import SEQUENCE_MODALITIES
+    from ..pipelines.modality_names import ModalityNames
 
     out = Path(out)
     if out.exists():
@@ -312,9 +311,7 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    targets = [friendly for friendly, name in TARGET_MODALITIES.items()
-               if name in trunk.config.output_modalities and (name in processor.vqvaes or name in ("caption", "det")
-                                                              or name in SEQUENCE_MODALITIES)]
+    targets = list(ModalityNames(trunk.config, processor.vqvaes).targets)  # what the pipeline can generate
     output_only = sorted(name for name, tokenizer in processor.vqvaes.items() if not tokenizer.config.can_encode)
     return {"tokenizers": {name: str(folder) for name, folder in folders.items()}, "undecodable": undecodable,
             "targets": targets, "output_only": output_only}

@@ -11,17 +11,23 @@
     out = pipe(text="a cube.", negative_prompt="a red cube", target_modalities=["rgb"], seed=0)
     outs = pipe([image1, image2], target_modalities=["depth"], batch_size=2)
 
-One call runs: raw inputs -> ``FourMProcessor`` (one shared centre crop, VQ-VAE codes, text ids) ->
-``modeling/generation.generate`` (targets decoded one after the other, each finished target an
-input of the next, as 4M chains them) -> ``FourMProcessor.decode`` -> arrays, PIL images, text, boxes.
+One call reads top-down (:meth:`FourMAnyToAnyPipeline.__call__`): check the inputs -> encode them with
+the ``FourMProcessor`` ONCE per batch (one shared centre crop, VQ-VAE codes, text ids) -> plan the decoding
+schedule -> ``modeling/generation.generate`` (targets decoded one after the other, each finished target
+an input of the next, as 4M chains them) -> ONE ``FourMProcessor.decode`` of the targets (nothing else
+is decoded: the input image only when boxes are drawn on it) -> arrays, PIL images, text, boxes.
 
-Modalities go by friendly names: ``rgb``, ``depth``, ``normal``, ``semseg``, ``caption``, ``det``
-and, for 4M-21, ``human_poses``, ``sam_instance``, ``color_palette``, ``metadata`` (the model's
-``tok_rgb``, ``tok_depth``, ... name the same things). As an input, ``rgb`` is the
-image: the model's pixel modality ``rgb`` and also its ``tok_rgb`` tokens when the model reads them;
-as a target it is ``tok_rgb``.
+Modalities go by their public names, which come from the modality registry
+(``ModalitySpec.public_name``, see ``modalities.py``; ``pipelines/modality_names.py`` derives them for
+a model): ``rgb``, ``depth``, ``normal``, ``semseg``, ``caption``, ``det`` and, for 4M-21,
+``human_poses``, ``sam_instance``, ``color_palette``, ``metadata``, ... (the model's ``tok_rgb``,
+``tok_depth``, ... name the same things), and a modality registered with ``register_modality`` by
+its own. As an input, ``rgb`` is the image: the model's pixel modality ``rgb`` and also its
+``tok_rgb`` tokens when the model reads them; as a target it is ``tok_rgb``. Each input goes to the
+processor keyword its spec names (``processor_argument``); the default targets are the model's outputs
+the processor decodes, in the registry's order.
 
-Output per sample, keyed by the friendly names of the generated targets:
+Output per sample, keyed by the public names of the generated targets:
 
 * ``rgb`` / ``depth`` / ``normal`` / ``semseg``: ``{"image": PIL RGB for viewing, "array": ...}``
   with rgb uint8 (S, S, 3), depth float32 metres (S, S), normal float32 (S, S, 3), semseg int64 (S, S);
@@ -75,58 +81,18 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.any_to_any import AnyToAnyPipeline
 
 from ..configuration_fourm import FourMConfig
-from ..modeling.generation import build_generation_schedule, build_preset_schedule, generate, get_preset
+from ..modeling.generation import (DEFAULT_DECODING, build_generation_schedule, build_preset_schedule, generate,
+                                   get_preset)
 from ..modeling.modeling_fourm import FourMModel
-from ..text.sequence_modalities import SEQUENCE_MODALITIES
 from .box_scores import box_scores
 from .call_inputs import batch_indices, load_image
+from .modality_names import IMAGE_ARGUMENT, ModalityNames
 from .model_check import check_model_and_processor, is_fourm_model, is_fourm_processor
 
-# Per-kind decoding defaults (one place: tune here). Image targets: MaskGIT, cosine token schedule,
-# temperature annealed linearly from 2.0 towards 0 (bold early guesses, confident late ones).
-# Sequence targets: autoregressive, low temperature with nucleus sampling (nearly greedy, no loops).
-DEFAULT_DECODING = {
-    "image": {"scheme": "maskgit", "num_steps": 8, "token_schedule": "cosine", "temperature": 2.0,
-              "temperature_schedule": "linear", "top_k": 0, "top_p": 0.0, "greedy": False},
-    "sequence": {"scheme": "autoregressive", "temperature": 0.3, "temperature_schedule": "constant",
-                 "top_k": 0, "top_p": 0.8, "greedy": False},
-}
-
-# Friendly name -> the model's modality as a target (as an input, "rgb" is also the pixel modality).
-TARGET_MODALITIES = {"rgb": "tok_rgb", "depth": "tok_depth", "normal": "tok_normal", "semseg": "tok_semseg",
-                     "caption": "caption", "det": "det", **{name: name for name in SEQUENCE_MODALITIES},
-                     "clip": "tok_clip", "dinov2": "tok_dinov2", "imagebind": "tok_imagebind",
-                     "dinov2_global": "tok_dinov2_global", "imagebind_global": "tok_imagebind_global",
-                     "sam_edge": "tok_sam_edge", "canny_edge": "tok_canny_edge"}
-FRIENDLY_NAMES = {model_name: friendly for friendly, model_name in TARGET_MODALITIES.items()}
-DEFAULT_TARGET_ORDER = ("depth", "normal", "semseg", "rgb", "caption", "det", "human_poses", "sam_instance",
-                        "color_palette", "metadata", "clip", "dinov2", "imagebind", "dinov2_global", "imagebind_global",
-                        "sam_edge", "canny_edge")
-IMAGE_MODALITIES = ("rgb", "depth", "normal", "semseg")
-# Vision-model feature maps (each on its own grid: tok_clip 14x14, 4M-21's tok_dinov2 / tok_imagebind 16x16) and
-# global embeddings (16 tokens, released MLP tokenizers): token targets decoded to arrays, with no image.
-FEATURE_MODALITIES = ("clip", "dinov2", "imagebind")
-VECTOR_MODALITIES = ("dinov2_global", "imagebind_global")
-EDGE_MODALITIES = ("sam_edge", "canny_edge")  # edge maps in [0, 1], given to the processor as edges=
-TOKEN_MODALITIES = IMAGE_MODALITIES + FEATURE_MODALITIES + VECTOR_MODALITIES + EDGE_MODALITIES  # decoded by a VQ-VAE
-# Friendly input name -> FourMProcessor argument.
-PROCESSOR_ARGUMENTS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg",
-                       "caption": "text", "det": "boxes", **{name: name for name in SEQUENCE_MODALITIES}}
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "greedy")
 NEGATIVE_PROMPT = "negative_prompt"  # the sample key of a (non-empty) negative prompt
 NEGATIVE_VARIANT = "caption#negative"  # the guidance variant it becomes (modeling/generation/schedules.py)
 DEFAULT_NEGATIVE_SCALE = 1.0
-
-
-def friendly_name(name, field: str = "modality") -> str:
-    """``"depth"`` or ``"tok_depth"`` -> ``"depth"``; anything else is a ValueError."""
-    if isinstance(name, str):
-        if name in TARGET_MODALITIES:
-            return name
-        if name in FRIENDLY_NAMES:
-            return FRIENDLY_NAMES[name]
-    raise ValueError(f"{field}: unknown modality {name!r}; expected one of {list(TARGET_MODALITIES)} "
-                     f"(or the model's names {list(FRIENDLY_NAMES)}).")
 
 
 class FourMAnyToAnyPipeline(AnyToAnyPipeline):
@@ -163,6 +129,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         self.model.eval()
         self.processor.to(self.device)
         check_model_and_processor(self.model.config, self.processor)
+        self.names = ModalityNames(self.model.config, self.processor.vqvaes)  # public names, from the registry
 
     # ---- parameters --------------------------------------------------------------------------------
     def _sanitize_parameters(self, target_modalities=None, num_steps=None, temperature=None, top_k=None, top_p=None,
@@ -210,9 +177,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 second guidance condition with weight ``-negative_scale`` (module docstring). Needs a
                 model that reads captions, and caption must not be a target.
             batch_size: samples per generation batch (default 1).
-            target_modalities: friendly names to generate, in order (default: every output modality
-                of the model not given as input, in the order depth, normal, semseg, rgb, caption, det,
-                human_poses, sam_instance, color_palette, metadata).
+            target_modalities: public names to generate, in order (default: every output modality
+                of the model the processor decodes and not given as input, in the registry's order:
+                depth, normal, semseg, rgb, caption, det, clip, human_poses, sam_instance, ...).
             num_steps: image decoding steps, an int or ``{modality: int}``.
             temperature / top_k / top_p / greedy: a value or ``{modality: value}``; targets missing
                 from a dict use ``DEFAULT_DECODING`` (entries for modalities that are not targets of
@@ -254,7 +221,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         return results[0] if single else results
 
     def _samples(self, inputs, text) -> tuple[list[dict], bool]:
-        """Normalise the call's inputs into a list of ``{friendly name: value}`` dicts."""
+        """Normalise the call's inputs into a list of ``{public name: value}`` dicts."""
         single = not isinstance(inputs, (list, tuple)) and not (inputs is None and isinstance(text, (list, tuple)))
         if inputs is None:
             samples = [{} for _ in text] if isinstance(text, (list, tuple)) else [{}]
@@ -278,33 +245,30 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             self._check_sample(sample, index)
         return samples, single
 
-    @staticmethod
-    def _sample(value, where: str) -> dict:
+    def _sample(self, value, where: str) -> dict:
         if isinstance(value, Mapping):
             sample = {}
             for name, item in value.items():
-                friendly = friendly_name(name, f"{where} key")
-                if friendly in sample:
-                    raise ValueError(f"{where}: {friendly!r} is given twice (as {name!r} too).")
+                public = self.names.public(name, f"{where} key")
+                if public in sample:
+                    raise ValueError(f"{where}: {public!r} is given twice (as {name!r} too).")
                 if item is None:
                     raise ValueError(f"{where}[{name!r}] is None; leave the modality out instead.")
-                sample[friendly] = item
+                sample[public] = item
             return sample
         return {"rgb": value}  # an image, or a path to one (text goes in text=)
 
     def _check_sample(self, sample: dict, index: int) -> None:
         """Load image paths and reject inputs the processor would misread (empty text, bad arrays)."""
         where = f"sample {index}"
-        if "rgb" in sample:
-            sample["rgb"] = load_image(sample["rgb"], f"{where}: rgb")
-        for name in ("depth", "normal", "semseg"):
-            if name in sample and isinstance(sample[name], np.ndarray) and sample[name].size == 0:
-                raise ValueError(f"{where}: {name} is an empty array {sample[name].shape}; expected an (H, W) map "
-                                 "with H, W >= 1.")
-        for name in FEATURE_MODALITIES:
-            if name in sample:
-                raise ValueError(f"{where}: {name!r} is not an input of its own; the processor computes the {name} "
-                                 "feature map from the rgb image (give the image as rgb).")
+        for name, value in sample.items():
+            if name == NEGATIVE_PROMPT:
+                continue
+            self.names.check_input(name, where)
+            if any(spec.processor_argument == IMAGE_ARGUMENT for spec in self.names.input_specs(name)):
+                sample[name] = load_image(value, f"{where}: {name}")
+            elif isinstance(value, np.ndarray) and value.size == 0:
+                raise ValueError(f"{where}: {name} is an empty array {value.shape}; expected a map with H, W >= 1.")
         if "caption" in sample:
             caption = sample["caption"]
             if not isinstance(caption, str):
@@ -315,29 +279,24 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
     # ---- the three stages --------------------------------------------------------------------------
     def preprocess(self, samples: list[dict], target_modalities=None, num_steps=None, temperature=None, top_k=None,
                    top_p=None, greedy=None, cfg_scale=None, guidance=None, negative_scale=None) -> dict:
-        """A batch of samples with the same input modalities -> processor tokens + the decoding schedule."""
+        """A batch of samples with the same input modalities -> processor tokens + the decoding schedule.
+
+        The processor encodes the batch once; the input image's ``pixel_values`` travel on to
+        :meth:`postprocess`, where they are decoded only if boxes are drawn on them."""
         config = self.model.config
         given = [name for name in samples[0] if name != NEGATIVE_PROMPT]
         targets = self.resolve_targets(given, target_modalities)
-        arguments = {PROCESSOR_ARGUMENTS[name]: [sample[name] for sample in samples] for name in given
-                     if name not in VECTOR_MODALITIES + EDGE_MODALITIES}
-        for argument, names in (("vectors", VECTOR_MODALITIES), ("edges", EDGE_MODALITIES)):
-            by_modality = {TARGET_MODALITIES[name]: [sample[name] for sample in samples] for name in given if name in names}
-            if by_modality:
-                arguments[argument] = by_modality
-        processed = self.processor(**arguments)
-        pixels = processed.pop("pixel_values", None)
-        # The input image, cropped as the model sees it: what generated boxes are drawn on.
-        backgrounds = self.processor.decode_pixel_values(pixels)["image"] if pixels is not None else None
-        pixel_values = pixels if pixels is not None and "rgb" in config.input_modalities else None
+        processed = self.processor(**self.names.processor_arguments(samples, given))  # the one encoding
+        input_image = processed.pop("pixel_values", None)
+        pixel_values = input_image if input_image is not None and "rgb" in config.input_modalities else None
         tokens, cond_domains = {}, ["rgb"] if pixel_values is not None else []
-        model_targets = [TARGET_MODALITIES[name] for name in targets]
+        model_targets = [self.names.target_model_name(name) for name in targets]
         for name, ids in processed.items():
             # a feature map the processor computed from the image is no condition when it is a target
             if name in config.input_modalities and name not in model_targets:
                 tokens[name] = ids
                 cond_domains.append(name)
-        conditions_of = {name: [m for m in cond_domains if _input_of(m) == name] for name in given}
+        conditions_of = {name: [m for m in cond_domains if self.names.source_of(m, given) == name] for name in given}
         for name, conditions in conditions_of.items():
             if not conditions:
                 raise ValueError(f"input {name!r}: this model does not read it (its inputs are {config.input_modalities}).")
@@ -363,7 +322,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 **self._decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy),
             )
         return {"tokens": tokens, "pixel_values": pixel_values, "schedule": schedule, "targets": targets,
-                "backgrounds": backgrounds, "variant_tokens": variant_tokens}
+                "input_image": input_image, "variant_tokens": variant_tokens}
 
     def _check_negative_prompt(self, targets: list[str]) -> None:
         """A negative prompt is a caption the model reads, so caption must be an input modality and no target."""
@@ -385,31 +344,29 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
 
     def postprocess(self, model_outputs: dict, return_tokens=False, num_diffusion_steps=None, generator=None) -> list[dict]:
         """Generated tokens -> one output dict per sample (``num_diffusion_steps`` / ``generator``: the
-        DDIM steps and noise of released diffusion tokenizers, see :meth:`FourMProcessor.decode`)."""
+        DDIM steps and noise of released diffusion tokenizers, see :meth:`FourMProcessor.decode`).
+
+        One ``processor.decode`` call decodes the targets, each once, and nothing else: the input image
+        (``model_outputs["input_image"]``, its ``pixel_values``) joins only when ``det`` is a target, as what
+        its boxes are drawn on (else the generated RGB, else grey; ``model_outputs["backgrounds"]``, PIL
+        images, override them)."""
         tokens, targets = model_outputs["tokens"], model_outputs["targets"]
         batch = next(iter(tokens.values())).shape[0]
-        decode_input = {TARGET_MODALITIES[name]: tokens[TARGET_MODALITIES[name]] for name in targets}
-        backgrounds = model_outputs["backgrounds"]
+        model_names = {name: self.names.target_model_name(name) for name in targets}
+        decode_input = {model_name: tokens[model_name] for model_name in model_names.values()}
+        draws_boxes = "det" in decode_input
+        if draws_boxes and model_outputs.get("input_image") is not None:
+            decode_input["pixel_values"] = model_outputs["input_image"]
         det_probs = model_outputs.get("token_probs", {}).get("det")
         scores = None  # without the generated tokens' probabilities (tokens decoded on their own) boxes have no score
-        if "det" in targets and det_probs is not None:
+        if draws_boxes and det_probs is not None:
             scores = [box_scores(self.processor.tokenizer, row.tolist(), probs.tolist())
                       for row, probs in zip(tokens["det"].cpu(), det_probs)]
-        # Without an input image the boxes are drawn on the generated RGB, decoded once in this call.
-        decoded = self.processor.decode(decode_input, image=backgrounds, box_scores=scores,
+        decoded = self.processor.decode(decode_input, image=model_outputs.get("backgrounds"), box_scores=scores,
                                         num_diffusion_steps=num_diffusion_steps, generator=generator)
         results = []
         for row in range(batch):
-            result = {}
-            for name in targets:
-                value = decoded[TARGET_MODALITIES[name]]
-                if name in TOKEN_MODALITIES:  # features and vectors have no image (None)
-                    image = None if value["image"] is None else value["image"][row]
-                    result[name] = {"image": image, "array": value["array"][row]}
-                elif name == "caption" or name in SEQUENCE_MODALITIES:
-                    result[name] = value[row]
-                else:
-                    result[name] = {"boxes": value["boxes"][row], "image": value["image"][row]}
+            result = {name: _sample_output(decoded[model_names[name]], row) for name in targets}
             if return_tokens:
                 result["tokens"] = {name: _row_ids(self.model.config, name, ids[row]) for name, ids in tokens.items()}
             results.append(result)
@@ -417,17 +374,12 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
 
     # ---- helpers -----------------------------------------------------------------------------------
     def available_targets(self) -> list[str]:
-        """Friendly names this pipeline can generate with this model and processor, in default order."""
-        config = self.model.config
-        names = []
-        for name in DEFAULT_TARGET_ORDER:
-            model_name = TARGET_MODALITIES[name]
-            if model_name in config.output_modalities and (name not in TOKEN_MODALITIES or model_name in self.processor.vqvaes):
-                names.append(name)
-        return names
+        """Public names this pipeline can generate with this model and processor, in default order (the
+        registry's): the model's outputs the processor decodes."""
+        return list(self.names.targets)
 
     def resolve_targets(self, given: list[str], target_modalities) -> list[str]:
-        """The friendly target names of a call; checks them against the inputs, the model and the processor."""
+        """The public target names of a call; checks them against the inputs, the model and the processor."""
         available = self.available_targets()
         if target_modalities is None:
             targets = [name for name in available if name not in given]
@@ -439,7 +391,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             target_modalities = [target_modalities]
         if not target_modalities:
             raise ValueError(f"target_modalities is empty; name at least one of {available}.")
-        targets = [friendly_name(name, "target_modalities") for name in target_modalities]
+        targets = [self.names.public(name, "target_modalities") for name in target_modalities]
         if len(set(targets)) != len(targets):
             raise ValueError(f"target_modalities lists a modality twice: {list(target_modalities)}.")
         for name in targets:
@@ -447,28 +399,25 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 raise ValueError(f"{name!r} is both an input and a target; a target must not be given as input "
                                  f"(inputs: {given}).")
             if name not in available:
-                model_name = TARGET_MODALITIES[name]
-                reason = ("the model does not generate it" if model_name not in self.model.config.output_modalities
-                          else f"the processor has no VQ-VAE to decode {model_name}")
-                raise ValueError(f"target {name!r}: {reason}; this pipeline can generate {available}.")
+                raise ValueError(f"target {name!r}: {self.names.why_not_a_target(name)}; this pipeline can generate "
+                                 f"{available}.")
         return targets
 
-    @staticmethod
-    def _guidance(guidance, conditions_of: dict) -> list | None:
-        """``{friendly input: weight}`` -> ``[(model condition modalities, weight)]``."""
+    def _guidance(self, guidance, conditions_of: dict) -> list | None:
+        """``{public input name: weight}`` -> ``[(model condition modalities, weight)]``."""
         if guidance is None:
             return None
         if not isinstance(guidance, Mapping) or not guidance:
             raise ValueError(f"guidance must be a non-empty dict {{input modality: weight}}, got {guidance!r}.")
         condition_sets = []
         for name, weight in guidance.items():
-            friendly = friendly_name(name, "guidance")
-            if friendly not in conditions_of:
-                raise ValueError(f"guidance weight for {friendly!r}, which is not among the given inputs "
+            public = self.names.public(name, "guidance")
+            if public not in conditions_of:
+                raise ValueError(f"guidance weight for {public!r}, which is not among the given inputs "
                                  f"{list(conditions_of)}; guidance steers towards (or away from) a given input.")
             if isinstance(weight, bool) or not isinstance(weight, (int, float)):
                 raise ValueError(f"guidance[{name!r}] must be a number, got {weight!r}.")
-            condition_sets.append((tuple(conditions_of[friendly]), float(weight)))
+            condition_sets.append((tuple(conditions_of[public]), float(weight)))
         return condition_sets
 
     def _preset_schedule(self, preset, cond_domains, model_targets, targets, num_steps, temperature, top_k, top_p,
@@ -479,7 +428,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         overrides = {}
         for option, value in (("temps", temperature), ("top_k", top_k), ("top_p", top_p), ("greedy", greedy)):
             if value is not None:
-                by_name = _per_modality(value, option, targets)
+                by_name = self._per_modality(value, option, targets)
                 defaults = {"temps": None, "top_k": recipe["top_k"], "top_p": recipe["top_p"], "greedy": False}
                 overrides[option] = [by_name[name] if by_name[name] is not None else defaults[option] for name in targets]
         if overrides.get("temps") and any(t is None for t in overrides["temps"]):
@@ -487,9 +436,9 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             overrides["temps"] = [t if t is not None else plan.temperatures[0]
                                   for t, plan in zip(overrides["temps"], base.targets)]
         if num_steps is not None:
-            by_name = _per_modality(num_steps, "num_steps", targets)
+            by_name = self._per_modality(num_steps, "num_steps", targets)
             base = build_preset_schedule(self.model.config, recipe, cond_domains, model_targets)
-            overrides["decoding_steps"] = [by_name[name] if by_name[name] is not None and name in TOKEN_MODALITIES
+            overrides["decoding_steps"] = [by_name[name] if by_name[name] is not None and not self.names.is_sequence(name)
                                            else (None if plan.scheme == "autoregressive" else plan.num_steps)
                                            for name, plan in zip(targets, base.targets)]
         if guidance is not None:
@@ -498,23 +447,31 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             overrides["cfg_scales"] = float(cfg_scale)
         return build_preset_schedule(self.model.config, recipe, cond_domains, model_targets, **overrides)
 
-    @staticmethod
-    def _decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy) -> dict:
+    def _per_modality(self, value, field: str, targets: list[str]) -> dict:
+        """A single value for every target, or ``{modality: value}`` (missing targets -> None = default)."""
+        if isinstance(value, Mapping):
+            by_name = {}
+            for name, item in value.items():
+                by_name[self.names.public(name, field)] = item
+            return {name: by_name.get(name) for name in targets}
+        return {name: value for name in targets}
+
+    def _decoding_columns(self, targets, num_steps, temperature, top_k, top_p, greedy) -> dict:
         """Per-target lists for build_generation_schedule from values, per-modality dicts and DEFAULT_DECODING."""
         options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "greedy": greedy}
         columns = {"autoregression_schemes": [], "decoding_steps": [], "token_decoding_schedules": [], "temps": [],
                    "temp_schedules": [], "top_k": [], "top_p": [], "greedy": []}
-        steps_by_name = _per_modality(num_steps, "num_steps", targets)
-        named_steps = {friendly_name(n, "num_steps"): v for n, v in num_steps.items()} if isinstance(num_steps, Mapping) else {}
+        steps_by_name = self._per_modality(num_steps, "num_steps", targets)
+        named_steps = {self.names.public(n, "num_steps"): v for n, v in num_steps.items()} if isinstance(num_steps, Mapping) else {}
         for name, steps in named_steps.items():
-            if name not in TOKEN_MODALITIES and steps is not None:
+            if self.names.is_sequence(name) and steps is not None:
                 raise ValueError(f"num_steps[{name!r}]: {name} is a sequence, decoded one token per step; "
                                  "num_steps sets image decoding steps.")
-        resolved = {key: _per_modality(value, key, targets) for key, value in options.items()}
+        resolved = {key: self._per_modality(value, key, targets) for key, value in options.items()}
         for name in targets:
-            kind = "image" if name in TOKEN_MODALITIES else "sequence"
+            kind = "sequence" if self.names.is_sequence(name) else "image"
             defaults = DEFAULT_DECODING[kind]
-            steps = steps_by_name[name] if name in TOKEN_MODALITIES else None
+            steps = steps_by_name[name] if kind == "image" else None
             if steps is None and kind == "image":
                 steps = defaults["num_steps"]
             pick = {key: resolved[key][name] if resolved[key][name] is not None else defaults[key] for key in options}
@@ -547,20 +504,14 @@ def _add_negative_prompts(samples: list[dict], negative_prompt) -> None:
             sample[NEGATIVE_PROMPT] = prompt.strip()
 
 
-def _input_of(model_name: str) -> str:
-    """The friendly input a condition modality comes from: feature maps (tok_clip, ...) come from the rgb image."""
-    friendly = FRIENDLY_NAMES.get(model_name, model_name)
-    return "rgb" if friendly in FEATURE_MODALITIES else friendly
-
-
-def _per_modality(value, field: str, targets: list[str]) -> dict:
-    """A single value for every target, or ``{modality: value}`` (missing targets -> None = default)."""
+def _sample_output(value, row: int):
+    """One sample's share of a ``processor.decode`` entry: ``{"image", "array"}`` of a map (``image`` None
+    for features and vectors), ``{"boxes", "image"}`` of ``det``, a caption's str or a 4M-21 sequence's dict."""
+    if isinstance(value, Mapping) and "boxes" in value:
+        return {"boxes": value["boxes"][row], "image": value["image"][row]}
     if isinstance(value, Mapping):
-        by_name = {}
-        for name, item in value.items():
-            by_name[friendly_name(name, field)] = item
-        return {name: by_name.get(name) for name in targets}
-    return {name: value for name in targets}
+        return {"image": None if value["image"] is None else value["image"][row], "array": value["array"][row]}
+    return value[row]
 
 
 def _row_ids(config: FourMConfig, name: str, ids: torch.Tensor) -> np.ndarray:
@@ -585,5 +536,5 @@ def register_any_to_any_pipeline() -> None:
     PIPELINE_REGISTRY.supported_tasks["any-to-any"] = {**entry, "impl": FourMAnyToAnyPipeline}
 
 
-__all__ = ["DEFAULT_DECODING", "FourMAnyToAnyPipeline", "friendly_name", "is_fourm_model", "is_fourm_processor",
+__all__ = ["DEFAULT_DECODING", "FourMAnyToAnyPipeline", "is_fourm_model", "is_fourm_processor",
            "register_any_to_any_pipeline"]

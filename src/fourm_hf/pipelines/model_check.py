@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from ..configuration_fourm import FourMConfig
 from ..processing.processing_fourm import FourMProcessor
-from ..text.sequence_modalities import SEQUENCE_MODALITIES
 
 # What the pipeline and the sampler call on a 4M model and its processor.
 FOURM_MODEL_METHODS = ("encode", "decode")
@@ -55,8 +54,8 @@ def check_model_and_processor(config: FourMConfig, processor: FourMProcessor) ->
         if vqvae.config.vocab_size != spec.vocab_size:
             raise ValueError(f"processor: VQ-VAE {name!r} has {vqvae.config.vocab_size} codes, the model's {name} "
                              f"vocabulary {spec.vocab_size}.")
-    for name in ("caption", "det", *SEQUENCE_MODALITIES):
-        if name in config.modality_specs and len(processor.tokenizer) > config.modality(name).vocab_size:
+    for name in config.modality_specs:  # every sequence the text tokenizer writes
+        if config.modality(name).tokenizer == "text" and len(processor.tokenizer) > config.modality(name).vocab_size:
             raise ValueError(f"processor: the text tokenizer has {len(processor.tokenizer)} ids, more than the model's "
                              f"{name} vocabulary {config.modality(name).vocab_size}.")
 

@@ -22,7 +22,9 @@ and text / boxes into WordPiece ids (:class:`FourMTextTokenizer`), and returns t
 Which token modalities come out is decided by the loaded VQ-VAEs: each declares the dense map it
 reads (``config.target``) and the modality it produces (``config.modality``), e.g. target
 ``"depth"`` -> ``"tok_depth"``; ``images=`` gives both ``pixel_values`` and every VQ-VAE whose target
-is ``"rgb"``. Sequences are padded rather than returned as lists so the dict goes straight into
+is ``"rgb"``. Which keyword carries which map is derived from the modality registry
+(``ModalitySpec.processor_argument``, ``processor_inputs.py``); a registered modality with a dense map of
+its own comes in ``maps={modality: map}``. Sequences are padded rather than returned as lists so the dict goes straight into
 ``generate`` (left-aligned rows, ``[PAD]`` = 0 marks the free positions); a row's length is its
 number of non-zero ids. Feature-map modalities (``tok_clip``) are decoded but not encoded here:
 they need the feature network, which is not part of the processor (except with a released
@@ -85,6 +87,7 @@ from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, Proces
 from ..remote_code import write_remote_code
 from .image_processing_fourm import FourMImageProcessor
 from .processor_files import VQVAE_FOLDER, load_vqvaes, local_folder, push_folder
+from .processor_inputs import crop_own_maps, is_batch, map_arguments, map_keys, take_generator, tensor_type
 from ..text.sequence_format import fit_sequence, pad_sequences, sequence_options
 from .token_decoding import box_backgrounds, decode_boxes, decode_image_tokens, decode_pixel_values, sequence_rows
 from ..text.sequence_modalities import SEQUENCE_MODALITIES, decode_sequences, encode_sequences
@@ -92,10 +95,6 @@ from ..text.tokenization_fourm import FourMTextTokenizer
 from ..tokenizers.vqvae import FourMVQVAE
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
-# Dense map (VQ-VAE ``config.target``) -> the image processor output it is encoded from.
-MAP_KEYS = {"rgb": "tokenizer_rgb", "depth": "depth", "normal": "normal", "semseg": "semseg"}
-# Argument of __call__ -> dense map name.
-ARGUMENT_MAPS = {"images": "rgb", "depth": "depth", "normal": "normal", "semseg": "semseg"}
 CAPTION_MODALITY = "caption"
 DET_MODALITY = "det"
 PIXELS_MODALITY = "rgb"
@@ -103,6 +102,7 @@ VECTOR_TARGET = "vector"  # the ``target`` of tokenizers that read a vector per 
 EDGE_TARGET = "edge"  # the ``target`` of edge tokenizers (``edges=``: maps in [0, 1] at the processor's size)
 REMOTE_CODE_MODULES = (
     "remote_code.py",
+    "modalities.py",
     "text/text_layout.py",
     "text/box_text.py",
     "text/tokenization_fourm.py",
@@ -116,6 +116,7 @@ REMOTE_CODE_MODULES = (
     "text/text_serialization.py",
     "text/sequence_modalities.py",
     "processing/processor_files.py",
+    "processing/processor_inputs.py",
     "processing/processing_fourm.py",
 )
 REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
@@ -213,8 +214,6 @@ class FourMProcessor(ProcessorMixin):
                 f"vqvaes[{name!r}]: num_classes={config.num_classes} but the image processor accepts "
                 f"num_semseg_classes={self.image_processor.num_semseg_classes}; they must match"
             )
-        if config.input_kind != "feature" and config.target not in MAP_KEYS and config.target not in (VECTOR_TARGET, EDGE_TARGET):
-            raise ValueError(f"vqvaes[{name!r}]: unknown target map {config.target!r}; expected one of {list(MAP_KEYS)}")
 
     # ------------------------------------------------------------------------------- properties
 
@@ -257,6 +256,7 @@ class FourMProcessor(ProcessorMixin):
         color_palette=None,
         human_poses=None,
         sam_instance=None,
+        maps: Mapping | None = None,
         **kwargs: Unpack[FourMProcessorKwargs],
     ) -> dict:
         """Tokenize one sample or a batch (lists, one entry per sample). Returns the token dict of the
@@ -276,6 +276,9 @@ class FourMProcessor(ProcessorMixin):
             metadata / color_palette / human_poses / sam_instance: 4M-21's text-serialised
                 modalities as structured data (or their text), one sample's or a list of them; see
                 :mod:`~fourm_hf.text.sequence_modalities`.
+            maps: ``{modality: map(s)}`` for modalities with a dense map of their own (a registered
+                ``ModalitySpec(processor_argument="maps")``), read as its VQ-VAE's ``input_kind`` says and
+                cropped with the sample's shared crop; each gives ``{modality: (B, G*G) int64}``.
             kwargs: :class:`FourMProcessorKwargs`, flat or as ``text_kwargs`` / ``images_kwargs`` /
                 ``common_kwargs``: the shared crop (``crop``, ``crop_box``, ``flip``, ``generator``;
                 random crops and flips need ``generator``) and the image processor's RGB settings
@@ -286,32 +289,36 @@ class FourMProcessor(ProcessorMixin):
             if kwargs.get(name) is not None:
                 raise ValueError(f"FourMProcessor: 4M takes no {name}; its inputs are images, depth, normal, semseg, "
                                  "boxes and text")
-        generator = _take_generator(kwargs)
+        generator = take_generator(kwargs)
         merged = self._merge_kwargs(FourMProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
         images_kwargs = merged["images_kwargs"]
-        return_tensors = _tensor_type(merged["text_kwargs"].pop("return_tensors", None),
+        return_tensors = tensor_type(merged["text_kwargs"].pop("return_tensors", None),
                                       images_kwargs.pop("return_tensors", None))
         if generator is not None:
             images_kwargs["generator"] = generator
         text_options = sequence_options(merged["text_kwargs"], self.max_text_length)
 
-        maps = {name: value for name, value in (("images", images), ("depth", depth), ("normal", normal), ("semseg", semseg))
-                if value is not None}
+        if maps is not None and not isinstance(maps, Mapping):
+            raise ValueError(f"maps: expected a dict {{modality: map}}, got {type(maps).__name__}")
+        own_maps = dict(maps or {})
         sequences = {name: value for name, value in (("metadata", metadata), ("color_palette", color_palette),
                                                      ("human_poses", human_poses), ("sam_instance", sam_instance))
                      if value is not None}
-        if not maps and boxes is None and text is None and not vectors and not edges and not sequences:
+        maps = {name: value for name, value in (("images", images), ("depth", depth), ("normal", normal), ("semseg", semseg))
+                if value is not None}
+        if not maps and not own_maps and boxes is None and text is None and not vectors and not edges and not sequences:
             raise ValueError("FourMProcessor: give at least one of images, depth, normal, semseg, boxes, text, vectors, edges, "
-                             f"{', '.join(SEQUENCE_MODALITIES)}")
+                             f"maps, {', '.join(SEQUENCE_MODALITIES)}")
+        targets = map_arguments()
         for argument, value in maps.items():
-            target = ARGUMENT_MAPS[argument]
+            target = targets.get(argument, argument)
             if target != "rgb" and not self.vqvaes_for(target):
                 raise ValueError(
                     f"{argument}: no VQ-VAE is loaded for the {target!r} map (loaded: {sorted(self.vqvaes) or 'none'}); "
                     f"add one to vqvaes to tokenize it"
                 )
-        batched = _is_batch(maps, boxes, text)
-        outputs = {}
+        batched = is_batch({**maps, **{f"maps[{name!r}]": value for name, value in own_maps.items()}}, boxes, text)
+        outputs, processed = {}, None
         if maps:
             processed = self.image_processor(**maps, boxes=boxes, **images_kwargs, return_tensors=None)
             outputs.update(self.encode_maps(processed))
@@ -321,6 +328,9 @@ class FourMProcessor(ProcessorMixin):
                 outputs[DET_MODALITY] = self.encode_box_lists(processed["boxes"], **text_options)
         elif boxes is not None:
             outputs[DET_MODALITY] = self.encode_box_lists(list(boxes) if batched else [boxes], **text_options)
+        if own_maps:
+            cropped = crop_own_maps(self.image_processor, self.vqvaes, own_maps, processed, images_kwargs)
+            outputs.update({name: self.encode_map(name, batch) for name, batch in cropped.items()})
         if text is not None:
             outputs[CAPTION_MODALITY] = self.encode_texts(list(text) if batched else [text], **text_options)
         if vectors:
@@ -342,18 +352,24 @@ class FourMProcessor(ProcessorMixin):
         (``tokenizer_rgb`` (B, 3, S, S) in [-1, 1], ``depth`` (B, 1, S, S) metres, ``normal``
         (B, 3, S, S), ``semseg`` (B, S, S)).
         """
-        tokens = {}
+        tokens, keys = {}, map_keys()
         for name, vqvae in self.vqvaes.items():
-            key = MAP_KEYS.get(vqvae.config.target)
+            key = keys.get(vqvae.config.target)
             if key is None or key not in processed or not getattr(vqvae.config, "can_encode", True):  # decode-only
                 continue
-            batch = torch.as_tensor(np.asarray(processed[key]))
-            batch = batch.long() if vqvae.config.input_kind == "semseg" else batch.float()
-            device = next(vqvae.parameters()).device
-            with torch.inference_mode():
-                ids = vqvae.encode(batch.to(device))
-            tokens[name] = ids.reshape(ids.shape[0], -1).cpu().clone()
+            tokens[name] = self.encode_map(name, processed[key])
         return tokens
+
+    def encode_map(self, name: str, batch) -> torch.Tensor:
+        """One cropped map batch as the image processor returns it (channels first) -> (B, G*G) int64
+        ids of the VQ-VAE of modality ``name``."""
+        vqvae = self.vqvaes[name]
+        batch = torch.as_tensor(np.asarray(batch))
+        batch = batch.long() if vqvae.config.input_kind == "semseg" else batch.float()
+        device = next(vqvae.parameters()).device
+        with torch.inference_mode():
+            ids = vqvae.encode(batch.to(device))
+        return ids.reshape(ids.shape[0], -1).cpu().clone()
 
     def encode_vectors(self, vectors: Mapping, target: str = VECTOR_TARGET) -> dict[str, torch.Tensor]:
         """``{modality: vectors}`` -> ``{modality: (B, num_tokens) int64}`` with the loaded vector tokenizers;
@@ -413,7 +429,8 @@ class FourMProcessor(ProcessorMixin):
                 with [PAD] or (L,); ``pixel_values`` (B, 3, S, S) may be included.
             image: PIL image(s) (one, or one per sample) to draw ``det`` boxes on. Default: the
                 decoded ``tok_rgb``, else the image in ``pixel_values``, else a grey canvas.
-            box_scores: optional scores, one list per sample with one value per decoded box.
+            box_scores: optional scores: one number for every box, or one list per sample with one value
+                per decoded box.
             num_diffusion_steps / generator: DDIM steps and noise seed (a ``torch.Generator`` or an int)
                 for released DiVAE tokenizers (RGB, depth, normals); default: each tokenizer's own
                 ``num_diffusion_steps``.
@@ -546,54 +563,6 @@ class FourMProcessor(ProcessorMixin):
         if "vqvaes" not in components:
             components["vqvaes"] = load_vqvaes(folder, config.get("vqvae_modalities", []), device)
         return cls(**components, **options)
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def _take_generator(kwargs: dict):
-    """Pop ``generator`` (flat or in ``images_kwargs``) before ``_merge_kwargs`` deep-copies the keywords:
-    a copied numpy generator would leave the caller's one unadvanced, so every call would crop alike."""
-    nested = kwargs.get("images_kwargs") or {}
-    if "generator" in nested:
-        if "generator" in kwargs:
-            raise ValueError("Keyword argument generator was passed two times: in images_kwargs and as a **kwarg.")
-        kwargs["images_kwargs"] = {key: value for key, value in nested.items() if key != "generator"}
-        return nested["generator"]
-    return kwargs.pop("generator", None)
-
-
-def _tensor_type(text_value, images_value) -> str:
-    """The merged ``return_tensors`` of text_kwargs and images_kwargs -> "pt" or "np" (None: numpy, as the
-    image processor does). The processor returns one dict, so the two must agree."""
-    text_value, images_value = (getattr(value, "value", value) for value in (text_value, images_value))
-    if text_value != images_value:
-        raise ValueError(f"return_tensors is {text_value!r} in text_kwargs but {images_value!r} in images_kwargs; the "
-                         "processor returns one dict of one type: pass it once, flat or in common_kwargs")
-    if text_value not in ("pt", "np", None):
-        raise ValueError(f"return_tensors must be 'pt', 'np' or None (numpy), got {text_value!r}")
-    return text_value or "np"
-
-
-def _is_batch(maps: dict, boxes, text) -> bool:
-    """Lists mean a batch. Boxes are always a list: a batch when its entries are lists themselves."""
-    kinds = {}
-    for name, value in maps.items():
-        kinds[name] = isinstance(value, (list, tuple))
-    if text is not None:
-        kinds["text"] = isinstance(text, (list, tuple))
-    if boxes is not None:
-        if not isinstance(boxes, (list, tuple)):
-            raise ValueError(f"boxes: expected a list of box dicts (one sample) or a list of such lists, got {type(boxes).__name__}")
-        nested = len(boxes) > 0 and all(isinstance(entry, (list, tuple)) for entry in boxes)
-        if kinds:
-            if any(kinds.values()) and not nested and len(boxes) > 0:
-                raise ValueError("boxes: the other inputs are batches (lists); give one list of box dicts per sample")
-        else:
-            kinds["boxes"] = nested
-    if len(set(kinds.values())) > 1:
-        raise ValueError(f"FourMProcessor: some inputs are batches (lists) and some single samples: {kinds}")
-    return next(iter(kinds.values()), False)
 
 
 __all__ = ["FourMProcessor", "FourMProcessorKwargs", "FourMImagesKwargs", "VQVAE_FOLDER"]

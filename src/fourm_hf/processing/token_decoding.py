@@ -83,12 +83,15 @@ def decode_pixel_values(pixel_values, image_mean, image_std) -> dict:
 def decode_boxes(tokenizer, rows: list[list[int]], backgrounds: list[Image.Image], box_scores=None) -> dict:
     """``det`` id rows -> ``{"boxes": [[{"label", "score", "box"}]], "image": [PIL with the boxes drawn]}``.
 
-    ``box_scores``: None, or one list per row with one score per decoded box.
+    ``box_scores``: None, one number for every box, or one list per row with one score per decoded box.
     """
     box_lists = []
     for index, row in enumerate(rows):
         boxes = tokenizer.decode_boxes(row)
-        scores = None if box_scores is None else list(box_scores[index])
+        if box_scores is None or isinstance(box_scores, (int, float)):
+            scores = None if box_scores is None else [box_scores] * len(boxes)
+        else:
+            scores = list(box_scores[index])
         if scores is not None and len(scores) != len(boxes):
             raise ValueError(f"box_scores[{index}]: {len(scores)} scores for {len(boxes)} decoded boxes")
         box_lists.append([{"label": box["label"], "score": None if scores is None else float(scores[j]),

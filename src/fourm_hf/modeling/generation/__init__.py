@@ -35,20 +35,20 @@ Text ids follow the 4M layout: 0 ``[PAD]``, 3 ``[EOS]``, ``[S_i]`` = 4 + i.
 Layout: ``schedules`` (planning), ``sampling`` (logits -> ids), ``state`` (the batch being filled),
 ``packing`` (state -> encoder inputs), ``guidance`` (passes and their combination),
 ``image_decoding`` (MaskGIT, ROAR), ``sequence_decoding`` (autoregressive), ``sampler`` (:func:`generate`),
-``planning`` (:func:`build_generation_schedule`), ``presets`` (the reference demo's decoding recipes).
+``planning`` (:func:`build_generation_schedule`, :func:`build_preset_schedule`), ``presets`` (the reference
+demo's decoding recipes and the package's own defaults, ``DEFAULT_DECODING``).
 """
 
 from .guidance import combine_guidance, guidance_views
 from .image_decoding import decode_image_target, image_target_logits
 from .packing import context_key_values, pack_encoder_inputs
-from .planning import build_generation_schedule, image_token_count
-from .presets import build_preset_schedule, get_preset
+from .planning import build_generation_schedule, build_preset_schedule
+from .presets import DEFAULT_DECODING, PRESETS, get_preset
 from .sampler import generate, model_device
 from .sampling import Randomness, filter_logits, sample_tokens
 from .schedules import (
     CONVENTION_CHOICES,
     CONVENTIONS,
-    DEFAULT_IMAGE_STEPS,
     ENCODER_ORDERS,
     GUIDANCE_SCHEDULES,
     SCHEMES,
@@ -71,7 +71,7 @@ from .state import GenerationState, prepare_state
 __all__ = [
     "CONVENTIONS",
     "CONVENTION_CHOICES",
-    "DEFAULT_IMAGE_STEPS",
+    "DEFAULT_DECODING",
     "ENCODER_ORDERS",
     "END_SENTINEL_ID",
     "EOS_ID",
@@ -82,6 +82,7 @@ __all__ = [
     "TEMPERATURE_SCHEDULES",
     "TOKEN_SCHEDULES",
     "VARIANT_SEPARATOR",
+    "PRESETS",
     "GenerationSchedule",
     "GenerationState",
     "Randomness",
@@ -98,7 +99,6 @@ __all__ = [
     "guidance_scale_schedule",
     "guidance_views",
     "image_target_logits",
-    "image_token_count",
     "is_variant",
     "model_device",
     "pack_encoder_inputs",

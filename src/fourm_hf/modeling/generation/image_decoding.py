@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .guidance import combine_guidance, guidance_views
-from .packing import _stack_encoded, context_key_values, pack_encoder_inputs
-from .planning import image_token_count
+from .packing import context_key_values, pack_encoder_inputs, stack_encoded, target_logits
 from .sampling import Randomness, sample_tokens
 from .schedules import TargetSchedule, reveal_counts
 from .state import GenerationState
-
-
-def _logits_head(model, target: str, states: torch.Tensor) -> torch.Tensor:
-    """(R, T, D) decoder states -> (R, T, V) float32 logits of ``target``."""
-    return F.linear(states, model.decoder_embeddings[target].logits_weight).float()
 
 
 # ---- the decoder over the queried positions ---------------------------------------------------------
@@ -44,11 +37,11 @@ def image_target_logits(
         mask = query_mask.long().repeat(rows // batch, 1)
         states, _ = model.decode(encoded, torch.zeros_like(positions), torch.full_like(positions, target_id), positions,
                                  mask, context_key_values=context_key_values(model, encoded))
-        return _logits_head(model, target, states)
+        return target_logits(model, target, states)
 
     if naive or len(encoded_views) == 1:
         return [run(encoded, batch) for encoded in encoded_views]
-    return list(run(_stack_encoded(encoded_views), batch * len(views)).split(batch))
+    return list(run(stack_encoded(encoded_views), batch * len(views)).split(batch))
 
 
 def _rows_to_front(selected: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +100,7 @@ def decode_image_target(
     Guidance views run as one stacked forward, or one forward each (``naive`` or not ``batch_guidance``).
     """
     config, batch, target, device = state.config, state.batch_size, plan.modality, state.device
-    count = image_token_count(config, target)
+    count = config.num_positions(target)
     if target not in state.tokens:
         state.tokens[target] = torch.zeros(batch, count, dtype=torch.long, device=device)
         state.known[target] = torch.zeros(batch, count, dtype=torch.bool, device=device)

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling_fourm import FourMEncoderOutput
-from .planning import image_token_count
 from .schedules import is_variant, variant_base
 from .special_ids import START_SENTINEL_ID
 from .state import GenerationState
@@ -65,7 +64,7 @@ def pack_encoder_inputs(
         name = variant_base(view_name)
         spec = config.modality(name)
         if spec.kind == "pixels":
-            count = image_token_count(config, name)
+            count = config.num_positions(name)
             ids = torch.zeros(batch, count, dtype=torch.long, device=device)
             valid = torch.ones(batch, count, dtype=torch.bool, device=device)
             uses_pixels = True
@@ -92,9 +91,10 @@ def pack_encoder_inputs(
     return packed
 
 
-def _stack_encoded(outputs: list[FourMEncoderOutput]) -> FourMEncoderOutput:
-    """Encoder outputs of several views (B, L_i, D) -> one of all their rows, padded to the longest
-    (padding: zero states and placement, attention mask 0, so the decoder never attends to it)."""
+def stack_encoded(outputs: list[FourMEncoderOutput]) -> FourMEncoderOutput:
+    """Encoder outputs of several views (guidance passes), each (B, L_i, D) -> one output of all their
+    (sum of B) rows, padded to the longest L_i (padding: zero states and placement, attention mask 0, so
+    the decoder never attends to it). The image and the sequence decoders run one decoder forward on it."""
     length = max(output.attention_mask.shape[1] for output in outputs)
 
     def padded(tensor):
@@ -121,3 +121,10 @@ def context_key_values(model, encoded: FourMEncoderOutput) -> list[tuple[torch.T
     """
     keep = encoded.attention_mask.to(encoded.last_hidden_state.dtype)[:, None, :, None]  # B, 1, L, 1
     return [(key, value * keep) for key, value in model.decoder_context_key_values(encoded)]
+
+
+def target_logits(model, target: str, states: torch.Tensor) -> torch.Tensor:
+    """(R, T, D) decoder states -> (R, T, V) float32 logits over the vocabulary of modality ``target``
+    (its decoder embedding's tied output weight); used by the image and the sequence decoders."""
+    return F.linear(states, model.decoder_embeddings[target].logits_weight).float()
+

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...configuration_fourm import FourMConfig
+from .presets import DEFAULT_DECODING, get_preset, preset_recipe
 from .schedules import (
-    DEFAULT_IMAGE_STEPS,
     ENCODER_ORDERS,
     TOKEN_SCHEDULES,
     GenerationSchedule,
@@ -19,12 +19,6 @@ from .schedules import (
     temperature_schedule,
     variant_base,
 )
-
-
-def image_token_count(config: FourMConfig, name: str) -> int:
-    """Grid cells of an image modality (its own grid where the config gives modalities their own)."""
-    grid = config.modality_grid_size(name) if hasattr(config, "modality_grid_size") else config.grid_size
-    return grid**2
 
 
 def _per_target(value, field: str, targets: list[str]) -> list:
@@ -160,7 +154,7 @@ def build_generation_schedule(
     for index, name in enumerate(target_domains):
         value = {field: column[index] for field, column in columns.items()}
         spec = config.modality(name)
-        limit = spec.max_length if spec.is_sequence else image_token_count(config, name)
+        limit = spec.max_length if spec.is_sequence else config.num_positions(name)
         num_tokens = limit if value["tokens_per_target"] is None else int(value["tokens_per_target"])
         if not 1 <= num_tokens <= limit:
             raise ValueError(f"tokens_per_target for {name!r} must lie in [1, {limit}], got {num_tokens}.")
@@ -171,7 +165,7 @@ def build_generation_schedule(
         if spec.is_sequence:
             num_steps = num_tokens
         else:
-            num_steps = DEFAULT_IMAGE_STEPS if value["decoding_steps"] is None else value["decoding_steps"]
+            num_steps = DEFAULT_DECODING["image"]["num_steps"] if value["decoding_steps"] is None else value["decoding_steps"]
             if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
                 raise ValueError(f"decoding_steps for {name!r} must be an integer >= 1, got {num_steps!r}.")
             if value["token_decoding_schedules"] not in TOKEN_SCHEDULES:
@@ -212,3 +206,32 @@ def build_generation_schedule(
             guidance_conditions=conditions, guidance_weights=weights, **value["conventions"],
         ))
     return GenerationSchedule(cond_domains=tuple(cond_domains), targets=tuple(plans), encoder_order=encoder_order)
+
+
+def build_preset_schedule(
+    config: FourMConfig, preset: str | dict, cond_domains: Sequence[str], target_domains: Sequence[str], **overrides
+) -> GenerationSchedule:
+    """A :class:`GenerationSchedule` with each target decoded by its preset recipe.
+
+    ``overrides`` are :func:`build_generation_schedule` arguments that replace the preset's
+    (e.g. ``greedy=True``). Targets the preset does not list keep the planner's defaults.
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    columns = {"autoregression_schemes": [], "decoding_steps": [], "token_decoding_schedules": [], "temps": [],
+               "temp_schedules": [], "cfg_scales": [], "tokens_per_target": []}
+    for target in target_domains:
+        recipe = preset_recipe(preset, cond_domains, target) or {}
+        sequence = config.modality(target).is_sequence
+        limit = config.modality(target).max_length if sequence else None
+        columns["autoregression_schemes"].append(recipe.get("scheme"))
+        columns["decoding_steps"].append(None if sequence else recipe.get("num_steps"))
+        columns["token_decoding_schedules"].append(recipe.get("token_schedule", "cosine"))
+        columns["temps"].append(recipe.get("temperature", 1.0))
+        columns["temp_schedules"].append(recipe.get("temperature_schedule", "constant"))
+        columns["cfg_scales"].append(recipe.get("cfg_scale", 1.0) if cond_domains else 1.0)
+        columns["tokens_per_target"].append(min(recipe["max_tokens"], limit) if "max_tokens" in recipe else None)
+    arguments = {**columns, "top_k": preset["top_k"], "top_p": preset["top_p"],
+                 "cfg_grow_conditioning": preset["cfg_grow_conditioning"], "conventions": preset["conventions"],
+                 "encoder_order": "schedule"}
+    arguments.update(overrides)
+    return build_generation_schedule(config, list(cond_domains), list(target_domains), **arguments)

@@ -14,15 +14,25 @@
 
 Every recipe uses top-p 0.8, top-k 0, guidance that grows with each finished image target, and
 ``conventions="ml4m"``. A modality the preset does not list gets the package's defaults.
+
+This module holds the recipes and the package's own defaults (``DEFAULT_DECODING``) as data; turning a
+recipe into a schedule is :func:`~.planning.build_preset_schedule`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...configuration_fourm import FourMConfig
-from .planning import build_generation_schedule
-from .schedules import GenerationSchedule
+# The package's own decoding defaults, per kind of target: what a checkpoint that names no preset gets (the
+# pipeline's defaults, and the planner's image steps). Image targets: MaskGIT, cosine token schedule,
+# temperature annealed linearly from 2.0 towards 0 (bold early guesses, confident late ones). Sequence
+# targets: autoregressive, low temperature with nucleus sampling (nearly greedy, no loops). Tune here.
+DEFAULT_DECODING = {
+    "image": {"scheme": "maskgit", "num_steps": 8, "token_schedule": "cosine", "temperature": 2.0,
+              "temperature_schedule": "linear", "top_k": 0, "top_p": 0.0, "greedy": False},
+    "sequence": {"scheme": "autoregressive", "temperature": 0.3, "temperature_schedule": "constant",
+                 "top_k": 0, "top_p": 0.8, "greedy": False},
+}
 
 
 def _roar(steps: int, temperature: float, cfg: float, temperature_schedule: str = "constant") -> dict:
@@ -79,32 +89,3 @@ def preset_recipe(preset: dict, cond_domains: Sequence[str], target: str) -> dic
         return preset["super_resolution"].get(target)
     rgb_given = any(name in ("rgb", "tok_rgb") for name in cond_domains)
     return preset["rgb_to_x" if rgb_given else "x_to_rgb"].get(target)
-
-
-def build_preset_schedule(
-    config: FourMConfig, preset: str | dict, cond_domains: Sequence[str], target_domains: Sequence[str], **overrides
-) -> GenerationSchedule:
-    """A :class:`GenerationSchedule` with each target decoded by its preset recipe.
-
-    ``overrides`` are :func:`build_generation_schedule` arguments that replace the preset's
-    (e.g. ``greedy=True``). Targets the preset does not list keep the planner's defaults.
-    """
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    columns = {"autoregression_schemes": [], "decoding_steps": [], "token_decoding_schedules": [], "temps": [],
-               "temp_schedules": [], "cfg_scales": [], "tokens_per_target": []}
-    for target in target_domains:
-        recipe = preset_recipe(preset, cond_domains, target) or {}
-        sequence = config.modality(target).is_sequence
-        limit = config.modality(target).max_length if sequence else None
-        columns["autoregression_schemes"].append(recipe.get("scheme"))
-        columns["decoding_steps"].append(None if sequence else recipe.get("num_steps"))
-        columns["token_decoding_schedules"].append(recipe.get("token_schedule", "cosine"))
-        columns["temps"].append(recipe.get("temperature", 1.0))
-        columns["temp_schedules"].append(recipe.get("temperature_schedule", "constant"))
-        columns["cfg_scales"].append(recipe.get("cfg_scale", 1.0) if cond_domains else 1.0)
-        columns["tokens_per_target"].append(min(recipe["max_tokens"], limit) if "max_tokens" in recipe else None)
-    arguments = {**columns, "top_k": preset["top_k"], "top_p": preset["top_p"],
-                 "cfg_grow_conditioning": preset["cfg_grow_conditioning"], "conventions": preset["conventions"],
-                 "encoder_order": "schedule"}
-    arguments.update(overrides)
-    return build_generation_schedule(config, list(cond_domains), list(target_domains), **arguments)

@@ -30,7 +30,6 @@ SCHEMES = ("maskgit", "roar", "autoregressive")
 TOKEN_SCHEDULES = ("cosine", "linear", "ml4m_cosine", "ml4m_linear")
 TEMPERATURE_SCHEDULES = ("constant", "linear", "decay", "onex:<min_temperature>:<power>")
 GUIDANCE_SCHEDULES = ("constant", "linear")
-DEFAULT_IMAGE_STEPS = 8
 
 # Conventions where this package and the reference sampler differ (README "Generation" says why
 # the defaults are what they are). A TargetSchedule carries one value of each.

@@ -6,8 +6,7 @@ import torch
 
 from ..layers import KVCache
 from .guidance import combine_guidance, guidance_views
-from .image_decoding import _logits_head
-from .packing import _stack_encoded, context_key_values, pack_encoder_inputs
+from .packing import context_key_values, pack_encoder_inputs, stack_encoded, target_logits
 from .sampling import Randomness, sample_tokens
 from .schedules import TargetSchedule
 from .special_ids import (
@@ -79,7 +78,7 @@ def decode_sequence_target(
         groups = [encoder_batches] if batch_guidance else [[b] for b in encoder_batches]
         cached_groups = []
         for group in groups:
-            encoded = _stack_encoded([model.encode(**b) for b in group])
+            encoded = stack_encoded([model.encode(**b) for b in group])
             cached_groups.append((len(group), encoded, context_key_values(model, encoded), [KVCache() for _ in model.decoder]))
     history = torch.full((batch, 1), START_SENTINEL_ID, dtype=torch.long, device=device)
     generated = torch.full((batch, max_new), PAD_ID, dtype=torch.long, device=device)
@@ -97,14 +96,14 @@ def decode_sequence_target(
             for encoded_view in encoded_views:
                 states, _ = model.decode(encoded_view, history, torch.full_like(history, target_id), positions,
                                          context_key_values=context_key_values(model, encoded_view))
-                pass_logits.append(_logits_head(model, target, states[:, -1:]))
+                pass_logits.append(target_logits(model, target, states[:, -1:]))
         else:
             pass_logits = []
             for group_views, encoded, key_values, kv_caches in cached_groups:
                 new_input = history[:, -1:].repeat(group_views, 1)
                 states, _ = model.decode(encoded, new_input, torch.full_like(new_input, target_id), torch.full_like(new_input, step),
                                          context_key_values=key_values, kv_caches=kv_caches)
-                pass_logits += list(_logits_head(model, target, states).split(batch))
+                pass_logits += list(target_logits(model, target, states).split(batch))
         logits = combine_guidance(pass_logits, plan.guidance_weights[step] if plan.guidance_weights else ())
         if plan.sequence_stop == "fourm_hf":
             logits[..., PAD_ID] = float("-inf")  # [PAD] only pads; generated text never contains it

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import torch
 
 from ...configuration_fourm import FourMConfig
-from .planning import image_token_count
 from .schedules import GenerationSchedule, is_variant, variant_base
 from .special_ids import NUM_SENTINELS, PAD_ID
 
@@ -118,7 +117,7 @@ def prepare_state(
         length = ids.shape[1]
         if spec.is_sequence and length > spec.max_length:
             raise ValueError(f"tokens[{name!r}] has {length} positions, more than max_length {spec.max_length}.")
-        cells = None if spec.is_sequence else image_token_count(config, name)
+        cells = None if spec.is_sequence else config.num_positions(name)
         if not spec.is_sequence and length != cells:
             side = round(cells**0.5)
             raise ValueError(f"tokens[{name!r}] must have {cells} positions ({side}x{side} grid), got {length}.")
@@ -187,7 +186,7 @@ def _variant_ids(config: FourMConfig, name: str, ids: torch.Tensor) -> tuple[tor
         if (known[:, 1:] & ~known[:, :-1]).any():
             raise ValueError(f"variant_tokens[{name!r}]: a sequence must be left-aligned ([PAD] only at the end).")
     else:
-        cells = image_token_count(config, spec.name)
+        cells = config.num_positions(spec.name)
         if ids.shape[1] != cells:
             raise ValueError(f"variant_tokens[{name!r}] must have {cells} positions, got {ids.shape[1]}.")
         known = torch.ones_like(ids, dtype=torch.bool)
