@@ -77,7 +77,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Saved folders carry these modules (see remote_code.py) so that
 # AutoImageProcessor.from_pretrained(folder, trust_remote_code=True) works without fourm_hf.
-REMOTE_CODE_MODULES = ("remote_code.py", "processing/image_crops.py", "processing/image_modalities.py",
+REMOTE_CODE_MODULES = ("remote_code.py", "processing/image_crops.py", "processing/image_reading.py", "processing/image_modalities.py",
                        "processing/image_processing_fourm.py")
 REMOTE_CODE_AUTO_MAP = {"AutoImageProcessor": "image_processing_fourm.FourMImageProcessor"}
 

@@ -35,7 +35,8 @@ Text ids follow the 4M layout: 0 ``[PAD]``, 3 ``[EOS]``, ``[S_i]`` = 4 + i.
 Layout: ``schedules`` (planning), ``sampling`` (logits -> ids), ``state`` (the batch being filled),
 ``packing`` (state -> encoder inputs), ``guidance`` (passes and their combination),
 ``image_decoding`` (MaskGIT, ROAR), ``sequence_decoding`` (autoregressive), ``sampler`` (:func:`generate`),
-``planning`` (:func:`build_generation_schedule`), ``presets`` (the reference demo's decoding recipes).
+``planning`` (:func:`build_generation_schedule`), ``presets`` (the reference demo's decoding recipes),
+``options`` (the one place call options are checked: type, finiteness, range).
 """
 
 from .guidance import combine_guidance, guidance_views
