@@ -27,6 +27,7 @@ PIL_MODES_CONVERTED_TO_RGB = ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "
 ARRAY_CHANNELS_CONVERTED_TO_RGB = (1, 4)
 NORMAL_RANGE_TOLERANCE = 1e-3
 DATA_FORMATS = ("channels_first", "channels_last")
+DEFAULT_RESCALE_FACTOR = 1 / 255  # with it, pixels follow image_reading's rules (16-bit scaled, bool -> 0/255)
 
 
 # ------------------------------------------------------------------------------------ decoding
@@ -91,11 +92,17 @@ def decode_rgb(image, where: str, options: dict) -> np.ndarray:
     else:
         array = as_array(image, where, allow_tensor=True)
         array = rgb_channels_last(array, options["input_data_format"], options["do_convert_rgb"], where)
-    array = normalise_pixels(array, where)  # uint16 scaled, bool -> 0/255, out-of-range refused
-    if np.issubdtype(array.dtype, np.integer):
+    factor = float(options["rescale_factor"])
+    if np.issubdtype(array.dtype, np.floating) or factor == DEFAULT_RESCALE_FACTOR:
+        array = normalise_pixels(array, where)  # uint16 scaled, bool -> 0/255, out-of-range refused
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
         if not options["do_rescale"]:
             raise ValueError(f"{where}: integer pixels with do_rescale=False; pass floats in [0, 1] or set do_rescale=True")
-        return (array.astype(np.float64) * float(options["rescale_factor"])).astype(np.float32).clip(0.0, 1.0)
+        scaled = array.astype(np.float64) * factor
+        if scaled.size and (scaled.min() < 0.0 or scaled.max() > 1.0):
+            raise ValueError(f"{where}: {array.dtype} pixels in [{array.min()}, {array.max()}] times rescale_factor "
+                             f"{factor:.6g} leave [0, 1]; set rescale_factor to 1 / the largest pixel value")
+        return scaled.astype(np.float32)
     return array.astype(np.float32)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
@@ -25,6 +24,7 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 from transformers import PreTrainedTokenizerFast
 
+from ..output_paths import check_output_dir, staging_dir
 from .box_text import bin_to_coordinate, boxes_to_text, coordinate_to_bin, text_to_boxes
 from .text_layout import (
     DEFAULT_COORD_BINS,
@@ -376,10 +376,9 @@ def train_text_tokenizer(
 
 def save_atomically(tokenizer: FourMTextTokenizer, out_dir: str) -> None:
     """save_pretrained into a temporary sibling folder, then swap it into place."""
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
+    out_dir = os.path.abspath(check_output_dir(out_dir, "train-text-tokenizer: --out"))
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    staging = str(staging_dir(out_dir, hidden=True))  # removes what a killed earlier run left
     try:
         tokenizer.save_pretrained(staging)
         if os.path.isdir(out_dir):
