@@ -129,3 +129,19 @@ def test_resume_true_skips_a_leftover_staging_folder(corpus_dir):
     assert cli_main(["train", "--config", config]) == 0
     assert not leftover.exists()
     assert sorted(p.name for p in (corpus_dir / "leftover").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_staging_a_train_output_folder_for_upload_lists_no_pickle_and_no_checkpoint(corpus_dir, tmp_path):
+    from fourm_hf.hub import _stage
+    from fourm_hf.upload_selection import PICKLE_SUFFIXES
+
+    config = write_config(corpus_dir, "upload")
+    assert cli_main(["train", "--config", config]) == 0
+    out = corpus_dir / "upload"
+    assert (out / "checkpoint-2" / "optimizer.pt").is_file() and (out / "training_args.bin").is_file()
+    staged = tmp_path / "staged"
+    _stage(out, staged, None)
+    files = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+    assert "model.safetensors" in files and "config.json" in files
+    assert not [f for f in files if f.endswith(PICKLE_SUFFIXES)], files
+    assert not [f for f in files if f.startswith(("checkpoint-", "."))], files

@@ -502,6 +502,11 @@ class FourMModel(FourMPreTrainedModel):
                 self.gather_continuous_inputs(pixel_values, continuous_inputs),
                 decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask, labels,
             )
+        # int32 ids are accepted; indexing and the loss need int64 (a no-op for int64 tensors)
+        input_ids, input_modality_ids, input_positions = input_ids.long(), input_modality_ids.long(), input_positions.long()
+        if has_decoder:
+            decoder_input_ids, decoder_modality_ids = decoder_input_ids.long(), decoder_modality_ids.long()
+            decoder_positions, labels = decoder_positions.long(), None if labels is None else labels.long()
         encoded = self.encode(
             input_ids, input_modality_ids, input_positions, attention_mask, pixel_values,
             output_hidden_states, output_attentions, continuous_inputs=continuous_inputs,
