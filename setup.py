@@ -43,9 +43,9 @@ setup(
         "pycocotools>=2.0.7",
     ],
     extras_require={
-        # selenium: the web demo's browser test (tests/test_web_demo.py); parameterized: imported by
+        # hypothesis: property tests of bad inputs (tests/test_bad_inputs_*.py); selenium: the web demo's browser test (tests/test_web_demo.py); parameterized: imported by
         # transformers' common test mixins (tests/transformers_common.py)
-        "test": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9"],
+        "test": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "hypothesis>=6.100"],
         "peft": ["peft>=0.13"],
         "demo": ["scikit-image>=0.22"],
         # fourm-hf demo --web. Gradio 6 takes theme/css in launch(); it caps pillow below 13.
@@ -53,7 +53,7 @@ setup(
         # ZeRO-2/3 through accelerate launch (docs/distributed.md); an sdist built against the installed torch,
         # so install it with: pip install --no-build-isolation 'fourm-hf[deepspeed]'
         "deepspeed": ["deepspeed>=0.19"],
-        "all": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "peft>=0.13", "scikit-image>=0.22", "gradio>=6.0,<7"],
+        "all": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "hypothesis>=6.100", "peft>=0.13", "scikit-image>=0.22", "gradio>=6.0,<7"],
     },
     entry_points={"console_scripts": ["fourm-hf=fourm_hf.cli:main"]},
 )

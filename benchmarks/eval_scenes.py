@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from fourm_hf.cli import run_command
 from fourm_hf.commands import evaluate
 
 
@@ -25,7 +26,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
-    return evaluate.main(args, program="python benchmarks/eval_scenes.py")
+    # run_command: expected errors as one line, as under fourm-hf
+    return run_command("evaluate", lambda parsed: evaluate.main(parsed, program="python benchmarks/eval_scenes.py"), args)
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def _bad_calls():
         (dict(images=np.zeros((8, 8), np.uint8), do_convert_rgb=False), r"images\[0\].*\(H, W, 3\)"),
         (dict(images=np.zeros((4, 8, 8), np.uint8), input_data_format="channels_last"), r"images\[0\].*not channels_last"),
         (dict(images=np.full((8, 8, 3), 200.0)), r"images\[0\].*\[0, 1\]"),
-        (dict(images=Image.new("I", (8, 8))), r"images\[0\].*PIL mode"),
+        (dict(images=Image.new("F", (8, 8))), r"images\[0\].*PIL mode"),  # mode "I" (16-bit) is scaled, not refused
         (dict(depth=np.full((8, 8), np.nan)), r"depth\[0\].*NaN"),
         (dict(depth=np.full((8, 8), -1.0)), r"depth\[0\].*negative"),
         (dict(depth=np.zeros((8, 8, 2))), r"depth\[0\].*shape"),

@@ -9,8 +9,17 @@ calls the library code it drives. Modules are imported only when their subcomman
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+
+# Errors a user's input or machine causes: printed as one line `fourm-hf <command>: error: ...`, exit 2.
+# FOURM_HF_TRACEBACK=1 shows the traceback instead.
+EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
+                   IsADirectoryError)
+DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "the file system is read-only"}
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -49,7 +58,31 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"fourm-hf {argv[0]}", description=help_text)
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    return int(module.main(args) or 0)
+    return run_command(argv[0], module.main, args)
+
+
+def run_command(name: str, command_main, args) -> int:
+    """Run a command's ``main``; an expected error becomes one line on stderr and exit status 2."""
+    try:
+        return int(command_main(args) or 0)
+    except Exception as error:
+        if os.environ.get("FOURM_HF_TRACEBACK") == "1" or not is_expected(error):
+            raise
+        print(f"fourm-hf {name}: error: {describe(error)}", file=sys.stderr)
+        return 2
+
+
+def is_expected(error: BaseException) -> bool:
+    return isinstance(error, EXPECTED_ERRORS) or (isinstance(error, OSError) and error.errno in DISK_ERRNOS)
+
+
+def describe(error: BaseException) -> str:
+    """One line: the message, or for an OSError its reason and the file it concerns."""
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = DISK_ERRNOS.get(error.errno, error.strerror or str(error))
+        where = f": {error.filename}" if error.filename else ""
+        return f"{reason}{where}" + ("; free some space or choose another output folder" if error.errno == errno.ENOSPC else "")
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

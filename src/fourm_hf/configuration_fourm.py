@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import PreTrainedConfig
 
+from .errors import WrongTypeError
 from .modalities import ModalitySpec, get_modality, registered_modalities
 
 # name -> (hidden_size, encoder layers, decoder layers); head dim 64 throughout (4M paper, Table 6).
@@ -18,6 +21,35 @@ SIZE_PRESETS = {
 FOURM7_INPUTS = ["rgb", "tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip", "caption", "det"]
 FOURM7_OUTPUTS = ["tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip", "caption", "det"]
 LOSS_AVERAGING = ("modality", "token")
+# field -> smallest allowed value; each must be an int (a saved config holds ints, never "128" or 1.5)
+POSITIVE_INT_FIELDS = {"hidden_size": 1, "num_encoder_layers": 1, "num_decoder_layers": 0, "num_attention_heads": 1,
+                       "image_size": 1, "patch_size": 1, "input_budget": 1, "target_budget": 1}
+POSITIVE_FLOAT_FIELDS = ("mlp_ratio", "layer_norm_eps", "initializer_range")
+BOOL_FIELDS = ("share_modality_embeddings", "tie_output_embeddings")
+
+
+def check_field_types(config) -> None:
+    """Every size is an int >= its minimum, every ratio a finite float > 0, every switch a bool."""
+    for field, low in POSITIVE_INT_FIELDS.items():
+        value = getattr(config, field)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WrongTypeError(f"FourMConfig.{field} must be an integer >= {low}, got {value!r} ({type(value).__name__}).")
+        if value < low:
+            raise ValueError(f"FourMConfig.{field} must be an integer >= {low}, got {value}.")
+    for field in POSITIVE_FLOAT_FIELDS:
+        value = getattr(config, field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WrongTypeError(f"FourMConfig.{field} must be a number > 0, got {value!r} ({type(value).__name__}).")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"FourMConfig.{field} must be a finite number > 0, got {value}.")
+    for field in BOOL_FIELDS:
+        value = getattr(config, field)
+        if not isinstance(value, bool):
+            raise WrongTypeError(f"FourMConfig.{field} must be true or false, got {value!r} ({type(value).__name__}).")
+    for field in ("input_modalities", "output_modalities"):
+        names = getattr(config, field)
+        if names is not None and (isinstance(names, str) or not all(isinstance(name, str) for name in names)):
+            raise WrongTypeError(f"FourMConfig.{field} must be a list of modality names, got {names!r}.")
 
 
 def _with_names(spec: dict) -> dict:
@@ -86,6 +118,7 @@ class FourMConfig(PreTrainedConfig):
     is_encoder_decoder: bool | None = None
 
     def __post_init__(self, **kwargs):
+        check_field_types(self)
         if self.is_encoder_decoder is None:
             self.is_encoder_decoder = self.num_decoder_layers > 0
         if self.input_modalities is None:

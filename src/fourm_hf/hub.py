@@ -38,6 +38,8 @@ from pathlib import Path
 import yaml
 
 from .remote_code import PACKAGE_ROOT, write_remote_code
+from .output_paths import check_output_dir, staging_dir
+from .upload_selection import upload_files
 
 CARD_NAME = "README.md"
 CONFIG_NAME = "config.json"
@@ -440,7 +442,9 @@ def _stage(source, folder: Path, max_shard_size) -> None:
     """Copy a checkpoint folder to ``folder`` or save objects into it."""
     if isinstance(source, (str, os.PathLike)):
         checkpoint_kind(source)  # refuse a non-checkpoint before copying anything
-        shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".git", ".cache", "__pycache__", ".*.tmp"))
+        for relative in upload_files(source):  # what a user loads; no pickles, no intermediate checkpoints
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(source) / relative, folder / relative)
         return
     objects = list(source) if isinstance(source, (list, tuple)) else [source]
     if not objects:
@@ -548,10 +552,9 @@ def assemble_checkpoint(model, processor, out, evaluation=None, training_data: s
         if not report:
             raise ValueError(f"--evaluation {evaluation}: no 'markdown' entry; expected the JSON of fourm-hf evaluate --out")
 
-    out = Path(out)
+    out = check_output_dir(out, "assemble-checkpoint: --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint is meant to be read by everyone
+    staging = staging_dir(out, hidden=True)  # removes what a killed earlier run left
     try:
         FourMModel.from_pretrained(str(model)).save_pretrained(staging)
         FourMProcessor.from_pretrained(str(processor)).save_pretrained(staging)

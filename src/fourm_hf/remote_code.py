@@ -17,11 +17,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 # Modules (relative to the package) that the model classes import, in dependency order.
 MODEL_MODULES = (
     "remote_code.py",
+    "errors.py",
     "modalities.py",
     "configuration_fourm.py",
     "modeling/layers.py",
     "modeling/embeddings.py",
     "modeling/validation.py",
+    "modeling/checkpoint_loading.py",
     "modeling/modeling_fourm.py",
 )
 

@@ -19,8 +19,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..processing.image_reading import UnreadableImageError, normalise_pixels, open_image, pil_to_rgb
 from ..processing.visualization import centre_square, draw_boxes, semseg_palette
 
 MIN_IMAGE_SIDE = 32  # px; smaller uploads are refused (the model reads 64 px centre crops)
@@ -158,20 +159,22 @@ def load_uploaded_image(value) -> Image.Image:
     if isinstance(value, (str, os.PathLike)):
         name = os.path.basename(os.fspath(value))
         try:
-            with Image.open(value) as opened:
-                opened.load()
-                image = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise ValueError(f"'{name}' is not an image this demo can read ({type(error).__name__}); upload a PNG, "
+            image = open_image(value, "upload")
+        except UnreadableImageError as error:
+            reason = type(error.__cause__).__name__ if error.__cause__ is not None else "empty or missing"
+            raise ValueError(f"'{name}' is not an image this demo can read ({reason}); upload a PNG, "
                              "JPEG or WebP photo.") from error
     elif isinstance(value, np.ndarray):
         if value.ndim == 2:
             value = np.repeat(value[..., None], 3, axis=2)
         if value.ndim != 3 or value.shape[2] not in (3, 4):
             raise ValueError(f"The image array has shape {value.shape}; expected (H, W, 3) RGB.")
-        image = Image.fromarray(np.asarray(value[..., :3], dtype=np.uint8))
+        pixels = normalise_pixels(value[..., :3], "The image array")
+        if pixels.dtype != np.uint8:
+            pixels = np.round(pixels.astype(np.float64) * 255.0).astype(np.uint8)
+        image = Image.fromarray(np.ascontiguousarray(pixels))
     elif isinstance(value, Image.Image):
-        image = value.convert("RGB")
+        image = pil_to_rgb(value, "The image")
     else:
         raise ValueError(f"Expected an image file, got {type(value).__name__}.")
     if min(image.size) < MIN_IMAGE_SIDE:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
@@ -31,20 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        dataset = load_from_disk(args.dataset)
-        if isinstance(dataset, DatasetDict):
-            if args.split not in dataset:
-                raise ValueError(f"--dataset {args.dataset}: no split {args.split!r}; splits are {sorted(dataset)}")
-            dataset = dataset[args.split]
-        folder = args.processor
-        if folder == BUNDLED_PROCESSOR and not Path(folder).is_dir():
-            folder = bundled_checkpoint()
-        processor = FourMProcessor.from_pretrained(folder, device=args.device)
-        corpus = build_corpus(dataset, processor, args.out, crops=args.crops, batch_size=args.batch_size,
-                              shard_size=args.shard_size, seed=args.seed, crop=args.crop)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"fourm-hf: error: {error}", file=sys.stderr)
-        return 2
+    dataset = load_from_disk(args.dataset)
+    if isinstance(dataset, DatasetDict):
+        if args.split not in dataset:
+            raise ValueError(f"--dataset {args.dataset}: no split {args.split!r}; splits are {sorted(dataset)}")
+        dataset = dataset[args.split]
+    folder = args.processor
+    if folder == BUNDLED_PROCESSOR and not Path(folder).is_dir():
+        folder = bundled_checkpoint()
+    processor = FourMProcessor.from_pretrained(folder, device=args.device)
+    corpus = build_corpus(dataset, processor, args.out, crops=args.crops, batch_size=args.batch_size,
+                          shard_size=args.shard_size, seed=args.seed, crop=args.crop)
     print(f"wrote {len(corpus)} rows ({len(dataset)} images x {args.crops} crops) to {args.out}: {sorted(corpus.features)}")
     return 0

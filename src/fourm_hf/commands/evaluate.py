@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 
 from ..evaluation.predictors import TARGETS
 from ..evaluation.report import (
@@ -64,17 +63,13 @@ def main(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> int:
     """Run the evaluation; ``program`` is how the reproducing command line in the report starts
     (``benchmarks/eval_scenes.py`` passes its own)."""
     command = command_line(args, program)
-    try:
-        result = run_evaluation(
-            args.checkpoint, num_scenes=args.num_scenes, targets=args.targets, batch_size=args.batch_size,
-            specialists=parse_specialists(args.specialist), comparisons=parse_comparisons(args.compare),
-            train_stats=args.train_stats,
-            train_stats_scenes=args.train_stats_scenes, caption_prompts=args.caption_prompts, seed=args.seed,
-            device=args.device, processor=args.processor, command=command,
-        )
-    except (ValueError, TypeError) as error:
-        print(f"fourm-hf evaluate: error: {error}", file=sys.stderr)
-        return 2
+    result = run_evaluation(
+        args.checkpoint, num_scenes=args.num_scenes, targets=args.targets, batch_size=args.batch_size,
+        specialists=parse_specialists(args.specialist), comparisons=parse_comparisons(args.compare),
+        train_stats=args.train_stats,
+        train_stats_scenes=args.train_stats_scenes, caption_prompts=args.caption_prompts, seed=args.seed,
+        device=args.device, processor=args.processor, command=command,
+    )
     print(result["markdown"])
     if args.out:
         write_atomic(args.out, json.dumps(result, indent=2) + "\n")

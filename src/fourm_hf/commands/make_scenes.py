@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..data.scenes import make_scene_dataset
 
@@ -18,12 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        dataset = make_scene_dataset(
-            num=args.num, size=args.size, out_dir=args.out, seed=args.seed, shard_size=args.shard_size, num_proc=args.num_proc
-        )
-    except (ValueError, TypeError) as error:
-        print(f"fourm-hf: error: {error}", file=sys.stderr)
-        return 2
+    dataset = make_scene_dataset(
+        num=args.num, size=args.size, out_dir=args.out, seed=args.seed, shard_size=args.shard_size, num_proc=args.num_proc
+    )
     print(f"wrote {len(dataset)} scenes of {args.size}x{args.size} to {args.out}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from ..data.pseudo_label import DEFAULT_FIELD_OF_VIEW_DEGREES, build_labellers, merge_shards, pseudo_label_dataset
 
@@ -36,29 +35,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        if args.merge:
-            dataset = merge_shards(args.out)
-        else:
-            if not args.images:
-                raise ValueError("pseudo-label: --images is required (unless --merge)")
-            device = args.device
-            if device == "cuda" and "LOCAL_RANK" in os.environ:
-                device = f"cuda:{os.environ['LOCAL_RANK']}"
-            labellers = build_labellers(
-                args.depth_model, args.segmentation_model, args.detection_model, args.caption_model, args.feature_model,
-                device=device, batch_size=args.batch_size, normals=not args.no_normals, field_of_view_degrees=args.field_of_view,
-                depth_kind=args.depth_kind, detection_threshold=args.detection_threshold, feature_dtype=args.feature_dtype,
-                caption_prompt=args.caption_prompt, caption_max_new_tokens=args.caption_max_new_tokens,
-            )
-            dataset = pseudo_label_dataset(
-                args.images, args.out, labellers, size=args.size, batch_size=args.batch_size, shard_size=args.shard_size,
-                num_processes=args.num_processes, process_index=args.process_index, image_column=args.image_column,
-                replace_existing=args.replace_existing,
-            )
-    except (ValueError, TypeError) as error:
-        print(f"fourm-hf: error: {error}", file=sys.stderr)
-        return 2
+    if args.merge:
+        dataset = merge_shards(args.out)
+    else:
+        if not args.images:
+            raise ValueError("pseudo-label: --images is required (unless --merge)")
+        device = args.device
+        if device == "cuda" and "LOCAL_RANK" in os.environ:
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+        labellers = build_labellers(
+            args.depth_model, args.segmentation_model, args.detection_model, args.caption_model, args.feature_model,
+            device=device, batch_size=args.batch_size, normals=not args.no_normals, field_of_view_degrees=args.field_of_view,
+            depth_kind=args.depth_kind, detection_threshold=args.detection_threshold, feature_dtype=args.feature_dtype,
+            caption_prompt=args.caption_prompt, caption_max_new_tokens=args.caption_max_new_tokens,
+        )
+        dataset = pseudo_label_dataset(
+            args.images, args.out, labellers, size=args.size, batch_size=args.batch_size, shard_size=args.shard_size,
+            num_processes=args.num_processes, process_index=args.process_index, image_column=args.image_column,
+            replace_existing=args.replace_existing,
+        )
     if dataset is None:
         print(f"process {args.process_index} of {args.num_processes}: shards done; merge with `fourm-hf pseudo-label --out {args.out} --merge` once all processes finished")
     else:

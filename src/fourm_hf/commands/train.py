@@ -1,4 +1,8 @@
-"""``fourm-hf train``: pretrain a 4M model with the Trainer from a YAML config (``fourm_hf.training.pretrain``)."""
+"""``fourm-hf train``: pretrain a 4M model with the Trainer from a YAML config (``fourm_hf.training.pretrain``).
+
+A rerun of the same command resumes from the last complete checkpoint of its output dir; a run with other
+settings into the same output dir is refused unless ``--overwrite-output-dir`` (``training/checkpoints.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import sys
 
 import yaml
 
-from ..training.pretrain import build_trainer, load_settings, save_settings
+from ..training.checkpoints import checkpoint_step, finish_complete_run, rerun_resume_point, save_settings, saved_settings
+from ..training.pretrain import build_trainer, load_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default=None, help="checkpoints and the final model (overrides training.output_dir)")
     parser.add_argument(
         "--resume-from-checkpoint", nargs="?", const=True, default=None, metavar="PATH",
-        help="resume from PATH, or without PATH from the last checkpoint in the output dir",
+        help="resume from PATH, or without PATH from the last checkpoint in the output dir (a rerun of the same "
+             "command does this by itself)",
     )
+    parser.add_argument("--overwrite-output-dir", action="store_true",
+                        help="delete the checkpoints in the output dir and start again from step 0")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. training.max_steps=10")
 
 
@@ -31,12 +39,20 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume-from-checkpoint: {resume!r} is not a checkpoint folder.")
         settings = load_settings(args.config, overrides)
         trainer = build_trainer(settings, output_dir=args.output_dir)
+        output_dir = trainer.args.output_dir
+        resolved = {**settings, "training": {**settings["training"], "output_dir": output_dir}}
+        if resume is None:  # a rerun of the same command resumes
+            resume = rerun_resume_point(output_dir, saved_settings(output_dir), yaml.safe_load(yaml.safe_dump(resolved)),
+                                        args.overwrite_output_dir)
+            if resume is not None and trainer.args.should_save:
+                print(f"fourm-hf train: resuming from {resume}, the last complete checkpoint", file=sys.stderr)
     except ValueError as error:
         print(f"fourm-hf train: {error}", file=sys.stderr)
         return 2
-    output_dir = trainer.args.output_dir
     if trainer.args.should_save:
-        save_settings({**settings, "training": {**settings["training"], "output_dir": output_dir}}, output_dir)
+        save_settings(resolved, output_dir)
+    if isinstance(resume, str) and checkpoint_step(resume) >= trainer.args.max_steps > 0:
+        return finish_complete_run(trainer, resume)  # the Trainer would take one more step
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(output_dir)
     metrics = dict(result.metrics)

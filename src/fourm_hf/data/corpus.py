@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
+from ..output_paths import check_output_dir, clean_stale_staging
 from .shards import quiet_datasets, shard_name
 
 CORPUS_INFO_FILE = "corpus_info.json"
@@ -234,7 +235,8 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
         raise ValueError("build-corpus: the dataset is empty")
     modalities = corpus_modalities(processor, dataset.column_names)
     features = corpus_features(processor, modalities)
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "build-corpus: --out")
+    clean_stale_staging(out_dir)  # a kill during an earlier final save
     # A rerun must see the same dataset: its length and the arguments are checked, not its content.
     params = {"num_sources": len(dataset), "crops": int(crops),
               "seed": int(seed), "crop": crop, "image_size": processor.image_size, "modalities": modalities}
@@ -254,6 +256,8 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
     total = len(dataset)
     num_shards = (total + shard_size - 1) // shard_size
     bounds = [(k, k * shard_size, min(total, (k + 1) * shard_size)) for k in range(num_shards)]
+    for k in range(num_shards):  # shards a killed run was writing
+        clean_stale_staging(shards_dir / shard_name(k, num_shards))
     todo = [b for b in bounds if not (shards_dir / shard_name(b[0], num_shards)).is_dir()]
     done = total - sum(stop - start for _, start, stop in todo)
     if _stop_after_shards is not None:

@@ -44,9 +44,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from ..output_paths import check_output_dir, staging_dir
 
 # The <modality> part of a released tokenizer repo name (EPFL-VILAB/4M_tokenizers_<modality>_<size>_<res>)
 # -> the model modality it tokenizes. The edge tokenizer (edge_8k_224-512) serves both tok_sam_edge and
@@ -149,6 +150,12 @@ def check_modality_servable(config, name: str) -> None:
         raise ValueError(f"{where}: {name} is {reason}; assemble-ml4m serves {servable_modalities(config)}.")
 
 
+def _registry_width(modality: str) -> int | None:
+    from ..modalities import get_modality
+
+    return get_modality(modality).num_channels
+
+
 def check_tokenizer_fits(config, name: str, tokenizer) -> None:
     """``tokenizer`` (a ``ReleasedModalityTokenizer``) must have the vocabulary and the ids per sample of the
     model's ``name`` (its own grid, ``config.num_positions(name)``, not the model's main grid)."""
@@ -160,6 +167,13 @@ def check_tokenizer_fits(config, name: str, tokenizer) -> None:
         grid = config.modality_grid_size(name)
         raise ValueError(f"{where}: a bottleneck-MLP tokenizer gives one vector per sample, but the model's {name} is a "
                          f"{grid}x{grid} grid; it needs a grid tokenizer.")
+    if tokenizer.config.input_kind == "vector":  # a global embedding: its width tells the feature model
+        width, wanted = int(tokenizer.tokenizer.config.n_channels), config.modality(name).num_channels
+        owners = [released for released, modality in RELEASED_TOKENIZER_MODALITIES.items()
+                  if modality != name and modality.endswith("_global") and _registry_width(modality) == width]
+        if width != wanted and owners:
+            raise ValueError(f"{where}: the tokenizer reads {width}-wide global embeddings, those of {' or '.join(owners)}; "
+                             f"the model's {name} takes {wanted}-wide ones: it is the tokenizer of another feature model.")
     found, expected = tokenizer.config.vocab_size, config.modality(name).vocab_size
     if found != expected:
         raise ValueError(f"{where}: the tokenizer has {found} codes but the model's {name} vocabulary is {expected}; "
@@ -283,7 +297,7 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
     from ..hub import write_model_card
     from ..pipelines.modality_names import ModalityNames
 
-    out = Path(out)
+    out = check_output_dir(out, "assemble-ml4m: --out")
     if out.exists():
         raise ValueError(f"--out {out} already exists; choose a new folder.")
     folders = resolve_tokenizer_modalities(tokenizers)
@@ -299,8 +313,7 @@ def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=
     undecodable = check_outputs_covered(trunk.config, sorted(processor.vqvaes), allow_missing_tokenizers)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
+    staging = staging_dir(out, hidden=True)  # removes what a killed earlier run left
     try:
         trunk.save_pretrained(staging)
         processor.save_pretrained(staging)

@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from ..output_paths import check_output_dir, staging_dir
 from ..configuration_fourm import FourMConfig
 from ..modalities import ModalitySpec
 from ..modeling.embeddings import ModalityEmbedding, position_table
@@ -299,12 +299,12 @@ def convert_ml4m_checkpoint(checkpoint, reference_config, output_dir) -> FourMMo
 
     Nothing is written before the whole checkpoint has converted; a failure leaves no output folder.
     """
-    output_dir = Path(output_dir)
+    output_dir = check_output_dir(output_dir, "convert-ml4m: --out")
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ValueError(f"Output folder {output_dir} exists and is not empty; choose a new folder.")
     model = load_reference_model(checkpoint, reference_config)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    staging = staging_dir(output_dir, hidden=True)  # removes what a killed earlier run left
     try:
         model.save_pretrained(staging)
         if output_dir.exists():

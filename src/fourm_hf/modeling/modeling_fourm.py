@@ -28,9 +28,10 @@ from transformers.utils import ModelOutput
 
 from ..configuration_fourm import FourMConfig
 from ..remote_code import write_remote_code
+from .checkpoint_loading import check_complete_load, unreadable_weights_file
 from .embeddings import FourMDecoderEmbeddings, FourMEncoderEmbeddings, ModalityEmbedding, position_table
 from .layers import DecoderBlock, EncoderBlock, KVCache, layer_norm, mask_to_bias, run_encoder_blocks
-from .validation import validate_packed_inputs
+from .validation import FORWARD_KWARG_HINTS, check_extra_kwargs, validate_packed_inputs
 
 IGNORE_INDEX = -100
 
@@ -120,6 +121,19 @@ class FourMPreTrainedModel(PreTrainedModel):
         if kwargs.get("is_main_process", True):
             write_remote_code(save_directory)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``; a weights file that cannot be read (truncated, empty,
+        corrupt) is a ValueError naming the file instead of safetensors' bare header error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            raise ValueError(f"{pretrained_model_name_or_path}: cannot read the weights file "
+                             f"{unreadable_weights_file(pretrained_model_name_or_path)} ({error}); it is truncated or "
+                             "corrupt: save or download the checkpoint again.") from error
+
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the model in one commit with a generated 4M model card and the any-to-any pipeline entry
         (``fourm_hf.hub.push_checkpoint``; same keywords as ``PreTrainedModel.push_to_hub`` plus card options)."""
@@ -181,6 +195,19 @@ class FourMModel(FourMPreTrainedModel):
         self.decoder = nn.ModuleList([DecoderBlock(config) for _ in range(config.num_decoder_layers)])
         self.decoder_norm = layer_norm(config)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a 4M checkpoint; tensors missing from it, left over or (without ``ignore_mismatched_sizes``)
+        of another shape are a ValueError, unless ``output_loading_info=True`` asks for the report
+        (``(model, loading_info)`` is then returned, as in transformers)."""
+        wants_report = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if wants_report:
+            return model, loading_info
+        check_complete_load(cls.__name__, pretrained_model_name_or_path, loading_info,
+                            kwargs.get("ignore_mismatched_sizes", False))
+        return model
 
     # ---- 1+2. embeddings and encoder ---------------------------------------------------------------
     def encode(
@@ -455,8 +482,10 @@ class FourMModel(FourMPreTrainedModel):
             labels: (B, T) int target ids, -100 = no loss.
             output_hidden_states / output_attentions / return_dict: default to the config's
                 (``config.output_hidden_states``, ``config.output_attentions``, ``config.return_dict``).
-        Without decoder tokens only the encoder runs.
+        Without decoder tokens only the encoder runs. Other keyword arguments are a TypeError, except
+        ``num_items_in_batch`` (passed by transformers' Trainer; the loss is a per-modality mean).
         """
+        check_extra_kwargs("FourMModel", kwargs, FORWARD_KWARG_HINTS)
         output_hidden_states, output_attentions, return_dict = resolve_output_flags(
             self.config, output_hidden_states, output_attentions, return_dict
         )
@@ -474,6 +503,11 @@ class FourMModel(FourMPreTrainedModel):
                 self.gather_continuous_inputs(pixel_values, continuous_inputs),
                 decoder_input_ids, decoder_modality_ids, decoder_positions, decoder_attention_mask, labels,
             )
+        # int32 ids are accepted; indexing and the loss need int64 (a no-op for int64 tensors)
+        input_ids, input_modality_ids, input_positions = input_ids.long(), input_modality_ids.long(), input_positions.long()
+        if has_decoder:
+            decoder_input_ids, decoder_modality_ids = decoder_input_ids.long(), decoder_modality_ids.long()
+            decoder_positions, labels = decoder_positions.long(), None if labels is None else labels.long()
         encoded = self.encode(
             input_ids, input_modality_ids, input_positions, attention_mask, pixel_values,
             output_hidden_states, output_attentions, continuous_inputs=continuous_inputs,

@@ -33,6 +33,7 @@ from ..remote_code import write_remote_code
 from .embeddings import PatchEncoderEmbedding, patchify
 from .layers import EncoderBlock, layer_norm, run_encoder_blocks
 from .modeling_fourm import FourMPreTrainedModel, resolve_output_flags, with_encoder_decoder
+from .validation import check_extra_kwargs
 
 HEADS_MODULE_NAME = "modeling_fourm_heads"
 DEPTH_LOSSES = ("l1", "silog")
@@ -147,6 +148,7 @@ class FourMHeadPreTrainedModel(FourMPreTrainedModel):
         Every head runs the trunk the same way; ``hidden_states`` (embeddings, then each block) and
         ``attentions`` (B, heads, N, N) are the trunk's, filled when asked for (or by the config).
         """
+        check_extra_kwargs(type(self).__name__, kwargs)
         output_hidden_states, output_attentions, return_dict = resolve_output_flags(
             self.config, output_hidden_states, output_attentions, return_dict
         )

@@ -8,15 +8,50 @@ from __future__ import annotations
 import torch
 
 from ..configuration_fourm import FourMConfig
+from ..errors import WrongTypeError
 
 IGNORE_INDEX = -100
+# Keyword arguments transformers' own code passes to every model's forward (the Trainer's loss
+# normaliser); they do not apply to 4M and are accepted and ignored. Anything else is a typo.
+ACCEPTED_EXTRA_KWARGS = ("num_items_in_batch",)
+# Integer dtypes that hold every id and position of a 4M batch; narrower ones (uint8, int8, int16)
+# would wrap or fail deep inside gather/embedding, and bool is a mask, never ids.
+INTEGER_DTYPES = (torch.int32, torch.int64)
+
+
+FORWARD_KWARG_HINTS = {
+    "lables": "did you mean labels?", "label": "did you mean labels?",
+    "position_ids": "4M takes input_positions / decoder_positions",
+    "decoder_position_ids": "4M takes decoder_positions",
+    "token_type_ids": "4M takes input_modality_ids", "use_cache": "the forward has no cache; generation caches itself",
+}
+
+
+def check_extra_kwargs(model_name: str, kwargs: dict, hints: dict[str, str] | None = None) -> None:
+    """Refuse keyword arguments a forward does not take (``lables=`` would otherwise vanish)."""
+    unknown = sorted(name for name in kwargs if name not in ACCEPTED_EXTRA_KWARGS)
+    if not unknown:
+        return
+    hints = hints or {}
+    said = "; ".join(f"{name!r}: {hints[name]}" for name in unknown if name in hints)
+    raise TypeError(f"{model_name}.forward() got unexpected keyword arguments {unknown}" + (f" ({said})" if said else "")
+                    + "; see its docstring for the accepted ones.")
 
 
 def _check_integer(name: str, tensor: torch.Tensor) -> None:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tensor.dtype not in INTEGER_DTYPES:
+        raise WrongTypeError(f"{name} must be an integer tensor of dtype torch.long (or torch.int32), got {tensor.dtype}"
+                        + (" (a bool tensor is a mask, not ids)." if tensor.dtype == torch.bool else "."))
+
+
+def _check_mask(name: str, tensor: torch.Tensor) -> None:
+    """An attention mask: bool or integer (1 = real token, 0 = padding)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}.")
     if tensor.dtype.is_floating_point or tensor.dtype.is_complex:
-        raise ValueError(f"{name} must be an integer tensor (torch.long), got dtype {tensor.dtype}.")
+        raise WrongTypeError(f"{name} must be a bool or integer tensor (1 = real token, 0 = padding), got {tensor.dtype}.")
 
 
 def _check_same_shape(reference_name: str, reference: torch.Tensor, others: dict[str, torch.Tensor | None]) -> None:
@@ -25,7 +60,10 @@ def _check_same_shape(reference_name: str, reference: torch.Tensor, others: dict
     for name, tensor in others.items():
         if tensor is None:
             continue
-        _check_integer(name, tensor)
+        if name.endswith("attention_mask"):
+            _check_mask(name, tensor)
+        else:
+            _check_integer(name, tensor)
         if tensor.shape != reference.shape:
             raise ValueError(
                 f"{name} has shape {tuple(tensor.shape)} but {reference_name} has {tuple(reference.shape)}; "

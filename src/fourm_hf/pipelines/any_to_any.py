@@ -83,6 +83,7 @@ from transformers.pipelines.any_to_any import AnyToAnyPipeline
 from ..configuration_fourm import FourMConfig
 from ..modeling.generation import (DEFAULT_DECODING, build_generation_schedule, build_preset_schedule, generate,
                                    get_preset)
+from ..modeling.generation.options import check_int, check_pipeline_options
 from ..modeling.modeling_fourm import FourMModel
 from .box_scores import box_scores
 from .call_inputs import batch_indices, load_image
@@ -139,25 +140,17 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             raise TypeError(f"FourMAnyToAnyPipeline: unexpected arguments {sorted(unknown)}; expected target_modalities, "
                             "num_steps, temperature, top_k, top_p, greedy, cfg_scale, guidance, negative_prompt, "
                             "negative_scale, seed, generator, num_diffusion_steps, batch_size, progress, return_tokens")
-        if negative_scale is not None and (isinstance(negative_scale, bool) or not isinstance(
-                negative_scale, (int, float, np.integer, np.floating)) or not np.isfinite(negative_scale) or negative_scale < 0):
-            raise ValueError(f"negative_scale must be a finite number >= 0 (the weight of the negative prompt's "
-                             f"term, subtracted), got {negative_scale!r}.")
-        if seed is not None and generator is not None:
-            raise ValueError("Give either seed or generator, not both.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError(f"seed must be an integer, got {seed!r}.")
-        if num_diffusion_steps is not None and (isinstance(num_diffusion_steps, bool) or not isinstance(
-                num_diffusion_steps, (int, np.integer)) or num_diffusion_steps < 1):
-            raise ValueError(f"num_diffusion_steps must be an integer >= 1 (DDIM steps of the diffusion tokenizers), "
-                             f"got {num_diffusion_steps!r}.")
+        check_pipeline_options(num_steps=num_steps, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                               cfg_scale=cfg_scale, guidance=guidance, negative_scale=negative_scale, seed=seed,
+                               generator=generator, num_diffusion_steps=num_diffusion_steps, progress=progress,
+                               return_tokens=return_tokens)
         preprocess_params = {key: value for key, value in (
             ("target_modalities", target_modalities), ("num_steps", num_steps), ("temperature", temperature),
             ("top_k", top_k), ("top_p", top_p), ("greedy", greedy), ("cfg_scale", cfg_scale), ("guidance", guidance),
             ("negative_scale", negative_scale)) if value is not None}
         forward_params = {key: value for key, value in (("seed", seed), ("generator", generator), ("progress", progress))
                           if value is not None}
-        postprocess_params = {} if return_tokens is None else {"return_tokens": bool(return_tokens)}
+        postprocess_params = {} if return_tokens is None else {"return_tokens": return_tokens}
         if num_diffusion_steps is not None:
             postprocess_params["num_diffusion_steps"] = int(num_diffusion_steps)
         return preprocess_params, forward_params, postprocess_params
@@ -199,8 +192,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         samples, single = self._samples(inputs, text)
         _add_negative_prompts(samples, negative_prompt)
         batch_size = batch_size if batch_size is not None else (self._batch_size or 1)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        check_int("batch_size", batch_size, low=1, accepts="samples per generation batch")
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
         forward_params = {**self._forward_params, **forward_params}
@@ -210,8 +202,6 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         if generator is None:  # a seed, else fresh entropy: never the global RNG (diffusion decoding included)
             start = int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
             generator = torch.Generator(device=self.device).manual_seed(start)
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
         results = [None] * len(samples)
         for indices in batch_indices(samples, batch_size):
             model_inputs = self.preprocess([samples[i] for i in indices], **preprocess_params)
@@ -415,8 +405,6 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             if public not in conditions_of:
                 raise ValueError(f"guidance weight for {public!r}, which is not among the given inputs "
                                  f"{list(conditions_of)}; guidance steers towards (or away from) a given input.")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-                raise ValueError(f"guidance[{name!r}] must be a number, got {weight!r}.")
             condition_sets.append((tuple(conditions_of[public]), float(weight)))
         return condition_sets
 

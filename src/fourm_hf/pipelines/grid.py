@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..text.sequence_modalities import SEQUENCE_MODALITIES
+from ..processing.image_reading import normalise_pixels, open_image, pil_to_rgb, tensor_to_array
 from ..processing.visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes, semseg_palette
 
 MARGIN = 4
@@ -202,14 +203,14 @@ EDGE_INPUTS = ("sam_edge", "canny_edge")
 
 def _as_pil(value, where: str) -> Image.Image:
     if isinstance(value, (str, os.PathLike)):
-        with Image.open(value) as image:
-            return image.convert("RGB")
+        return open_image(value, where)
     if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    array = np.asarray(value)
+        return pil_to_rgb(value, where)
+    array = np.asarray(tensor_to_array(value, where))
     if array.ndim == 3 and array.shape[-1] == 3:
+        array = normalise_pixels(array, where)
         if array.dtype != np.uint8:
-            array = np.clip(np.round(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+            array = np.round(array.astype(np.float64) * 255.0).astype(np.uint8)
         return Image.fromarray(array)
     raise ValueError(f"{where}: expected a PIL image, a path or an (H, W, 3) array, got shape {array.shape}")
 

@@ -8,10 +8,9 @@ so an interrupted run never leaves a half-written processor behind.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
+from ..output_paths import check_output_dir, staging_dir
 from .image_processing_fourm import FourMImageProcessor
 from .processing_fourm import FourMProcessor
 from ..text.tokenization_fourm import FourMTextTokenizer
@@ -39,12 +38,10 @@ def assemble_processor(text_tokenizer, vqvae_folders: Sequence, out, num_semseg_
         vqvaes={vqvae.config.modality: vqvae for vqvae in vqvaes},
         max_text_length=max_text_length,
     )
-    out = Path(out)
+    out = check_output_dir(out, "assemble-processor: --out")
     if out.exists():
         raise ValueError(f"assemble-processor: {out} already exists; choose a new folder")
-    staging = out.with_name(f".{out.name}.tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
+    staging = staging_dir(out, hidden=True)  # removes what a killed earlier run left
     processor.save_pretrained(staging)
     os.replace(staging, out)
     return processor

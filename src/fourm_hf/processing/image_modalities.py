@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .image_reading import SIXTEEN_BIT_MODES, normalise_pixels, pil_to_rgb, tensor_to_array
+
 RGB_RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 DEPTH_RESAMPLING = ("bilinear", "nearest")
 # PIL modes turned into RGB with ``Image.convert("RGB")``; an alpha channel is dropped, not composited.
@@ -25,6 +27,7 @@ PIL_MODES_CONVERTED_TO_RGB = ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "
 ARRAY_CHANNELS_CONVERTED_TO_RGB = (1, 4)
 NORMAL_RANGE_TOLERANCE = 1e-3
 DATA_FORMATS = ("channels_first", "channels_last")
+DEFAULT_RESCALE_FACTOR = 1 / 255  # with it, pixels follow image_reading's rules (16-bit scaled, bool -> 0/255)
 
 
 # ------------------------------------------------------------------------------------ decoding
@@ -36,7 +39,7 @@ def as_array(value, where: str, allow_tensor: bool = False) -> np.ndarray:
         return value
     if hasattr(value, "detach"):
         if allow_tensor:
-            return value.detach().cpu().numpy()
+            return tensor_to_array(value, where)
         raise TypeError(f"{where}: got a torch tensor; pass a channels-last numpy array or a PIL image")
     raise TypeError(f"{where}: expected a PIL image, a numpy array or a torch tensor, got {type(value).__name__}")
 
@@ -78,8 +81,8 @@ def decode_rgb(image, where: str, options: dict) -> np.ndarray:
     ``input_data_format`` fixes the layout of arrays and tensors.
     """
     if isinstance(image, Image.Image):
-        if image.mode != "RGB" and options["do_convert_rgb"] and image.mode in PIL_MODES_CONVERTED_TO_RGB:
-            image = image.convert("RGB")
+        if image.mode != "RGB" and options["do_convert_rgb"] and image.mode in PIL_MODES_CONVERTED_TO_RGB + SIXTEEN_BIT_MODES:
+            image = pil_to_rgb(image, where)
         elif image.mode != "RGB" and not options["do_convert_rgb"]:
             raise ValueError(f"{where}: PIL mode {image.mode!r} is not RGB and do_convert_rgb=False; "
                              "convert it first or set do_convert_rgb=True")
@@ -89,19 +92,17 @@ def decode_rgb(image, where: str, options: dict) -> np.ndarray:
     else:
         array = as_array(image, where, allow_tensor=True)
         array = rgb_channels_last(array, options["input_data_format"], options["do_convert_rgb"], where)
+    factor = float(options["rescale_factor"])
+    if np.issubdtype(array.dtype, np.floating) or factor == DEFAULT_RESCALE_FACTOR:
+        array = normalise_pixels(array, where)  # uint16 scaled, bool -> 0/255, out-of-range refused
     if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
         if not options["do_rescale"]:
             raise ValueError(f"{where}: integer pixels with do_rescale=False; pass floats in [0, 1] or set do_rescale=True")
-        return (array.astype(np.float64) * float(options["rescale_factor"])).astype(np.float32).clip(0.0, 1.0)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{where}: dtype {array.dtype}, expected integers (rescaled by rescale_factor) or float (0..1)")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{where}: contains NaN or inf")
-    if array.min() < 0.0 or array.max() > 1.0:
-        raise ValueError(
-            f"{where}: float values in [{array.min():.3g}, {array.max():.3g}], expected [0, 1] "
-            "(pass uint8 for 0..255 images)"
-        )
+        scaled = array.astype(np.float64) * factor
+        if scaled.size and (scaled.min() < 0.0 or scaled.max() > 1.0):
+            raise ValueError(f"{where}: {array.dtype} pixels in [{array.min()}, {array.max()}] times rescale_factor "
+                             f"{factor:.6g} leave [0, 1]; set rescale_factor to 1 / the largest pixel value")
+        return scaled.astype(np.float32)
     return array.astype(np.float32)
 
 

@@ -77,7 +77,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Saved folders carry these modules (see remote_code.py) so that
 # AutoImageProcessor.from_pretrained(folder, trust_remote_code=True) works without fourm_hf.
-REMOTE_CODE_MODULES = ("remote_code.py", "processing/image_crops.py", "processing/image_modalities.py",
+REMOTE_CODE_MODULES = ("remote_code.py", "processing/image_crops.py", "processing/image_reading.py", "processing/image_modalities.py",
                        "processing/image_processing_fourm.py")
 REMOTE_CODE_AUTO_MAP = {"AutoImageProcessor": "image_processing_fourm.FourMImageProcessor"}
 
@@ -129,8 +129,10 @@ class FourMImageProcessor(BaseImageProcessor):
         depth_resample: ``"bilinear"`` (over valid pixels, default) or ``"nearest"``.
         image_mean / image_std: normalisation of ``pixel_values`` (ImageNet by default).
         do_rescale / rescale_factor: integer images (PIL, uint8/uint16/int arrays or tensors) are
-            multiplied by ``rescale_factor`` (1/255) to [0, 1]; with ``do_rescale=False`` images must
-            already be floats in [0, 1]. Float images are taken as already rescaled.
+            multiplied by ``rescale_factor`` (1/255) to [0, 1]; with the default 1/255, 16-bit images
+            are first scaled to 8 bits and bool ones map to 0/255 (``image_reading.py``); other
+            values outside [0, 1] after rescaling are refused, never clipped. With ``do_rescale=False``
+            images must already be floats in [0, 1]. Float images are taken as already rescaled.
         do_normalize: ``pixel_values = (rgb - image_mean) / image_std`` (else the [0, 1] pixels).
         do_convert_rgb: PIL images in other modes (L, P, RGBA, ...) and gray or RGBA arrays /
             tensors are converted to RGB (an alpha channel is dropped); with False they are rejected.

@@ -108,6 +108,7 @@ REMOTE_CODE_MODULES = (
     "text/tokenization_fourm.py",
     "tokenizers/vqvae.py",
     "processing/image_crops.py",
+    "processing/image_reading.py",
     "processing/image_modalities.py",
     "processing/image_processing_fourm.py",
     "processing/visualization.py",

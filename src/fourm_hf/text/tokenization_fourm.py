@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
@@ -25,6 +24,7 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 from transformers import PreTrainedTokenizerFast
 
+from ..output_paths import check_output_dir, staging_dir
 from .box_text import bin_to_coordinate, boxes_to_text, coordinate_to_bin, text_to_boxes
 from .text_layout import (
     DEFAULT_COORD_BINS,
@@ -253,7 +253,11 @@ class FourMTextTokenizer(PreTrainedTokenizerFast):
             raise TypeError(f"{modality}: text must be a str, got {type(text).__name__}")
         if not text.strip():
             raise ValueError(f"{modality}: text is empty; expected at least one non-space character")
-        return self._finish_sequence(self(text, add_special_tokens=False)["input_ids"], modality, max_length)
+        ids = self(text, add_special_tokens=False)["input_ids"]
+        if not ids:  # e.g. "\x00\x00": control characters the normaliser removes
+            raise ValueError(f"{modality}: text {text!r} has no characters the tokenizer keeps (only control or "
+                             "invisible characters); expected at least one visible character")
+        return self._finish_sequence(ids, modality, max_length)
 
     def encode_boxes(
         self, boxes: Sequence[dict], modality: str = "det", max_length: int | None = None, class_names=None
@@ -261,7 +265,18 @@ class FourMTextTokenizer(PreTrainedTokenizerFast):
         """Ids of `boxes_to_text` (with this tokenizer's bins) followed by ``[EOS]``. No boxes gives ``[EOS]``."""
         text = boxes_to_text(boxes, coord_bins=self.coord_bins, class_names=class_names, modality=modality)
         ids = self(text, add_special_tokens=False)["input_ids"] if text else []
+        if self.unk_token_id in ids:
+            self._refuse_unknown_label(boxes, modality)
         return self._finish_sequence(ids, modality, max_length)
+
+    def _refuse_unknown_label(self, boxes: Sequence[dict], modality: str) -> None:
+        """A box label with a word the vocabulary does not hold would be encoded as ``[UNK]``: refuse it."""
+        for index, box in enumerate(boxes):
+            label = box.get("label") if isinstance(box, dict) else None
+            if isinstance(label, str) and self.unk_token_id in self(label, add_special_tokens=False)["input_ids"]:
+                raise ValueError(f"{modality}: box {index} label {label!r} has a word the text tokenizer does not know "
+                                 "(it would be encoded as [UNK]); use one of the tokenizer's class names")
+        raise ValueError(f"{modality}: the boxes encode to [UNK]; use labels from the tokenizer's class names")
 
     def _finish_sequence(self, ids: list[int], modality: str, max_length: int | None) -> list[int]:
         ids = list(ids) + [self.eos_token_id]
@@ -361,10 +376,9 @@ def train_text_tokenizer(
 
 def save_atomically(tokenizer: FourMTextTokenizer, out_dir: str) -> None:
     """save_pretrained into a temporary sibling folder, then swap it into place."""
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
+    out_dir = os.path.abspath(check_output_dir(out_dir, "train-text-tokenizer: --out"))
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    staging = str(staging_dir(out_dir, hidden=True))  # removes what a killed earlier run left
     try:
         tokenizer.save_pretrained(staging)
         if os.path.isdir(out_dir):

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -88,7 +87,6 @@ TRAINING_DEFAULTS = {
     "report_to": [],
 }
 DEFAULT_VALIDATE_SAMPLES = 256
-SAVED_CONFIG_NAME = "fourm_pretrain.yaml"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -510,15 +508,6 @@ def build_trainer(settings: Mapping, output_dir: str | None = None, train_datase
     )
 
 
-def save_settings(settings: Mapping, output_dir: str) -> str:
-    """Write the resolved config next to the checkpoints (atomically); returns its path."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, SAVED_CONFIG_NAME)
-    handle = tempfile.NamedTemporaryFile("w", dir=output_dir, suffix=".tmp", delete=False, encoding="utf-8")
-    with handle:
-        yaml.safe_dump(dict(settings), handle, sort_keys=False)
-    os.replace(handle.name, path)
-    return path
 
 
 __all__ = [

@@ -30,6 +30,10 @@ What differs from the stock ``Trainer`` and why:
    accelerate 1.16 would silently train DDP under an FSDP config, the accelerator is switched to FSDP2
    (:mod:`fourm_hf.training.sharding`); a requested sharding that did not happen is an error; under
    ``SHARDED_STATE_DICT`` the final :meth:`save_model` still writes one full ``model.safetensors``.
+6. **Checkpoints are complete or absent**: each ``checkpoint-N`` is written under
+   ``<output_dir>/.checkpoint-staging`` and renamed into place when complete; a kill during a save
+   leaves only a staging folder, removed by the next save or run, and ``resume_from_checkpoint=True``
+   takes the last complete checkpoint (:mod:`fourm_hf.training.checkpoints`).
 
 Not supported: ``torch.nn.DataParallel`` (several GPUs in one process); launch one process per
 device with ``torchrun`` / ``accelerate launch`` instead. ``predict`` returns no logits.
@@ -43,8 +47,10 @@ import os
 import torch
 from accelerate.utils import DistributedType
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
+from .checkpoints import clean_staging, last_checkpoint, publish_checkpoint, staging_root
 from .sharding import check_requested_sharding, enable_fsdp_on_cpu
 
 IGNORE_INDEX = -100
@@ -119,6 +125,46 @@ class FourMTrainer(Trainer):
         self._step_target_counts = None
         self._log_sums, self._log_counts = self._zeros()
         self._eval_sums, self._eval_counts = self._zeros()
+        self._saving_to_staging = False
+
+    # ---- checkpoints: complete or absent (training/checkpoints.py) ---------------------------------------
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """Stock ``train``; ``resume_from_checkpoint=True`` takes the last complete ``checkpoint-N`` and
+        what a killed save left in the staging folder is removed first."""
+        if self.args.should_save:
+            clean_staging(self.args.output_dir)
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint-N folder.")
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return staging_root(run_dir) if self._saving_to_staging else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The stock checkpoint, written under ``.checkpoint-staging`` and renamed into place when complete."""
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            clean_staging(run_dir)
+        self.accelerator.wait_for_everyone()
+        self._saving_to_staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._saving_to_staging = False
+        self.accelerator.wait_for_everyone()  # every rank's shard is written
+        if self.args.should_save:
+            publish_checkpoint(run_dir, name)
+            clean_staging(run_dir)
+            if self.state.best_global_step:
+                best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+                self.state.best_model_checkpoint = best if os.path.isdir(best) else self.state.best_model_checkpoint
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
     def create_accelerator_and_postprocess(self) -> None:
         """The stock accelerator, switched to FSDP2 on a GPU-less machine when FSDP was asked for (see ``sharding``)."""

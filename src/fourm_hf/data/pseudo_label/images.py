@@ -9,12 +9,10 @@ import io
 
 import numpy as np
 
+from ...processing.image_reading import UnreadableImageError, uint16_to_uint8
+
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 """File name endings (case-insensitive) read as images from an input folder; other files are ignored."""
-
-
-class UnreadableImageError(ValueError):
-    """An input image that cannot be decoded or converted to RGB (it is skipped and reported)."""
 
 
 def to_rgb(image):
@@ -27,9 +25,8 @@ def to_rgb(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L"):
-        gray = np.asarray(image, dtype=np.float64) / 257.0
-        return Image.fromarray(np.round(gray).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L"):  # the same 16 -> 8 bit scaling as every image reader
+        return Image.fromarray(uint16_to_uint8(np.asarray(image)), mode="L").convert("RGB")
     if image.mode in ("RGB", "L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV"):
         return image.convert("RGB")
     raise UnreadableImageError(f"unsupported image mode {image.mode!r} (expected 8-bit gray, RGB, RGBA, palette or 16-bit gray)")
@@ -59,4 +56,5 @@ def decode_image(data: bytes | None = None, path: str | None = None):
     except UnreadableImageError:
         raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise UnreadableImageError(f"{type(error).__name__}: {error}") from error
+        where = f"{path}: " if path is not None else ""
+        raise UnreadableImageError(f"{where}{type(error).__name__}: {error}") from error

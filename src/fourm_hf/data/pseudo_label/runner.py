@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...output_paths import check_output_dir, clean_stale_staging
 from ..shards import quiet_datasets, shard_name
 from .base import Labeller
 from .images import UnreadableImageError, resize_and_center_crop
@@ -126,7 +127,7 @@ def pseudo_label_dataset(
         raise ValueError(f"pseudo-label: process_index must be < num_processes={num_processes}, got {process_index}")
     if not labellers:
         raise ValueError("pseudo-label: no labeller given")
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "pseudo-label: --out")
     source = ImageSource(images, image_column)
     features = output_features(source, labellers, size, replace_existing)
     params = {
@@ -155,6 +156,8 @@ def pseudo_label_dataset(
 
     num_shards = (len(source) + shard_size - 1) // shard_size
     mine = [k for k in range(num_shards) if k % num_processes == process_index]
+    for k in mine:  # shards a killed run of this process was writing
+        clean_stale_staging(shards_dir / shard_name(k, num_shards))
     todo = [k for k in mine if not (shards_dir / shard_name(k, num_shards)).is_dir()]
     done_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine if k not in todo)
     total_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine)
@@ -179,6 +182,7 @@ def merge_shards(out_dir):
     from datasets import concatenate_datasets, load_from_disk
 
     out_dir = Path(out_dir)
+    clean_stale_staging(out_dir)  # a kill during an earlier merge
     shards_dir = out_dir.parent / f"{out_dir.name}.shards"
     params_file = shards_dir / _PARAMS_FILE
     if not params_file.is_file():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...output_paths import check_output_dir, clean_stale_staging
 from ..shards import quiet_datasets, shard_name
 from .render import _check_size, render_scene
 
@@ -75,6 +76,11 @@ def _write_shard(shards_dir: str, shard: int, num_shards: int, start: int, stop:
     return stop - start
 
 
+# rgb uint8 x3, depth float32, normal float32 x3, semseg and instances uint8, with room for datasets' copies
+BYTES_PER_PIXEL = 2 * (3 + 4 + 12 + 2)
+MAX_SHARD_BYTES = 4 * 2**30
+
+
 def _check_out_dir(out_dir: Path, params: dict) -> bool:
     """True if ``out_dir`` already holds the finished dataset for ``params``; raises if it holds anything else."""
     if not out_dir.exists():
@@ -113,7 +119,12 @@ def make_scene_dataset(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"make-scenes: {name} must be an int >= {minimum}, got {value!r}")
     size = _check_size(size)
-    out_dir = Path(out_dir)
+    if shard_size * size * size * BYTES_PER_PIXEL > MAX_SHARD_BYTES:
+        raise ValueError(f"make-scenes: a shard of {shard_size} scenes at {size} px would hold "
+                         f"{shard_size * size * size * BYTES_PER_PIXEL / 2**30:.1f} GiB in memory; lower --shard-size to at "
+                         f"most {max(1, MAX_SHARD_BYTES // (size * size * BYTES_PER_PIXEL))}")
+    out_dir = check_output_dir(out_dir, "make-scenes: --out")
+    clean_stale_staging(out_dir)  # a kill during an earlier final save
     params = {"num": int(num), "size": size, "seed": int(seed)}
     if _check_out_dir(out_dir, params):
         return load_from_disk(str(out_dir))
@@ -130,6 +141,8 @@ def make_scene_dataset(
     shards_params.write_text(json.dumps(run_params))
 
     num_shards = (num + shard_size - 1) // shard_size
+    for k in range(num_shards):  # shards a killed run was writing
+        clean_stale_staging(shards_dir / shard_name(k, num_shards))
     bounds = [(k, k * shard_size, min(num, (k + 1) * shard_size)) for k in range(num_shards)]
     todo = [b for b in bounds if not (shards_dir / shard_name(b[0], num_shards)).is_dir()]
     already_done = num - sum(stop - start for _, start, stop in todo)

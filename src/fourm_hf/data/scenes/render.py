@@ -91,11 +91,14 @@ def describe_scene(scene: Scene) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+MAX_SCENE_SIZE = 2048  # a 2048 px scene already takes ~200 MB of maps; the renderer is not made for more
+
+
 def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise TypeError(f"scene size must be an int (pixels), got {type(size).__name__}")
-    if size < 32 or size % 8 != 0:
-        raise ValueError(f"scene size must be a multiple of 8 and at least 32 pixels, got {size}")
+    if size < 32 or size % 8 != 0 or size > MAX_SCENE_SIZE:
+        raise ValueError(f"scene size must be a multiple of 8 in [32, {MAX_SCENE_SIZE}] pixels, got {size}")
     return int(size)
 
 

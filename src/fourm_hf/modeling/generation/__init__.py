@@ -36,7 +36,8 @@ Layout: ``schedules`` (planning), ``sampling`` (logits -> ids), ``state`` (the b
 ``packing`` (state -> encoder inputs), ``guidance`` (passes and their combination),
 ``image_decoding`` (MaskGIT, ROAR), ``sequence_decoding`` (autoregressive), ``sampler`` (:func:`generate`),
 ``planning`` (:func:`build_generation_schedule`, :func:`build_preset_schedule`), ``presets`` (the reference
-demo's decoding recipes and the package's own defaults, ``DEFAULT_DECODING``).
+demo's decoding recipes and the package's own defaults, ``DEFAULT_DECODING``),
+``options`` (the one place call options are checked: type, finiteness, range).
 """
 
 from .guidance import combine_guidance, guidance_views

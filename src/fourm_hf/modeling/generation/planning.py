@@ -7,6 +7,17 @@ from collections.abc import Sequence
 
 from ...configuration_fourm import FourMConfig
 from .presets import DEFAULT_DECODING, get_preset, preset_recipe
+from .options import (
+    check_bool,
+    check_guidance_scale,
+    check_guidance_weight,
+    check_int,
+    check_number,
+    check_steps,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+)
 from .schedules import (
     ENCODER_ORDERS,
     TOKEN_SCHEDULES,
@@ -41,7 +52,7 @@ def _normalise_guidance(guidance) -> tuple[tuple[tuple[str, ...], ...], tuple[fl
         if not names:
             raise ValueError("guidance: a condition set must name at least one modality.")
         conditions.append(names)
-        weights.append(float(weight))
+        weights.append(check_guidance_weight(weight, f"guidance weight of {names}"))
     return tuple(conditions), tuple(weights)
 
 
@@ -133,7 +144,9 @@ def build_generation_schedule(
     guidance_conditions, guidance_weights = _normalise_guidance(guidance)
     for names in guidance_conditions:
         _check_condition_set(config, names, cond_domains, target_domains)
-    if guidance_conditions and any(float(s) != 1.0 for s in _per_target(cfg_scales, "cfg_scales", target_domains)):
+    scale_column = [check_guidance_scale(s, "cfg_scales") for s in _per_target(cfg_scales, "cfg_scales", target_domains)]
+    check_bool("cfg_grow_conditioning", cfg_grow_conditioning)
+    if guidance_conditions and any(s != 1.0 for s in scale_column):
         raise ValueError("Give either cfg_scales or multimodal guidance weights, not both.")
 
     columns = {
@@ -155,9 +168,8 @@ def build_generation_schedule(
         value = {field: column[index] for field, column in columns.items()}
         spec = config.modality(name)
         limit = spec.max_length if spec.is_sequence else config.num_positions(name)
-        num_tokens = limit if value["tokens_per_target"] is None else int(value["tokens_per_target"])
-        if not 1 <= num_tokens <= limit:
-            raise ValueError(f"tokens_per_target for {name!r} must lie in [1, {limit}], got {num_tokens}.")
+        num_tokens = limit if value["tokens_per_target"] is None else check_int(
+            f"tokens_per_target for {name!r}", value["tokens_per_target"], low=1, high=limit)
         scheme = value["autoregression_schemes"] or ("autoregressive" if spec.is_sequence else "maskgit")
         allowed = ("autoregressive",) if spec.is_sequence else ("maskgit", "roar")
         if scheme not in allowed:
@@ -166,26 +178,16 @@ def build_generation_schedule(
             num_steps = num_tokens
         else:
             num_steps = DEFAULT_DECODING["image"]["num_steps"] if value["decoding_steps"] is None else value["decoding_steps"]
-            if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-                raise ValueError(f"decoding_steps for {name!r} must be an integer >= 1, got {num_steps!r}.")
+            num_steps = check_steps(num_steps, f"decoding_steps for {name!r}")
             if value["token_decoding_schedules"] not in TOKEN_SCHEDULES:
                 raise ValueError(f"token decoding schedule for {name!r} must be one of {TOKEN_SCHEDULES}, "
                                  f"got {value['token_decoding_schedules']!r}.")
-        greedy_here = bool(value["greedy"])
-        temperature = float(value["temps"])
-        if not greedy_here and not temperature > 0:
-            raise ValueError(f"temperature for {name!r} must be > 0 (use greedy=True for argmax), got {temperature}.")
-        top_k_here, top_p_here = value["top_k"], float(value["top_p"])
-        if isinstance(top_k_here, float) and top_k_here == 0.0:
-            top_k_here = 0
-        valid_top_k = (isinstance(top_k_here, int) and not isinstance(top_k_here, bool) and top_k_here >= 0) or (
-            isinstance(top_k_here, float) and 0.0 < top_k_here < 1.0)
-        if not valid_top_k:
-            raise ValueError(f"top_k for {name!r} must be an integer >= 0 (0 = off) or a fraction of the vocabulary "
-                             f"in (0, 1), got {top_k_here!r}.")
-        if not 0.0 <= top_p_here <= 1.0:
-            raise ValueError(f"top_p for {name!r} must lie in [0, 1] (0 or 1 = off), got {top_p_here}.")
-        scale = float(value["cfg_scales"])
+        greedy_here = check_bool(f"greedy for {name!r}", value["greedy"])
+        temperature = (check_number(f"temperature for {name!r}", value["temps"]) if greedy_here
+                       else check_temperature(value["temps"], f"temperature for {name!r}"))
+        top_k_here = check_top_k(value["top_k"], f"top_k for {name!r}")
+        top_p_here = check_top_p(value["top_p"], f"top_p for {name!r}")
+        scale = scale_column[index]
         scales = guidance_scale_schedule(scale, num_steps, value["cfg_schedules"])
         if guidance_conditions:
             conditions, weights = guidance_conditions, (guidance_weights,) * num_steps

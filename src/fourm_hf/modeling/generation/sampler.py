@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .image_decoding import decode_image_target
+from .options import check_generate_options
 from .sampling import Randomness
 from .schedules import GenerationSchedule
 from .sequence_decoding import decode_sequence_target
@@ -76,15 +77,13 @@ def generate(
         shorter rows are padded with ``[PAD]``), and the ``{modality: (B, N) bool}`` known masks when
         ``return_known``, then the token probabilities when ``return_token_probs`` (a tuple when either is asked).
     """
+    check_generate_options(generator=generator, seed=seed, naive=naive, batch_guidance=batch_guidance, progress=progress,
+                           return_known=return_known, num_sentinels=num_sentinels, batch_size=batch_size)
     device = model_device(model)
     state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device, variant_tokens)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
     if generator is None:  # fresh entropy, never the global RNG
         generator = torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-    randomness = Randomness(generator, seed)
+    randomness = Randomness(generator, None if seed is None else int(seed))
     state.num_sentinels = int(num_sentinels)
     state.token_probs = {} if return_token_probs else None
     total_steps = sum(plan.num_steps for plan in schedule.targets)
