@@ -327,7 +327,6 @@ def _bad_calls(scenes):
         "target is input": (lambda p: p(image, target_modalities=["rgb"]), "both an input and a target"),
         "two-channel array": (lambda p: p(np.zeros((8, 8, 2), np.uint8)), "expected (H, W, 3)"),
         "empty array": (lambda p: p(np.zeros((0, 0, 3), np.uint8)), "H, W >= 1"),
-        "wrong image mode": (lambda p: p(Image.new("I;16", (8, 8))), "not a colour image"),
         "empty prompt": (lambda p: p(text="  ", target_modalities=["rgb"]), "prompt is empty"),
         "guidance not given": (lambda p: p({"rgb": image, "semseg": scene["semseg"]}, target_modalities=["depth"],
                                            guidance={"caption": -1.0}), "not among the given inputs"),
