@@ -42,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
 from ..output_paths import check_output_dir, clean_stale_staging
+from ..processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
+from .masking import with_sample_index
 from .shards import quiet_datasets, shard_name
 
 CORPUS_INFO_FILE = "corpus_info.json"
@@ -337,8 +338,6 @@ def load_corpus(path, streaming: bool = False, rank: int | None = None, world_si
     if not streaming:
         corpus = load_from_disk(str(path))
         if add_sample_index:
-            from .masking import with_sample_index
-
             corpus = with_sample_index(corpus)
         if world_size is not None:
             corpus = split_dataset_by_node(corpus, rank=rank, world_size=world_size)
