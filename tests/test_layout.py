@@ -87,6 +87,15 @@ def _resolve(name: str, modules) -> str | None:
     return None
 
 
+def statement_targets(node: ast.AST, module: str, modules: dict[str, Path]) -> set[str]:
+    """The fourm_hf modules one import statement of ``module`` imports."""
+    names = _imported_names(node, module, modules[module].name == "__init__.py")
+    targets = {_resolve(name, modules) for name in names} - {None, module}
+    if isinstance(node, ast.ImportFrom) and len(targets) > 1:  # `from .pkg import sub`: the submodule
+        targets.discard(_resolve(names[-1], modules))
+    return targets
+
+
 def import_graph() -> dict[str, dict[str, int]]:
     """``{module: {imported module: line}}`` over every import statement, module level or not."""
     modules = module_files()
@@ -95,14 +104,9 @@ def import_graph() -> dict[str, dict[str, int]]:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         edges = {}
         for node in ast.walk(tree):
-            if not isinstance(node, (ast.Import, ast.ImportFrom)):
-                continue
-            names = _imported_names(node, module, path.name == "__init__.py")
-            targets = {_resolve(name, modules) for name in names} - {None, module}
-            if isinstance(node, ast.ImportFrom) and len(targets) > 1:  # `from .pkg import sub`: the submodule
-                targets.discard(_resolve(names[-1], modules))
-            for target in targets:
-                edges.setdefault(target, node.lineno)
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for target in statement_targets(node, module, modules):
+                    edges.setdefault(target, node.lineno)
         graph[module] = edges
     return graph
 
@@ -223,20 +227,16 @@ def test_runtime_upward_calls_are_the_listed_ones():
         ("def f():\n    from ..hub import write_model_card\n", "fourm_hf.ml4m.conversion", {"fourm_hf.hub"}),
         ("import fourm_hf.data.corpus\n", "fourm_hf.app.demo", {"fourm_hf.data.corpus"}),
         ("from .scenes import render_scene\n", "fourm_hf.data.corpus", {"fourm_hf.data.scenes"}),
+        ("import fourm_hf  # the facade\n", "fourm_hf.app.demo", {"fourm_hf"}),
+        ("from .. import save_grid\n", "fourm_hf.app.demo", {"fourm_hf"}),
         ("import numpy\n", "fourm_hf.data.corpus", set()),
     ],
 )
 def test_import_statements_resolve_to_modules(source, module, expected):
-    modules = module_files()
     node = ast.parse(source).body[-1]
     if isinstance(node, ast.FunctionDef):
         node = node.body[0]
-    is_package = modules[module].name == "__init__.py"
-    names = _imported_names(node, module, is_package)
-    targets = {_resolve(name, modules) for name in names} - {None, module}
-    if isinstance(node, ast.ImportFrom) and len(targets) > 1:
-        targets.discard(_resolve(names[-1], modules))
-    assert targets == expected
+    assert statement_targets(node, module, module_files()) == expected
 
 
 def test_cycle_finder_and_layers_catch_what_they_should():

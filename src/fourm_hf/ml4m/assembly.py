@@ -282,7 +282,7 @@ def build_processor(config, tokenizer_folders: Mapping[str, Path], text_tokenize
                           max_text_length=max_text_length)
 
 
-# ---- the command ----------------------------------------------------------------------------------------
+# ---- the whole folder -----------------------------------------------------------------------------------
 def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=None, num_diffusion_steps: int = 25,
                   allow_missing_tokenizers: bool = False, feature_models: Sequence[str] = ()) -> dict:
     """Check and write ``out`` (module docstring). Returns ``{"tokenizers": {modality: folder},
