@@ -3,8 +3,8 @@
 Each cuts its items into shards (:func:`shard_bounds`) and writes them as datasets saved atomically
 under ``<out>.shards/`` (:func:`start_sharded_run`), named by :func:`shard_name`; a rerun writes only
 the :func:`unwritten_shards` (removing what a killed run left half-written), and only with the
-parameters of the run that started the folder. Its
-own progress bar counts items: :func:`quiet_datasets` hides the per-save bars of ``datasets`` meanwhile.
+parameters of the run that started the folder. Its own progress bar counts items:
+:func:`quiet_datasets` hides the per-save bars of ``datasets`` meanwhile.
 :func:`load_dataset_split` reads such a dataset back (or one split of a saved ``DatasetDict``).
 """
 
