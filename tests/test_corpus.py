@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from datasets import Array3D, IterableDataset, List, Value, load_from_disk
+from datasets import Array3D, Dataset, DatasetDict, IterableDataset, List, Value, load_from_disk
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf.cli import main as cli_main
@@ -11,6 +11,7 @@ from fourm_hf.configuration_fourm import FourMConfig
 from fourm_hf.data.corpus import build_corpus, corpus_features, crop_generator, load_corpus
 from fourm_hf.data.masking import FourMMaskingCollator
 from fourm_hf.data.scenes import SCENE_CLASSES, make_scene_dataset
+from fourm_hf.data.shards import load_dataset_split, shard_bounds, shard_name, start_sharded_run, unwritten_shards
 from fourm_hf.modalities import get_modality
 from fourm_hf.processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD, FourMImageProcessor
 from fourm_hf.processing.processing_fourm import FourMProcessor
@@ -198,3 +199,28 @@ def test_bad_arguments(workdir, scenes, processor):
         load_corpus(workdir / "scenes")
     with pytest.raises(ValueError, match="rank must be in"):
         load_corpus(workdir / "corpus", rank=3, world_size=3)
+
+
+def test_shard_helpers_cut_resume_and_refuse_other_parameters(tmp_path):
+    """What make-scenes, build-corpus and pseudo-label share: bounds, the shards folder, what is left to write."""
+    assert shard_bounds(5, 2) == [(0, 0, 2), (1, 2, 4), (2, 4, 5)]
+    assert shard_bounds(4, 4) == [(0, 0, 4)]
+    out = tmp_path / "out"
+    shards_dir = start_sharded_run(out, {"size": 32, "crop": ("a", 1)}, "run.json", "build-corpus")
+    assert shards_dir == tmp_path / "out.shards" and (shards_dir / "run.json").is_file()
+    assert start_sharded_run(out, {"size": 32, "crop": ["a", 1]}, "run.json", "build-corpus") == shards_dir
+    with pytest.raises(ValueError, match=r"build-corpus: .* unfinished run with different \['size'\]"):
+        start_sharded_run(out, {"size": 64, "crop": ["a", 1]}, "run.json", "build-corpus")
+    bounds = shard_bounds(5, 2)
+    (shards_dir / shard_name(1, 3)).mkdir()
+    assert unwritten_shards(shards_dir, bounds, 3) == [(0, 0, 2), (2, 4, 5)]
+
+
+def test_load_dataset_split_reads_a_dataset_or_one_split(tmp_path):
+    Dataset.from_dict({"x": [1, 2]}).save_to_disk(str(tmp_path / "plain"))
+    DatasetDict({"train": Dataset.from_dict({"x": [3]})}).save_to_disk(str(tmp_path / "dict"))
+    assert load_dataset_split(tmp_path / "plain", "ignored")["x"] == [1, 2]
+    assert load_dataset_split(tmp_path / "dict", "train")["x"] == [3]
+    with pytest.raises(ValueError, match=r"--data .*dict: no split 'test'; splits are \['train'\]"):
+        load_dataset_split(tmp_path / "dict", "test", option="--data")
+

@@ -307,14 +307,13 @@ def test_caption_to_rgb_counts_prompts_whose_objects_come_back():
 
 
 def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes, monkeypatch, capsys):
-    import transformers
-
-    from fourm_hf.cli import main
-
     import shutil
 
+    from fourm_hf.cli import main
+    from fourm_hf.evaluation import predictors
+
     built = []
-    monkeypatch.setattr(transformers, "pipeline",
+    monkeypatch.setattr(predictors, "pipeline",
                         lambda task, model, **kwargs: built.append((task, model, kwargs)) or StandInPipeline())
     model_only = tmp_path / "specialist"  # a `fourm-hf train` output: the model without its processor
     model_only.mkdir()

@@ -302,7 +302,9 @@ def test_bad_card_inputs_are_refused(server, tmp_path, model):
 
 
 def test_remote_code_closure_lists_imported_modules_first():
-    closure = hub.remote_code_closure("modeling/modeling_fourm.py")
+    from fourm_hf.remote_code import remote_code_closure
+
+    closure = remote_code_closure("modeling/modeling_fourm.py")
     assert closure[-1] == "modeling/modeling_fourm.py"
     assert closure.index("modeling/layers.py") < closure.index("modeling/modeling_fourm.py")
     assert {"configuration_fourm.py", "modalities.py", "remote_code.py"} <= set(closure)
@@ -312,9 +314,9 @@ def test_remote_code_closure_lists_imported_modules_first():
 def test_remote_code_closure_follows_subpackages_and_flattens_them():
     """The pipeline imports a subpackage (``from ..modeling.generation import``): its ``__init__.py`` comes
     after its modules and is written flat as ``generation.py``, which the flattened import reads."""
-    from fourm_hf.remote_code import flat_name
+    from fourm_hf.remote_code import flat_name, remote_code_closure
 
-    closure = hub.remote_code_closure("pipelines/any_to_any.py")
+    closure = remote_code_closure("pipelines/any_to_any.py")
     packages = [path for path in closure if path.endswith("/__init__.py")]
     assert packages, "expected the pipeline to import at least one subpackage"
     for package in packages:

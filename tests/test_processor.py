@@ -325,12 +325,15 @@ def test_from_pretrained_takes_components_and_component_options(processor, scene
         FourMProcessor.from_pretrained(tmp_path / "vqvae" / "tok_rgb")
 
 
-def test_remote_code_modules_are_the_import_closure():
-    from fourm_hf import hub
-    from fourm_hf.processing import processing_fourm
+def test_saved_code_is_the_import_closure(processor, tmp_path):
+    """save_pretrained writes the processor's module and every package module it imports, no more."""
+    from fourm_hf.remote_code import flat_name, remote_code_closure
 
-    closure = hub.remote_code_closure("processing/processing_fourm.py")
-    assert sorted(closure) == sorted(processing_fourm.REMOTE_CODE_MODULES)
+    processor.save_pretrained(tmp_path)
+    closure = remote_code_closure("processing/processing_fourm.py")
+    assert closure[-1] == "processing/processing_fourm.py"
+    assert {"text/tokenization_fourm.py", "tokenizers/vqvae.py", "processing/image_processing_fourm.py"} <= set(closure)
+    assert sorted(path.name for path in tmp_path.glob("*.py")) == sorted(flat_name(module) for module in closure)
 
 
 def _run_in_fresh_process(folder, tokens_file, remote: bool):

@@ -21,6 +21,9 @@ go through it, and so does the command::
 
     fourm-hf push-to-hub --checkpoint DIR --repo-id user/my-4m [--private] [--card-metrics eval.json]
 
+:func:`assemble_checkpoint` (``fourm-hf assemble-checkpoint``) writes such a folder from a trained model
+folder and a processor folder, with the card.
+
 The Hub endpoint and token are huggingface_hub's (``HF_ENDPOINT``, ``HF_TOKEN`` / ``hf auth login``).
 """
 
@@ -29,7 +32,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -37,8 +39,10 @@ from pathlib import Path
 
 import yaml
 
-from .remote_code import PACKAGE_ROOT, write_remote_code
+from .modeling.modeling_fourm import FourMModel
 from .output_paths import check_output_dir, staging_dir
+from .processing.processing_fourm import FourMProcessor
+from .remote_code import PACKAGE_ROOT, remote_code_closure, write_remote_code
 from .upload_selection import upload_files
 
 CARD_NAME = "README.md"
@@ -54,8 +58,6 @@ DEFAULT_TAGS = ("fourm", "4m", "multimodal", "any-to-any", "custom_code")
 PAPER_URL = "https://arxiv.org/abs/2312.06647"
 # Arguments of model_card a caller may give (the rest are read from the checkpoint folder).
 CARD_OPTIONS = {"license", "datasets", "training_data", "metrics", "evaluation", "base_model", "tags", "title"}
-
-_RELATIVE_IMPORT = re.compile(r"^\s*from (\.+)((?:\w+\.)*\w+) import ", re.MULTILINE)
 
 
 # ------------------------------------------------------------------------------------ the model card
@@ -322,32 +324,6 @@ def add_custom_pipeline(folder: str | os.PathLike) -> dict | None:
     return entry
 
 
-def remote_code_closure(module: str) -> tuple[str, ...]:
-    """``module`` (a path relative to the package) and every package module it imports relatively, in
-    dependency order (imported modules first). A subpackage import (``from ..modeling.generation import``)
-    brings its ``__init__.py`` and, through it, its modules."""
-    order: list[str] = []
-
-    def visit(path: str, stack: tuple[str, ...]) -> None:
-        if path in order or path in stack:
-            return
-        source = (PACKAGE_ROOT / path).read_text(encoding="utf-8")
-        package = Path(path).parent
-        for dots, dotted in _RELATIVE_IMPORT.findall(source):
-            base = package
-            for _ in range(len(dots) - 1):
-                base = base.parent
-            target = base / Path(*dotted.split("."))
-            for candidate in (target.with_suffix(".py"), target / "__init__.py"):  # a module or a subpackage
-                if (PACKAGE_ROOT / candidate).is_file():
-                    visit(candidate.as_posix(), stack + (path,))
-                    break
-        order.append(path)
-
-    visit(module, ())
-    return tuple(order)
-
-
 def prepare_checkpoint_folder(folder: str | os.PathLike, repo_id: str | None = None, *, card: bool = True,
                               **card_options) -> set[str]:
     """Add the model card (unless ``card`` is False or the folder has its own README.md), the flat code
@@ -538,9 +514,6 @@ def assemble_checkpoint(model, processor, out, evaluation=None, training_data: s
             ``trust_remote_code`` users without the package). False for a checkpoint that ships
             inside the package: its loaders have the package.
     """
-    from .modeling.modeling_fourm import FourMModel  # modeling imports this module lazily (push_to_hub)
-    from .processing.processing_fourm import FourMProcessor
-
     for field, folder, name in (("--model", model, "config.json"), ("--processor", processor, "processor_config.json")):
         if not (Path(folder) / name).is_file():
             raise ValueError(f"{field} {folder}: no {name}; expected a folder written by save_pretrained")

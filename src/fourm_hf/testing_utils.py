@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 
 from .configuration_fourm import FourMConfig
+from .data.masking.layout import check_trainable_layout
+from .data.scenes import SCENE_CLASSES
+from .modalities import get_modality
+from .tokenizers.vqvae import FourMVQVAE, FourMVQVAEConfig
 
 
 def _split_budget(budget: int, capacities: list[int], generator: torch.Generator) -> list[int]:
@@ -30,8 +34,6 @@ def random_packed_batch(
     order. With ``full=False`` every sample leaves a few random padding slots at the end. The
     config must have the 4M-7 layout (``data.masking.layout.check_trainable_layout``).
     """
-    from .data.masking.layout import check_trainable_layout
-
     check_trainable_layout(config, "random_packed_batch")  # one grid, one (3, S, S) pixel_values input
     generator = torch.Generator().manual_seed(seed)
     input_budget = input_budget or config.input_budget
@@ -94,8 +96,6 @@ def _fill_targets(config, batch, row, budget, taken, generator) -> None:
 
 def tiny_config(**overrides) -> FourMConfig:
     """A 4M-7 config small enough for unit tests: 32 px images, 4x4 grid, small vocabularies."""
-    from .modalities import get_modality
-
     vocab = {"tok_rgb": 64, "tok_depth": 32, "tok_normal": 32, "tok_semseg": 16, "tok_clip": 32, "caption": 96, "det": 96}
     specs = {name: get_modality(name).replace(vocab_size=size, **({"max_length": 24} if name in ("caption", "det") else {})).to_dict()
              for name, size in vocab.items()}
@@ -111,9 +111,6 @@ def tiny_vqvae(kind: str, image_size: int = 32, patch_size: int = 8, seed: int =
 
     Semantic segmentation uses the scene corpus's class count.
     """
-    from .data.scenes import SCENE_CLASSES
-    from .tokenizers.vqvae import FourMVQVAE, FourMVQVAEConfig
-
     options = dict(input_kind=kind, image_size=image_size, patch_size=patch_size, vocab_size=vocab_size,
                    base_channels=8, max_channels=16)
     if kind == "semseg":

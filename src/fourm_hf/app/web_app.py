@@ -24,6 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..data.photos import load_photos
+from ..evaluation.heldout import heldout_scenes
 from .web_session import BOX_COLUMNS, MIN_IMAGE_SIDE, DecodingSettings, WebDemoSession, shown_panels
 
 INSTALL_HINT = 'the web demo needs Gradio: pip install -e ".[web]" (or pip install "gradio>=5,<7")'
@@ -50,9 +52,6 @@ def import_gradio():
 def write_examples(folder, image_size: int) -> dict:
     """Example inputs as PNG files in ``folder``: held-out scenes (never trained on) at the model's size,
     the scikit-image photographs and the scenes' true captions. Returns ``{"images": [...], "captions": [...]}``."""
-    from ..data.photos import load_photos
-    from ..evaluation.heldout import heldout_scenes
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     images, captions = [], []

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from transformers import pipeline
 
+from ..checkpoints import bundled_checkpoint
+from ..data.scenes import SCENE_CLASSES
 from ..processing.image_reading import UnreadableImageError, normalise_pixels, open_image, pil_to_rgb
 from ..processing.visualization import centre_square, draw_boxes, semseg_palette
 
@@ -79,11 +82,6 @@ class WebDemoSession:
     """
 
     def __init__(self, checkpoint=None):
-        import fourm_hf  # noqa: F401  (registers the 4M any-to-any pipeline)
-        from transformers import pipeline
-
-        from ..checkpoints import bundled_checkpoint
-
         self.checkpoint = bundled_checkpoint() if checkpoint is None else str(checkpoint)
         if os.path.isdir(self.checkpoint) and not os.path.isfile(os.path.join(self.checkpoint, "config.json")):
             raise ValueError(f"checkpoint {self.checkpoint}: no config.json; expected a folder with a FourM model and "
@@ -192,8 +190,6 @@ def upscale(image: Image.Image, size: int = VIEW_SIZE) -> Image.Image:
 
 def semseg_class_names(num_classes: int) -> list[str]:
     """Names of the segmentation classes: the rendered scenes' classes when the count matches, else ``class k``."""
-    from ..data.scenes import SCENE_CLASSES
-
     if num_classes == len(SCENE_CLASSES):
         return list(SCENE_CLASSES)
     return [f"class {index}" for index in range(num_classes)]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datasets import DatasetDict, load_from_disk
-
 from ..checkpoints import bundled_checkpoint
 from ..data.corpus import CROP_MODES, build_corpus
+from ..data.shards import load_dataset_split
 from ..processing.processing_fourm import FourMProcessor
 
 BUNDLED_PROCESSOR = "bundled"
@@ -30,11 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    dataset = load_from_disk(args.dataset)
-    if isinstance(dataset, DatasetDict):
-        if args.split not in dataset:
-            raise ValueError(f"--dataset {args.dataset}: no split {args.split!r}; splits are {sorted(dataset)}")
-        dataset = dataset[args.split]
+    dataset = load_dataset_split(args.dataset, args.split)
     folder = args.processor
     if folder == BUNDLED_PROCESSOR and not Path(folder).is_dir():
         folder = bundled_checkpoint()

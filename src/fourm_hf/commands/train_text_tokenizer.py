@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from datasets import DatasetDict, load_from_disk
 from tqdm.auto import tqdm
 
+from ..data.shards import load_dataset_split
 from ..text.text_layout import DEFAULT_COORD_BINS, DEFAULT_NUM_SENTINELS, normalize_class_name
 from ..text.tokenization_fourm import save_atomically, train_text_tokenizer
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    dataset = _load_dataset(args.dataset, args.split)
+    dataset = load_dataset_split(args.dataset, args.split)
     columns = [_resolve_column(dataset, column.strip()) for column in args.columns.split(",") if column.strip()]
     if not columns:
         raise ValueError("--columns names no column")
@@ -59,15 +59,6 @@ def main(args: argparse.Namespace) -> int:
         f"{len(tokenizer) - tokenizer.first_wordpiece_id} WordPieces)"
     )
     return 0
-
-
-def _load_dataset(path: str, split: str):
-    dataset = load_from_disk(path)
-    if isinstance(dataset, DatasetDict):
-        if split not in dataset:
-            raise ValueError(f"--dataset {path}: no split {split!r}; splits are {sorted(dataset)}")
-        dataset = dataset[split]
-    return dataset
 
 
 def _resolve_column(dataset, column: str) -> str:

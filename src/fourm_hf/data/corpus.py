@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
 from ..output_paths import check_output_dir, clean_stale_staging
-from .shards import quiet_datasets, shard_name
+from ..processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
+from .masking import with_sample_index
+from .shards import quiet_datasets, shard_bounds, shard_name, start_sharded_run, unwritten_shards
 
 CORPUS_INFO_FILE = "corpus_info.json"
 PARAMS_FILE = "build_corpus.json"
@@ -247,18 +248,12 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
         if any(out_dir.iterdir()):
             raise ValueError(f"build-corpus: --out {out_dir} exists and is not a corpus; choose an empty or new directory")
 
-    shards_dir = out_dir.parent / f"{out_dir.name}.shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
     run_params = {**params, "shard_size": int(shard_size), "batch_size": int(batch_size)}
-    _check_params(shards_dir / PARAMS_FILE, run_params, "an unfinished run")
-    (shards_dir / PARAMS_FILE).write_text(json.dumps(run_params))
-
+    shards_dir = start_sharded_run(out_dir, run_params, PARAMS_FILE, "build-corpus")
     total = len(dataset)
-    num_shards = (total + shard_size - 1) // shard_size
-    bounds = [(k, k * shard_size, min(total, (k + 1) * shard_size)) for k in range(num_shards)]
-    for k in range(num_shards):  # shards a killed run was writing
-        clean_stale_staging(shards_dir / shard_name(k, num_shards))
-    todo = [b for b in bounds if not (shards_dir / shard_name(b[0], num_shards)).is_dir()]
+    bounds = shard_bounds(total, shard_size)
+    num_shards = len(bounds)
+    todo = unwritten_shards(shards_dir, bounds, num_shards)
     done = total - sum(stop - start for _, start, stop in todo)
     if _stop_after_shards is not None:
         todo = todo[:_stop_after_shards]
@@ -337,8 +332,6 @@ def load_corpus(path, streaming: bool = False, rank: int | None = None, world_si
     if not streaming:
         corpus = load_from_disk(str(path))
         if add_sample_index:
-            from .masking import with_sample_index
-
             corpus = with_sample_index(corpus)
         if world_size is not None:
             corpus = split_dataset_by_node(corpus, rank=rank, world_size=world_size)

@@ -30,9 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
+from transformers import pipeline
 
 from ..data.scenes import SCENE_CLASSES
 from ..modalities import token_modality
+from ..processing.image_processing_fourm import FourMImageProcessor
+from .heldout import check_not_heldout
 
 TARGETS = ("depth", "normal", "semseg", "det", "caption")
 """Targets scored from RGB, in table order."""
@@ -98,9 +101,6 @@ class PipelinePredictor:
         self.batch_size = int(batch_size)
         self.generate_kwargs = dict(generate_kwargs or {})
         if isinstance(checkpoint, (str, Path)):
-            import fourm_hf  # noqa: F401  (registers the any-to-any pipeline for 4M)
-            from transformers import pipeline
-
             options = {} if device is None else {"device": device}
             if processor is not None:
                 options["processor"] = processor
@@ -276,8 +276,6 @@ class TrainStatistics:
         centre-cropped and resized to ``size`` x ``size`` the way the model's image processor does."""
         import datasets
 
-        from ..processing.image_processing_fourm import FourMImageProcessor
-        from .heldout import check_not_heldout
 
         check_not_heldout(dataset_dir)
         dataset = datasets.load_from_disk(str(dataset_dir))

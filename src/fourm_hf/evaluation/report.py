@@ -21,6 +21,9 @@ import datetime
 import os
 from pathlib import Path
 
+from ..configuration_fourm import FourMConfig
+from ..processing.processing_fourm import FourMProcessor
+from .caption_to_rgb import caption_to_rgb_check
 from .heldout import HELDOUT_DATASET_SEED, TRAIN_STATS_DATASET_SEED, heldout_scenes, render_scene_set
 from .predictors import TARGET_MODALITIES, TARGETS, PipelinePredictor, TokenizerCeiling, TrainStatistics, TrivialBaseline, check_targets
 from .scoring import evaluate_predictor, markdown_table
@@ -33,8 +36,6 @@ def check_checkpoint(folder, targets, what: str = "--checkpoint", processor=None
     """Raise ``ValueError`` unless ``folder`` holds a FourM model that generates ``targets`` and a
     FourMProcessor is found: in ``folder`` itself, else ``processor`` (a folder). Returns the processor
     folder to pass to the pipeline (``None``: the checkpoint's own)."""
-    from ..configuration_fourm import FourMConfig
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{what} {folder}: not a directory")
@@ -110,8 +111,6 @@ def run_evaluation(
     ``processor``: a FourMProcessor folder for checkpoints that hold only the model (e.g. ``fourm-hf
     train`` outputs); a checkpoint with its own processor uses that one.
     """
-    from ..processing.processing_fourm import FourMProcessor
-
     targets = check_targets(targets)
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
         raise ValueError(f"--num-scenes must be an int >= 1, got {num_scenes!r}")
@@ -129,8 +128,6 @@ def run_evaluation(
     processor_folder = check_checkpoint(checkpoint, targets, processor=processor)
     if caption_prompts:
         check_checkpoint(checkpoint, ["caption"], processor=processor)
-        from ..configuration_fourm import FourMConfig
-
         if "tok_rgb" not in FourMConfig.from_pretrained(str(checkpoint)).output_modalities:
             raise ValueError(f"--checkpoint {checkpoint}: the model does not generate tok_rgb; pass --caption-prompts 0")
     specialist_processors = {target: check_checkpoint(folder, [target], what=f"--specialist {target}=", processor=processor)
@@ -165,8 +162,6 @@ def run_evaluation(
 
     caption_to_rgb = None
     if caption_prompts:
-        from .caption_to_rgb import caption_to_rgb_check
-
         prompts, too_long = caption_prompts_that_fit(scenes, caption_prompts, checkpoint, model_processor)
         caption_to_rgb = caption_to_rgb_check(model.pipe, prompts, seed=seed, batch_size=batch_size)
         caption_to_rgb["skipped_too_long"] = too_long
@@ -194,8 +189,6 @@ def run_evaluation(
 def caption_prompts_that_fit(scenes: list[dict], count: int, checkpoint, processor) -> tuple[list[str], int]:
     """The first ``count`` held-out captions whose ids fit the model's caption ``max_length`` (longer
     ones cannot be a prompt), and how many were passed over to find them."""
-    from ..configuration_fourm import FourMConfig
-
     max_length = FourMConfig.from_pretrained(str(checkpoint)).modality("caption").max_length
     prompts, too_long = [], 0
     for scene in scenes:

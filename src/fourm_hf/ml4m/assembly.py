@@ -47,7 +47,18 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..hub import write_model_card
+from ..modalities import get_modality
+from ..modeling.modeling_fourm import FourMModel
 from ..output_paths import check_output_dir, staging_dir
+from ..pipelines.modality_names import ModalityNames
+from ..processing.image_processing_fourm import FourMImageProcessor
+from ..processing.processing_fourm import FourMProcessor
+from ..text.tokenization_fourm import FourMTextTokenizer
+from ..tokenizers.released import FourMTokenizerModel
+from ..tokenizers.released_layout import read_json_object
+from ..tokenizers.released_modalities import KINDS, VECTOR_KINDS, ReleasedModalityTokenizer, modality_kind
+from .conversion import load_reference_model, resolve_reference_files
 
 # The <modality> part of a released tokenizer repo name (EPFL-VILAB/4M_tokenizers_<modality>_<size>_<res>)
 # -> the model modality it tokenizes. The edge tokenizer (edge_8k_224-512) serves both tok_sam_edge and
@@ -125,8 +136,6 @@ def servable_modalities(config) -> list[str]:
 
 
 def _why_not_servable(config, name: str) -> str | None:
-    from ..tokenizers.released_modalities import KINDS, modality_kind
-
     spec = config.modality(name)
     if spec.kind != "image_tokens":
         reader = "the text tokenizer's ids" if spec.kind == "sequence" else "continuous values"
@@ -151,16 +160,12 @@ def check_modality_servable(config, name: str) -> None:
 
 
 def _registry_width(modality: str) -> int | None:
-    from ..modalities import get_modality
-
     return get_modality(modality).num_channels
 
 
 def check_tokenizer_fits(config, name: str, tokenizer) -> None:
     """``tokenizer`` (a ``ReleasedModalityTokenizer``) must have the vocabulary and the ids per sample of the
     model's ``name`` (its own grid, ``config.num_positions(name)``, not the model's main grid)."""
-    from ..tokenizers.released_modalities import VECTOR_KINDS
-
     where = f"tokenizer for {name!r}"
     is_vector, learned = tokenizer.config.input_kind in VECTOR_KINDS, config.modality(name).learned_positions
     if is_vector and not learned:
@@ -225,10 +230,6 @@ def check_outputs_covered(config, tokenized: Sequence[str], allow_missing: bool)
 # ---- loading --------------------------------------------------------------------------------------------
 def load_trunk(model: str | os.PathLike, config: str | os.PathLike | None = None):
     """A converted folder (``model_type`` "fourm") or a reference checkpoint, converted in memory."""
-    from .conversion import load_reference_model, resolve_reference_files
-    from ..modeling.modeling_fourm import FourMModel
-    from ..tokenizers.released_layout import read_json_object
-
     path = Path(model)
     config_file = path / "config.json"
     if path.is_dir() and config_file.is_file() and read_json_object(str(config_file)).get("model_type") == "fourm":
@@ -241,8 +242,6 @@ def load_trunk(model: str | os.PathLike, config: str | os.PathLike | None = None
 
 def load_text_tokenizer(source: str | os.PathLike):
     """The reference ``tokenizers`` JSON file, or a saved ``FourMTextTokenizer`` folder."""
-    from ..text.tokenization_fourm import FourMTextTokenizer
-
     path = Path(source)
     if path.is_file():
         return FourMTextTokenizer(tokenizer_file=str(path))
@@ -255,11 +254,6 @@ def load_text_tokenizer(source: str | os.PathLike):
 def build_processor(config, tokenizer_folders: Mapping[str, Path], text_tokenizer, num_diffusion_steps: int = 25,
                     feature_models: Mapping[str, Path] | None = None):
     """A ``FourMProcessor`` at the model's resolution holding the released tokenizers (checked)."""
-    from ..processing.image_processing_fourm import FourMImageProcessor
-    from ..processing.processing_fourm import FourMProcessor
-    from ..tokenizers.released import FourMTokenizerModel
-    from ..tokenizers.released_modalities import ReleasedModalityTokenizer
-
     feature_models = dict(feature_models or {})
     unused = sorted(set(feature_models) - set(tokenizer_folders))
     if unused:
@@ -288,15 +282,12 @@ def build_processor(config, tokenizer_folders: Mapping[str, Path], text_tokenize
                           max_text_length=max_text_length)
 
 
-# ---- the command ----------------------------------------------------------------------------------------
+# ---- the whole folder -----------------------------------------------------------------------------------
 def assemble_ml4m(model, tokenizers: Sequence[str], text_tokenizer, out, config=None, num_diffusion_steps: int = 25,
                   allow_missing_tokenizers: bool = False, feature_models: Sequence[str] = ()) -> dict:
     """Check and write ``out`` (module docstring). Returns ``{"tokenizers": {modality: folder},
     "undecodable": {output: why it cannot be decoded}, "targets": [pipeline targets], "output_only": [feature
     modalities decoded but not computed from the image, for want of a --feature-model]}``."""
-    from ..hub import write_model_card
-    from ..pipelines.modality_names import ModalityNames
-
     out = check_output_dir(out, "assemble-ml4m: --out")
     if out.exists():
         raise ValueError(f"--out {out} already exists; choose a new folder.")

@@ -19,7 +19,8 @@ read from the weights' shapes. Converting:
 The model is built on the meta device and each tensor is read from the file (``safe_open``),
 converted and put in place one at a time, so memory holds one copy of the weights.
 
-Command line: ``fourm-hf convert-ml4m --checkpoint DIR_OR_FILE [--config X.json] --output DIR`` or
+Command line (``fourm_hf.commands.convert_ml4m``):
+``fourm-hf convert-ml4m --checkpoint DIR_OR_FILE [--config X.json] --output DIR`` or
 ``fourm-hf convert-ml4m --repo-id EPFL-VILAB/4M-21_XL --output DIR``.
 """
 

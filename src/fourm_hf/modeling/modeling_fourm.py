@@ -27,7 +27,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..configuration_fourm import FourMConfig
-from ..remote_code import write_remote_code
+from ..remote_code import write_class_code
 from .checkpoint_loading import check_complete_load, unreadable_weights_file
 from .embeddings import FourMDecoderEmbeddings, FourMEncoderEmbeddings, ModalityEmbedding, position_table
 from .layers import DecoderBlock, EncoderBlock, KVCache, layer_norm, mask_to_bias, run_encoder_blocks
@@ -119,7 +119,7 @@ class FourMPreTrainedModel(PreTrainedModel):
         """``PreTrainedModel.save_pretrained`` plus the flat model code ``auto_map`` points at."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            write_remote_code(save_directory)
+            write_class_code(save_directory, type(self))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

@@ -29,7 +29,6 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput, DepthEstimatorOutput, ImageClassifierOutput, SemanticSegmenterOutput
 
 from ..configuration_fourm import FourMConfig
-from ..remote_code import write_remote_code
 from .embeddings import PatchEncoderEmbedding, patchify
 from .layers import EncoderBlock, layer_norm, run_encoder_blocks
 from .modeling_fourm import FourMPreTrainedModel, resolve_output_flags, with_encoder_decoder
@@ -127,12 +126,6 @@ class FourMHeadPreTrainedModel(FourMPreTrainedModel):
         super().__init__(config)
         if self.auto_class_name is not None:
             config.auto_map = {**(config.auto_map or {}), self.auto_class_name: f"{HEADS_MODULE_NAME}.{type(self).__name__}"}
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``FourMPreTrainedModel.save_pretrained`` plus this file for ``trust_remote_code``."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            write_remote_code(save_directory, ("modeling/modeling_fourm_heads.py",))
 
     def forward(
         self,

@@ -71,6 +71,15 @@ def _check_same_shape(reference_name: str, reference: torch.Tensor, others: dict
             )
 
 
+def _check_range(field: str, modality: str, values: torch.Tensor, limit: int, or_else: str = "") -> None:
+    """Every value of ``field`` for ``modality`` lies in [0, limit) (``or_else`` names an allowed exception)."""
+    if values.numel() and (values.min() < 0 or values.max() >= limit):
+        raise ValueError(
+            f"{field} for modality {modality!r} must lie in [0, {limit}){or_else}, got values in "
+            f"[{values.min().item()}, {values.max().item()}]."
+        )
+
+
 def _check_tokens(
     config: FourMConfig,
     side: str,
@@ -99,32 +108,17 @@ def _check_tokens(
         selected = valid & (modality_tensor == config.modality_id(name))
         if not selected.any():
             continue
-        modality_positions = positions_tensor[selected]
-        limit = config.num_positions(name)
-        if modality_positions.min() < 0 or modality_positions.max() >= limit:
-            raise ValueError(
-                f"{positions_name} for modality {name!r} must lie in [0, {limit}), got values in "
-                f"[{modality_positions.min().item()}, {modality_positions.max().item()}]."
-            )
+        _check_range(positions_name, name, positions_tensor[selected], config.num_positions(name))
         if ids_tensor is not None and not spec.is_continuous and (side == "encoder" or spec.is_sequence):
-            modality_ids_values = ids_tensor[selected]
-            if modality_ids_values.min() < 0 or modality_ids_values.max() >= spec.vocab_size:
-                raise ValueError(
-                    f"{ids_name} for modality {name!r} must lie in [0, {spec.vocab_size}), got values in "
-                    f"[{modality_ids_values.min().item()}, {modality_ids_values.max().item()}]."
-                )
+            _check_range(ids_name, name, ids_tensor[selected], spec.vocab_size)
 
 
 def _check_labels(config: FourMConfig, labels, decoder_modality_ids, valid) -> None:
     for name in config.output_modalities:
         selected = valid & (decoder_modality_ids == config.modality_id(name))
         values = labels[selected]
-        values = values[values != IGNORE_INDEX]
-        if values.numel() and (values.min() < 0 or values.max() >= config.modality(name).vocab_size):
-            raise ValueError(
-                f"labels for modality {name!r} must lie in [0, {config.modality(name).vocab_size}) or be "
-                f"{IGNORE_INDEX}, got values in [{values.min().item()}, {values.max().item()}]."
-            )
+        _check_range("labels", name, values[values != IGNORE_INDEX], config.modality(name).vocab_size,
+                     f" or be {IGNORE_INDEX}")
 
 
 def _check_continuous(config: FourMConfig, continuous_inputs, input_ids, input_modality_ids, valid) -> None:

@@ -49,7 +49,7 @@ import numpy as np
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 
-from ..remote_code import write_remote_code
+from ..remote_code import write_class_code
 from .image_crops import (
     CROP_MODES,
     check_crop_box,
@@ -75,10 +75,8 @@ from .image_modalities import (
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Saved folders carry these modules (see remote_code.py) so that
+# Saved folders carry this module and the modules it imports (remote_code.write_class_code), so that
 # AutoImageProcessor.from_pretrained(folder, trust_remote_code=True) works without fourm_hf.
-REMOTE_CODE_MODULES = ("remote_code.py", "processing/image_crops.py", "processing/image_reading.py", "processing/image_modalities.py",
-                       "processing/image_processing_fourm.py")
 REMOTE_CODE_AUTO_MAP = {"AutoImageProcessor": "image_processing_fourm.FourMImageProcessor"}
 
 
@@ -259,7 +257,7 @@ class FourMImageProcessor(BaseImageProcessor):
             self.push_to_hub(repo_id, **kwargs)  # saves again into a temporary folder and uploads it
             return files
         files = super().save_pretrained(save_directory)
-        write_remote_code(save_directory, REMOTE_CODE_MODULES)
+        write_class_code(save_directory, type(self))
         return files
 
     # ----------------------------------------------------------------------------------- call

@@ -84,7 +84,7 @@ import torch
 from transformers.image_utils import ImageInput
 from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
-from ..remote_code import write_remote_code
+from ..remote_code import write_class_code
 from .image_processing_fourm import FourMImageProcessor
 from .processor_files import VQVAE_FOLDER, load_vqvaes, local_folder, push_folder
 from .processor_inputs import crop_own_maps, is_batch, map_arguments, map_keys, take_generator, tensor_type
@@ -100,26 +100,6 @@ DET_MODALITY = "det"
 PIXELS_MODALITY = "rgb"
 VECTOR_TARGET = "vector"  # the ``target`` of tokenizers that read a vector per sample (``vectors=``)
 EDGE_TARGET = "edge"  # the ``target`` of edge tokenizers (``edges=``: maps in [0, 1] at the processor's size)
-REMOTE_CODE_MODULES = (
-    "remote_code.py",
-    "modalities.py",
-    "text/text_layout.py",
-    "text/box_text.py",
-    "text/tokenization_fourm.py",
-    "tokenizers/vqvae.py",
-    "processing/image_crops.py",
-    "processing/image_reading.py",
-    "processing/image_modalities.py",
-    "processing/image_processing_fourm.py",
-    "processing/visualization.py",
-    "text/sequence_format.py",
-    "processing/token_decoding.py",
-    "text/text_serialization.py",
-    "text/sequence_modalities.py",
-    "processing/processor_files.py",
-    "processing/processor_inputs.py",
-    "processing/processing_fourm.py",
-)
 REMOTE_CODE_AUTO_MAP = {"AutoProcessor": "processing_fourm.FourMProcessor"}
 # Keys of from_pretrained that only matter for the Hub / the Auto classes (pipeline() also passes the
 # model's loading options dtype / device_map to the processor).
@@ -515,7 +495,7 @@ class FourMProcessor(ProcessorMixin):
         self.image_processor.save_pretrained(save_directory)
         for name, vqvae in self.vqvaes.items():
             vqvae.save_pretrained(os.path.join(save_directory, VQVAE_FOLDER, name))
-        write_remote_code(save_directory, REMOTE_CODE_MODULES)
+        write_class_code(save_directory, type(self))
         if push_to_hub:
             push_folder(save_directory, repo_id, **kwargs)
         return files

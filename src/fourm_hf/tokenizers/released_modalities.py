@@ -54,8 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..processing.visualization import colorize_depth, colorize_normals, colorize_semseg, decoded_to_arrays
 from .feature_maps import VisionFeatureExtractor
-from ..processing.visualization import colorize_depth, decoded_to_arrays, colorize_normals, colorize_semseg
+from .released import FourMTokenizerModel
 
 MODALITY_TOKENIZER_FILE = "modality_tokenizer.json"
 FEATURE_MODEL_FOLDER = "feature_model"
@@ -346,8 +347,6 @@ class ReleasedModalityTokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "ReleasedModalityTokenizer":
-        from .released import FourMTokenizerModel
-
         folder = os.fspath(folder)
         with open(os.path.join(folder, MODALITY_TOKENIZER_FILE), encoding="utf-8") as handle:
             settings = json.load(handle)

@@ -65,8 +65,13 @@ import yaml
 from transformers import set_seed
 
 from ..configuration_fourm import FOURM7_INPUTS, FOURM7_OUTPUTS, FourMConfig
+from ..data.corpus import CORPUS_INFO_FILE, RGB_IMAGE_COLUMN, to_training_format
+from ..data.corpus import load_corpus as load_built_corpus
 from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator
 from ..modalities import get_modality
+from ..modeling.modeling_fourm import FourMModel
+from ..text.tokenization_fourm import FourMTextTokenizer
+from ..tokenizers.vqvae import FourMVQVAEConfig
 from .trainer import FourMTrainer
 
 SECTIONS = ("model", "masking", "data", "training")
@@ -226,16 +231,12 @@ def build_model_config(model_settings: Mapping, masking_settings: Mapping | None
 
 
 def _load_text_tokenizer(folder):
-    from ..text.tokenization_fourm import FourMTextTokenizer
-
     if not Path(folder).is_dir():
         raise ValueError(f"model.text_tokenizer: {str(folder)!r} is not a folder with a saved FourMTextTokenizer.")
     return FourMTextTokenizer.from_pretrained(folder)
 
 
 def _vqvae_vocab_size(name: str, folder) -> int:
-    from ..tokenizers.vqvae import FourMVQVAEConfig
-
     if not Path(folder).is_dir():
         raise ValueError(f"model.vqvae.{name}: {str(folder)!r} is not a folder with a saved FourMVQVAE.")
     return int(FourMVQVAEConfig.from_pretrained(folder).vocab_size)
@@ -243,8 +244,6 @@ def _vqvae_vocab_size(name: str, folder) -> int:
 
 def build_model(model_settings: Mapping, config: FourMConfig):
     """A fresh FourMModel for ``config``, or the ``model.pretrained`` weights (``config`` was read from there)."""
-    from ..modeling.modeling_fourm import FourMModel
-
     pretrained = model_settings.get("pretrained")
     if pretrained is None:
         return FourMModel(config)
@@ -310,8 +309,6 @@ def load_corpus(path, split: str | None, field: str):
     """A ``datasets.Dataset`` from a ``save_to_disk`` folder (a DatasetDict folder needs ``split``)."""
     import datasets
 
-    from ..data.corpus import CORPUS_INFO_FILE
-    from ..data.corpus import load_corpus as load_built_corpus
 
     if not Path(path).exists():
         raise ValueError(f"data.{field}: {str(path)!r} does not exist (expected a datasets.save_to_disk folder).")
@@ -334,7 +331,6 @@ def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modaliti
     """
     import datasets
 
-    from ..data.corpus import RGB_IMAGE_COLUMN, to_training_format
 
     if len(corpus) == 0:
         raise ValueError(f"data.{field}: the dataset is empty; there is nothing to train or evaluate on.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...output_paths import check_output_dir, clean_stale_staging
-from ..shards import quiet_datasets, shard_name
+from ..shards import quiet_datasets, shard_bounds, shard_name, start_sharded_run, unwritten_shards
 from .base import Labeller
 from .images import UnreadableImageError, resize_and_center_crop
 from .source import ImageSource
@@ -88,12 +88,6 @@ def _save_shard(shards_dir: Path, name: str, columns: dict, skipped: list, featu
     os.replace(temp_dir, final_dir)
 
 
-def _write_json_atomically(path: Path, value) -> None:
-    temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(temp, path)
-
-
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"pseudo-label: {name} must be an int >= {minimum}, got {value!r}")
@@ -142,30 +136,18 @@ def pseudo_label_dataset(
         return load_from_disk(str(out_dir))  # already finished with the same arguments
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"pseudo-label: --out {out_dir} exists and is not empty; choose a new or empty directory")
-    shards_dir = out_dir.parent / f"{out_dir.name}.shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    params_file = shards_dir / _PARAMS_FILE
-    if params_file.is_file():
-        existing = json.loads(params_file.read_text())
-        normalised = json.loads(json.dumps(params))
-        if existing != normalised:
-            differing = sorted(k for k in set(existing) | set(normalised) if existing.get(k) != normalised.get(k))
-            raise ValueError(f"pseudo-label: {shards_dir} holds an unfinished run with different {differing}; rerun with its arguments or delete it")
-    else:
-        _write_json_atomically(params_file, params)
-
-    num_shards = (len(source) + shard_size - 1) // shard_size
-    mine = [k for k in range(num_shards) if k % num_processes == process_index]
-    for k in mine:  # shards a killed run of this process was writing
-        clean_stale_staging(shards_dir / shard_name(k, num_shards))
-    todo = [k for k in mine if not (shards_dir / shard_name(k, num_shards)).is_dir()]
-    done_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine if k not in todo)
-    total_items = sum(min(shard_size, len(source) - k * shard_size) for k in mine)
+    shards_dir = start_sharded_run(out_dir, params, _PARAMS_FILE, "pseudo-label")
+    bounds = shard_bounds(len(source), shard_size)
+    num_shards = len(bounds)
+    mine = [bound for bound in bounds if bound[0] % num_processes == process_index]
+    todo = unwritten_shards(shards_dir, mine, num_shards)
+    total_items = sum(stop - start for _, start, stop in mine)
+    done_items = total_items - sum(stop - start for _, start, stop in todo)
     if _stop_after_shards is not None:
         todo = todo[:_stop_after_shards]
     with tqdm(total=total_items, initial=done_items, desc="pseudo-labeling", unit="img") as progress:
-        for shard in todo:
-            indices = list(range(shard * shard_size, min(len(source), (shard + 1) * shard_size)))
+        for shard, start, stop in todo:
+            indices = list(range(start, stop))
             columns, skipped = _label_items(source, labellers, indices, size, batch_size, progress)
             _save_shard(shards_dir, shard_name(shard, num_shards), columns, skipped, features)
     if _stop_after_shards is not None:

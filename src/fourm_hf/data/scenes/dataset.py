@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...output_paths import check_output_dir, clean_stale_staging
-from ..shards import quiet_datasets, shard_name
+from ..shards import quiet_datasets, shard_bounds, shard_name, start_sharded_run, unwritten_shards
 from .render import _check_size, render_scene
 
 _PARAMS_FILE = "make_scenes.json"
@@ -129,22 +129,10 @@ def make_scene_dataset(
     if _check_out_dir(out_dir, params):
         return load_from_disk(str(out_dir))
 
-    shards_dir = out_dir.parent / f"{out_dir.name}.shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    shards_params = shards_dir / _PARAMS_FILE
-    run_params = {**params, "shard_size": int(shard_size)}
-    if shards_params.is_file() and json.loads(shards_params.read_text()) != run_params:
-        raise ValueError(
-            f"make-scenes: {shards_dir} holds an unfinished run with {json.loads(shards_params.read_text())}, "
-            f"not {run_params}; rerun with those arguments or delete it"
-        )
-    shards_params.write_text(json.dumps(run_params))
-
-    num_shards = (num + shard_size - 1) // shard_size
-    for k in range(num_shards):  # shards a killed run was writing
-        clean_stale_staging(shards_dir / shard_name(k, num_shards))
-    bounds = [(k, k * shard_size, min(num, (k + 1) * shard_size)) for k in range(num_shards)]
-    todo = [b for b in bounds if not (shards_dir / shard_name(b[0], num_shards)).is_dir()]
+    shards_dir = start_sharded_run(out_dir, {**params, "shard_size": int(shard_size)}, _PARAMS_FILE, "make-scenes")
+    bounds = shard_bounds(num, shard_size)
+    num_shards = len(bounds)
+    todo = unwritten_shards(shards_dir, bounds, num_shards)
     already_done = num - sum(stop - start for _, start, stop in todo)
     if _stop_after_shards is not None:
         todo = todo[:_stop_after_shards]
