@@ -172,6 +172,8 @@ def test_box_scores_average_the_probabilities_of_each_box_tokens(pipe):
     probs[spans[0][1]:spans[1][0]] = [0.01] * (spans[1][0] - spans[0][1])  # the malformed group
     probs[row.index(tokenizer.eos_token_id)] = 0.05
     assert box_scores(tokenizer, row, probs) == pytest.approx([0.9, 0.3])
+    kept = [index for index, i in enumerate(row) if i != tokenizer.eos_token_id]  # the ml4m stop rule stores no [EOS]
+    assert box_scores(tokenizer, [row[i] for i in kept], [probs[i] for i in kept]) == pytest.approx([0.9, 0.3])
     with pytest.raises(ValueError, match="det: 24 token ids but 23 token probabilities"):
         box_scores(tokenizer, row[:24], probs[:23])
     given = list(probs)

@@ -17,14 +17,14 @@ from collections.abc import Sequence
 def box_token_spans(tokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:
     """``[(start, end)]`` token ranges of the boxes :meth:`FourMTextTokenizer.decode_boxes` reads from ``ids``, in order.
 
-    Each range runs from a ``v0=`` coordinate to the next ``v0=`` or the end of the sequence (``[EOS]`` and
-    ``[PAD]`` excluded); ranges that do not parse into a box (malformed groups, which the decoder skips) are left out.
+    Each range runs from a ``v0=`` coordinate to the next ``v0=`` or the end of the sequence (the first ``[EOS]``,
+    else the trailing ``[PAD]`` padding); ranges that do not parse into a box (malformed groups, which the decoder
+    skips) are left out.
     """
     ids = [int(i) for i in ids]
-    end = len(ids)
-    for stop_id in (tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if stop_id in ids[:end]:
-            end = ids.index(stop_id, 0, end)
+    end = ids.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in ids else len(ids)
+    while end > 0 and ids[end - 1] == tokenizer.pad_token_id:
+        end -= 1
     first_v0, last_v0 = tokenizer.coordinate_token_id(0, 0), tokenizer.coordinate_token_id(0, tokenizer.coord_bins - 1)
     starts = [index for index in range(end) if first_v0 <= ids[index] <= last_v0]
     spans = []
