@@ -436,7 +436,7 @@ def test_mismatched_components_are_rejected(processor):
 
 
 # ---- assembling a processor from trained parts ------------------------------------------------------------
-def test_assemble_processor_command(processor, scenes, tmp_path):
+def test_assemble_processor_command(processor, scenes, tmp_path, capsys):
     from fourm_hf.cli import main as cli_main
 
     processor.tokenizer.save_pretrained(tmp_path / "text")
@@ -452,5 +452,7 @@ def test_assemble_processor_command(processor, scenes, tmp_path):
     assert sorted(got) == sorted(expected)
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
-    with pytest.raises(ValueError, match="already exists"):
-        cli_main(["assemble-processor", "--text-tokenizer", str(tmp_path / "text"), "--vqvae", *folders, "--out", str(out)])
+    # an expected error is one line on stderr and exit status 2 (cli.run_command)
+    assert cli_main(["assemble-processor", "--text-tokenizer", str(tmp_path / "text"), "--vqvae", *folders,
+                     "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
