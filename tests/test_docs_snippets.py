@@ -277,3 +277,16 @@ def test_released_model_commands_match_their_tokenizers():
         modalities[modality or modality_from_released_name(folder)] = folder
     assert set(modalities) == {"tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip"}
     assert {parse_tokenizer_argument(a)[0] for a in assemble.feature_model} == {"tok_clip"}
+
+
+def test_the_command_table_lists_every_command():
+    """The docs' table of `fourm-hf` commands names each command of the CLI, and no other."""
+    import re
+
+    from fourm_hf import cli
+
+    tables = [page for page in PAGES if "| command | what it does |" in page.read_text(encoding="utf-8")]
+    assert tables, "no page of the docs has the table of commands ('| command | what it does |')"
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", tables[0].read_text(encoding="utf-8"), re.MULTILINE))
+    assert listed == set(cli.COMMANDS), (f"{_page_id(tables[0])}: missing {sorted(set(cli.COMMANDS) - listed)}, "
+                                         f"not commands {sorted(listed - set(cli.COMMANDS))}")
