@@ -5,8 +5,9 @@ The conventions (docs/README.md says them for writers):
 * every block names its language: ``python``, ``bash``, ``yaml``, ``json`` or ``text``;
 * ``python`` blocks run, in order, in one fresh Python process per page whose working directory is a
   temporary folder (so a block may use what an earlier block of the same page defined or wrote);
-* ``bash`` blocks run their ``fourm-hf ...`` and ``python ...`` commands in that same folder; any other
-  command in a block that runs is an error (mark the block parse-only);
+* ``bash`` blocks run their ``fourm-hf ...`` commands (in the page's process, through ``fourm_hf.cli.main``)
+  and ``python ...`` commands (as child processes) in that same folder; any other command in a block that
+  runs is an error (mark the block parse-only);
 * the line ``<!-- snippet: parse-only (reason) -->`` right before a block: the block is only checked.
   Python is compiled and every ``fourm_hf`` name it imports or reaches by attributes is resolved
   (keyword arguments of ``fourm_hf`` callables are checked against their signatures); ``fourm-hf``
@@ -160,9 +161,7 @@ def split_env(command: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def runnable_argv(command: list[str]) -> list[str] | None:
-    """The argv this process runs for a ``fourm-hf`` or ``python`` command, or None for other commands."""
-    if command[0] == "fourm-hf":
-        return [sys.executable, "-m", "fourm_hf.cli", *command[1:]]
+    """The argv of a child process for a ``python`` command (with this interpreter), or None for others."""
     if command[0] in ("python", "python3"):
         return [sys.executable, *command[1:]]
     return None
@@ -363,8 +362,13 @@ def _write_block_file(block: Block) -> None:
 
 
 def _run_bash(block: Block) -> None:
+    """Run the block's commands in order: ``fourm-hf`` in this process (``fourm_hf.cli.main``, as the console
+    script does; it saves a fresh interpreter's imports per command), ``python`` as a child process."""
     for command in bash_commands(block.code):
         env, command = split_env(command)
+        if command and command[0] == "fourm-hf":
+            _run_cli_in_process(command[1:], env)
+            continue
         argv = runnable_argv(command) if command else None
         if argv is None:
             raise RuntimeError(f"{' '.join(command)}: only fourm-hf and python commands run in a docs block; "
@@ -372,6 +376,25 @@ def _run_bash(block: Block) -> None:
         result = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited with {result.returncode}:\n{result.stderr[-3000:]}")
+
+
+def _run_cli_in_process(arguments: list[str], env: dict[str, str]) -> None:
+    from fourm_hf import cli
+
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        code = cli.main(arguments)
+    except SystemExit as exit:
+        code = exit.code
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if code not in (0, None):
+        raise RuntimeError(f"fourm-hf {' '.join(arguments)} exited with {code}")
 
 
 def blocks_json(blocks: list[Block]) -> str:

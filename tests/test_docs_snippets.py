@@ -86,10 +86,31 @@ def test_block(block, tmp_path_factory):
         check_data_block(block, REPO_ROOT)
         if not runs(block, REPO_ROOT):
             return
-    result = _run_page_once(block.page, tmp_path_factory).get(block.id)
-    assert result is not None, (f"{block.id} did not run: the page's run stopped before it "
-                                f"({_page_results[block.page].get('_stopped', 'an earlier block failed')})")
+    results = _run_page_once(block.page, tmp_path_factory)
+    result = results.get(block.id)
+    if result is None and "_missing_extra" in results:
+        pytest.skip(f"{block.id} did not run: {results['_missing_extra']}")
+    assert result is not None, f"{block.id} did not run: the page's run stopped before it ({results['_stopped']})"
+    if not result["ok"] and _missing_extra(result["error"]):
+        results["_missing_extra"] = f"an earlier block of the page needs {_missing_extra(result['error'])}"
+        pytest.skip(f"{block.id} needs {_missing_extra(result['error'])}")
     assert result["ok"], f"{block.id} failed:\n{result['error']}"
+
+
+# Modules of the optional extras (setup.py): a block that needs one skips, with the install hint, where it is missing.
+EXTRA_MODULES = {"skimage": "demo", "peft": "peft", "gradio": "web", "deepspeed": "deepspeed"}
+
+
+def _missing_extra(error: str) -> str | None:
+    """``"peft: pip install -e '.[peft]'"`` when the error is the import of a missing optional extra."""
+    import importlib.util
+    import re
+
+    match = re.search(r"No module named '([\w.]+)'", error)
+    module = match.group(1).split(".")[0] if match else None
+    if module in EXTRA_MODULES and importlib.util.find_spec(module) is None:
+        return f"{module}: pip install -e '.[{EXTRA_MODULES[module]}]'"
+    return None
 
 
 def _run_page_once(page: str, tmp_path_factory) -> dict:
@@ -225,6 +246,28 @@ def test_the_runner_runs_blocks_in_order_writes_files_and_stops_at_a_failure(tmp
     assert "broken on purpose" in results[blocks[3].id]["error"]
     assert blocks[4].id not in results and blocks[5].id not in results
     assert (workdir / "cfg" / "x.yaml").read_text(encoding="utf-8") == "n: 1\n"
+
+
+def test_only_a_missing_optional_extra_turns_a_failure_into_a_skip(monkeypatch):
+    monkeypatch.setitem(EXTRA_MODULES, "no_such_extra_module", "demo")
+    monkeypatch.setitem(EXTRA_MODULES, "json", "demo")
+    assert _missing_extra("ModuleNotFoundError: No module named 'no_such_extra_module.sub'") == \
+        "no_such_extra_module: pip install -e '.[demo]'"
+    assert _missing_extra("ModuleNotFoundError: No module named 'json'") is None  # installed: a real failure
+    assert _missing_extra("ModuleNotFoundError: No module named 'no_such_module'") is None  # not an extra
+    assert _missing_extra("KeyError: 'no_such_extra_module'") is None
+
+
+def test_a_failing_fourm_hf_command_fails_its_block(tmp_path):
+    page = _page(tmp_path, "```bash\nfourm-hf make-scenes --no-such-flag\n```\n")
+    blocks = extract_blocks(page, tmp_path)[0]
+    (tmp_path / "blocks.json").write_text(blocks_json(blocks), encoding="utf-8")
+    subprocess.run([sys.executable, str(Path(__file__).with_name("doc_snippets.py")), str(tmp_path / "blocks.json"),
+                    str(tmp_path / "results.json")], cwd=tmp_path, env=subprocess_env(), check=True, timeout=300)
+    import json
+
+    result = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))[blocks[0].id]
+    assert not result["ok"] and "fourm-hf make-scenes --no-such-flag exited with 2" in result["error"]
 
 
 def test_a_run_block_with_other_commands_is_refused(tmp_path):
