@@ -24,7 +24,7 @@ from fourm_hf.testing_utils import tiny_config
 
 
 def test_reference_token_schedules():
-    assert reveal_counts(196, 8, "ml4m_cosine") == [7, 21, 32, 38, 38, 32, 21, 7]  # the reference's, README §16
+    assert reveal_counts(196, 8, "ml4m_cosine") == [7, 21, 32, 38, 38, 32, 21, 7]  # the reference's (§16 of the ml4m fixtures' README.md)
     assert reveal_counts(196, 8, "cosine") == [4, 11, 18, 24, 30, 34, 37, 38]  # ours (MaskGIT paper)
     assert reveal_counts(196, 4, "ml4m_linear") == [49, 49, 49, 49]
     assert reveal_counts(196, 8, "ml4m_linear") == [25, 25, 25, 25, 24, 24, 24, 24]

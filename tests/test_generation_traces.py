@@ -127,7 +127,7 @@ def test_generation_matches_reference_trace(trace_file, trace_name):
     meta = json.loads(trace_file.read_text())
     trace = meta["traces"][trace_name]
     if not trace.get("deterministic", True):
-        pytest.skip(f"{trace_name}: sampled with torch.multinomial's random stream (for information only; README §16)")
+        pytest.skip(f"{trace_name}: sampled with torch.multinomial's random stream (for information only: see §16 of the ml4m fixtures' README.md)")
     model = converted_model(trace_file, meta)
     tensors = trace_tensors(trace_file)
     plan = plan_from_trace(model, trace, tensors, trace_name)

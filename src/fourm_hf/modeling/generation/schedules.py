@@ -31,7 +31,7 @@ TOKEN_SCHEDULES = ("cosine", "linear", "ml4m_cosine", "ml4m_linear")
 TEMPERATURE_SCHEDULES = ("constant", "linear", "decay", "onex:<min_temperature>:<power>")
 GUIDANCE_SCHEDULES = ("constant", "linear")
 
-# Conventions where this package and the reference sampler differ (README "Generation" says why
+# Conventions where this package and the reference sampler differ (docs/generation.md says why
 # the defaults are what they are). A TargetSchedule carries one value of each.
 CONVENTION_CHOICES = {
     # MaskGIT: which predictions a step keeps. "confidence": the most probable ones (at greedy
