@@ -67,7 +67,7 @@ from transformers import set_seed
 from ..configuration_fourm import FOURM7_INPUTS, FOURM7_OUTPUTS, FourMConfig
 from ..data.corpus import CORPUS_INFO_FILE, RGB_IMAGE_COLUMN, to_training_format
 from ..data.corpus import load_corpus as load_built_corpus
-from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator
+from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator, sample_field
 from ..modalities import get_modality
 from ..modeling.modeling_fourm import FourMModel
 from ..text.tokenization_fourm import FourMTextTokenizer
@@ -300,9 +300,7 @@ class RepeatedSampleDataset(torch.utils.data.Dataset):
 
 def corpus_columns(config: FourMConfig) -> dict[str, str]:
     """Modality name -> the corpus column it is read from."""
-    return {
-        name: PIXEL_VALUES_FIELD if config.modality(name).kind == "pixels" else name for name in config.modality_names
-    }
+    return {name: sample_field(config, name) for name in config.modality_names}
 
 
 def load_corpus(path, split: str | None, field: str):
@@ -351,7 +349,7 @@ def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modaliti
     if corpus._indices is None:  # a selected/shuffled view would also scan the rows it hides
         for name, column in present.items():
             spec = config.modality(name)
-            if spec.kind != "pixels":
+            if not spec.is_continuous:
                 _check_id_range(corpus, column, spec.vocab_size, field, name)
     if corpus.format["type"] == "custom":  # the caller's transform (e.g. load_corpus's) makes the samples
         return corpus
@@ -399,39 +397,53 @@ def prepare_dataset(corpus, config, collator, field: str, repeats: int = 1, vali
 
 
 def random_corpus(config: FourMConfig, num_samples: int, seed: int = 0, caption_length: tuple[int, int] = (4, 12)):
-    """A synthetic corpus in the pretraining format (random ids; for smoke tests and examples).
+    """A synthetic corpus in the training format of ``config``'s layout (random ids; smoke tests, examples).
 
-    Image-token columns get ids that depend on a per-sample "scene" value so there is structure
-    to learn (tokens of one sample are correlated across modalities); sequences end with [EOS] = 3.
+    Every column has the shape its modality needs (:mod:`fourm_hf.data.masking.layout`): a full
+    grid of ids per image modality (its own grid), text ids ending with [EOS] = 3, pixels at each
+    pixels input's own size, (N, C) vectors for a sequence embedding. Ids depend on a per-sample
+    "scene" value so there is structure to learn (a sample's tokens correlate across modalities).
     """
     import datasets
 
     rng = np.random.default_rng(seed)
-    cells = config.grid_size**2
-    rows = {name: [] for name in corpus_columns(config).values()}
+    columns = corpus_columns(config)
+    rows = {column: [] for column in columns.values()}
     for _ in range(num_samples):
         scene = rng.integers(0, 4)
-        for name, column in corpus_columns(config).items():
-            spec = config.modality(name)
-            if spec.kind == "pixels":
-                rows[column].append(rng.normal(scene - 1.5, 0.5, (spec.num_channels, config.image_size, config.image_size)).astype(np.float32))
-            elif spec.kind == "image_tokens":
-                base = (scene * spec.vocab_size) // 4
-                rows[column].append((base + rng.integers(0, max(1, spec.vocab_size // 8), cells)).astype(np.int32))
-            else:
-                length = int(rng.integers(caption_length[0], min(caption_length[1], spec.max_length - 1) + 1))
-                words = 10 + scene * 4 + rng.integers(0, 4, length)
-                rows[column].append(np.append(np.minimum(words, spec.vocab_size - 1), 3).astype(np.int32))
-    features = {}
-    for name, column in corpus_columns(config).items():
-        spec = config.modality(name)
-        if spec.kind == "pixels":
-            features[column] = datasets.Array3D((spec.num_channels, config.image_size, config.image_size), "float32")
-        elif spec.kind == "image_tokens":
-            features[column] = datasets.List(datasets.Value("int32"), length=cells)
-        else:
-            features[column] = datasets.List(datasets.Value("int32"))
-    return datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+        for name, column in columns.items():
+            rows[column].append(_random_column_value(config, name, scene, rng, caption_length))
+    features = datasets.Features({column: _column_feature(config, name) for name, column in columns.items()})
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def _random_column_value(config: FourMConfig, name: str, scene: int, rng: np.random.Generator, caption_length) -> np.ndarray:
+    spec = config.modality(name)
+    if spec.kind == "pixels":
+        size = config.modality_image_size(name)
+        return rng.normal(scene - 1.5, 0.5, (spec.num_channels, size, size)).astype(np.float32)
+    if spec.kind == "image_tokens":
+        base = (scene * spec.vocab_size) // 4
+        return (base + rng.integers(0, max(1, spec.vocab_size // 8), config.num_positions(name))).astype(np.int32)
+    length = int(rng.integers(caption_length[0], min(caption_length[1], spec.max_length - 1) + 1))
+    if spec.kind == "sequence_embedding":
+        return rng.normal(scene - 1.5, 1.0, (length + 1, spec.num_channels)).astype(np.float32)
+    words = 10 + scene * 4 + rng.integers(0, 4, length)
+    return np.append(np.minimum(words, spec.vocab_size - 1), 3).astype(np.int32)
+
+
+def _column_feature(config: FourMConfig, name: str):
+    import datasets
+
+    spec = config.modality(name)
+    if spec.kind == "pixels":
+        size = config.modality_image_size(name)
+        return datasets.Array3D((spec.num_channels, size, size), "float32")
+    if spec.kind == "image_tokens":
+        return datasets.List(datasets.Value("int32"), length=config.num_positions(name))
+    if spec.kind == "sequence_embedding":
+        return datasets.Array2D((None, spec.num_channels), "float32")
+    return datasets.List(datasets.Value("int32"))
 
 
 # ------------------------------------------------------------------------------------------------
