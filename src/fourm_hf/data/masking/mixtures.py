@@ -100,20 +100,21 @@ def read_alphas_file(path: str | os.PathLike) -> dict:
     return dict(data)
 
 
-def _modality_name(domain: str, config) -> str | None:
-    """The model's name of a reference domain, or None when the model lacks it; unknown -> ValueError."""
+def _modality_name(domain: str, config, where: str) -> str | None:
+    """The model's name of a reference domain; None when the model lacks it; ValueError when no registry knows it."""
     from ...ml4m.reference_names import modality_spec_for_domain, reference_domain_to_modality
 
     name = reference_domain_to_modality(domain, config.image_size)
-    if name in config.modality_specs or domain in config.modality_specs:
-        return name if name in config.modality_specs else domain
+    for candidate in (name, domain):
+        if candidate in config.modality_specs:
+            return candidate
     try:
-        get_modality(name)
+        modality_spec_for_domain(domain, config.image_size)  # registered, or a registered one at another size
     except ValueError:
-        try:
-            modality_spec_for_domain(domain, config.image_size)
-        except ValueError:
-            return "?"
+        raise ValueError(
+            f"{where} is not a modality any registry knows (registered, or a registered one at another "
+            "resolution); register it with fourm_hf.register_modality or remove it from the file."
+        ) from None
     return None
 
 
@@ -175,12 +176,7 @@ def mixture_from_alphas(data: Mapping, config, source: str = "alphas") -> tuple[
         keep = keep * count if isinstance(keep, list) and len(keep) == 1 else keep
         if not isinstance(keep, list) or len(keep) != count or any(mode not in KEEP_MODES for mode in keep):
             raise ValueError(f"{where} keep must list one of {KEEP_MODES} per setting ({count}), got {keep!r}.")
-        name = _modality_name(str(domain), config)
-        if name == "?":
-            raise ValueError(
-                f"{where} is not a modality any registry knows (registered, or a registered one at another "
-                "resolution); register it with fourm_hf.register_modality or remove it from the file."
-            )
+        name = _modality_name(str(domain), config, where)
         if name is None:
             report.skipped.append(str(domain))
             continue
