@@ -51,6 +51,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
 from .checkpoints import clean_staging, last_checkpoint, publish_checkpoint, staging_root
+from .finetune import FrozenWarmupCallback
 from .sharding import check_requested_sharding, enable_fsdp_on_cpu
 
 IGNORE_INDEX = -100
@@ -165,6 +166,13 @@ class FourMTrainer(Trainer):
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
+
+    def _clip_grad_norm(self, model):
+        """Clip as the Trainer does, after a frozen warm-up dropped the trunk's gradients (``FrozenWarmupCallback``)."""
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, FrozenWarmupCallback):
+                callback.drop_frozen_gradients(self.model, self.state.global_step)
+        return super()._clip_grad_norm(model)
 
     def create_accelerator_and_postprocess(self) -> None:
         """The stock accelerator, switched to FSDP2 on a GPU-less machine when FSDP was asked for (see ``sharding``)."""

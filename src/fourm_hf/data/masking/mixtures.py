@@ -35,7 +35,6 @@ from pathlib import Path
 
 import yaml
 
-from ...modalities import get_modality
 from .strategies import KEEP_MODES, MASKING_PRESETS, DirichletMasking, masking_preset
 
 ALPHAS_KEY, WEIGHTS_KEY = "alphas_mixture", "sampling_weights"
