@@ -197,8 +197,21 @@ def test_loss_type_token_sets_the_loss_averaging(tmp_path):
     assert build_trainer(settings, train_dataset=corpus_for(folder)).model.config.loss_averaging == "token"
 
 
-def test_two_processes_equal_one_process_on_the_4m21_layout(tmp_path):
-    """torchrun, 2 CPU processes (gloo), `fourm-hf train` on the converted 4M-21 trunk: per-device batch 2 x 2 = 4 x 1."""
+FSDP_CPU_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "configs" / "fsdp_cpu.yaml"
+
+
+def _launcher(kind: str) -> list[str]:
+    if kind == "ddp":
+        return ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(_free_port())]
+    return ["-m", "accelerate.commands.launch", "--config_file", str(FSDP_CPU_CONFIG), "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(_free_port())]
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp2"])
+def test_two_processes_equal_one_process_on_the_4m21_layout(kind, tmp_path):
+    """2 CPU processes (gloo; torchrun DDP or accelerate FSDP2), `fourm-hf train` on the released 4M-21 trunk
+    (converted on the fly): per-device batch 2 x 2 processes = batch 4 x 1 process, weights after 3 SGD steps."""
     folder = fourm21_folder()
     corpus_for(folder).save_to_disk(str(tmp_path / "train"))
     for name, batch in (("two", 2), ("one", 4)):
@@ -207,9 +220,7 @@ def test_two_processes_equal_one_process_on_the_4m21_layout(tmp_path):
         settings["data"] = {"train": str(tmp_path / "train")}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(settings))
     env = dict(subprocess_env(), GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               "-m", "fourm_hf.cli", "train", "--config", str(tmp_path / "two.yaml")]
+    command = [sys.executable, *_launcher(kind), "-m", "fourm_hf.cli", "train", "--config", str(tmp_path / "two.yaml")]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     completed = subprocess.run([sys.executable, "-m", "fourm_hf.cli", "train", "--config", str(tmp_path / "one.yaml")],

@@ -467,10 +467,10 @@ class FourMMaskingCollator:
         Returns int64 tensors ``input_ids``, ``input_modality_ids``, ``input_positions``,
         ``attention_mask`` of shape (B, input_budget); ``decoder_input_ids``,
         ``decoder_modality_ids``, ``decoder_positions``, ``decoder_attention_mask``, ``labels``
-        (-100 on padding) of shape (B, target_budget); and the dense inputs some sample uses:
+        (-100 on padding) of shape (B, target_budget); and every dense input of the model:
         ``pixel_values`` (B, C, H, W) float32 in the 4M-7 layout, else ``continuous_inputs``
-        ``{name: (B, C, H, W) pixels or (B, max_length, C) vectors}`` (zeros for samples without them;
-        a sequence embedding's dropped spans are zero rows).
+        ``{name: (B, C, H, W) pixels or (B, max_length, C) vectors}`` (zeros where a sample does not
+        use it; a sequence embedding's dropped spans are zero rows).
         """
         if len(samples) == 0:
             raise ValueError("Cannot collate an empty list of samples.")
@@ -512,9 +512,10 @@ class FourMMaskingCollator:
             "labels": labels,
         }
         batch = {key: torch.from_numpy(value) for key, value in batch.items()}
-        dense = {name: self._stack_dense(name, dense_rows) for name in self.continuous_names
-                 if any(name in rows for rows in dense_rows)}
-        if self.continuous_field and dense:
+        # Every continuous input in every batch, zeros where unused: each process of a sharded (FSDP2) run must
+        # give every parameter a gradient in every step, and the batch keeps one structure for torch.compile.
+        dense = {name: self._stack_dense(name, dense_rows) for name in self.continuous_names}
+        if self.continuous_field:
             batch[CONTINUOUS_INPUTS_FIELD] = dense
         elif dense:
             batch[PIXEL_VALUES_FIELD] = next(iter(dense.values()))
