@@ -140,7 +140,7 @@ def test_wrong_sizes_are_named_errors(fixture):
                                              f"{layout.num_positions} \\(its {side}x{side} grid"):
             collator([wrong])
     over = sum(collator._capacity(name, "input") for name in config.input_modalities) + 1
-    with pytest.raises(ValueError, match=f"input_budget {over} is larger than the model's maximum"):
+    with pytest.raises(ValueError, match=f"input_budget {over} is larger than all the tokens .* the model's maximum"):
         FourMMaskingCollator(config, over, 16, strategy="all2all")
     with pytest.raises(ValueError, match="min_input_tokens must be an int in \\[1, 64\\]"):
         FourMMaskingCollator(config, 64, 16, strategy="all2all", min_input_tokens=65)

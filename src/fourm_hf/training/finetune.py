@@ -150,10 +150,8 @@ def add_modalities(
         raise ValueError(f"add_modalities: modality {unused[0]!r} is neither an input nor an output.")
     pixel_outputs = [name for name in new_outputs if by_name[name].is_continuous]
     if pixel_outputs:
-        raise ValueError(
-            f"add_modalities: modality {pixel_outputs[0]!r} is a {by_name[pixel_outputs[0]].kind} modality and can only "
-            "be an input."
-        )
+        what = "raw pixels" if by_name[pixel_outputs[0]].kind == "pixels" else "a sequence_embedding modality"
+        raise ValueError(f"add_modalities: modality {pixel_outputs[0]!r} is {what} and can only be an input.")
     new_inputs = [name for name in names if name in new_inputs]
     new_outputs = [name for name in names if name in new_outputs]
 

@@ -181,13 +181,13 @@ class FourMMaskingCollator:
         most_targets = sum(self._capacity(n, "target") for n in self.config.output_modalities)
         if self.input_budget > most_inputs:
             raise ValueError(
-                f"input_budget {self.input_budget} is larger than the model's maximum: all the tokens its input "
-                f"modalities {self.config.input_modalities} can hold ({most_inputs})."
+                f"input_budget {self.input_budget} is larger than all the tokens the input modalities "
+                f"{self.config.input_modalities} can hold ({most_inputs}): the model's maximum."
             )
         if self.target_budget > most_targets:
             raise ValueError(
-                f"target_budget {self.target_budget} is larger than the model's maximum: all the tokens its output "
-                f"modalities {self.config.output_modalities} can hold ({most_targets})."
+                f"target_budget {self.target_budget} is larger than all the tokens the output modalities "
+                f"{self.config.output_modalities} can hold ({most_targets}): the model's maximum."
             )
 
     # ---- epoch -----------------------------------------------------------------------------------
