@@ -242,3 +242,43 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_fsdp2_frozen_warm_up_and_exact_resume_on_the_4m21_layout(tmp_path):
+    """2 FSDP2 processes: a new modality's warm-up (step 1) leaves the trunk unchanged; resuming from the
+    step-2 checkpoint alone gives the uninterrupted run's final weights (step 3) exactly.
+
+    (A checkpoint inside the warm-up holds no optimizer state for the trunk, which torch's sharded
+    optimizer loading refuses: under FSDP2 resume from a checkpoint after the warm-up; docs/finetuning.md.)
+    """
+    from fourm_hf.ml4m.conversion import load_reference_model, resolve_reference_files
+
+    folder = fourm21_folder()
+    corpus_for(folder, extra=("tok_rgb@448",)).save_to_disk(str(tmp_path / "train"))
+    settings = settings_for(folder, tmp_path / "run", max_steps=3, per_device_train_batch_size=2, save_strategy="steps",
+                            save_steps=1, learning_rate=1e-3)
+    settings["model"].update(add_modalities=["tok_rgb@448"], frozen_model_steps=1)
+    settings["data"] = {"train": str(tmp_path / "train")}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(settings))
+    env = dict(subprocess_env(), GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+
+    def launch(output_dir: Path, *extra: str):
+        command = [sys.executable, *_launcher("fsdp2"), "-m", "fourm_hf.cli", "train", "--config", str(tmp_path / "run.yaml"),
+                   "--output-dir", str(output_dir), *extra]
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+    launch(tmp_path / "run")
+    original = trunk_weights(load_reference_model(*resolve_reference_files(str(folder))))
+    warmed = load_file(str(tmp_path / "run" / "checkpoint-1" / "model.safetensors"))
+    for name, tensor in original.items():
+        assert torch.equal(warmed[name], tensor), f"trunk parameter {name} changed during the FSDP2 warm-up"
+    final = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert any(not torch.equal(final[name], tensor) for name, tensor in original.items())  # then all trained
+
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    launch(tmp_path / "resumed", "--resume-from-checkpoint")
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert resumed.keys() == final.keys()
+    for name, tensor in final.items():
+        assert torch.equal(resumed[name], tensor), name

@@ -35,6 +35,10 @@ What differs from the stock ``Trainer`` and why:
    leaves only a staging folder, removed by the next save or run, and ``resume_from_checkpoint=True``
    takes the last complete checkpoint (:mod:`fourm_hf.training.checkpoints`).
 
+6. **Frozen warm-up** (:class:`~fourm_hf.training.finetune.FrozenWarmupCallback`, ``model.frozen_model_steps``):
+   the frozen parameters' gradients are dropped before gradient clipping, so they neither move nor
+   shrink the clipped update of the parameters that train.
+
 Not supported: ``torch.nn.DataParallel`` (several GPUs in one process); launch one process per
 device with ``torchrun`` / ``accelerate launch`` instead. ``predict`` returns no logits.
 """
