@@ -26,7 +26,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..configuration_fourm import FourMConfig
+from ..ml4m.conversion import load_reference_model, resolve_reference_files
 from ..modalities import ModalitySpec
+from ..modeling.modeling_fourm import FourMModel
+from .finetune import FrozenWarmupCallback, add_modalities, modality_parameter_names
 
 PRETRAINED_KEYS = ("pretrained", "add_modalities", "frozen_model_steps", "frozen_model_tokens", "loss_type")
 TOKEN_LENGTH_KEYS = ("total_tokens", "warmup_tokens")
@@ -72,14 +75,9 @@ def check_pretrained_settings(model_settings: Mapping) -> None:
 
 def load_pretrained(model_settings: Mapping, budgets: Mapping[str, int]):
     """The ``model.pretrained`` FourMModel (converted when released), with new modalities, budgets and loss type."""
-    from ..modeling.modeling_fourm import FourMModel
-    from .finetune import add_modalities
-
     check_pretrained_settings(model_settings)
     folder = str(model_settings["pretrained"])
     if is_reference_folder(folder):
-        from ..ml4m.conversion import load_reference_model, resolve_reference_files
-
         model = load_reference_model(*resolve_reference_files(folder))
     else:
         model = FourMModel.from_pretrained(folder)
@@ -148,8 +146,6 @@ def apply_token_lengths(args, token_settings: Mapping, config: FourMConfig, give
 
 def frozen_warmup_callback(model, model_settings: Mapping, args):
     """The :class:`~fourm_hf.training.finetune.FrozenWarmupCallback` of the settings, or None."""
-    from .finetune import FrozenWarmupCallback, modality_parameter_names
-
     steps = model_settings.get("frozen_model_steps")
     if model_settings.get("frozen_model_tokens") is not None:
         tokens = parse_token_count(model_settings["frozen_model_tokens"], "model.frozen_model_tokens")

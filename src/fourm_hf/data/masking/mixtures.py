@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from ...ml4m.reference_names import modality_spec_for_domain, reference_domain_to_modality
 from .strategies import KEEP_MODES, MASKING_PRESETS, DirichletMasking, masking_preset
 
 ALPHAS_KEY, WEIGHTS_KEY = "alphas_mixture", "sampling_weights"
@@ -101,8 +102,6 @@ def read_alphas_file(path: str | os.PathLike) -> dict:
 
 def _modality_name(domain: str, config, where: str) -> str | None:
     """The model's name of a reference domain; None when the model lacks it; ValueError when no registry knows it."""
-    from ...ml4m.reference_names import modality_spec_for_domain, reference_domain_to_modality
-
     name = reference_domain_to_modality(domain, config.image_size)
     for candidate in (name, domain):
         if candidate in config.modality_specs:
