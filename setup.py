@@ -44,8 +44,8 @@ setup(
     ],
     extras_require={
         # hypothesis: property tests of bad inputs (tests/test_bad_inputs_*.py); selenium: the web demo's browser test (tests/test_web_demo.py); parameterized: imported by
-        # transformers' common test mixins (tests/transformers_common.py)
-        "test": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "hypothesis>=6.100"],
+        # transformers' common test mixins (tests/transformers_common.py); scipy: chi-square of the masking mixtures
+        "test": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "hypothesis>=6.100", "scipy>=1.10"],
         "peft": ["peft>=0.13"],
         "demo": ["scikit-image>=0.22"],
         # fourm-hf demo --web. Gradio 6 takes theme/css in launch(); it caps pillow below 13.

@@ -7,6 +7,13 @@ samples/s (one process, median of several batches) and, when the model is import
 forward+backward time of the ``tiny`` preset on that very batch (fp32, CPU).
 
     python benchmarks/bench_collator.py [--threads 1] [--repeats 5] [--no-model]
+
+``--layouts``: instead, the collator alone (one process, one worker) on the released layouts, variants
+interleaved batch by batch: 4M-7 (8 modalities, 14x14 grids, the reference's 4M-7 mixture) beside 4M-21
+(19 modalities: own grids, global embeddings, T5 caption vectors, the reference's 4M-21 mixture), at
+budgets 128/128 and 256/256, on ``random_corpus`` samples of each layout (real vocabulary sizes).
+
+    python benchmarks/bench_collator.py --layouts [--repeats 20] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -75,13 +82,59 @@ def time_model_step(config, batch, repeats):
     return statistics.median(times)
 
 
+def layout_collators(batch_size: int, repeats: int) -> dict[str, tuple]:
+    """name -> (collator, samples) for the 4M-7 and 4M-21 layouts at both budgets."""
+    from fourm_hf.configuration_fourm import FOURM7_INPUTS, FOURM7_OUTPUTS
+    from fourm_hf.data.masking import with_sample_index
+    from fourm_hf.data.synthetic_corpus import random_corpus
+    from fourm_hf.modalities import FOURM21_MODALITIES
+
+    fourm21_extra = [spec.name for spec in FOURM21_MODALITIES]
+    layouts = {
+        "4M-7": (FourMConfig.from_preset("tiny", input_modalities=FOURM7_INPUTS, output_modalities=FOURM7_OUTPUTS),
+                 "mix_mod7_all2allmix_rgb2all_capbias"),
+        "4M-21": (FourMConfig.from_preset("tiny", input_modalities=FOURM7_INPUTS + fourm21_extra,
+                                          output_modalities=FOURM7_OUTPUTS + [n for n in fourm21_extra if n != "t5_caption"]),
+                  "mix_mod21_all2allmix_rgb2all_capT5bias"),
+    }
+    collators = {}
+    for name, (config, mixture) in layouts.items():
+        corpus = with_sample_index(random_corpus(config, batch_size * 4, seed=0, caption_length=(10, 60)).with_format("numpy"))
+        samples = [corpus[i] for i in range(len(corpus))]
+        for budget in (128, 256):
+            collators[f"{name} {budget}/{budget}"] = (FourMMaskingCollator(config, budget, budget, strategy=mixture), samples)
+    return collators
+
+
+def bench_layouts(batch_size: int, repeats: int) -> None:
+    collators = layout_collators(batch_size, repeats)
+    times = {name: [] for name in collators}
+    for r in range(repeats + 1):  # interleaved: every variant sees the same machine load
+        for name, (collator, samples) in collators.items():
+            start = time.perf_counter()
+            collator([{**s, "sample_index": r * batch_size + i} for i, s in enumerate(samples[(r % 4) * batch_size:][:batch_size])])
+            if r > 0:
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["4M-7 128/128"])
+    print(f"collator alone, one process, batch {batch_size}, median of {repeats} batches per variant (interleaved)")
+    print(f"{'layout budgets':>16} {'ms/batch':>9} {'samples/s':>10} {'time vs 4M-7 128/128':>21}")
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        print(f"{name:>16} {seconds * 1000:9.1f} {batch_size / seconds:10.0f} {seconds / base:20.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the model step")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-model", action="store_true", help="only time the collator")
+    parser.add_argument("--layouts", action="store_true", help="the collator on the 4M-7 and 4M-21 layouts")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size of --layouts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layouts:
+        bench_layouts(args.batch_size, args.repeats)
+        return
     print(f"torch {torch.__version__}, {args.threads} thread(s), masking preset 4m7, budgets 128/128")
     print(f"{'grid':>6} {'batch':>5} {'collator ms/batch':>18} {'collator samples/s':>19} {'tiny fwd+bwd ms':>16} {'model samples/s':>16}")
     for image_size in (128, 224):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .configuration_fourm import FourMConfig
-from .data.masking.layout import check_trainable_layout
+from .data.masking.layout import CONTINUOUS_INPUTS_FIELD, check_trainable_layout, uses_continuous_inputs_field
 from .data.scenes import SCENE_CLASSES
 from .modalities import get_modality
 from .tokenizers.vqvae import FourMVQVAE, FourMVQVAEConfig
@@ -30,11 +30,13 @@ def random_packed_batch(
 ) -> dict[str, torch.Tensor]:
     """A packed batch in FourMModel's format with random modalities, positions and ids.
 
-    Inputs and targets of an image modality are disjoint; sequence targets are contiguous and in
-    order. With ``full=False`` every sample leaves a few random padding slots at the end. The
-    config must have the 4M-7 layout (``data.masking.layout.check_trainable_layout``).
+    Inputs and targets of an image modality are disjoint and lie on its own grid; sequence targets
+    are contiguous and in order. With ``full=False`` every sample leaves a few random padding slots
+    at the end. Dense inputs come as ``pixel_values`` in the 4M-7 layout, else as
+    ``continuous_inputs`` (every pixels input at its own size, sequence embeddings
+    (B, max_length, C)), as :class:`~fourm_hf.data.masking.FourMMaskingCollator` makes them.
     """
-    check_trainable_layout(config, "random_packed_batch")  # one grid, one (3, S, S) pixel_values input
+    check_trainable_layout(config, "random_packed_batch")
     generator = torch.Generator().manual_seed(seed)
     input_budget = input_budget or config.input_budget
     target_budget = target_budget or config.target_budget
@@ -43,8 +45,18 @@ def random_packed_batch(
     batch.update({key: torch.zeros(batch_size, target_budget, dtype=torch.long) for key in
                   ("decoder_input_ids", "decoder_modality_ids", "decoder_positions", "decoder_attention_mask")})
     batch["labels"] = torch.full((batch_size, target_budget), -100, dtype=torch.long)
-    if any(config.modality(n).kind == "pixels" for n in config.input_modalities):
-        batch["pixel_values"] = torch.randn(batch_size, 3, config.image_size, config.image_size, generator=generator)
+    dense = {}
+    for name in config.input_modalities:
+        spec = config.modality(name)
+        if spec.kind == "pixels":
+            size = config.modality_image_size(name)
+            dense[name] = torch.randn(batch_size, spec.num_channels, size, size, generator=generator)
+        elif spec.kind == "sequence_embedding":
+            dense[name] = torch.randn(batch_size, spec.max_length, spec.num_channels, generator=generator)
+    if dense and uses_continuous_inputs_field(config):
+        batch[CONTINUOUS_INPUTS_FIELD] = dense
+    elif dense:
+        batch["pixel_values"] = next(iter(dense.values()))
     for row in range(batch_size):
         used_in = input_budget if full else input_budget - int(torch.randint(0, max(1, input_budget // 4), (1,), generator=generator))
         used_out = target_budget if full else target_budget - int(torch.randint(0, max(1, target_budget // 4), (1,), generator=generator))
@@ -59,9 +71,14 @@ def _fill_inputs(config, batch, row, budget, generator) -> dict[str, set]:
     slot, taken = 0, {}
     for name, count in zip(names, counts):
         spec = config.modality(name)
-        positions = torch.arange(count) if spec.is_sequence else torch.randperm(config.num_positions(name), generator=generator)[:count]
+        positions = torch.arange(count) if spec.has_1d_positions else torch.randperm(config.num_positions(name), generator=generator)[:count]
         taken[name] = set(positions.tolist())
-        ids = torch.zeros(count, dtype=torch.long) if spec.kind == "pixels" else torch.randint(spec.vocab_size, (count,), generator=generator)
+        if spec.kind == "pixels":
+            ids = torch.zeros(count, dtype=torch.long)
+        elif spec.kind == "sequence_embedding":
+            ids = positions.clone()  # the rows of the embedding the tokens read
+        else:
+            ids = torch.randint(spec.vocab_size, (count,), generator=generator)
         batch["input_ids"][row, slot:slot + count] = ids
         batch["input_modality_ids"][row, slot:slot + count] = config.modality_id(name)
         batch["input_positions"][row, slot:slot + count] = positions
@@ -79,7 +96,7 @@ def _fill_targets(config, batch, row, budget, taken, generator) -> None:
     for name, count in zip(names, counts):
         spec = config.modality(name)
         if spec.is_sequence:
-            positions = torch.arange(count)
+            positions = torch.arange(count).masked_fill(torch.arange(count) >= spec.decoder_position_limit, 0)
             tokens = torch.randint(spec.vocab_size, (count + 1,), generator=generator)
             inputs, labels = tokens[:-1], tokens[1:]
         else:

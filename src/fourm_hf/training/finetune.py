@@ -11,7 +11,8 @@ All helpers change a :class:`~fourm_hf.FourMModel` in place and keep its config 
     restrict_modalities(model, input_modalities=["rgb", "tok_depth"], output_modalities=["tok_depth"])
     collator = FourMMaskingCollator(model.config, strategy="all2all")   # masks only those modalities
 
-(b) Add a new, user-registered modality; warm up its embeddings on a frozen trunk, then train all::
+(b) Add a new, user-registered modality; warm up its embeddings on a frozen trunk, then train all
+(in one run: :class:`FrozenWarmupCallback`, or ``model.frozen_model_steps`` in the training YAML)::
 
     register_modality(ModalitySpec("tok_edges", "image_tokens", vocab_size=1024, num_channels=1, tokenizer="vqvae"))
     add_modalities(model, ["tok_edges"])                 # new encoder embedding + decoder embedding/head
@@ -32,9 +33,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from ..modalities import ModalitySpec, get_modality
-from ..modeling.embeddings import DecoderEmbedding, PatchEncoderEmbedding, TokenEncoderEmbedding
+from ..modeling.embeddings import ENCODER_EMBEDDING_CLASSES, DecoderEmbedding
 from ..modeling.modeling_fourm import FourMModel
 
 # Linear layers of the transformer blocks, by the attribute names of modeling/layers.py.
@@ -138,7 +140,7 @@ def add_modalities(
         )
     by_name = {spec.name: spec for spec in specs}
     new_inputs = list(names if inputs is None else inputs)
-    new_outputs = list([n for n in names if by_name[n].kind != "pixels"] if outputs is None else outputs)
+    new_outputs = list([n for n in names if not by_name[n].is_continuous] if outputs is None else outputs)
     for field, chosen in (("inputs", new_inputs), ("outputs", new_outputs)):
         stray = [name for name in chosen if name not in by_name]
         if stray:
@@ -146,9 +148,10 @@ def add_modalities(
     unused = [name for name in names if name not in new_inputs and name not in new_outputs]
     if unused:
         raise ValueError(f"add_modalities: modality {unused[0]!r} is neither an input nor an output.")
-    pixel_outputs = [name for name in new_outputs if by_name[name].kind == "pixels"]
+    pixel_outputs = [name for name in new_outputs if by_name[name].is_continuous]
     if pixel_outputs:
-        raise ValueError(f"add_modalities: modality {pixel_outputs[0]!r} is raw pixels and can only be an input.")
+        what = "raw pixels" if by_name[pixel_outputs[0]].kind == "pixels" else "a sequence_embedding modality"
+        raise ValueError(f"add_modalities: modality {pixel_outputs[0]!r} is {what} and can only be an input.")
     new_inputs = [name for name in names if name in new_inputs]
     new_outputs = [name for name in names if name in new_outputs]
 
@@ -159,8 +162,7 @@ def add_modalities(
     reference = model.mask_token
     new_modules = []
     for name in new_inputs:
-        embedding_class = PatchEncoderEmbedding if by_name[name].kind == "pixels" else TokenEncoderEmbedding
-        model.encoder_embeddings[name] = embedding_class(config, by_name[name])
+        model.encoder_embeddings[name] = ENCODER_EMBEDDING_CLASSES[by_name[name].kind](config, by_name[name])
         new_modules.append(model.encoder_embeddings[name])
     for name in new_outputs:
         model.decoder_embeddings[name] = DecoderEmbedding(config, by_name[name])
@@ -204,6 +206,41 @@ def unfreeze(model: nn.Module) -> int:
         parameter.requires_grad_(True)
         count += 1
     return count
+
+
+class FrozenWarmupCallback(TrainerCallback):
+    """A frozen warm-up inside one training run (the reference's ``frozen_model_tokens``).
+
+    For the first ``frozen_steps`` optimizer steps only the parameters named in ``trainable``
+    (e.g. :func:`modality_parameter_names` of the new modalities) change; then everything trains.
+    The other parameters' gradients are dropped (set to ``None``) before the optimizer step, so the
+    optimizer neither moves nor decays them and keeps no state for them; ``FourMTrainer`` drops them
+    before gradient clipping too, so they do not shrink the new parameters' updates.
+    ``requires_grad`` is left alone: DDP and FSDP2 wrap the model once, with every parameter, and
+    the step is the same with or without a resume.
+    """
+
+    def __init__(self, trainable: Iterable[str], frozen_steps: int):
+        self.trainable = frozenset(trainable)
+        if not self.trainable:
+            raise ValueError("FrozenWarmupCallback: no trainable parameters given for the warm-up.")
+        if isinstance(frozen_steps, bool) or int(frozen_steps) != frozen_steps or frozen_steps < 0:
+            raise ValueError(f"FrozenWarmupCallback: frozen_steps must be an int >= 0, got {frozen_steps!r}.")
+        self.frozen_steps = int(frozen_steps)
+
+    def is_frozen(self, global_step: int) -> bool:
+        """True while the step being taken (``global_step + 1``) lies in the warm-up."""
+        return global_step < self.frozen_steps
+
+    def drop_frozen_gradients(self, model: nn.Module, global_step: int) -> None:
+        if not self.is_frozen(global_step):
+            return
+        for name, parameter in model.named_parameters():
+            if name not in self.trainable:
+                parameter.grad = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.drop_frozen_gradients(model, state.global_step)
 
 
 # ---- (d) LoRA ----------------------------------------------------------------------------------------
@@ -257,6 +294,7 @@ def lora_config_for(
 
 
 __all__ = [
+    "FrozenWarmupCallback",
     "add_modalities",
     "freeze_trunk",
     "lora_config_for",

@@ -8,24 +8,30 @@ The config has four sections (every key is checked; an unknown one is a ``ValueE
                 # text_tokenizer: DIR  (FourMTextTokenizer folder: vocab of caption/det, sentinels)
                 # vqvae: {tok_rgb: DIR, ...}  (FourMVQVAE folders: vocab of each image modality)
                 # processor: DIR  (a saved FourMProcessor: its tokenizer and vqvae/<modality>/ folders)
-                # pretrained: DIR  (continue from a saved FourMModel; then no other model key: the
-                #                   architecture and modalities come from the checkpoint)
-    masking:    # strategy (a preset name of fourm_hf.data.masking.MASKING_PRESETS, or a list of
-                # {input_alphas, target_alphas, weight, name}), input_budget, target_budget, seed,
-                # allow_missing_modalities, num_sentinels
+                # loss_type: mod | token  (the reference's name for loss_averaging)
+                # pretrained: DIR  (fine-tune a saved FourMModel or a released 4M folder, converted on
+                #                   the fly; then only add_modalities, frozen_model_steps /
+                #                   frozen_model_tokens and loss_type beside it: see finetune_settings)
+    masking:    # strategy (a preset name of fourm_hf.data.masking.MASKING_PRESETS, a reference mixture
+                # name, the path of a reference alphas YAML file, or a list of {input_alphas,
+                # target_alphas, weight, name, keep}), input_budget, target_budget, min_input_tokens,
+                # min_target_tokens (random budgets), seed, allow_missing_modalities, num_sentinels
     data:       # train: DIR (datasets.save_to_disk), eval: DIR, train_split / eval_split (for a
                 # DatasetDict folder), repeat_sampling, validate_samples, max_train_samples,
                 # max_eval_samples
-    training:   # any transformers.TrainingArguments field (output_dir, max_steps, learning_rate, ...)
+    training:   # any transformers.TrainingArguments field (output_dir, max_steps, learning_rate, ...),
+                # total_tokens / warmup_tokens (lengths in tokens, see finetune_settings)
 
 Overrides on the command line are dotted ``key=value`` pairs parsed as YAML values, e.g.
 ``training.max_steps=100 masking.seed=3 data.repeat_sampling=4``. Relative paths are relative to
 the working directory, not to the YAML file. The resolved config is saved as
 ``<output_dir>/fourm_pretrain.yaml``.
 
-**Corpus format.** One row per sample, one column per modality: image-token modalities
-(``tok_rgb``, ``tok_depth``, ...) hold ``grid_size**2`` ids in raster order; sequences (``caption``,
-``det``) hold the text ids followed by [EOS] (3); a pixels modality (``rgb``) reads the column
+**Corpus format.** One row per sample, one column per modality (``data.masking.layout``): image-token
+modalities (``tok_rgb``, ``tok_dinov2``, ``tok_rgb@448``, ...) hold their own grid's ids in raster order
+(196, 256, 784, 16 for a global embedding); sequences (``caption``, ``det``, ``metadata``, ...) hold the
+text ids followed by [EOS] (3); a sequence embedding (``t5_caption``) holds (N, 4096) float32 vectors;
+a second pixels input (``rgb@448``) its own column; the first pixels modality (``rgb``) reads the column
 ``pixel_values``, float32 (3, image_size, image_size), already normalised, or else the uint8
 ``rgb_image`` (image_size, image_size, 3) column of a ``fourm-hf build-corpus`` corpus, which
 :func:`fourm_hf.data.corpus.to_training_format` normalises on access (a corpus folder with
@@ -59,7 +65,6 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from transformers import set_seed
@@ -67,16 +72,28 @@ from transformers import set_seed
 from ..configuration_fourm import FOURM7_INPUTS, FOURM7_OUTPUTS, FourMConfig
 from ..data.corpus import CORPUS_INFO_FILE, RGB_IMAGE_COLUMN, to_training_format
 from ..data.corpus import load_corpus as load_built_corpus
-from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator
+from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator, sample_field
+from ..data.synthetic_corpus import random_corpus
 from ..modalities import get_modality
 from ..modeling.modeling_fourm import FourMModel
 from ..text.tokenization_fourm import FourMTextTokenizer
 from ..tokenizers.vqvae import FourMVQVAEConfig
+from .finetune_settings import (
+    LOSS_TYPES,
+    PRETRAINED_KEYS,
+    TOKEN_LENGTH_KEYS,
+    apply_token_lengths,
+    frozen_warmup_callback,
+    load_pretrained,
+)
 from .trainer import FourMTrainer
 
 SECTIONS = ("model", "masking", "data", "training")
-MODEL_EXTRA_KEYS = ("preset", "pretrained", "vocab_sizes", "max_lengths", "processor", "text_tokenizer", "vqvae")
-MASKING_KEYS = ("strategy", "input_budget", "target_budget", "seed", "allow_missing_modalities", "num_sentinels")
+MODEL_EXTRA_KEYS = ("preset", "vocab_sizes", "max_lengths", "processor", "text_tokenizer", "vqvae") + PRETRAINED_KEYS
+MASKING_KEYS = (
+    "strategy", "input_budget", "target_budget", "seed", "allow_missing_modalities", "num_sentinels",
+    "min_input_tokens", "min_target_tokens",
+)
 DATA_KEYS = (
     "train", "eval", "train_split", "eval_split", "repeat_sampling", "validate_samples",
     "max_train_samples", "max_eval_samples",
@@ -104,7 +121,7 @@ def _model_keys() -> set[str]:
 def _training_keys() -> set[str]:
     from transformers import TrainingArguments
 
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init} | set(TOKEN_LENGTH_KEYS)
 
 
 def _allowed_keys(section: str) -> set[str]:
@@ -178,13 +195,16 @@ def build_model_config(model_settings: Mapping, masking_settings: Mapping | None
     masking_settings = dict(masking_settings or {})
     budgets = {key: int(masking_settings[key]) for key in ("input_budget", "target_budget") if masking_settings.get(key) is not None}
     if model_settings.get("pretrained") is not None:
-        others = sorted(set(model_settings) - {"pretrained"})
-        if others:
-            raise ValueError(
-                f"model.pretrained takes the architecture and modalities from the checkpoint; remove model.{others[0]} "
-                f"(set budgets in the masking section)."
-            )
-        return FourMConfig.from_pretrained(model_settings["pretrained"], **budgets)
+        return load_pretrained(model_settings, budgets).config
+    finetune_only = sorted(set(model_settings) & set(PRETRAINED_KEYS) - {"pretrained", "loss_type"})
+    if finetune_only:
+        raise ValueError(f"model.{finetune_only[0]} fine-tunes a trained model: set model.pretrained too.")
+    if model_settings.get("loss_type") is not None:
+        loss_type = model_settings.pop("loss_type")
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"model.loss_type must be one of {sorted(LOSS_TYPES)}, got {loss_type!r}.")
+        model_settings["loss_averaging"] = LOSS_TYPES[loss_type]
+    model_settings.pop("loss_type", None)
     preset = model_settings.pop("preset", None)
     vocab_sizes = dict(model_settings.pop("vocab_sizes", None) or {})
     max_lengths = dict(model_settings.pop("max_lengths", None) or {})
@@ -243,11 +263,11 @@ def _vqvae_vocab_size(name: str, folder) -> int:
 
 
 def build_model(model_settings: Mapping, config: FourMConfig):
-    """A fresh FourMModel for ``config``, or the ``model.pretrained`` weights (``config`` was read from there)."""
-    pretrained = model_settings.get("pretrained")
-    if pretrained is None:
+    """A fresh FourMModel for ``config``, or the ``model.pretrained`` model (``finetune_settings.load_pretrained``)."""
+    if model_settings.get("pretrained") is None:
         return FourMModel(config)
-    return FourMModel.from_pretrained(pretrained, config=config)
+    budgets = {key: getattr(config, key) for key in ("input_budget", "target_budget")}
+    return load_pretrained(model_settings, budgets)
 
 
 def build_collator(config: FourMConfig, masking_settings: Mapping, text_tokenizer=None) -> FourMMaskingCollator:
@@ -300,9 +320,7 @@ class RepeatedSampleDataset(torch.utils.data.Dataset):
 
 def corpus_columns(config: FourMConfig) -> dict[str, str]:
     """Modality name -> the corpus column it is read from."""
-    return {
-        name: PIXEL_VALUES_FIELD if config.modality(name).kind == "pixels" else name for name in config.modality_names
-    }
+    return {name: sample_field(config, name) for name in config.modality_names}
 
 
 def load_corpus(path, split: str | None, field: str):
@@ -351,7 +369,7 @@ def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modaliti
     if corpus._indices is None:  # a selected/shuffled view would also scan the rows it hides
         for name, column in present.items():
             spec = config.modality(name)
-            if spec.kind != "pixels":
+            if not spec.is_continuous:
                 _check_id_range(corpus, column, spec.vocab_size, field, name)
     if corpus.format["type"] == "custom":  # the caller's transform (e.g. load_corpus's) makes the samples
         return corpus
@@ -398,42 +416,6 @@ def prepare_dataset(corpus, config, collator, field: str, repeats: int = 1, vali
     return dataset
 
 
-def random_corpus(config: FourMConfig, num_samples: int, seed: int = 0, caption_length: tuple[int, int] = (4, 12)):
-    """A synthetic corpus in the pretraining format (random ids; for smoke tests and examples).
-
-    Image-token columns get ids that depend on a per-sample "scene" value so there is structure
-    to learn (tokens of one sample are correlated across modalities); sequences end with [EOS] = 3.
-    """
-    import datasets
-
-    rng = np.random.default_rng(seed)
-    cells = config.grid_size**2
-    rows = {name: [] for name in corpus_columns(config).values()}
-    for _ in range(num_samples):
-        scene = rng.integers(0, 4)
-        for name, column in corpus_columns(config).items():
-            spec = config.modality(name)
-            if spec.kind == "pixels":
-                rows[column].append(rng.normal(scene - 1.5, 0.5, (spec.num_channels, config.image_size, config.image_size)).astype(np.float32))
-            elif spec.kind == "image_tokens":
-                base = (scene * spec.vocab_size) // 4
-                rows[column].append((base + rng.integers(0, max(1, spec.vocab_size // 8), cells)).astype(np.int32))
-            else:
-                length = int(rng.integers(caption_length[0], min(caption_length[1], spec.max_length - 1) + 1))
-                words = 10 + scene * 4 + rng.integers(0, 4, length)
-                rows[column].append(np.append(np.minimum(words, spec.vocab_size - 1), 3).astype(np.int32))
-    features = {}
-    for name, column in corpus_columns(config).items():
-        spec = config.modality(name)
-        if spec.kind == "pixels":
-            features[column] = datasets.Array3D((spec.num_channels, config.image_size, config.image_size), "float32")
-        elif spec.kind == "image_tokens":
-            features[column] = datasets.List(datasets.Value("int32"), length=cells)
-        else:
-            features[column] = datasets.List(datasets.Value("int32"))
-    return datasets.Dataset.from_dict(rows, features=datasets.Features(features))
-
-
 # ------------------------------------------------------------------------------------------------
 # Trainer
 # ------------------------------------------------------------------------------------------------
@@ -471,11 +453,20 @@ def build_trainer(settings: Mapping, output_dir: str | None = None, train_datase
     """
     settings = validate_settings(settings)
     model_settings, masking_settings, data_settings = settings["model"], settings["masking"], settings["data"]
-    config = build_model_config(model_settings, masking_settings)
+    training_settings = {k: v for k, v in settings["training"].items() if k not in TOKEN_LENGTH_KEYS}
+    args = build_training_arguments(training_settings, output_dir)
+    model = None
+    if model_settings.get("pretrained") is not None:
+        set_seed(args.seed)  # the new modalities' initialisation is the same in every run
+        budgets = {k: int(masking_settings[k]) for k in ("input_budget", "target_budget") if masking_settings.get(k) is not None}
+        model = load_pretrained(model_settings, budgets)
+        config = model.config
+    else:
+        config = build_model_config(model_settings, masking_settings)
+    apply_token_lengths(args, settings["training"], config, given_keys=set(training_settings))
     tokenizer_dir = model_settings.get("text_tokenizer") or model_settings.get("processor")
     text_tokenizer = _load_text_tokenizer(tokenizer_dir) if tokenizer_dir else None
     collator = build_collator(config, masking_settings, text_tokenizer)
-    args = build_training_arguments(settings["training"], output_dir)
 
     if train_dataset is None:
         if not data_settings.get("train"):
@@ -495,12 +486,15 @@ def build_trainer(settings: Mapping, output_dir: str | None = None, train_datase
     elif args.eval_strategy != "no":
         raise ValueError(f"training.eval_strategy is {args.eval_strategy!r} but data.eval is not set.")
 
-    # Seed before the model is built, as transformers' example scripts do: a fresh init is then the same
-    # in every run with the same training.seed (the Trainer itself seeds only after the model exists).
-    set_seed(args.seed)
-    model = build_model(model_settings, config)
+    if model is None:
+        # Seed before the model is built, as transformers' example scripts do: a fresh init is then the same
+        # in every run with the same training.seed (the Trainer itself seeds only after the model exists).
+        set_seed(args.seed)
+        model = build_model(model_settings, config)
+    warmup = frozen_warmup_callback(model, model_settings, args)
     return FourMTrainer(
-        model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset
+        model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        callbacks=[warmup] if warmup is not None else None,
     )
 
 

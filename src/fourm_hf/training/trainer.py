@@ -35,6 +35,10 @@ What differs from the stock ``Trainer`` and why:
    leaves only a staging folder, removed by the next save or run, and ``resume_from_checkpoint=True``
    takes the last complete checkpoint (:mod:`fourm_hf.training.checkpoints`).
 
+6. **Frozen warm-up** (:class:`~fourm_hf.training.finetune.FrozenWarmupCallback`, ``model.frozen_model_steps``):
+   the frozen parameters' gradients are dropped before gradient clipping, so they neither move nor
+   shrink the clipped update of the parameters that train.
+
 Not supported: ``torch.nn.DataParallel`` (several GPUs in one process); launch one process per
 device with ``torchrun`` / ``accelerate launch`` instead. ``predict`` returns no logits.
 """
@@ -51,6 +55,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
 from .checkpoints import clean_staging, last_checkpoint, publish_checkpoint, staging_root
+from .finetune import FrozenWarmupCallback
 from .sharding import check_requested_sharding, enable_fsdp_on_cpu
 
 IGNORE_INDEX = -100
@@ -165,6 +170,13 @@ class FourMTrainer(Trainer):
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
+
+    def _clip_grad_norm(self, model):
+        """Clip as the Trainer does, after a frozen warm-up dropped the trunk's gradients (``FrozenWarmupCallback``)."""
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, FrozenWarmupCallback):
+                callback.drop_frozen_gradients(self.model, self.state.global_step)
+        return super()._clip_grad_norm(model)
 
     def create_accelerator_and_postprocess(self) -> None:
         """The stock accelerator, switched to FSDP2 on a GPU-less machine when FSDP was asked for (see ``sharding``)."""

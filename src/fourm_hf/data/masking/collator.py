@@ -9,17 +9,18 @@ import numpy as np
 import torch
 
 from ...configuration_fourm import FourMConfig
+from ...modalities import CONTINUOUS_KINDS
 from .budgets import distribute_budget
-from .layout import check_trainable_layout
-from .ids import (
-    DEFAULT_NUM_SENTINELS,
-    IGNORE_INDEX,
-    PIXEL_VALUES_FIELD,
-    SAMPLE_INDEX_FIELD,
-    SENTINEL_OFFSET,
-)
+from .ids import DEFAULT_NUM_SENTINELS, IGNORE_INDEX, PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, SENTINEL_OFFSET
+from .layout import CONTINUOUS_INPUTS_FIELD, modality_layouts, uses_continuous_inputs_field
+from .mixtures import resolve_strategy
+from .sample_checks import as_array, available_tokens, read_sample, sample_index_of
 from .spans import cut_target_at_sentinel, span_mask_sequence
-from .strategies import DirichletMasking, masking_preset
+from .strategies import DirichletMasking
+
+# The reference lowers a sequence's keep probability by 0.9 until its input fits; after this many
+# tries (p < 1e-40) the whole sequence is one span.
+MAX_KEEP_RETRIES = 900
 
 
 @dataclass
@@ -27,7 +28,8 @@ class MaskedSample:
     """The chosen tokens of one sample, before padding.
 
     Encoder arrays are (n_in,), decoder arrays (n_dec,), all int64. ``component`` is the index of
-    the mixture component used; ``input_counts`` / ``target_counts`` map modality -> tokens used.
+    the mixture component used; ``input_counts`` / ``target_counts`` map modality -> tokens used;
+    ``dense_inputs`` maps each continuous input used to ``(array, rows to zero or None)``.
     """
 
     input_ids: np.ndarray
@@ -40,29 +42,36 @@ class MaskedSample:
     component: int
     input_counts: dict[str, int] = field(default_factory=dict)
     target_counts: dict[str, int] = field(default_factory=dict)
+    dense_inputs: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
 
 
 class FourMMaskingCollator:
     """``transformers.Trainer`` data collator: per-sample 4M masking, packed to fixed lengths.
 
     Args:
-        config: the model's :class:`FourMConfig` (modality ids, grid size, vocab sizes). Every image
-            modality must be on the model's one patch grid, with sin-cos positions, and at most one
-            input may be pixels (the 4M-7 layout); other layouts (4M-21, SR) are a ValueError
-            (``layout.check_trainable_layout``).
+        config: the model's :class:`FourMConfig`. Every layout the model runs is laid out
+            (:mod:`~fourm_hf.data.masking.layout`): each image modality on its own grid,
+            learned-position global embeddings, sequences, ``sequence_embedding`` inputs and
+            several pixels inputs (``rgb`` and ``rgb@448``).
         input_budget / target_budget: encoder / decoder tokens per sample (default: the config's).
             They are also the padded lengths of the batch.
-        strategy: a preset name (:data:`MASKING_PRESETS`), one :class:`DirichletMasking`, or a list
-            of them (a mixture weighted by their ``weight``).
+        strategy: a preset name (:data:`MASKING_PRESETS`), a reference mixture name
+            (:data:`~fourm_hf.data.masking.mixtures.REFERENCE_MIXTURES`), the path of one of the
+            reference's alphas YAML files, one :class:`DirichletMasking`, or a list of them (a
+            mixture weighted by their ``weight``).
         seed: base seed; a sample's masks depend only on ``(seed, epoch, sample_index)``.
         allow_missing_modalities: accept samples without some configured modality (it gets no
             tokens). Off by default: a corpus missing a modality is usually a bug.
         num_sentinels: sentinels of the text tokenizer ([S_0].. have ids 4..); a sequence gets at
             most ``num_sentinels - 2`` spans (further dropped tokens stay visible).
         validate: check every sample's ids and shapes in ``__call__`` (cheap; keep it on).
+        min_input_tokens / min_target_tokens: random budgets (the reference's settings of these
+            names): each sample uses a budget drawn uniformly in ``[min, budget]``; the batch is
+            still padded to ``input_budget`` / ``target_budget``. ``None``: the fixed budget.
 
     Call it on a list of sample dicts (each with ``sample_index``); it returns the packed batch of
-    ``notes/BATCH_FORMAT.md`` as int64 tensors (+ ``pixel_values`` when some input is pixels).
+    ``notes/BATCH_FORMAT.md`` as int64 tensors, plus ``pixel_values`` (the 4M-7 layout) or
+    ``continuous_inputs`` (several pixels inputs, sequence embeddings) for the dense inputs.
     """
 
     def __init__(
@@ -75,6 +84,8 @@ class FourMMaskingCollator:
         allow_missing_modalities: bool = False,
         num_sentinels: int = DEFAULT_NUM_SENTINELS,
         validate: bool = True,
+        min_input_tokens: int | None = None,
+        min_target_tokens: int | None = None,
     ):
         if not isinstance(config, FourMConfig):
             raise TypeError(f"config must be a FourMConfig, got {type(config).__name__}.")
@@ -85,48 +96,47 @@ class FourMMaskingCollator:
             raise ValueError(
                 f"input_budget must be >= 1 and target_budget >= 0, got {self.input_budget} and {self.target_budget}."
             )
+        self.min_input_tokens = self._minimum("min_input_tokens", min_input_tokens, self.input_budget, 1)
+        self.min_target_tokens = self._minimum("min_target_tokens", min_target_tokens, self.target_budget, 0)
         self.seed = int(seed)
         self.epoch = 0
         self.allow_missing_modalities = bool(allow_missing_modalities)
         self.num_sentinels = int(num_sentinels)
         self.validate = bool(validate)
 
-        self.modality_names = list(config.modality_names)
-        self.specs = [config.modality(name) for name in self.modality_names]
-        self.spec_by_name = dict(zip(self.modality_names, self.specs))
-        self.kinds = [spec.kind for spec in self.specs]
-        self.num_cells = config.grid_size**2
-        self.input_names = frozenset(config.input_modalities)
-        self.output_names = frozenset(config.output_modalities)
-        self.is_input = np.array([name in self.input_names for name in self.modality_names])
-        self.is_image = np.array([kind != "sequence" for kind in self.kinds])
-        self.has_targets = np.array([kind != "pixels" for kind in self.kinds])
-        self.image_size = config.image_size
-        self.is_output = np.array([name in config.output_modalities for name in self.modality_names])
-        self.image_ids = [i for i, kind in enumerate(self.kinds) if kind != "sequence"]
-        self.sequence_ids = [i for i, kind in enumerate(self.kinds) if kind == "sequence"]
-        check_trainable_layout(config, "FourMMaskingCollator")  # one grid, sin-cos positions, one pixels input
-        pixel_names = [name for name, kind in zip(self.modality_names, self.kinds) if kind == "pixels"]
-        self.pixel_name = pixel_names[0] if pixel_names else None
+        self.layouts = modality_layouts(config)
+        self.modality_names = [layout.name for layout in self.layouts]
+        self.layout_by_name = {layout.name: layout for layout in self.layouts}
+        self.kinds = [layout.kind for layout in self.layouts]
+        self.is_input = np.array([layout.is_input for layout in self.layouts])
+        self.has_targets = np.array([layout.can_be_target for layout in self.layouts])
+        self.is_image = np.array([layout.is_grid for layout in self.layouts])
+        self.cells = np.array([layout.num_positions if layout.is_grid else 0 for layout in self.layouts])
+        self.image_ids = [i for i, layout in enumerate(self.layouts) if layout.is_grid]
+        self.span_ids = [i for i, layout in enumerate(self.layouts) if layout.is_span_masked]
+        self.continuous_names = [layout.name for layout in self.layouts if layout.kind in CONTINUOUS_KINDS]
+        self.continuous_field = uses_continuous_inputs_field(config)
 
         self.components = self._resolve_strategy(strategy)
         weights = np.array([c.weight for c in self.components], dtype=np.float64)
         self.component_cdf = np.cumsum(weights / weights.sum())
         self.input_alphas = np.array([[c.input_alphas.get(n, 0.0) for n in self.modality_names] for c in self.components])
         self.target_alphas = np.array([[c.target_alphas.get(n, 0.0) for n in self.modality_names] for c in self.components])
+        self.keep_modes = [[c.keep.get(n, "random") for n in self.modality_names] for c in self.components]
         self._check_sentinels()
         self._check_budgets_fit_config()
 
     # ---- construction checks -------------------------------------------------------------------
+    @staticmethod
+    def _minimum(name: str, value, budget: int, lowest: int) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lowest <= value <= budget:
+            raise ValueError(f"{name} must be an int in [{lowest}, {budget}] (the budget), got {value!r}.")
+        return int(value)
+
     def _resolve_strategy(self, strategy) -> list[DirichletMasking]:
-        if isinstance(strategy, str):
-            components = masking_preset(strategy, self.config)
-        elif isinstance(strategy, DirichletMasking):
-            components = [strategy]
-        else:
-            components = list(strategy)
-            if not components or not all(isinstance(c, DirichletMasking) for c in components):
-                raise TypeError("strategy must be a preset name, a DirichletMasking, or a non-empty list of them.")
+        components = resolve_strategy(strategy, self.config)
         for component in components:
             for name, alpha in component.input_alphas.items():
                 if alpha > 0 and name not in self.config.input_modalities:
@@ -135,10 +145,10 @@ class FourMMaskingCollator:
                         f"config.input_modalities {self.config.input_modalities}."
                     )
             for name, alpha in component.target_alphas.items():
-                if alpha > 0 and name in self.config.modality_specs and self.config.modality(name).kind == "pixels":
+                if alpha > 0 and name in self.config.modality_specs and self.config.modality(name).is_continuous:
                     raise ValueError(
-                        f"Masking component {component.name!r}: modality {name!r} is raw pixels (input only); "
-                        f"its target alpha must be 0, got {alpha}."
+                        f"Masking component {component.name!r}: modality {name!r} is a "
+                        f"{self.config.modality(name).kind} input (input only); its target alpha must be 0, got {alpha}."
                     )
                 if alpha > 0 and name not in self.config.output_modalities:
                     raise ValueError(
@@ -150,21 +160,21 @@ class FourMMaskingCollator:
         return components
 
     def _check_sentinels(self):
-        for i in self.sequence_ids:
-            spec = self.specs[i]
-            if SENTINEL_OFFSET + self.num_sentinels > spec.vocab_size:
+        for i in self.span_ids:
+            layout = self.layouts[i]
+            if layout.kind == "sequence" and SENTINEL_OFFSET + self.num_sentinels > layout.vocab_size:
                 raise ValueError(
-                    f"Modality {spec.name!r}: vocab_size {spec.vocab_size} cannot hold {self.num_sentinels} sentinels "
-                    f"starting at id {SENTINEL_OFFSET}; pass a smaller num_sentinels."
+                    f"Modality {layout.name!r}: vocab_size {layout.vocab_size} cannot hold {self.num_sentinels} "
+                    f"sentinels starting at id {SENTINEL_OFFSET}; pass a smaller num_sentinels."
                 )
-        if self.sequence_ids and self.num_sentinels < 3:
+        if self.span_ids and self.num_sentinels < 3:
             raise ValueError(f"num_sentinels must be >= 3 ([S_1] and [S_2] for one span), got {self.num_sentinels}.")
 
     def _capacity(self, name: str, side: str) -> int:
-        spec = self.spec_by_name[name]
-        if spec.kind == "sequence":
-            return spec.max_length + (1 if side == "target" else 0)
-        return self.num_cells
+        layout = self.layout_by_name[name]
+        if side == "target" and not layout.can_be_target:
+            return 0
+        return layout.num_positions + (1 if side == "target" and layout.kind == "sequence" else 0)
 
     def _check_budgets_fit_config(self):
         most_inputs = sum(self._capacity(n, "input") for n in self.config.input_modalities)
@@ -172,12 +182,12 @@ class FourMMaskingCollator:
         if self.input_budget > most_inputs:
             raise ValueError(
                 f"input_budget {self.input_budget} is larger than all the tokens the input modalities "
-                f"{self.config.input_modalities} can hold ({most_inputs})."
+                f"{self.config.input_modalities} can hold ({most_inputs}): the model's maximum."
             )
         if self.target_budget > most_targets:
             raise ValueError(
                 f"target_budget {self.target_budget} is larger than all the tokens the output modalities "
-                f"{self.config.output_modalities} can hold ({most_targets})."
+                f"{self.config.output_modalities} can hold ({most_targets}): the model's maximum."
             )
 
     # ---- epoch -----------------------------------------------------------------------------------
@@ -193,100 +203,26 @@ class FourMMaskingCollator:
 
     # ---- validation ------------------------------------------------------------------------------
     def validate_sample(self, sample: Mapping) -> dict[str, np.ndarray]:
-        """Check one sample against the config; return its token arrays by modality name.
+        """Check one sample against the config; return its arrays by modality name.
 
         Raises ValueError / TypeError naming the modality and field for: a missing modality
-        (unless ``allow_missing_modalities``), a non-integer or non-1-D token array, a wrong number
-        of image tokens, an empty or too long sequence, an id outside ``[0, vocab_size)``, pixel
-        values of the wrong shape, a missing or negative ``sample_index``, and a sample with fewer
-        tokens than the budgets.
+        (unless ``allow_missing_modalities``), a non-integer or non-1-D token array, a token array
+        of the wrong size for its grid, an empty or too long sequence, an id outside
+        ``[0, vocab_size)``, pixels or a sequence embedding of the wrong shape, a missing or
+        negative ``sample_index``, and a sample with fewer tokens than the budgets.
         """
-        if not isinstance(sample, Mapping):
-            raise TypeError(f"A sample must be a dict of modality arrays, got {type(sample).__name__}.")
-        where = f"sample {sample.get(SAMPLE_INDEX_FIELD, '?')}"
-        if SAMPLE_INDEX_FIELD not in sample:
-            raise ValueError(
-                f"Sample is missing the {SAMPLE_INDEX_FIELD!r} field that seeds its masks; wrap the dataset with "
-                f"fourm_hf.data.masking.with_sample_index(dataset)."
-            )
-        index = sample[SAMPLE_INDEX_FIELD]
-        if isinstance(index, torch.Tensor):
-            index = index.item()
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-            raise ValueError(f"{where}: field {SAMPLE_INDEX_FIELD!r} must be an int >= 0, got {index!r}.")
-
-        arrays: dict[str, np.ndarray] = {}
-        for name, spec in zip(self.modality_names, self.specs):
-            key = PIXEL_VALUES_FIELD if spec.kind == "pixels" else name
-            value = sample.get(key)
-            if value is None:
-                if self.allow_missing_modalities:
-                    continue
+        arrays = read_sample(sample, self.layouts, self.allow_missing_modalities)
+        where = f"sample {sample_index_of(sample)}"
+        for side, budget, chosen in (("input", self.input_budget, self.is_input),
+                                     ("target", self.target_budget, self.has_targets)):
+            names = sorted(n for n in arrays if chosen[self.modality_names.index(n)])
+            available = sum(available_tokens(self.layout_by_name[n], arrays[n], side) for n in names)
+            if available < budget:
                 raise ValueError(
-                    f"{where}: modality {name!r} is missing (field {key!r}); the config lists it. Add it to the "
-                    f"corpus, or pass allow_missing_modalities=True."
+                    f"{where}: {side}_budget {budget} is larger than the {available} tokens its {side} modalities "
+                    f"{names} hold."
                 )
-            if spec.kind == "pixels":
-                arrays[name] = self._check_pixels(name, value, where)
-            else:
-                arrays[name] = self._check_tokens(name, spec, value, where)
-
-        available_inputs = sum(self._available(n, a, "input") for n, a in arrays.items() if n in self.input_names)
-        available_targets = sum(self._available(n, a, "target") for n, a in arrays.items() if n in self.output_names)
-        if available_inputs < self.input_budget:
-            raise ValueError(
-                f"{where}: input_budget {self.input_budget} is larger than the {available_inputs} tokens its input "
-                f"modalities {sorted(n for n in arrays if n in self.input_names)} hold."
-            )
-        if available_targets < self.target_budget:
-            raise ValueError(
-                f"{where}: target_budget {self.target_budget} is larger than the {available_targets} tokens its "
-                f"output modalities {sorted(n for n in arrays if n in self.output_names)} hold."
-            )
         return arrays
-
-    def _available(self, name: str, tokens: np.ndarray, side: str) -> int:
-        if self.spec_by_name[name].kind == "sequence":
-            return len(tokens) + (1 if side == "target" else 0)
-        return self.num_cells
-
-    def _check_pixels(self, name: str, value, where: str) -> np.ndarray:
-        pixels = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        expected = (self.spec_by_name[name].num_channels, self.image_size, self.image_size)
-        if pixels.shape != expected:
-            raise ValueError(
-                f"{where}: modality {name!r} field {PIXEL_VALUES_FIELD!r} has shape {pixels.shape}, expected {expected} "
-                f"(channels, image_size, image_size)."
-            )
-        if pixels.dtype.kind != "f":
-            raise TypeError(f"{where}: modality {name!r} field {PIXEL_VALUES_FIELD!r} must be float, got {pixels.dtype}.")
-        return pixels
-
-    def _check_tokens(self, name: str, spec, value, where: str) -> np.ndarray:
-        tokens = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        if tokens.ndim != 1:
-            raise ValueError(f"{where}: modality {name!r} field {name!r} must be 1-D token ids, got shape {tokens.shape}.")
-        if tokens.size and tokens.dtype.kind not in "iu":
-            raise TypeError(f"{where}: modality {name!r} field {name!r} must hold integer ids, got dtype {tokens.dtype}.")
-        tokens = tokens.astype(np.int64, copy=False)
-        if spec.kind == "image_tokens" and len(tokens) != self.num_cells:
-            raise ValueError(
-                f"{where}: modality {name!r} field {name!r} has {len(tokens)} tokens, expected grid_size**2 = "
-                f"{self.num_cells} (grid {self.config.grid_size}x{self.config.grid_size})."
-            )
-        if spec.kind == "sequence" and not 1 <= len(tokens) <= spec.max_length:
-            raise ValueError(
-                f"{where}: modality {name!r} field {name!r} has {len(tokens)} tokens, expected 1..max_length = "
-                f"{spec.max_length} (the text ids followed by [EOS])."
-            )
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= spec.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"{where}: modality {name!r} field {name!r} has token id {bad}, outside the vocabulary "
-                f"[0, {spec.vocab_size})."
-            )
-        return tokens
 
     def validate_dataset(self, dataset, max_samples: int | None = None) -> int:
         """Validate every sample (or the first ``max_samples``) before training; returns the count.
@@ -308,67 +244,76 @@ class FourMMaskingCollator:
         """Choose the input and target tokens of one sample (unpadded)."""
         arrays = self.validate_sample(sample) if self.validate else self._arrays_unchecked(sample)
         rng = self.rng_for(int(sample[SAMPLE_INDEX_FIELD]))
-        num_modalities = len(self.modality_names)
         present = np.array([name in arrays for name in self.modality_names])
         component = self._choose_component(rng, present, sample[SAMPLE_INDEX_FIELD], arrays)
-        lengths = np.array(
-            [len(arrays[n]) if (present[i] and self.kinds[i] == "sequence") else 0 for i, n in enumerate(self.modality_names)]
-        )
-        is_image, has_targets = self.is_image, self.has_targets
+        input_budget, target_budget = self._draw_budgets(rng)
+        lengths = np.array([len(arrays[n]) if present[i] and i in self.span_ids else 0 for i, n in enumerate(self.modality_names)])
+        is_image, cells = self.is_image, self.cells
         input_alpha = np.where(present & self.is_input, self.input_alphas[component], 0.0)
-        target_alpha = np.where(present & self.is_output & has_targets, self.target_alphas[component], 0.0)
+        target_alpha = np.where(present & self.has_targets, self.target_alphas[component], 0.0)
         input_share = self._dirichlet(rng, input_alpha)
         target_share = self._dirichlet(rng, target_alpha)
 
         # Step 1: shares -> counts. Image cells are split between inputs (first) and targets.
-        input_capacity = np.where(input_alpha > 0, np.where(is_image, self.num_cells, lengths), 0)
-        input_counts = distribute_budget(self.input_budget, input_share, input_capacity)
-        target_capacity = np.where(target_alpha > 0, np.where(is_image, self.num_cells - input_counts, lengths + 1), 0)
-        target_counts = distribute_budget(self.target_budget, target_share, target_capacity)
+        input_capacity = np.where(input_alpha > 0, np.where(is_image, cells, lengths), 0)
+        input_counts = distribute_budget(input_budget, input_share, input_capacity)
+        target_capacity = np.where(target_alpha > 0, np.where(is_image, cells - input_counts, lengths + 1), 0)
+        target_counts = distribute_budget(target_budget, target_share, target_capacity)
 
-        # Step 2: span-mask the sequences; they may use less than their counts.
-        sequence_parts = {}
-        for i in self.sequence_ids:
+        # Step 2: span-mask the sequences and sequence embeddings; they may use less than their counts.
+        span_parts = {}
+        for i in self.span_ids:
             if not present[i] or input_counts[i] + target_counts[i] == 0:
                 input_counts[i] = target_counts[i] = 0
                 continue
-            masked_input, target = self._mask_sequence(rng, arrays[self.modality_names[i]], input_counts[i], target_counts[i])
-            sequence_parts[i] = (masked_input, target)
-            input_counts[i] = len(masked_input)
+            keep = self.keep_modes[component][i]
+            if self.kinds[i] == "sequence_embedding":
+                span_parts[i] = self._mask_sequence_embedding(rng, len(arrays[self.modality_names[i]]), input_counts[i], keep)
+                target = span_parts[i][1]
+            else:
+                tokens = arrays[self.modality_names[i]]
+                span_parts[i] = self._mask_sequence(rng, tokens, input_counts[i], target_counts[i], keep)
+                target = span_parts[i][1]
+            input_counts[i] = len(span_parts[i][0])
             target_counts[i] = max(len(target) - 1, 0)
 
         # Step 3: what the sequences left over goes to image modalities with free cells.
         image_input = is_image & (input_alpha > 0)
-        spare_inputs = self.input_budget - int(input_counts.sum())
+        spare_inputs = input_budget - int(input_counts.sum())
         if spare_inputs > 0:
-            room = np.where(image_input, self.num_cells - input_counts, 0)
-            input_counts += distribute_budget(spare_inputs, input_share, room)
+            input_counts += distribute_budget(spare_inputs, input_share, np.where(image_input, cells - input_counts, 0))
         image_target = is_image & (target_alpha > 0)
-        target_counts = np.where(image_target, np.minimum(target_counts, self.num_cells - input_counts), target_counts)
-        spare_targets = self.target_budget - int(target_counts.sum())
+        target_counts = np.where(image_target, np.minimum(target_counts, cells - input_counts), target_counts)
+        spare_targets = target_budget - int(target_counts.sum())
         if spare_targets > 0:
-            room = np.where(image_target, self.num_cells - input_counts - target_counts, 0)
+            room = np.where(image_target, cells - input_counts - target_counts, 0)
             target_counts += distribute_budget(spare_targets, target_share, room)
 
-        # Step 4: image positions, one random permutation per image modality (inputs then targets).
-        encoder_parts, decoder_parts = [], []
+        # Step 4: positions. Images: one random permutation of the modality's own grid (inputs, then targets).
+        encoder_parts, decoder_parts, dense = [], [], {}
         image_rows = [i for i in self.image_ids if input_counts[i] + target_counts[i] > 0]
-        permutations = rng.random((len(image_rows), self.num_cells)).argsort(axis=1) if image_rows else None
-        for i in range(num_modalities):
-            if i in sequence_parts:
-                masked_input, target = sequence_parts[i]
+        for i in range(len(self.layouts)):
+            name, kind = self.modality_names[i], self.kinds[i]
+            if i in span_parts and kind == "sequence_embedding":
+                rows, _, zeroed = span_parts[i]
+                encoder_parts.append((rows, i, np.arange(len(rows))))
+                dense[name] = (arrays[name], zeroed)
+            elif i in span_parts:
+                masked_input, target = span_parts[i]
                 encoder_parts.append((masked_input, i, np.arange(len(masked_input))))
                 if len(target) > 1:
-                    decoder_parts.append((target[:-1], i, np.arange(len(target) - 1), target[1:]))
+                    decoder_parts.append((target[:-1], i, self._decoder_positions(i, len(target) - 1), target[1:]))
             elif i in image_rows:
-                order = permutations[image_rows.index(i)]
+                order = rng.random(cells[i]).argsort()
                 n_in, n_target = int(input_counts[i]), int(target_counts[i])
                 input_positions = np.sort(order[:n_in])
                 target_positions = np.sort(order[n_in : n_in + n_target])
-                if self.kinds[i] == "pixels":
+                if kind == "pixels":
                     encoder_parts.append((np.zeros(n_in, dtype=np.int64), i, input_positions))
+                    if n_in:
+                        dense[name] = (arrays[name], None)
                 else:
-                    tokens = arrays[self.modality_names[i]]
+                    tokens = arrays[name]
                     encoder_parts.append((tokens[input_positions], i, input_positions))
                     decoder_parts.append(
                         (np.zeros(n_target, dtype=np.int64), i, target_positions, tokens[target_positions])
@@ -387,14 +332,30 @@ class FourMMaskingCollator:
             component=component,
             input_counts={self.modality_names[i]: int(c) for i, c in enumerate(input_counts) if c > 0},
             target_counts={self.modality_names[i]: int(c) for i, c in enumerate(target_counts) if c > 0},
+            dense_inputs=dense,
         )
+
+    def _draw_budgets(self, rng: np.random.Generator) -> tuple[int, int]:
+        """This sample's input and target budgets: fixed, or uniform in [min_*_tokens, budget]."""
+        input_budget, target_budget = self.input_budget, self.target_budget
+        if self.min_input_tokens is not None:
+            input_budget = int(rng.integers(self.min_input_tokens, self.input_budget + 1))
+        if self.min_target_tokens is not None:
+            target_budget = int(rng.integers(self.min_target_tokens, self.target_budget + 1))
+        return input_budget, target_budget
+
+    def _decoder_positions(self, i: int, count: int) -> np.ndarray:
+        """0..count-1, restarting at 0 from the modality's decoder position limit (the reference's tables)."""
+        positions = np.arange(count)
+        limit = self.config.modality(self.modality_names[i]).decoder_position_limit
+        return np.where(positions >= limit, 0, positions)
 
     def _arrays_unchecked(self, sample: Mapping) -> dict[str, np.ndarray]:
         arrays = {}
-        for name, kind in zip(self.modality_names, self.kinds):
-            value = sample.get(PIXEL_VALUES_FIELD if kind == "pixels" else name)
+        for layout in self.layouts:
+            value = sample.get(layout.field)
             if value is not None:
-                arrays[name] = np.asarray(value.numpy() if isinstance(value, torch.Tensor) else value)
+                arrays[layout.name] = as_array(value)
         return arrays
 
     def _choose_component(self, rng: np.random.Generator, present: np.ndarray, index, arrays) -> int:
@@ -426,30 +387,65 @@ class FourMMaskingCollator:
             shares[active] = rng.dirichlet(alphas[active])
         return shares
 
+    @staticmethod
+    def _keep_probability(rng: np.random.Generator, keep: str) -> float:
+        """The reference's keep modes: ``random`` ~ U(0, 1), ``all`` 1, ``binary`` 0 or 1."""
+        draw = rng.random()
+        if keep == "all":
+            return 1.0
+        if keep == "binary":
+            return float(draw < 0.5)
+        return draw
+
+    def _dropped_within(self, rng, length: int, n_input: int, keep_probability: float) -> np.ndarray:
+        """Drop each token with probability 1 - p; while the span-masked input exceeds ``n_input``, p *= 0.9."""
+        dropped = rng.random(length) >= keep_probability
+        max_spans = self.num_sentinels - 2
+        for _ in range(MAX_KEEP_RETRIES):
+            masked_length = int((~dropped).sum()) + min(_count_spans(dropped), max_spans)
+            if masked_length <= n_input:
+                return dropped
+            keep_probability *= 0.9
+            dropped = rng.random(length) >= keep_probability
+        return np.ones(length, dtype=bool)
+
     def _mask_sequence(
-        self, rng: np.random.Generator, tokens: np.ndarray, n_input: int, n_target: int
+        self, rng: np.random.Generator, tokens: np.ndarray, n_input: int, n_target: int, keep: str = "random"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Span-mask one sequence for ``n_input`` encoder and ``n_target`` decoder tokens.
 
         No target budget: the encoder sees the sequence as is (its first ``n_input`` tokens). No
         input budget: the whole sequence is one span, i.e. ``[S_1] text [S_2]`` (caption
-        generation). Otherwise each token is kept with probability p ~ U(0, 1).
+        generation). Otherwise each token is kept with the keep mode's probability p, lowered
+        (p *= 0.9, redrawn) while the masked input is longer than ``n_input``, as the reference does.
         Returns ``(encoder_tokens, target)`` with ``len(encoder_tokens) <= n_input`` and
         ``len(target) - 1 <= n_target`` decoder tokens.
         """
-        keep_probability = rng.random()
-        keep_draws = rng.random(len(tokens))
+        keep_probability = self._keep_probability(rng, keep)
         if n_target == 0:
             dropped = np.zeros(len(tokens), dtype=bool)
         elif n_input == 0:
             dropped = np.ones(len(tokens), dtype=bool)
         else:
-            dropped = keep_draws >= keep_probability
+            dropped = self._dropped_within(rng, len(tokens), n_input, keep_probability)
         # k spans use [S_1]..[S_{k+1}], so the last sentinel [S_{num_sentinels-1}] allows k = num_sentinels - 2.
-        max_spans = self.num_sentinels - 2
-        masked_input, target, sentinel_positions = span_mask_sequence(tokens, dropped, max_spans=max_spans)
+        masked_input, target, sentinel_positions = span_mask_sequence(tokens, dropped, max_spans=self.num_sentinels - 2)
         target = cut_target_at_sentinel(target, sentinel_positions, n_target)
         return masked_input[:n_input], target
+
+    def _mask_sequence_embedding(
+        self, rng: np.random.Generator, length: int, n_input: int, keep: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Span-mask the rows of a sequence embedding (input only), as the reference masks ``t5_caption``.
+
+        A dropped span becomes one visible all-zero row (the reference's sentinel for vectors) at
+        the span's first row. Returns ``(rows, no_target, zeroed)``: the (n,) rows the encoder
+        reads in order, an empty target, and the rows to zero.
+        """
+        dropped = self._dropped_within(rng, length, n_input, self._keep_probability(rng, keep))
+        span_starts = dropped & ~np.concatenate(([False], dropped[:-1]))
+        rows = np.flatnonzero(~dropped | span_starts)[:n_input]
+        return rows.astype(np.int64), np.zeros(0, dtype=np.int64), np.flatnonzero(span_starts)
 
     @staticmethod
     def _concat(parts, num_fields: int):
@@ -471,8 +467,10 @@ class FourMMaskingCollator:
         Returns int64 tensors ``input_ids``, ``input_modality_ids``, ``input_positions``,
         ``attention_mask`` of shape (B, input_budget); ``decoder_input_ids``,
         ``decoder_modality_ids``, ``decoder_positions``, ``decoder_attention_mask``, ``labels``
-        (-100 on padding) of shape (B, target_budget); and ``pixel_values`` (B, C, H, W) float32
-        when some sample has a pixels input token (zeros for samples without pixels).
+        (-100 on padding) of shape (B, target_budget); and every dense input of the model:
+        ``pixel_values`` (B, C, H, W) float32 in the 4M-7 layout, else ``continuous_inputs``
+        ``{name: (B, C, H, W) pixels or (B, max_length, C) vectors}`` (zeros where a sample does not
+        use it; a sequence embedding's dropped spans are zero rows).
         """
         if len(samples) == 0:
             raise ValueError("Cannot collate an empty list of samples.")
@@ -486,7 +484,7 @@ class FourMMaskingCollator:
         decoder_positions = np.zeros_like(decoder_input_ids)
         decoder_attention_mask = np.zeros_like(decoder_input_ids)
         labels = np.full((batch_size, l_dec), IGNORE_INDEX, dtype=np.int64)
-        uses_pixels = False
+        dense_rows = []
 
         for row, sample in enumerate(samples):
             masked = self.mask_sample(sample)
@@ -500,7 +498,7 @@ class FourMMaskingCollator:
             decoder_positions[row, :n_dec] = masked.decoder_positions
             decoder_attention_mask[row, :n_dec] = 1
             labels[row, :n_dec] = masked.labels
-            uses_pixels = uses_pixels or (self.pixel_name is not None and self.pixel_name in masked.input_counts)
+            dense_rows.append(masked.dense_inputs)
 
         batch = {
             "input_ids": input_ids,
@@ -514,16 +512,32 @@ class FourMMaskingCollator:
             "labels": labels,
         }
         batch = {key: torch.from_numpy(value) for key, value in batch.items()}
-        if uses_pixels:
-            batch[PIXEL_VALUES_FIELD] = self._stack_pixels(samples)
+        # Every continuous input in every batch, zeros where unused: each process of a sharded (FSDP2) run must
+        # give every parameter a gradient in every step, and the batch keeps one structure for torch.compile.
+        dense = {name: self._stack_dense(name, dense_rows) for name in self.continuous_names}
+        if self.continuous_field:
+            batch[CONTINUOUS_INPUTS_FIELD] = dense
+        elif dense:
+            batch[PIXEL_VALUES_FIELD] = next(iter(dense.values()))
         return batch
 
-    def _stack_pixels(self, samples: Sequence[Mapping]) -> torch.Tensor:
-        channels = self.spec_by_name[self.pixel_name].num_channels
-        size = self.image_size
-        pixels = np.zeros((len(samples), channels, size, size), dtype=np.float32)
-        for row, sample in enumerate(samples):
-            value = sample.get(PIXEL_VALUES_FIELD)
-            if value is not None:
-                pixels[row] = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        return torch.from_numpy(pixels)
+    def _stack_dense(self, name: str, dense_rows: Sequence[dict]) -> torch.Tensor:
+        """(B, C, S, S) pixels or (B, max_length, C) vectors of one continuous modality; zeros where unused."""
+        layout = self.layout_by_name[name]
+        if layout.kind == "pixels":
+            shape = (layout.num_channels, layout.image_size, layout.image_size)
+        else:
+            shape = (layout.num_positions, layout.num_channels)
+        stacked = np.zeros((len(dense_rows), *shape), dtype=np.float32)
+        for row, rows in enumerate(dense_rows):
+            if name not in rows:
+                continue
+            value, zeroed = rows[name]
+            stacked[row, : len(value)] = value
+            if zeroed is not None:
+                stacked[row, zeroed] = 0.0
+        return torch.from_numpy(stacked)
+
+
+def _count_spans(dropped: np.ndarray) -> int:
+    return int((dropped & ~np.concatenate(([False], dropped[:-1]))).sum())

@@ -1,64 +1,136 @@
-"""Which model layouts the training batch makers handle, and a clear error for the others.
+"""Where each modality's tokens live in a training sample and in a packed batch (the model's layout).
 
-:class:`~fourm_hf.data.masking.collator.FourMMaskingCollator` and
-:func:`~fourm_hf.testing_utils.random_packed_batch` lay every image modality out on ONE patch grid
-(``config.grid_size`` squared cells at ``config.image_size``), give positions on that grid, read
-token ids for every modality but raw pixels, and take the pixels of ONE input from
-``pixel_values`` (``(3, image_size, image_size)``). That is the 4M-7 layout.
+Every layout the model runs is laid out here: the 4M-7 one (one 14x14 grid), and the 4M-21 and
+4M-7-SR ones, whose modalities have their own geometry:
 
-The 4M-21 and 4M-7-SR layouts have more: modalities on their own grids (DINOv2 / ImageBind
-features at patch 14: 16x16; the 448 px super-resolution domains: 28x28; the 4x4 global
-embeddings), learned position tables (the global embeddings), a continuous ``sequence_embedding``
-input (T5-XXL caption vectors) and a second pixel input (``rgb@448``). A batch made under the
-one-grid assumption would silently put those modalities' tokens at wrong positions and counts, so
-:func:`check_trainable_layout` refuses such configs, naming each modality and why. Converted
-4M-21 / SR models still load, run and generate; only training batches of those layouts are not
-implemented.
+* an image modality (token ids or raw pixels) fills its own grid, ``config.modality_grid_size(name)``
+  squared cells in raster order: 14x14 at patch 16, 16x16 for DINOv2 / ImageBind at patch 14, 28x28
+  for the ``@448`` domains, 4x4 = 16 cells for a global embedding (learned positions, indices 0..15);
+* a sequence holds up to ``max_length`` ids, positions 0..N-1;
+* a ``sequence_embedding`` (``t5_caption``) holds up to ``max_length`` vectors of ``num_channels``
+  floats, input only; the encoder reads rows of it, positions 0..N-1 along the visible rows.
+
+Fields of a sample (and corpus columns): a token modality's field is its name; the first pixels
+input reads ``pixel_values`` (as in every 4M-7 corpus) and any further pixels input (``rgb@448``)
+its own name; a sequence embedding its name.
+
+In the packed batch, continuous inputs travel as ``pixel_values`` when the model has one pixels
+input and nothing else continuous (the 4M-7 layout), otherwise as ``continuous_inputs``
+(``{"rgb": (B, 3, 224, 224), "rgb@448": (B, 3, 448, 448), "t5_caption": (B, 77, 4096)}``), which
+``FourMModel.forward`` takes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ...modalities import MODALITY_KINDS
+from .ids import PIXEL_VALUES_FIELD
+
+CONTINUOUS_INPUTS_FIELD = "continuous_inputs"
+
+
+@dataclass(frozen=True)
+class ModalityLayout:
+    """One modality of a model as the batch makers see it.
+
+    ``num_positions`` is the size of its position range: grid cells for an image modality, the
+    maximum length for a sequence or sequence embedding. ``image_size`` is set for pixels inputs.
+    """
+
+    name: str
+    modality_id: int
+    kind: str
+    field: str
+    num_positions: int
+    is_input: bool
+    is_output: bool
+    vocab_size: int | None = None
+    num_channels: int | None = None
+    image_size: int | None = None
+
+    @property
+    def is_grid(self) -> bool:
+        return self.kind in ("image_tokens", "pixels")
+
+    @property
+    def is_span_masked(self) -> bool:
+        """Sequences and sequence embeddings are span-masked; grids are masked cell by cell."""
+        return self.kind in ("sequence", "sequence_embedding")
+
+    @property
+    def can_be_target(self) -> bool:
+        return self.is_output and self.kind in ("image_tokens", "sequence")
+
+
+def sample_field(config, name: str) -> str:
+    """The sample field / corpus column of modality ``name`` (see the module docstring)."""
+    spec = config.modality(name)
+    if spec.kind == "pixels":
+        pixel_inputs = [n for n in config.modality_names if config.modality(n).kind == "pixels"]
+        return PIXEL_VALUES_FIELD if name == pixel_inputs[0] else name
+    return name
+
+
+def uses_continuous_inputs_field(config) -> bool:
+    """True when dense inputs go in ``continuous_inputs`` rather than in ``pixel_values``."""
+    continuous = [n for n in config.modality_names if config.modality(n).is_continuous]
+    return len(continuous) > 1 or any(config.modality(n).kind == "sequence_embedding" for n in continuous)
+
+
+def modality_layouts(config) -> list[ModalityLayout]:
+    """The layout of every modality of ``config``, in modality-id order."""
+    check_trainable_layout(config, "the masking layout")
+    layouts = []
+    for index, name in enumerate(config.modality_names):
+        spec = config.modality(name)
+        layouts.append(ModalityLayout(
+            name=name,
+            modality_id=index,
+            kind=spec.kind,
+            field=sample_field(config, name),
+            num_positions=config.num_positions(name),
+            is_input=name in config.input_modalities,
+            is_output=name in config.output_modalities,
+            vocab_size=spec.vocab_size,
+            num_channels=spec.num_channels,
+            image_size=config.modality_image_size(name) if spec.kind == "pixels" else None,
+        ))
+    return layouts
+
 
 def unsupported_layout(config) -> dict[str, str]:
-    """``{modality: why}`` for each modality of ``config`` the one-grid batch makers cannot lay out."""
+    """``{modality: why}`` for each modality of ``config`` the model cannot be trained on.
+
+    The model runs every registered kind on its own geometry; what remains refused is a modality of
+    an unknown kind and a field name clash (a modality named like the first pixels input's field).
+    """
     problems = {}
-    pixel_inputs = []
     for name in config.modality_names:
         spec = config.modality(name)
-        if spec.kind == "sequence_embedding":
-            problems[name] = "a sequence_embedding input (continuous vectors, e.g. T5 caption embeddings)"
-            continue
-        if not spec.is_image:
-            continue
-        if spec.kind == "pixels":
-            pixel_inputs.append(name)
-        grid, size = config.modality_grid_size(name), config.modality_image_size(name)
-        reasons = []
-        if grid != config.grid_size or size != config.image_size:
-            reasons.append(f"its own {grid}x{grid} grid at {size} px")
-        if spec.learned_positions:
-            reasons.append("learned positions")
-        if reasons:
-            problems[name] = " and ".join(reasons)
-    for name in pixel_inputs[1:]:
-        problems.setdefault(name, f"a second pixels input (after {pixel_inputs[0]!r}; one 'pixel_values' field is read)")
+        if spec.kind not in MODALITY_KINDS:
+            problems[name] = f"kind {spec.kind!r} is not one of {MODALITY_KINDS}"
+    fields = [sample_field(config, name) for name in config.modality_names]
+    for name, field in zip(config.modality_names, fields):
+        if fields.count(field) > 1:
+            problems[name] = f"its field {field!r} is also the field of another modality"
     return problems
 
 
 def check_trainable_layout(config, what: str) -> None:
-    """Raise a ValueError naming what ``what`` cannot lay out in ``config`` (module docstring)."""
+    """Raise a ValueError naming each modality ``what`` cannot lay out in ``config``."""
     problems = unsupported_layout(config)
-    if not problems:
-        return
-    listed = "; ".join(f"{name}: {why}" for name, why in problems.items())
-    raise ValueError(
-        f"{what}: training this model layout is not supported ({listed}). Supported: every image modality on the "
-        f"model's one {config.grid_size}x{config.grid_size} patch grid at {config.image_size} px with sin-cos "
-        "positions, token and text modalities, and at most one pixels input (the 4M-7 layout, e.g. the fourm-hf "
-        "presets or a converted 4M-7 model). 4M-21 / 4M-7-SR layouts (per-modality grids, learned positions, "
-        "sequence_embedding inputs, a second resolution) load, run and generate, but cannot be trained here; "
-        "train a config restricted to the supported modalities (input_modalities / output_modalities) instead."
-    )
+    if problems:
+        listed = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        raise ValueError(f"{what}: this model layout cannot be trained ({listed}).")
 
 
-__all__ = ["check_trainable_layout", "unsupported_layout"]
+__all__ = [
+    "CONTINUOUS_INPUTS_FIELD",
+    "ModalityLayout",
+    "check_trainable_layout",
+    "modality_layouts",
+    "sample_field",
+    "unsupported_layout",
+    "uses_continuous_inputs_field",
+]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ...configuration_fourm import FourMConfig
+
+
+KEEP_MODES = ("random", "all", "binary")
 
 
 @dataclass(frozen=True)
@@ -23,12 +26,17 @@ class DirichletMasking:
             inputs only).
         weight: relative probability of this component in a mixture.
         name: label used in reports and errors.
+        keep: modality name -> keep mode of a sequence's span masking when it has input tokens
+            (the reference's ``keep``): ``"random"`` (keep probability ~ U(0, 1), the default),
+            ``"all"`` (keep probability 1: the whole sequence is input) or ``"binary"`` (0 or 1,
+            each with probability 1/2). Image modalities ignore it.
     """
 
     input_alphas: Mapping[str, float]
     target_alphas: Mapping[str, float]
     weight: float = 1.0
     name: str = "dirichlet"
+    keep: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         for field_name in ("input_alphas", "target_alphas"):
@@ -40,6 +48,11 @@ class DirichletMasking:
                     )
         if not np.isfinite(self.weight) or self.weight <= 0:
             raise ValueError(f"Masking component {self.name!r}: weight must be > 0, got {self.weight!r}.")
+        for modality, mode in self.keep.items():
+            if mode not in KEEP_MODES:
+                raise ValueError(
+                    f"Masking component {self.name!r}: keep[{modality!r}] must be one of {KEEP_MODES}, got {mode!r}."
+                )
 
 
 def _alphas(names: Sequence[str], value: float, **overrides: float) -> dict[str, float]:
