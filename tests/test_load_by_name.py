@@ -116,6 +116,20 @@ def build_tokenizers(table: dict, root: Path) -> dict[str, Path]:
     return folders
 
 
+def sequence_tokenizer_fixtures() -> dict[str, Path]:
+    """``{modality: fixture folder}`` of the tokenizer fixtures whose released repo serves a sequence's ids
+    (4M-21's ``human_poses`` / ``sam_instance``)."""
+    from fourm_hf.ml4m.assembly import modality_from_released_name
+    from fourm_hf.processing.sequence_tokens import SEQUENCE_TOKENIZER_MODALITIES
+
+    found = {}
+    for fixture in sorted(p for p in (ML4M / "tokenizers").iterdir() if (p / "config.json").is_file()):
+        released = json.loads((fixture / f"{fixture.name}.json").read_text())["released_counterpart"]
+        if modality_from_released_name(released) in SEQUENCE_TOKENIZER_MODALITIES:
+            found[modality_from_released_name(released)] = fixture
+    return found
+
+
 # ---- the loopback Hub with the fixtures under registered catalogue entries ----------------------------------
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
@@ -148,13 +162,22 @@ def released(hub, tmp_path_factory):
     repo_id = upload(hub, write_released_folder(name, root / name), f"{name}-released")
     folders = build_tokenizers(table, root / "tokenizers")
     tokenizers = {modality: upload(hub, folder, folder.name) for modality, folder in folders.items()}
+    sequences = {modality: fixture for modality, fixture in sequence_tokenizer_fixtures().items()
+                 if modality in table["modalities"] and table["modalities"][modality]["decoder"]}
+    for modality, fixture in sequences.items():
+        folder = root / "tokenizers" / fixture.name
+        folder.mkdir(parents=True)
+        for file in ("config.json", "model.safetensors"):
+            shutil.copy(fixture / file, folder / file)
+        tokenizers[modality] = upload(hub, folder, f"{fixture.name}-released")
     text = text_tokenizer_file(table)
     semseg = folders.get("tok_semseg")
     entry = register_released_model(ReleasedModel(
         repo_id, "fixture", tokenizers, text_tokenizer=str(text),
         text_fingerprint=vocabulary_fingerprint(FourMTextTokenizer(tokenizer_file=str(text))),
         semseg_classes=json.loads((semseg / "config.json").read_text())["n_labels"] if semseg else None))
-    yield {"trunk": name, "repo_id": repo_id, "entry": entry, "tokenizers": tokenizers, "text": text, "table": table}
+    yield {"trunk": name, "repo_id": repo_id, "entry": entry, "tokenizers": tokenizers, "text": text, "table": table,
+           "sequence_fixtures": sequences}
     unregister_released_model(repo_id)
 
 
@@ -223,6 +246,7 @@ def test_one_call_gives_the_pipeline_and_fetches_only_the_tokenizers_a_call_need
         assert out["depth"]["array"].shape == (224, 224)
         fetched = {modality for modality, count in tokenizer_requests(hub, tokenizers, start).items() if count}
         assert fetched == {"tok_rgb", "tok_depth"}
+    assert not any(t.is_loaded for t in pipe.processor.sequence_tokenizers.values())
     targets = pipe.available_targets()
     assert {FRIENDLY_NAMES[m] for m in tokenizers} <= set(targets)
     for target in [name for name in targets if name != "rgb"]:  # rgb: from a caption, below
@@ -310,3 +334,49 @@ def test_a_download_cut_midway_is_a_named_error_and_leaves_no_converted_model(re
     assert not list(snapshots.rglob("model.safetensors")), "a partial weights file was left where a finished one goes"
     FourMModel.from_pretrained(repo_id)  # the server is back: the same call now converts
     assert any(converted.iterdir())
+
+
+# ---- sequence outputs decoded: pose rotations and SAM masks -----------------------------------------------
+def test_pose_ids_become_the_pose_tokenizers_rotations_and_sam_ids_masks(released, monkeypatch):
+    """The fixtures' stored ids through the processor's released sequence tokenizers give the reference's
+    decoded poses (23 x 3 x 3) and instance maps (thresholded, pasted into the box)."""
+    from safetensors.torch import load_file
+
+    from fourm_hf import FourMProcessor
+    from fourm_hf.processing.sequence_tokens import add_sequence_decodings, decode_sam_masks
+    from fourm_hf.text.text_serialization import HumanPose, SamMask, SamPoint
+
+    fixtures = released["sequence_fixtures"]
+    if not fixtures:
+        pytest.skip(f"the served fixture trunk has no human_poses / sam_instance output with a tokenizer fixture")
+    processor = FourMProcessor.from_pretrained(released["repo_id"])
+    assert sorted(processor.sequence_tokenizers) == sorted(fixtures)
+    bins = processor.tokenizer.coord_bins
+    if "human_poses" in fixtures:
+        io = load_file(str(next(fixtures["human_poses"].glob("*_io.safetensors"))))
+        ids = io["quant.ids"].reshape(io["quant.ids"].shape[0], -1)
+        humans = [HumanPose((0, 0, bins - 1, bins - 1), [0] * 9, row.tolist(), [0] * 3, [0] * 10) for row in ids]
+        tokens = processor(human_poses=[humans])
+        decoded = add_sequence_decodings(processor.decode(tokens), processor.sequence_tokenizers, processor.image_size, bins)
+        rotations = decoded["human_poses"][0]["rotations"]
+        assert rotations.shape == (len(humans), 23, 3, 3) and rotations.dtype == np.float32
+        expected = io["out.decoded"].reshape(len(humans), 23, 3, 3).numpy()
+        assert np.allclose(rotations, expected, atol=1e-5)
+    if "sam_instance" in fixtures:
+        io = load_file(str(next(fixtures["sam_instance"].glob("*_io.safetensors"))))
+        ids = io["quant.ids"].reshape(io["quant.ids"].shape[0], -1)
+        full = (0, 0, bins - 1, bins - 1)
+        points = [SamPoint((1, 1), [SamMask(full, row.tolist()) for row in ids]), SamPoint((2, 2), [])]
+        size = io["out.decoded"].shape[-1]
+        masks = decode_sam_masks(points, processor.sequence_tokenizers["sam_instance"], size, bins)
+        assert [len(m) for m in masks] == [len(ids), 0]
+        assert all(np.array_equal(mask, (io["out.decoded"][i, 0] > 0).numpy()) for i, mask in enumerate(masks[0]))
+        half = decode_sam_masks([SamPoint((1, 1), [SamMask((0, 0, (bins - 1) // 2, bins - 1), ids[0].tolist())])],
+                                processor.sequence_tokenizers["sam_instance"], size, bins)[0][0]
+        assert not half[:, size // 2 + 1:].any(), "a mask spills out of its box"
+        tokens = processor(sam_instance=[points])
+        decoded = add_sequence_decodings(processor.decode(tokens), processor.sequence_tokenizers, processor.image_size, bins)
+        assert [m.shape for m in decoded["sam_instance"][0]["masks"][0]] == [(processor.image_size,) * 2] * len(ids)
+        with pytest.raises(ValueError, match=r"sam_instance: token ids must lie in \[0, "):
+            decode_sam_masks([SamPoint((1, 1), [SamMask(full, [10**4] * 16)])], processor.sequence_tokenizers["sam_instance"],
+                             size, bins)

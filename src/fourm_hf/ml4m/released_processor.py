@@ -6,6 +6,8 @@ and cached; the processor needs the model's vocabularies, which only the weights
 
 * the image processor at the model's resolution;
 * the text tokenizer (:func:`resolve_text_tokenizer`, below);
+* ``processor.sequence_tokenizers``: the pose and SAM-instance tokenizers that turn 4M-21's ``human_poses``
+  / ``sam_instance`` outputs into rotations and masks (``processing/sequence_tokens.py``), downloaded on use;
 * one :class:`~fourm_hf.tokenizers.lazy_released.LazyReleasedTokenizer` per image-token modality the
   processor can serve: nothing of a tokenizer repo is downloaded until a call encodes or decodes that
   modality. Feature tokenizers (CLIP, DINOv2, ImageBind) are decode-only unless ``feature_models=True``,
@@ -35,6 +37,8 @@ from pathlib import Path
 from ..configuration_fourm import FourMConfig
 from ..processing.image_processing_fourm import FourMImageProcessor
 from ..processing.processing_fourm import PRETRAINED_SOURCE_LOADERS
+from ..processing.sequence_tokens import (POSE_IDS, SAM_GRID, SAM_MASK_SIZE, SEQUENCE_TOKENIZER_MODALITIES,
+                                          SequenceTokenizers)
 from ..text.tokenization_fourm import FourMTextTokenizer
 from ..tokenizers.lazy_released import HUB_OPTIONS, LazyReleasedTokenizer
 from ..tokenizers.released_modalities import KIND_TARGETS, VECTOR_KINDS, ModalityTokenizerConfig, modality_kind
@@ -124,6 +128,21 @@ def lazy_tokenizers(entry: ReleasedModel, config: FourMConfig, feature_models: b
     return tokenizers
 
 
+def sequence_tokenizers(entry: ReleasedModel, config: FourMConfig, hub_options: dict | None = None) -> SequenceTokenizers:
+    """The not-yet-downloaded pose / SAM-instance tokenizers of the model's ``human_poses`` / ``sam_instance``
+    outputs (their codebooks are not the model's: the ids travel inside the text, so no vocabulary is checked)."""
+    found = SequenceTokenizers()
+    for modality in SEQUENCE_TOKENIZER_MODALITIES:
+        if modality in entry.tokenizers and modality in config.output_modalities:
+            kind = modality_kind(modality)
+            expected = ModalityTokenizerConfig(
+                modality=modality, input_kind=kind, target=KIND_TARGETS[kind],
+                image_size=1 if kind == "pose" else SAM_MASK_SIZE, grid_size=1 if kind == "pose" else SAM_GRID,
+                vocab_size=None, num_tokens=POSE_IDS if kind == "pose" else None)
+            found[modality] = LazyReleasedTokenizer(entry.tokenizers[modality], expected, None, hub_options)
+    return found
+
+
 def load_released_processor(processor_class, name, kwargs: dict):
     """The ``PRETRAINED_SOURCE_LOADERS`` entry of ``FourMProcessor.from_pretrained`` (None: not a catalogue id)."""
     entry = released_model(os.fspath(name)) if isinstance(name, (str, os.PathLike)) else None
@@ -146,6 +165,7 @@ def load_released_processor(processor_class, name, kwargs: dict):
         image_options["num_semseg_classes"] = entry.semseg_classes
     max_text_length = config.modality("caption").max_length if "caption" in config.modality_specs else 256
     processor = processor_class(FourMImageProcessor(**image_options), text, vqvaes=vqvaes, max_text_length=max_text_length)
+    processor.sequence_tokenizers = sequence_tokenizers(entry, config, tokenizer_hub_options)
     if options.get("device") is not None:
         processor.to(options["device"])
     return processor

@@ -40,7 +40,9 @@ Output per sample, keyed by the public names of the generated targets:
   the generated text, its parsed structure (``HumanPose`` list, ``SamPoint`` list, ``ColorPalette``,
   ``{key id: value}``; see ``text/sequence_modalities.py``) or, where the text does not
   parse, ``data`` None and the parser's message in ``error``. As inputs they take that structured
-  data (or its text);
+  data (or its text). With the released pose / SAM-instance tokenizers (``processor.sequence_tokenizers``,
+  set by loading a released model by name), parsed ``human_poses`` also have ``rotations`` (P, 23, 3, 3) and
+  ``sam_instance`` ``masks`` (bool (S, S) per mask, per point): ``processing/sequence_tokens.py``;
 * ``clip`` / ``dinov2`` / ``imagebind`` (vision-model feature maps, each on its model grid: 4M-21's
   DINOv2 / ImageBind 16x16) and ``dinov2_global`` / ``imagebind_global`` (global embeddings, 16 tokens):
   ``{"image": None, "array": float32 (g, g, C) or (C,)}``, when the processor holds their tokenizer. As
@@ -85,6 +87,7 @@ from ..modeling.generation import (DEFAULT_DECODING, build_generation_schedule, 
                                    get_preset)
 from ..modeling.generation.options import check_int, check_pipeline_options
 from ..modeling.modeling_fourm import FourMModel
+from ..processing.sequence_tokens import add_sequence_decodings
 from .box_scores import box_scores
 from .call_inputs import batch_indices, load_image
 from .modality_names import IMAGE_ARGUMENT, ModalityNames
@@ -354,6 +357,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                       for row, probs in zip(tokens["det"].cpu(), det_probs)]
         decoded = self.processor.decode(decode_input, image=model_outputs.get("backgrounds"), box_scores=scores,
                                         num_diffusion_steps=num_diffusion_steps, generator=generator)
+        add_sequence_decodings(decoded, getattr(self.processor, "sequence_tokenizers", None),  # SAM masks, poses
+                               self.processor.image_size, self.processor.tokenizer.coord_bins)
         results = []
         for row in range(batch):
             result = {name: _sample_output(decoded[model_names[name]], row) for name in targets}

@@ -70,7 +70,7 @@ class LazyReleasedTokenizer(nn.Module):
     Args:
         repo_id: the released tokenizer repo (``EPFL-VILAB/4M_tokenizers_depth_8k_224-448``) or a local folder.
         config: what the model needs from it (``ModalityTokenizerConfig``: modality, kind, image size, grid or
-            ids per sample, vocabulary, semseg classes); checked against the tokenizer when it loads.
+            ids per sample, vocabulary (None: any), semseg classes); checked against the tokenizer when it loads.
         feature_model: for a feature kind: the transformers vision model (repo or folder) computing its input;
             None makes it decode-only (``config.can_encode`` must then be False).
         hub_options: ``revision``, ``cache_dir``, ``token``, ... for the downloads.
@@ -138,7 +138,7 @@ class LazyReleasedTokenizer(nn.Module):
     def _check(self, tokenizer: ReleasedModalityTokenizer) -> None:
         found, expected = asdict(tokenizer.config), asdict(self.expected)
         wrong = {key: (found[key], expected[key]) for key in ("vocab_size", "num_tokens", "num_classes", "can_encode")
-                 if found[key] != expected[key]}
+                 if found[key] != expected[key] and not (key == "vocab_size" and expected[key] is None)}
         if wrong:
             details = ", ".join(f"{key} {got} (expected {want})" for key, (got, want) in wrong.items())
             raise ValueError(f"tokenizer {self.repo_id!r} does not fit the model's {self.expected.modality!r}: {details}.")
