@@ -380,3 +380,46 @@ def test_pose_ids_become_the_pose_tokenizers_rotations_and_sam_ids_masks(release
         with pytest.raises(ValueError, match=r"sam_instance: token ids must lie in \[0, "):
             decode_sam_masks([SamPoint((1, 1), [SamMask(full, [10**4] * 16)])], processor.sequence_tokenizers["sam_instance"],
                              size, bins)
+
+
+# ---- trust_remote_code: an assembled released folder where fourm_hf cannot be imported -----------------------
+def test_a_pushed_assembled_released_folder_runs_with_trust_remote_code_without_fourm_hf(released, hub, tmp_path):
+    """The by-name model and processor saved together (the lazy tokenizers download as they are saved) and pushed:
+    a process where ``import fourm_hf`` fails builds the pipeline from the repo's own code, the released
+    tokenizers included, and generates the same tokens as the installed package."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import pipeline
+
+    from fourm_hf import FourMModel, FourMProcessor
+    from fourm_hf.hub import push_checkpoint
+    from fourm_hf.pipelines.any_to_any import FRIENDLY_NAMES, FourMAnyToAnyPipeline
+
+    folder = tmp_path / "assembled"
+    FourMModel.from_pretrained(released["repo_id"]).save_pretrained(folder)
+    FourMProcessor.from_pretrained(released["repo_id"], num_diffusion_steps=1).save_pretrained(folder)
+    repo_id = f"{NAMESPACE}/{released['trunk']}-assembled"
+    push_checkpoint(str(folder), repo_id, token=TOKEN)
+    targets = [FRIENDLY_NAMES[m] for m in released["tokenizers"] if m in ("tok_depth", "tok_semseg", "tok_normal")]
+    options = {"target_modalities": targets, "seed": 0, "num_steps": 2, "return_tokens": True}
+    image = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
+    np.save(tmp_path / "rgb.npy", image)
+    installed = pipeline("any-to-any", model=repo_id, pipeline_class=FourMAnyToAnyPipeline)(image, **options)["tokens"]
+    assert "tok_rgb" in installed, "the released RGB tokenizer did not encode the input"
+    code = (
+        "import sys, json; sys.modules['fourm_hf'] = None  # make the package unimportable\n"
+        "import numpy as np; from transformers import pipeline\n"
+        f"pipe = pipeline('any-to-any', model={repo_id!r}, trust_remote_code=True)\n"
+        "assert 'transformers_modules' in type(pipe).__module__, type(pipe)\n"
+        "kinds = sorted(type(t).__name__ for t in pipe.processor.vqvaes.values())\n"
+        f"out = pipe(np.load({str(tmp_path / 'rgb.npy')!r}), **{options!r})\n"
+        "print(json.dumps({'kinds': kinds, 'tokens': {n: ids.tolist() for n, ids in out['tokens'].items()}}))\n"
+    )
+    environment = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(remote["kinds"]) == {"ReleasedModalityTokenizer"}
+    assert remote["tokens"] == {name: ids.tolist() for name, ids in installed.items()}
