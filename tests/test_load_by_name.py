@@ -423,3 +423,46 @@ def test_a_pushed_assembled_released_folder_runs_with_trust_remote_code_without_
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(remote["kinds"]) == {"ReleasedModalityTokenizer"}
     assert remote["tokens"] == {name: ids.tolist() for name, ids in installed.items()}
+
+
+# ---- the catalogue --------------------------------------------------------------------------------------------
+def test_every_built_in_entry_names_known_modalities_and_released_tokenizer_repos():
+    from fourm_hf.ml4m.assembly import modality_from_released_name
+    from fourm_hf.ml4m.catalogue import released_models
+    from fourm_hf.modalities import get_modality
+    from fourm_hf.tokenizers.released_modalities import modality_kind
+
+    entries = released_models()
+    families = {entry.family for entry in entries.values()}
+    assert {"4M-7", "4M-7-T2I", "4M-7-SR", "4M-21"} <= families
+    assert {f"EPFL-VILAB/4M-21_{size}" for size in ("B", "L", "XL")} <= set(entries)
+    for repo_id, entry in entries.items():
+        for modality, tokenizer in entry.tokenizers.items():
+            get_modality(modality)  # a registered modality
+            assert modality_kind(modality) is not None, (repo_id, modality)
+            assert tokenizer.startswith("EPFL-VILAB/4M_tokenizers_"), tokenizer
+            if "edge" not in tokenizer:  # the one edge tokenizer serves two modalities, so it names none
+                assert modality_from_released_name(tokenizer.split("/")[1]) == modality, tokenizer
+        assert set(entry.feature_models) <= set(entry.tokenizers)
+        assert (entry.t5_encoder is not None) == (entry.family == "4M-21")
+
+
+def test_registering_is_checked():
+    from fourm_hf.ml4m.catalogue import ReleasedModel, register_released_model, released_model, unregister_released_model
+
+    with pytest.raises(ValueError, match="repo_id must be 'namespace/name'"):
+        ReleasedModel("no-namespace", "4M-7")
+    with pytest.raises(ValueError, match=r"feature models for \['tok_clip'\], which have no tokenizer"):
+        ReleasedModel("me/x", "4M-7", {}, {"tok_clip": "openai/clip-vit-base-patch16"})
+    with pytest.raises(TypeError, match="expected a ReleasedModel"):
+        register_released_model({"repo_id": "me/x"})
+    entry = register_released_model(ReleasedModel("me/x", "4M-7"))
+    try:
+        assert released_model("me/x") is entry
+        with pytest.raises(ValueError, match="already in the catalogue; pass exist_ok=True"):
+            register_released_model(ReleasedModel("me/x", "4M-7"))
+    finally:
+        unregister_released_model("me/x")
+    assert released_model("me/x") is None
+    with pytest.raises(ValueError, match="'me/x' is not in the catalogue"):
+        unregister_released_model("me/x")
