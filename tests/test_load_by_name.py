@@ -130,6 +130,22 @@ def sequence_tokenizer_fixtures() -> dict[str, Path]:
     return found
 
 
+def tiny_t5_encoder(folder: Path, table: dict, text: Path) -> Path:
+    """A tiny random T5EncoderModel of the trunk's t5_caption width, with the fixture text tokenizer as its tokenizer."""
+    from safetensors import safe_open
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    _, _, weights = next(value for value in TRUNKS.values() if value[1] is table)
+    with safe_open(str(weights), "pt") as handle:
+        width = handle.get_slice("encoder_embeddings.t5_caption.emb_proj.weight").get_shape()[1]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(text), pad_token="[PAD]", eos_token="[EOS]")
+    torch.manual_seed(0)
+    T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=width, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+                   ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 # ---- the loopback Hub with the fixtures under registered catalogue entries ----------------------------------
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
@@ -172,8 +188,9 @@ def released(hub, tmp_path_factory):
         tokenizers[modality] = upload(hub, folder, f"{fixture.name}-released")
     text = text_tokenizer_file(table)
     semseg = folders.get("tok_semseg")
+    t5 = tiny_t5_encoder(root / "t5", table, text) if "t5_caption" in table["modalities"] else None
     entry = register_released_model(ReleasedModel(
-        repo_id, "fixture", tokenizers, text_tokenizer=str(text),
+        repo_id, "fixture", tokenizers, text_tokenizer=str(text), t5_encoder=None if t5 is None else str(t5),
         text_fingerprint=vocabulary_fingerprint(FourMTextTokenizer(tokenizer_file=str(text))),
         semseg_classes=json.loads((semseg / "config.json").read_text())["n_labels"] if semseg else None))
     yield {"trunk": name, "repo_id": repo_id, "entry": entry, "tokenizers": tokenizers, "text": text, "table": table,
@@ -247,13 +264,26 @@ def test_one_call_gives_the_pipeline_and_fetches_only_the_tokenizers_a_call_need
         fetched = {modality for modality, count in tokenizer_requests(hub, tokenizers, start).items() if count}
         assert fetched == {"tok_rgb", "tok_depth"}
     assert not any(t.is_loaded for t in pipe.processor.sequence_tokenizers.values())
+    t5 = getattr(pipe.processor, "t5_encoder", None)
+    assert t5 is None or not t5.is_loaded
     targets = pipe.available_targets()
     assert {FRIENDLY_NAMES[m] for m in tokenizers} <= set(targets)
     for target in [name for name in targets if name != "rgb"]:  # rgb: from a caption, below
         out = pipe(image, target_modalities=[target], seed=0, num_steps=2)
         assert target in out, target
-    out = pipe(text="a small red cube on a table", target_modalities=["rgb"], seed=0, num_steps=2)
+    out = pipe(text="a small red cube on a table", target_modalities=["rgb"], seed=0, num_steps=2, return_tokens=True)
     assert out["rgb"]["array"].shape == (224, 224, 3) and out["rgb"]["array"].dtype == np.uint8
+    if t5 is not None:  # caption -> rgb conditioned the way 4M-21 was trained: T5 embeddings, alone or with the ids
+        via = {encoding: pipe(text="a small red cube on a table", target_modalities=["rgb"], seed=0, num_steps=2,
+                              return_tokens=True, caption_encoding=encoding)["tokens"] for encoding in ("t5", "both")}
+        assert t5.is_loaded and "caption" not in via["t5"] and "caption" in via["both"]
+        assert all("t5_caption" not in tokens and tokens["tok_rgb"].shape == (196,) for tokens in via.values())
+        assert not np.array_equal(via["t5"]["tok_rgb"], via["both"]["tok_rgb"]) or not np.array_equal(
+            via["t5"]["tok_rgb"], out["tokens"]["tok_rgb"]), "the T5 embeddings changed nothing"
+        with pytest.raises(ValueError, match=r"caption_encoding must be one of \('ids', 't5', 'both'\)"):
+            pipe(text="a cube", target_modalities=["rgb"], caption_encoding="t5-xxl")
+        with pytest.raises(ValueError, match="caption_encoding='t5': the call has no caption"):
+            pipe(image, target_modalities=["depth"], caption_encoding="t5")
 
 
 def test_transformers_pipeline_factory_cannot_read_a_released_config(released):

@@ -6,6 +6,7 @@ and cached; the processor needs the model's vocabularies, which only the weights
 
 * the image processor at the model's resolution;
 * the text tokenizer (:func:`resolve_text_tokenizer`, below);
+* ``processor.t5_encoder``: the catalogue's T5 encoder for ``caption_encoding="t5"`` (downloaded on use);
 * ``processor.sequence_tokenizers``: the pose and SAM-instance tokenizers that turn 4M-21's ``human_poses``
   / ``sam_instance`` outputs into rotations and masks (``processing/sequence_tokens.py``), downloaded on use;
 * one :class:`~fourm_hf.tokenizers.lazy_released.LazyReleasedTokenizer` per image-token modality the
@@ -37,6 +38,7 @@ from pathlib import Path
 from ..configuration_fourm import FourMConfig
 from ..processing.image_processing_fourm import FourMImageProcessor
 from ..processing.processing_fourm import PRETRAINED_SOURCE_LOADERS
+from ..processing.t5_captions import LazyT5CaptionEncoder
 from ..processing.sequence_tokens import (POSE_IDS, SAM_GRID, SAM_MASK_SIZE, SEQUENCE_TOKENIZER_MODALITIES,
                                           SequenceTokenizers)
 from ..text.tokenization_fourm import FourMTextTokenizer
@@ -166,6 +168,8 @@ def load_released_processor(processor_class, name, kwargs: dict):
     max_text_length = config.modality("caption").max_length if "caption" in config.modality_specs else 256
     processor = processor_class(FourMImageProcessor(**image_options), text, vqvaes=vqvaes, max_text_length=max_text_length)
     processor.sequence_tokenizers = sequence_tokenizers(entry, config, tokenizer_hub_options)
+    if entry.t5_encoder is not None and "t5_caption" in config.input_modalities:
+        processor.t5_encoder = LazyT5CaptionEncoder(entry.t5_encoder, tokenizer_hub_options)
     if options.get("device") is not None:
         processor.to(options["device"])
     return processor

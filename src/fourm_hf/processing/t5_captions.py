@@ -67,4 +67,33 @@ class T5CaptionEncoder:
         return states.float().cpu(), encoded["attention_mask"].bool()
 
 
-__all__ = ["T5CaptionEncoder", "T5_MAX_LENGTH"]
+
+
+class LazyT5CaptionEncoder:
+    """A :class:`T5CaptionEncoder` loaded (downloaded) on its first call: what a processor built by name holds
+    as ``processor.t5_encoder`` (the catalogue's T5 encoder; T5-XXL is 4.7 B parameters, so only a call that
+    asks for ``t5_caption`` pays for it)."""
+
+    def __init__(self, name_or_path: str | os.PathLike, hub_options: dict | None = None, max_length: int = T5_MAX_LENGTH):
+        self.name_or_path = os.fspath(name_or_path)
+        self.hub_options = dict(hub_options or {})
+        self.max_length = int(max_length)
+        self.loaded = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.loaded is not None
+
+    def load(self) -> T5CaptionEncoder:
+        if self.loaded is None:
+            self.loaded = T5CaptionEncoder.from_pretrained(self.name_or_path, self.max_length, **self.hub_options)
+        return self.loaded
+
+    def __call__(self, texts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.load()(texts)
+
+    def __deepcopy__(self, memo):  # shared, never copied (a processor's to_dict deep-copies its attributes)
+        return self
+
+
+__all__ = ["LazyT5CaptionEncoder", "T5CaptionEncoder", "T5_MAX_LENGTH"]
