@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +78,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for assertions
         self._failures: dict[str, tuple[int, str]] = {}
+        self._cut_filename: str | None = None
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -104,6 +106,11 @@ class HubServer:
     def fail_next(self, route: str, status: int, message: str) -> None:
         """The next request to ``route`` answers ``status`` with ``message`` instead of being served."""
         self._failures[route] = (status, message)
+
+    def cut_downloads(self, filename: str | None) -> None:
+        """Every GET of a file named ``filename`` sends its headers and half its bytes, then drops the connection
+        (a server stopping mid-download); None serves downloads whole again."""
+        self._cut_filename = filename
 
     def files(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> dict[str, bytes]:
         """path -> content of a repo at a revision (for assertions)."""
@@ -324,7 +331,12 @@ def _make_handler(hub: HubServer):
             self.send_header("ETag", f'"{git_blob_sha1(content)}"')
             self.send_header("X-Repo-Commit", oid)
             self.end_headers()
-            if method == "GET":
+            if method == "GET" and match["path"].rsplit("/", 1)[-1] == hub._cut_filename:
+                self.wfile.write(content[: len(content) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+            elif method == "GET":
                 self.wfile.write(content)
 
     return Handler

@@ -37,6 +37,10 @@ from .tokenizers.vit_vqvae import FourMViTVQVAE, FourMViTVQVAEConfig
 from .tokenizers.divae import FourMDiVAE, FourMDiVAEConfig
 from .pipelines.any_to_any import FourMAnyToAnyPipeline, register_any_to_any_pipeline
 from .pipelines.grid import save_grid
+from .pipelines.by_name import any_to_any_pipeline
+# Released 4M checkpoints by name: FourMModel / FourMProcessor.from_pretrained("EPFL-VILAB/4M-21_XL")
+from .ml4m import released_loading, released_processor  # noqa: F401  (they register their loaders)
+from .ml4m.catalogue import ReleasedModel, register_released_model, released_models, unregister_released_model
 
 __version__ = "0.1.0"
 
@@ -74,5 +78,6 @@ __all__ = [
     "ReleasedModalityTokenizer", "VisionFeatureExtractor",
     "DirichletMasking", "FourMMaskingCollator", "MaskingEpochCallback", "masking_preset", "with_sample_index",
     "build_corpus", "load_corpus",
-    "build_generation_schedule", "generate", "FourMAnyToAnyPipeline", "save_grid",
+    "build_generation_schedule", "generate", "FourMAnyToAnyPipeline", "save_grid", "any_to_any_pipeline",
+    "ReleasedModel", "register_released_model", "released_models", "unregister_released_model",
 ]

@@ -180,8 +180,25 @@ class FourMPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.mask_token, std=std, a=-2 * std, b=2 * std)
 
 
+# Loaders for checkpoints in another layout than ``save_pretrained``'s, tried in turn by
+# ``FourMModel.from_pretrained``: ``loader(cls, name_or_path, kwargs) -> model or None`` (None: not its layout).
+# ``fourm_hf.ml4m.released_loading`` adds the released reference checkpoints (by repo id or folder) on import.
+CHECKPOINT_LOADERS: list = []
+
+
 class FourMModel(FourMPreTrainedModel):
     """The 4M encoder-decoder over packed multimodal tokens (see the module docstring)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' ``from_pretrained``; a released 4M checkpoint (``EPFL-VILAB/4M-21_XL`` or its folder)
+        is converted on load by the registered ``CHECKPOINT_LOADERS`` (see ``docs/loading-by-name.md``)."""
+        if not args:
+            for loader in CHECKPOINT_LOADERS:
+                model = loader(cls, pretrained_model_name_or_path, kwargs)
+                if model is not None:
+                    return model
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def __init__(self, config: FourMConfig):
         config = with_encoder_decoder(config, True)

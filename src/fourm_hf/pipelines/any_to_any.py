@@ -40,7 +40,9 @@ Output per sample, keyed by the public names of the generated targets:
   the generated text, its parsed structure (``HumanPose`` list, ``SamPoint`` list, ``ColorPalette``,
   ``{key id: value}``; see ``text/sequence_modalities.py``) or, where the text does not
   parse, ``data`` None and the parser's message in ``error``. As inputs they take that structured
-  data (or its text);
+  data (or its text). With the released pose / SAM-instance tokenizers (``processor.sequence_tokenizers``,
+  set by loading a released model by name), parsed ``human_poses`` also have ``rotations`` (P, 23, 3, 3) and
+  ``sam_instance`` ``masks`` (bool (S, S) per mask, per point): ``processing/sequence_tokens.py``;
 * ``clip`` / ``dinov2`` / ``imagebind`` (vision-model feature maps, each on its model grid: 4M-21's
   DINOv2 / ImageBind 16x16) and ``dinov2_global`` / ``imagebind_global`` (global embeddings, 16 tokens):
   ``{"image": None, "array": float32 (g, g, C) or (C,)}``, when the processor holds their tokenizer. As
@@ -50,8 +52,9 @@ Output per sample, keyed by the public names of the generated targets:
   "array": float32 (S, S) in [0, 1]}``; as inputs, an (S, S) map in [0, 1] at the processor's size;
 * ``tokens`` (with ``return_tokens=True``): ``{model modality: int64 ids}`` of inputs and targets.
 
-Negative prompts (``negative_prompt=``, one str or one per sample) are the reference's multimodal
-weighted guidance with a second condition: the logits are
+A caption enters as WordPiece ids; ``caption_encoding="t5"`` / ``"both"`` gives 4M-21 its T5 embeddings instead
+/ too (``pipelines/t5_condition.py``). Negative prompts (``negative_prompt=``, one str or one per sample) are
+the reference's multimodal weighted guidance with a second condition: the logits are
 ``l_u + s (l_c - l_u) - n (l_neg - l_u)`` where ``l_c`` sees the given inputs (``s`` = ``cfg_scale``,
 default 1; or the ``guidance`` weights), ``l_neg`` sees only the negative caption (in the model's
 caption slot) and ``l_u`` nothing, ``n`` = ``negative_scale`` (default 1). An empty negative prompt
@@ -85,9 +88,11 @@ from ..modeling.generation import (DEFAULT_DECODING, build_generation_schedule, 
                                    get_preset)
 from ..modeling.generation.options import check_int, check_pipeline_options
 from ..modeling.modeling_fourm import FourMModel
+from ..processing.sequence_tokens import add_sequence_decodings
 from .box_scores import box_scores
 from .call_inputs import batch_indices, load_image
 from .modality_names import IMAGE_ARGUMENT, ModalityNames
+from .t5_condition import check_caption_encoding, t5_conditions
 from .model_check import check_model_and_processor, is_fourm_model, is_fourm_processor
 
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "greedy")
@@ -135,11 +140,13 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
     # ---- parameters --------------------------------------------------------------------------------
     def _sanitize_parameters(self, target_modalities=None, num_steps=None, temperature=None, top_k=None, top_p=None,
                              greedy=None, cfg_scale=None, guidance=None, seed=None, generator=None, progress=None,
-                             return_tokens=None, num_diffusion_steps=None, negative_scale=None, **unknown):
+                             return_tokens=None, num_diffusion_steps=None, negative_scale=None, caption_encoding=None,
+                             **unknown):
         if unknown:
             raise TypeError(f"FourMAnyToAnyPipeline: unexpected arguments {sorted(unknown)}; expected target_modalities, "
                             "num_steps, temperature, top_k, top_p, greedy, cfg_scale, guidance, negative_prompt, "
-                            "negative_scale, seed, generator, num_diffusion_steps, batch_size, progress, return_tokens")
+                            "negative_scale, seed, generator, num_diffusion_steps, batch_size, progress, return_tokens, "
+                            "caption_encoding")
         check_pipeline_options(num_steps=num_steps, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                                cfg_scale=cfg_scale, guidance=guidance, negative_scale=negative_scale, seed=seed,
                                generator=generator, num_diffusion_steps=num_diffusion_steps, progress=progress,
@@ -147,7 +154,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         preprocess_params = {key: value for key, value in (
             ("target_modalities", target_modalities), ("num_steps", num_steps), ("temperature", temperature),
             ("top_k", top_k), ("top_p", top_p), ("greedy", greedy), ("cfg_scale", cfg_scale), ("guidance", guidance),
-            ("negative_scale", negative_scale)) if value is not None}
+            ("negative_scale", negative_scale), ("caption_encoding", None if caption_encoding is None
+                                                 else check_caption_encoding(caption_encoding))) if value is not None}
         forward_params = {key: value for key, value in (("seed", seed), ("generator", generator), ("progress", progress))
                           if value is not None}
         postprocess_params = {} if return_tokens is None else {"return_tokens": return_tokens}
@@ -268,7 +276,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
 
     # ---- the three stages --------------------------------------------------------------------------
     def preprocess(self, samples: list[dict], target_modalities=None, num_steps=None, temperature=None, top_k=None,
-                   top_p=None, greedy=None, cfg_scale=None, guidance=None, negative_scale=None) -> dict:
+                   top_p=None, greedy=None, cfg_scale=None, guidance=None, negative_scale=None,
+                   caption_encoding="ids") -> dict:
         """A batch of samples with the same input modalities -> processor tokens + the decoding schedule.
 
         The processor encodes the batch once; the input image's ``pixel_values`` travel on to
@@ -286,7 +295,11 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             if name in config.input_modalities and name not in model_targets:
                 tokens[name] = ids
                 cond_domains.append(name)
-        conditions_of = {name: [m for m in cond_domains if self.names.source_of(m, given) == name] for name in given}
+        captions = [sample["caption"] for sample in samples] if "caption" in given else []
+        tokens, cond_domains, continuous, known = t5_conditions(self.processor, config, captions, caption_encoding,
+                                                                tokens, cond_domains)
+        source_of = {m: "caption" if m == "t5_caption" else self.names.source_of(m, given) for m in cond_domains}
+        conditions_of = {name: [m for m in cond_domains if source_of[m] == name] for name in given}
         for name, conditions in conditions_of.items():
             if not conditions:
                 raise ValueError(f"input {name!r}: this model does not read it (its inputs are {config.input_modalities}).")
@@ -312,7 +325,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                 **self._decoding_columns(targets, num_steps, temperature, top_k, top_p, greedy),
             )
         return {"tokens": tokens, "pixel_values": pixel_values, "schedule": schedule, "targets": targets,
-                "input_image": input_image, "variant_tokens": variant_tokens}
+                "input_image": input_image, "variant_tokens": variant_tokens, "continuous": continuous,
+                "known": known}
 
     def _check_negative_prompt(self, targets: list[str]) -> None:
         """A negative prompt is a caption the model reads, so caption must be an input modality and no target."""
@@ -327,9 +341,12 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         score_boxes = "det" in model_inputs["targets"]  # box scores need the generated tokens' probabilities
         generated = generate(self.model, model_inputs["tokens"], model_inputs["schedule"], generator=generator,
                              pixel_values=model_inputs["pixel_values"], progress=bool(progress),
-                             variant_tokens=model_inputs.get("variant_tokens") or None, return_token_probs=score_boxes)
+                             variant_tokens=model_inputs.get("variant_tokens") or None, return_token_probs=score_boxes,
+                             continuous_inputs=model_inputs.get("continuous") or None,
+                             known=model_inputs.get("known") or None)
         tokens, token_probs = generated if score_boxes else (generated, {})
-        return {**model_inputs, "tokens": {name: ids.cpu() for name, ids in tokens.items()},
+        continuous = model_inputs.get("continuous") or {}  # t5_caption's tokens are row indices: not returned
+        return {**model_inputs, "tokens": {name: ids.cpu() for name, ids in tokens.items() if name not in continuous},
                 "token_probs": {name: probs.cpu() for name, probs in token_probs.items()}}
 
     def postprocess(self, model_outputs: dict, return_tokens=False, num_diffusion_steps=None, generator=None) -> list[dict]:
@@ -354,6 +371,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
                       for row, probs in zip(tokens["det"].cpu(), det_probs)]
         decoded = self.processor.decode(decode_input, image=model_outputs.get("backgrounds"), box_scores=scores,
                                         num_diffusion_steps=num_diffusion_steps, generator=generator)
+        add_sequence_decodings(decoded, getattr(self.processor, "sequence_tokenizers", None),  # SAM masks, poses
+                               self.processor.image_size, self.processor.tokenizer.coord_bins)
         results = []
         for row in range(batch):
             result = {name: _sample_output(decoded[model_names[name]], row) for name in targets}

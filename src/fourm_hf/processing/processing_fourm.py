@@ -109,6 +109,8 @@ _LOADING_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "
 # from_pretrained keywords that are components or __init__ options, not component options.
 _COMPONENTS = ("image_processor", "tokenizer", "vqvaes")
 _INIT_OPTIONS = ("max_text_length",)
+# ``loader(cls, name, kwargs) -> processor or None``, tried first by from_pretrained (released repo ids: ml4m)
+PRETRAINED_SOURCE_LOADERS: list = []
 
 
 class FourMImagesKwargs(ImagesKwargs, total=False):
@@ -511,19 +513,20 @@ class FourMProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "FourMProcessor":
-        """Load a folder written by :meth:`save_pretrained` (or a Hub repo holding one).
+        """Load a folder written by :meth:`save_pretrained` (or a Hub repo holding one), or a released 4M repo id
+        (``PRETRAINED_SOURCE_LOADERS``; ``docs/loading-by-name.md``). Keywords, as transformers processors take them:
 
-        Keywords, as transformers processors take them:
-
-        - ``image_processor=`` / ``tokenizer=`` / ``vqvaes=``: use these components instead of the saved ones;
-        - ``max_text_length``: overrides the saved value;
-        - ``device``: where the loaded VQ-VAEs go;
-        - Hub options (``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``subfolder``,
-          ``force_download``, ``proxies``) locate and download the folder;
+        - ``image_processor=`` / ``tokenizer=`` / ``vqvaes=``: these components instead of the saved ones;
+        - ``max_text_length``: overrides the saved value; ``device``: where the loaded VQ-VAEs go;
+        - Hub options (``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``subfolder``, ...);
         - the image processor's settings (``do_normalize=False``, ``crop_scale=...``) go to its ``from_pretrained``;
         - every other keyword goes to the tokenizer's ``from_pretrained``, which keeps it as an init kwarg
           (``cls_token="(CLS)"``; ``padding`` / ``max_length`` then become call defaults, as in transformers).
         """
+        for loader in PRETRAINED_SOURCE_LOADERS:
+            processor = loader(cls, pretrained_model_name_or_path, kwargs)
+            if processor is not None:
+                return processor
         folder = local_folder(pretrained_model_name_or_path, kwargs)
         device = kwargs.pop("device", None)
         for key in _LOADING_KWARGS:

@@ -48,12 +48,12 @@ def load_vqvaes(folder: Path, names: Sequence[str], device=None) -> dict:
 
 def load_modality_vqvae(folder: Path):
     """A ``vqvae/<modality>/`` folder: our FSQ ``FourMVQVAE``, or a released tokenizer saved by
-    ``ReleasedModalityTokenizer`` (imported by name, so remote code without it still loads FSQ folders)."""
-    import importlib
-
+    ``ReleasedModalityTokenizer`` (relative imports, so remote code carries the released tokenizer families)."""
     if (folder / "modality_tokenizer.json").is_file():
-        module = importlib.import_module("fourm_hf.tokenizers.released_modalities")
-        return module.ReleasedModalityTokenizer.from_pretrained(str(folder))
+        from ..tokenizers.divae import FourMDiVAE  # noqa: F401  (registers the DiVAE family with the loader)
+        from ..tokenizers.released_modalities import ReleasedModalityTokenizer
+
+        return ReleasedModalityTokenizer.from_pretrained(str(folder))
     return FourMVQVAE.from_pretrained(str(folder))
 
 

@@ -21,6 +21,8 @@ pose       [B, 23, 3, 3] or [B, 207]            the 207 rotation entries,   [B, 
            SMPL body-pose rotations              flattened, [B, 207, 1, 1]
 edge       [B, S, S] (``edges=``) in [0, 1]:    [B, 1, S, S] in [-1, 1]     [B, S, S] in [0, 1]
            SAM / Canny edges (tok_*_edge)        (2 * edge - 1, assumed)
+instance   decode only: the 16 ids of a SAM     -                           [B, 1, 64, 64] raw map
+           instance mask (4M-21's sam_instance)                              (``processing/sequence_tokens.py``)
 =========  ==================================  ==========================  ===============================
 
 Vector kinds (the released bottleneck-MLP tokenizers, ``FourMMLPVQVAE``) give ``num_codebooks`` ids
@@ -60,17 +62,17 @@ from .released import FourMTokenizerModel
 
 MODALITY_TOKENIZER_FILE = "modality_tokenizer.json"
 FEATURE_MODEL_FOLDER = "feature_model"
-KINDS = ("rgb", "depth", "normal", "semseg", "feature", "vector", "pose", "edge")
+KINDS = ("rgb", "depth", "normal", "semseg", "feature", "vector", "pose", "edge", "instance")
 VECTOR_KINDS = ("vector", "pose")
 # the processor input each kind reads (feature maps are computed from the RGB image; vectors come in
 # the processor's ``vectors=`` argument)
 KIND_TARGETS = {"rgb": "rgb", "depth": "depth", "normal": "normal", "semseg": "semseg", "feature": "rgb",
-                "vector": "vector", "pose": "vector", "edge": "edge"}
+                "vector": "vector", "pose": "vector", "edge": "edge", "instance": "instance"}
 # modality name prefix -> kind, for modalities named as in 4M (the longest matching prefix wins)
 _MODALITY_KINDS = {"tok_rgb": "rgb", "tok_depth": "depth", "tok_normal": "normal", "tok_semseg": "semseg",
                    "tok_clip": "feature", "tok_dinov2": "feature", "tok_imagebind": "feature",
                    "tok_dinov2_global": "vector", "tok_imagebind_global": "vector", "tok_pose": "pose",
-                   "human_poses": "pose", "tok_sam_edge": "edge", "tok_canny_edge": "edge"}
+                   "human_poses": "pose", "tok_sam_edge": "edge", "tok_canny_edge": "edge", "sam_instance": "instance"}
 POSE_SHAPE = (23, 3, 3)  # SMPL body pose: 23 joint rotation matrices
 MLP_MODEL_TYPE = "fourm_mlp_vqvae"
 DEPTH_UNITS_PER_METRE = 512.0 / 65535.0
@@ -192,7 +194,7 @@ class ReleasedModalityTokenizer(nn.Module):
         if getattr(tokenizer_config, "model_type", None) == MLP_MODEL_TYPE:
             raise ValueError(f"{name}: a bottleneck-MLP tokenizer tokenizes one vector per sample; give kind "
                              f"'vector' or 'pose', not {kind!r}.")
-        expected_channels = {"rgb": 3, "normal": 3, "depth": 1, "edge": 1}.get(kind)
+        expected_channels = {"rgb": 3, "normal": 3, "depth": 1, "edge": 1, "instance": 1}.get(kind)
         if expected_channels is not None and tokenizer_config.n_channels != expected_channels:
             raise ValueError(f"{name}: {'an' if kind == 'edge' else 'a'} {kind} tokenizer reads {expected_channels} channel(s), this one {tokenizer_config.n_channels}.")
         if kind == "semseg" and not tokenizer_config.n_labels:

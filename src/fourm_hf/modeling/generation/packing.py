@@ -88,6 +88,9 @@ def pack_encoder_inputs(
     packed = _compact(pieces)
     if uses_pixels:
         packed["pixel_values"] = state.pixel_values
+    continuous = {name: state.continuous[name] for name in map(variant_base, visible) if name in state.continuous}
+    if continuous:  # sequence embeddings (t5_caption): the rows their tokens index
+        packed["continuous_inputs"] = continuous
     return packed
 
 

@@ -39,6 +39,7 @@ def generate(
     num_sentinels: int = NUM_SENTINELS,
     variant_tokens: dict[str, torch.Tensor] | None = None,
     return_token_probs: bool = False,
+    continuous_inputs: dict[str, torch.Tensor] | None = None,
 ):
     """Generate the schedule's targets, in order, for a batch of token dicts.
 
@@ -71,6 +72,8 @@ def generate(
         return_token_probs: also return ``{sequence target: (B, N) float32}``: the probability the model
             gave each generated token (softmax of the guided logits at temperature 1, before top-k/top-p;
             NaN at given and padding positions). Image targets are not recorded. Costs one softmax per step.
+        continuous_inputs: ``{"t5_caption": (B, N, C) float}``: sequence-embedding conditions (4M-21's T5 caption
+            embeddings, ``processing/t5_captions.py``); ``known["t5_caption"]`` (B, N) marks each sample's real rows.
     Returns:
         ``{modality: (B, N) LongTensor}`` on the model's device with every input and every target
         (sequences end with ``[EOS]`` unless they hit the length limit or use the ``ml4m`` stop rule;
@@ -80,7 +83,8 @@ def generate(
     check_generate_options(generator=generator, seed=seed, naive=naive, batch_guidance=batch_guidance, progress=progress,
                            return_known=return_known, num_sentinels=num_sentinels, batch_size=batch_size)
     device = model_device(model)
-    state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device, variant_tokens)
+    state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device, variant_tokens,
+                          continuous_inputs)
     if generator is None:  # fresh entropy, never the global RNG
         generator = torch.Generator(device=device).manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
     randomness = Randomness(generator, None if seed is None else int(seed))

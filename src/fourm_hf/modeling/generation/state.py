@@ -38,6 +38,7 @@ class GenerationState:
     variant_tokens: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     variant_known: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     token_probs: dict[str, torch.Tensor] | None = None
+    continuous: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     def encoder_order(self) -> list[str]:
         """Every modality name in the encoder's order: ``order`` first, then the model's order."""
@@ -65,13 +66,16 @@ def prepare_state(
     batch_size: int | None = None,
     device: torch.device | str | None = None,
     variant_tokens: dict[str, torch.Tensor] | None = None,
+    continuous_inputs: dict[str, torch.Tensor] | None = None,
 ) -> GenerationState:
     """Check the inputs of :func:`generate` against the model and the schedule; build the state
     with every tensor on ``device`` (default: where the tokens are, else the CPU).
 
     ``variant_tokens``: ``{"<modality>#<label>": (B, N) ids}`` for the variants the schedule's
     guidance conditions name (e.g. a negative prompt ``"caption#negative"``); sequences padded
-    with ``[PAD]``, every row with at least one token."""
+    with ``[PAD]``, every row with at least one token. ``continuous_inputs``: ``{sequence-embedding modality:
+    (B, N, C) float}`` conditions (``t5_caption``); their ``known`` mask (B, N) marks the real rows (default
+    all); in the state their tokens are the row indices, which the encoder embedding reads."""
     if not isinstance(tokens, dict):
         raise TypeError(f"tokens must be a dict {{modality: (B, N) LongTensor}}, got {type(tokens).__name__}.")
     known = dict(known or {})
@@ -82,8 +86,9 @@ def prepare_state(
         if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dim() != 2:
             raise ValueError(f"tokens[{name!r}] must be a (batch, tokens) integer tensor, got "
                              f"{getattr(ids, 'dtype', type(ids).__name__)} of shape {tuple(getattr(ids, 'shape', ()))}.")
+    continuous_inputs = dict(continuous_inputs or {})
     for name in schedule.cond_domains:
-        if config.modality(name).kind != "pixels" and name not in tokens:
+        if config.modality(name).kind != "pixels" and name not in tokens and name not in continuous_inputs:
             raise ValueError(f"conditioning input {name!r} has no tokens (tokens has {sorted(tokens)}).")
     variant_tokens = dict(variant_tokens or {})
     _check_variant_names(config, schedule, variant_tokens)
@@ -95,6 +100,8 @@ def prepare_state(
     sizes.update({f"variant_tokens[{name!r}]": ids.shape[0] for name, ids in variant_tokens.items()})
     if pixel_values is not None:
         sizes["pixel_values"] = pixel_values.shape[0]
+    sizes.update({f"continuous_inputs[{name!r}]": values.shape[0] for name, values in continuous_inputs.items()
+                  if isinstance(values, torch.Tensor) and values.dim() == 3})
     if batch_size is not None:
         sizes["batch_size"] = batch_size
     if len(set(sizes.values())) > 1:
@@ -137,6 +144,10 @@ def prepare_state(
         if name in schedule.cond_domains and not given.any(dim=1).all():
             raise ValueError(f"conditioning input {name!r} has a sample without any given token.")
         state_tokens[name], state_known[name] = ids.long().clone(), given.clone()
+    continuous = {}
+    for name, values in continuous_inputs.items():
+        state_tokens[name], state_known[name], continuous[name] = _continuous_input(config, schedule, name, values,
+                                                                                   known.pop(name, None), batch, device)
     if known:
         raise ValueError(f"known masks were given for {sorted(known)} without tokens for them.")
     pixel_names = [n for n in schedule.cond_domains if config.modality(n).kind == "pixels"]
@@ -158,7 +169,28 @@ def prepare_state(
     variants = {name: _variant_ids(config, name, ids.to(device)) for name, ids in variant_tokens.items()}
     return GenerationState(config, state_tokens, state_known, pixel_values, batch, device, order, waiting_sentinels=waiting,
                            variant_tokens={name: ids for name, (ids, _) in variants.items()},
-                           variant_known={name: known for name, (_, known) in variants.items()})
+                           variant_known={name: known for name, (_, known) in variants.items()}, continuous=continuous)
+
+
+def _continuous_input(config, schedule, name: str, values, given, batch: int, device):
+    """A sequence-embedding condition (B, N, C) -> (row-index tokens, known mask, values on ``device``)."""
+    spec = config.modality(name)
+    where = f"continuous_inputs[{name!r}]"
+    if spec.kind != "sequence_embedding" or name not in config.input_modalities:
+        raise ValueError(f"{where}: {name!r} is not a sequence-embedding input of this model (its inputs are "
+                         f"{config.input_modalities}).")
+    if name not in schedule.cond_domains:
+        raise ValueError(f"{where}: {name!r} is not among the schedule's conditioning inputs {list(schedule.cond_domains)}.")
+    expected = f"(B, N <= {spec.max_length}, {spec.num_channels})"
+    if (not isinstance(values, torch.Tensor) or not values.dtype.is_floating_point or values.dim() != 3
+            or values.shape[2] != spec.num_channels or not 0 < values.shape[1] <= spec.max_length):
+        raise ValueError(f"{where} must be a float tensor of shape {expected}, got "
+                         f"{getattr(values, 'dtype', type(values).__name__)} {tuple(getattr(values, 'shape', ()))}.")
+    rows = torch.arange(values.shape[1], device=device).expand(batch, -1).clone()
+    given = torch.ones(rows.shape, dtype=torch.bool, device=device) if given is None else given.to(device)
+    if given.shape != rows.shape or given.dtype != torch.bool or not given.any(dim=1).all():
+        raise ValueError(f"known[{name!r}] must be a bool tensor of shape {tuple(rows.shape)} with a real row per sample.")
+    return rows, given, values.to(device)
 
 
 def _check_variant_names(config: FourMConfig, schedule: GenerationSchedule, variant_tokens: dict) -> None:
