@@ -156,6 +156,22 @@ def test_ddim_decode_step_by_step(case):
     _close(images, case.io["out.decoded"], "out.decoded")
 
 
+def test_batch_of_two_embeds_the_timestep_once_and_matches_batch_one(case):
+    """Sampling embeds its one timestep once per step for the whole batch ([1, 128], README 12), and a
+    batch of two decodes each sample as a batch of one does."""
+    ids = case.io["quant.ids"]
+    ids = torch.cat([ids, ids.flip(-1)])
+    noise = case.io["ddim.initial_noise"]
+    noise = torch.cat([noise, noise.flip(-2)])
+    record = {}
+    batched = case.model.decode(ids, num_steps=1, initial_noise=noise, progress=False, intermediates=record)
+    stored = case.io["ddim.step0.time_embedding"]
+    assert tuple(record["ddim.step0.time_embedding"].shape) == tuple(stored.shape) == (1, case.model.decoder.time_embed_dim)
+    for row in range(2):
+        single = case.model.decode(ids[row:row + 1], num_steps=1, initial_noise=noise[row:row + 1], progress=False)
+        _close(batched[row:row + 1], single, f"batch-2 decode, sample {row}")
+
+
 def test_training_style_call(case):
     io = case.io
     with torch.no_grad():

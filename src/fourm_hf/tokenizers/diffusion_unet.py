@@ -273,7 +273,9 @@ class PatchedUNet(nn.Module):
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, codes: torch.Tensor, intermediates: dict | None = None) -> torch.Tensor:
         """sample [B, C, H, W], timesteps [B] (or a scalar, shared), codes [B, L, h, w] -> [B, C, H, W].
 
-        ``intermediates`` (optional) receives ``time_embedding`` [B, 4*model_channels].
+        A scalar timestep (sampling: one t for the whole batch) is embedded once, [1, 4*model_channels],
+        and broadcast over the batch, as the reference does; per-sample timesteps give [B, 4*model_channels].
+        ``intermediates`` (optional) receives that ``time_embedding``.
         """
         if sample.dim() != 4 or sample.shape[1] != self.in_channels:
             raise ValueError(f"PatchedUNet: expected a sample of shape (B, {self.in_channels}, H, W), got {tuple(sample.shape)}.")
@@ -285,7 +287,9 @@ class PatchedUNet(nn.Module):
         self.check_image_size(height, width)
         timesteps = torch.as_tensor(timesteps, device=sample.device)
         if timesteps.dim() == 0:
-            timesteps = timesteps.expand(batch)
+            timesteps = timesteps[None]
+        elif timesteps.shape != (batch,):
+            raise ValueError(f"PatchedUNet: expected timesteps of shape ({batch},) or a scalar, got {tuple(timesteps.shape)}.")
         emb = self.embed_timesteps(timesteps)
         if intermediates is not None:
             intermediates["time_embedding"] = emb.detach()
