@@ -16,6 +16,7 @@ share of greedy tokens identical to fp32 fast (greedy runs only, ``--greedy``).
 
     python benchmarks/bench_fast_decoding.py --preset base --scenarios caption --repeats 2
     python benchmarks/bench_fast_decoding.py --kernels      # one linear layer in each format (and torchao if installed)
+    python benchmarks/bench_fast_decoding.py --agreement    # greedy tokens vs fp32 on the bundled checkpoint
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 
 from bench_generate import scenarios
 from fourm_hf import FourMConfig, FourMModel
-from fourm_hf.modeling.generation import generate
+from fourm_hf.modeling.generation import build_generation_schedule, generate
 from fourm_hf.modeling.quantization import quantize_int8
 
 FORMATS = ("fp32", "bf16", "int8", "int8-all")
@@ -182,6 +183,34 @@ def _torchao_int8(layer):
     return module
 
 
+def bundled_agreement(args) -> list[dict]:
+    """Greedy rgb -> every target of a checkpoint folder (the bundled one by default) on rendered scenes, in
+    each format: the share of tokens identical to fp32, per target."""
+    from fourm_hf.data.scenes import render_scene
+    from fourm_hf.processing.processing_fourm import FourMProcessor
+
+    model = FourMModel.from_pretrained(args.checkpoint).eval()
+    processor = FourMProcessor.from_pretrained(args.checkpoint)
+    config = model.config
+    images = [render_scene(seed, config.image_size)["rgb"] for seed in range(args.scenes)]
+    processed = processor(images=images)
+    tokens = {name: ids for name, ids in processed.items() if name in config.input_modalities and name != "tok_rgb"}
+    targets = [name for name in ("tok_depth", "tok_normal", "tok_semseg", "caption", "det") if name in config.output_modalities]
+    schedule = build_generation_schedule(config, ["rgb"], targets, greedy=True, temps=0.0)
+    outputs = {fmt: generate(in_format(model, fmt), dict(tokens), schedule, torch.Generator().manual_seed(0),
+                             pixel_values=processed["pixel_values"]) for fmt in args.formats}
+    rows = []
+    for fmt in args.formats:
+        for target in targets:
+            a, b = outputs["fp32"][target], outputs[fmt][target]
+            width = min(a.shape[1], b.shape[1])
+            share = float((a[:, :width] == b[:, :width]).float().mean())
+            row = dict(checkpoint=str(args.checkpoint), scenes=args.scenes, format=fmt, target=target, identical_to_fp32=round(share, 3))
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="base")
@@ -194,12 +223,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kernels", action="store_true", help="time one linear layer per format instead")
+    parser.add_argument("--agreement", action="store_true", help="greedy agreement with fp32 on --checkpoint instead")
+    parser.add_argument("--checkpoint", default="src/fourm_hf/checkpoints/fourm-scenes64")
+    parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU, load average {os.getloadavg()[0]:.1f}", flush=True)
     if args.kernels:
         rows = bench_kernels(args)
+    elif args.agreement:
+        rows = bundled_agreement(args)
     else:
         config = FourMConfig.from_preset(args.preset)
         torch.manual_seed(0)
