@@ -148,6 +148,9 @@ def test_quantize_int8_parts_and_refusals(fp32_model):
         quantize_int8(copy.deepcopy(fp32_model), ["trunk"])
     with pytest.raises(TypeError, match="bfloat16 weights"):
         quantize_int8(copy.deepcopy(fp32_model).to(torch.bfloat16))
+    tied = FourMModel(tiny_config(tie_output_embeddings=True)).eval()
+    with pytest.raises(ValueError, match="tied to the token tables"):
+        quantize_int8(tied, ["decoder", "heads"])
     with pytest.raises(TypeError, match="expected a FourMModel"):
         quantize_int8(nn.Linear(2, 2))
 

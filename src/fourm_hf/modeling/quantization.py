@@ -73,6 +73,9 @@ def quantize_int8(model, parts: tuple[str, ...] | list[str] = DEFAULT_PARTS):
     if unknown or not parts:
         raise ValueError(f"quantize_int8: parts must be a non-empty subset of {QUANTIZABLE_PARTS}, got {parts!r}.")
     for part in parts:
+        if not _modules_of(model, part):
+            raise ValueError(f"quantize_int8: part {part!r} has nothing to quantise in this model (its output heads are "
+                             "tied to the token tables, which stay float32); leave it out of parts.")
         for module in _modules_of(model, part):
             linears = _direct_linears(module, part)
             if not linears:
