@@ -130,7 +130,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         # Pipeline.__init__, not AnyToAnyPipeline's (which checks for GenerationMixin-style multimodal LMs).
         super(AnyToAnyPipeline, self).__init__(model=model, processor=processor, device=device, **kwargs)
         self.model.eval()
-        if self.device.type != "cpu" if offload_tokenizers is None else bool(offload_tokenizers):
+        offload = self.device.type != "cpu" if offload_tokenizers is None else bool(offload_tokenizers)
+        if offload:  # tokenizers rest on the CPU, each on the device only while it encodes or decodes
             self.processor.offload_tokenizers(self.device)
         else:
             self.processor.to(self.device)
