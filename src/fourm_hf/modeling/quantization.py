@@ -5,11 +5,10 @@
 
 Each chosen ``nn.Linear`` becomes ``torch.ao.nn.quantized.dynamic.Linear``: its weight is stored as
 int8 (one scale per output row), and each call quantises its input on the fly and multiplies with
-int8 kernels (fbgemm / x86), returning float32. On the CPUs this package is measured on, that runs
-a batch-1 768x3072 product about 3x faster than float32 and a 768x30000 caption head about 3x
-faster (``benchmarks/bench_fast_decoding.py --kernels``), where bfloat16 is no faster than float32
-for batch-1 products. Logits still leave the heads as float32 and sampling works on float32
-probabilities.
+int8 kernels (fbgemm / x86), returning float32. On the CPU this package is measured on, the 30000-way
+caption head at batch 1 ran 3.7x and 196-row products 2.4-4.1x faster than float32
+(``benchmarks/bench_fast_decoding.py --kernels``, benchmarks/RESULTS.md). Logits still leave the heads
+as float32 and sampling works on float32 probabilities.
 
 Parts (``parts=``): ``"decoder"`` (every decoder block and the context projection), ``"heads"``
 (the untied output projections of the target modalities), ``"encoder"`` (every encoder block).
