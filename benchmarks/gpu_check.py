@@ -9,6 +9,11 @@ Sections (each timed on the GPU, peak memory measured per section):
              algorithm of the reference sampler), same seed, tokens checked identical
   guided     rgb pixels -> tok_depth, MaskGIT 8 steps, classifier-free guidance 3.0, same comparison
   rgb_to_all rgb pixels -> every 4M-7 output modality (dense MaskGIT 8 steps, 32-token caption/boxes)
+  formats    a greedy caption in fp32 and bf16: seconds, share of identical tokens (int8 is CPU-only)
+  divae      released-size RGB DiVAE, one UNet call per image: fp32 plain, bf16, bf16 + NHWC + the batch of 4
+             in one call: seconds per image-step, max abs difference from fp32
+  offloading bf16 trunk on the GPU, three DiVAEs on the CPU placed only while each decodes: device peak;
+             a failing decode leaves its tokenizer back on the CPU
 Generation runs on a bf16 model (``from_pretrained``-style ``dtype=torch.bfloat16``), random weights.
 
 Writes ``<out>/gpu_check.json`` and ``<out>/gpu_check.md`` (a markdown table) and prints the table.
@@ -23,6 +28,7 @@ JSON and the table). ``--dry-run`` runs every section on the CPU with ``testing_
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -34,8 +40,9 @@ from pathlib import Path
 
 import torch
 
-from fourm_hf import FourMConfig, FourMModel
+from fourm_hf import FourMConfig, FourMDiVAE, FourMDiVAEConfig, FourMModel
 from fourm_hf.modeling.generation import build_generation_schedule, generate
+from fourm_hf.processing.tokenizer_placement import placed
 from fourm_hf.testing_utils import random_packed_batch, tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -161,6 +168,83 @@ def generation_section(name: str, model, schedule, pixel_values, device, compare
     return result
 
 
+# ---- formats, the DiVAE, tokenizer offloading (issue 27) ---------------------------------------------
+def formats_section(config: FourMConfig, device, args) -> dict:
+    """A greedy caption in fp32 and in bf16 on the device: seconds and the share of identical tokens.
+    (int8 is torch's dynamic quantisation, a CPU-only path: benchmarks/bench_fast_decoding.py.)"""
+    schedule = build_generation_schedule(config, ["rgb"], ["caption"], tokens_per_target=args.caption_tokens, greedy=True, temps=0.0)
+    pixels = torch.randn(1, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0)).to(device)
+    clock, result, tokens = Clock(device), {}, {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        torch.manual_seed(0)
+        model = FourMModel._from_config(config, dtype=dtype).to(device).eval()
+        run = lambda: generate(model, {}, schedule, make_generator(device, 0), pixel_values=pixels)  # noqa: E731
+        run()
+        seconds, out = clock.time(run)
+        result[f"{name}_s"], tokens[name] = seconds, out["caption"].cpu()
+        del model
+    width = min(tokens["fp32"].shape[1], tokens["bf16"].shape[1])
+    result["bf16_identical_share"] = float((tokens["fp32"][:, :width] == tokens["bf16"][:, :width]).float().mean())
+    return result
+
+
+def divae_for(args, dtype=torch.float32) -> FourMDiVAE:
+    torch.manual_seed(0)
+    options = (dict(enc_type="vit_tiny_d32_l1_h2_enc", dec_type="unet_patched_tiny_c32_r1", image_size=32, codebook_size=16,
+                    latent_dim=8, unet_channel_mult=[1, 2], unet_attention_resolutions=[2]) if args.dry_run else dict(codebook_size=16384))
+    model = FourMDiVAE(FourMDiVAEConfig(**options)).eval()
+    with torch.no_grad():  # the zero-initialised output layers would make every decode 0
+        for parameter in model.decoder.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    return model.to(dtype)
+
+
+def divae_section(device, args) -> dict:
+    """Plain (one image per UNet call, NCHW, fp32) against bf16 and bf16 + NHWC + the batch in one call."""
+    base = divae_for(args).to(device)
+    grid = base.config.image_size // base.config.patch_size
+    ids = torch.randint(0, base.config.codebook_size, (4, grid, grid), generator=torch.Generator().manual_seed(1)).to(device)
+    noise = torch.randn(4, base.config.n_channels, base.config.image_size, base.config.image_size,
+                        generator=torch.Generator().manual_seed(2)).to(device)
+    variants = {"fp32 plain": (base, True), "bf16 plain": (copy.deepcopy(base).to(torch.bfloat16), True),
+                "bf16 fast": (copy.deepcopy(base).to(torch.bfloat16).to(memory_format=torch.channels_last), False)}
+    clock, result, images = Clock(device), {}, {}
+
+    def decode(model, one_by_one):
+        parts = [(ids[i:i + 1], noise[i:i + 1]) for i in range(4)] if one_by_one else [(ids, noise)]
+        return torch.cat([model.decode(i, num_steps=1, initial_noise=n, progress=False) for i, n in parts])
+
+    for name, (model, one_by_one) in variants.items():
+        decode(model, one_by_one)
+        seconds, images[name] = clock.time(decode, model, one_by_one)
+        result[f"{name} s_per_image_step"] = seconds / 4
+    for name in variants:
+        result[f"{name} max_abs_vs_fp32"] = float((images[name] - images["fp32 plain"]).abs().max())
+    return result
+
+
+def offloading_section(config: FourMConfig, device, args) -> dict:
+    """bf16 trunk on the device, three DiVAEs resting on the CPU, each placed only while it decodes: the device
+    peak; then a failing decode (bad ids) must leave the tokenizer back on the CPU."""
+    reset_peak(device)
+    trunk = FourMModel._from_config(config, dtype=torch.float32 if args.dry_run else torch.bfloat16).to(device).eval()
+    tokenizers = [divae_for(args) for _ in range(3)]
+    grid = tokenizers[0].config.image_size // tokenizers[0].config.patch_size
+    for tokenizer in tokenizers:
+        with placed(tokenizer, device):
+            tokenizer.decode(torch.zeros(1, grid, grid, dtype=torch.long, device=device), num_steps=1, generator=0, progress=False)
+    restored = False
+    try:
+        with placed(tokenizers[0], device):
+            tokenizers[0].decode(torch.full((1, grid, grid), -1, device=device), num_steps=1, progress=False)
+    except ValueError:
+        restored = all(p.device.type == "cpu" for p in tokenizers[0].parameters())
+    result = {"device_peak_gib": peak_gib(device), "restored_after_error": restored,
+              "trunk_gib": sum(p.numel() * p.element_size() for p in trunk.parameters()) / 2**30}
+    del trunk
+    return result
+
+
 # ---- report ------------------------------------------------------------------------------------------
 def fmt(value, spec=".3f", none="-"):
     return none if value is None else format(value, spec)
@@ -191,6 +275,11 @@ def markdown(report: dict) -> str:
                      f"{row.get('same_tokens', '-')} | {fmt(row['peak_memory_gib'], '.2f')} |")
         if "naive_s" in row:
             lines.append(f"| {name} | naive | {fmt(row['naive_s'], '.4f')} | | | | 1.00x | | |")
+    for name in ("formats", "divae", "offloading"):
+        if name in report["sections"]:
+            values = ", ".join(f"{key} {fmt(value, '.4g') if isinstance(value, float) else value}"
+                               for key, value in report["sections"][name].items())
+            lines.append(f"\n{name}: {values}")
     return "\n".join(lines) + "\n"
 
 
@@ -258,6 +347,10 @@ def main(argv=None) -> int:
     for name, schedule in generation_schedules(config, args).items():
         run_section(report, name, generation_section, name, model, schedule, pixel_values, device,
                     name != "rgb_to_all", args.repeats)
+    del model
+    run_section(report, "formats", formats_section, config, device, args)
+    run_section(report, "divae", divae_section, device, args)
+    run_section(report, "offloading", offloading_section, config, device, args)
 
     out = Path(args.out)
     table = markdown(report)

@@ -10,6 +10,7 @@ save/load round trips and bad input.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -156,6 +157,22 @@ def test_ddim_decode_step_by_step(case):
     _close(images, case.io["out.decoded"], "out.decoded")
 
 
+def test_batch_of_two_embeds_the_timestep_once_and_matches_batch_one(case):
+    """Sampling embeds its one timestep once per step for the whole batch ([1, 128], README 12), and a
+    batch of two decodes each sample as a batch of one does."""
+    ids = case.io["quant.ids"]
+    ids = torch.cat([ids, ids.flip(-1)])
+    noise = case.io["ddim.initial_noise"]
+    noise = torch.cat([noise, noise.flip(-2)])
+    record = {}
+    batched = case.model.decode(ids, num_steps=1, initial_noise=noise, progress=False, intermediates=record)
+    stored = case.io["ddim.step0.time_embedding"]
+    assert tuple(record["ddim.step0.time_embedding"].shape) == tuple(stored.shape) == (1, case.model.decoder.time_embed_dim)
+    for row in range(2):
+        single = case.model.decode(ids[row:row + 1], num_steps=1, initial_noise=noise[row:row + 1], progress=False)
+        _close(batched[row:row + 1], single, f"batch-2 decode, sample {row}")
+
+
 def test_training_style_call(case):
     io = case.io
     with torch.no_grad():
@@ -230,6 +247,23 @@ def test_sampling_options():
     sample = ddpm.decode(ids, num_steps=2, generator=3, progress=False)
     assert torch.equal(sample, ddpm.decode(ids, num_steps=2, generator=3, progress=False))
     assert torch.isfinite(sample).all()
+
+
+def test_bfloat16_and_channels_last_decodes_follow_the_float32_decode():
+    model = tiny_model()
+    ids = torch.randint(0, 16, (2, 2, 2), generator=torch.Generator().manual_seed(2))
+    expected = model.decode(ids, num_steps=2, generator=3, progress=False)
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert nhwc.decoder.out[2].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nhwc.decode(ids, num_steps=2, generator=3, progress=False), expected, rtol=0, atol=1e-5)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    record = {}
+    decoded = half.decode(ids, num_steps=2, generator=3, progress=False, intermediates=record)
+    assert decoded.dtype == torch.float32  # the sampling loop stays in float32; only the UNet calls run in bf16
+    assert record["ddim.step0.model_output"].dtype == torch.bfloat16
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    error = (decoded - expected).abs().max().item()
+    assert 0 < error <= 0.05 * expected.abs().max().item(), error
 
 
 def test_reference_timesteps():

@@ -167,6 +167,13 @@ class DecoderEmbedding(ModalityEmbedding):
         """(V, D) output projection: the token table itself when tied."""
         return self.token_emb.weight if self.to_logits is None else self.to_logits.weight
 
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., D) decoder states -> (..., V) logits. Goes through ``to_logits`` as a module, so an
+        int8-quantised head (``fourm_hf.modeling.quantization``) is used where one was installed."""
+        if self.to_logits is None:
+            return F.linear(states, self.token_emb.weight)
+        return self.to_logits(states)
+
 
 class FourMEncoderEmbeddings(nn.ModuleDict):
     """All encoder modality embeddings, keyed by modality name; embeds packed tokens of mixed modalities."""

@@ -432,7 +432,7 @@ class FourMModel(FourMPreTrainedModel):
         logits = {}
         for name, embedding in self.decoder_embeddings.items():
             rows = decoder_states[(decoder_modality_ids == self.config.modality_id(name)) & valid]
-            logits[name] = F.linear(rows, embedding.logits_weight)
+            logits[name] = embedding.logits(rows)
         return logits
 
     def compute_loss(

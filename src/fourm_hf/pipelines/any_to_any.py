@@ -113,6 +113,8 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         processor: the :class:`FourMProcessor` that tokenizes its inputs and decodes its outputs.
         device: where the model runs, as in transformers' pipelines (default: the first accelerator
             if there is one, else the CPU; a model loaded with ``device_map=`` stays where it is).
+        offload_tokenizers: keep the processor's neural tokenizers on the CPU and move each to ``device``
+            only while it encodes or decodes (default: True on an accelerator; see docs/performance.md).
         Other keyword arguments are call defaults (``target_modalities``, ``seed``, ``num_steps``, ...).
     """
 
@@ -124,7 +126,7 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
             return AnyToAnyPipeline(*args, **kwargs)  # not 4M: the parent, exactly as without fourm_hf
         return super().__new__(cls)
 
-    def __init__(self, model, processor=None, device=None, **kwargs):
+    def __init__(self, model, processor=None, device=None, offload_tokenizers=None, **kwargs):
         if not is_fourm_processor(processor):
             raise ValueError(
                 f"processor: the 4M any-to-any pipeline needs a FourMProcessor, got {type(processor).__name__}; "
@@ -133,7 +135,11 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         # Pipeline.__init__, not AnyToAnyPipeline's (which checks for GenerationMixin-style multimodal LMs).
         super(AnyToAnyPipeline, self).__init__(model=model, processor=processor, device=device, **kwargs)
         self.model.eval()
-        self.processor.to(self.device)
+        offload = self.device.type != "cpu" if offload_tokenizers is None else bool(offload_tokenizers)
+        if offload:  # tokenizers rest on the CPU, each on the device only while it encodes or decodes
+            self.processor.offload_tokenizers(self.device)
+        else:
+            self.processor.to(self.device)
         check_model_and_processor(self.model.config, self.processor)
         self.names = ModalityNames(self.model.config, self.processor.vqvaes)  # public names, from the registry
 

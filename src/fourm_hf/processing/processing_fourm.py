@@ -88,6 +88,7 @@ from ..remote_code import write_class_code
 from .image_processing_fourm import FourMImageProcessor
 from .processor_files import VQVAE_FOLDER, load_vqvaes, local_folder, push_folder
 from .processor_inputs import crop_own_maps, is_batch, map_arguments, map_keys, take_generator, tensor_type
+from .tokenizer_placement import placed
 from ..text.sequence_format import fit_sequence, pad_sequences, sequence_options
 from .token_decoding import box_backgrounds, decode_boxes, decode_image_tokens, decode_pixel_values, sequence_rows
 from ..text.sequence_modalities import SEQUENCE_MODALITIES, decode_sequences, encode_sequences
@@ -131,13 +132,9 @@ class FourMImagesKwargs(ImagesKwargs, total=False):
 
 
 class FourMProcessorKwargs(ProcessingKwargs, total=False):
-    """The keyword arguments of :meth:`FourMProcessor.__call__` (transformers' ``ProcessingKwargs``).
-
-    ``text_kwargs`` are transformers' ``TextKwargs`` (of which the processor uses the sequence
-    options, see the module docstring), ``images_kwargs`` the image processor's options plus
-    :class:`FourMImagesKwargs`. Defaults are the processor's class attributes ``text_kwargs`` /
-    ``images_kwargs`` (transformers 5 deprecates ``_defaults`` in favour of those).
-    """
+    """:meth:`FourMProcessor.__call__` keywords: ``text_kwargs`` (transformers' ``TextKwargs``; the sequence
+    options are used, see the module docstring), ``images_kwargs`` (the image processor's plus
+    :class:`FourMImagesKwargs`); defaults are the class attributes (transformers 5 deprecates ``_defaults``)."""
 
     images_kwargs: FourMImagesKwargs
 
@@ -173,7 +170,7 @@ class FourMProcessor(ProcessorMixin):
             raise ValueError(f"max_text_length must be >= 1, got {max_text_length}")
         self.max_text_length = int(max_text_length)
         self.auto_map = dict(REMOTE_CODE_AUTO_MAP)
-        self.vqvaes = {}
+        self.vqvaes, self._offload_device = {}, None  # offload_tokenizers() sets the device
         for name, vqvae in dict(vqvaes or {}).items():
             self._check_vqvae(name, vqvae)
             self.vqvaes[name] = vqvae.eval().requires_grad_(False)
@@ -218,9 +215,16 @@ class FourMProcessor(ProcessorMixin):
         return {name: vqvae for name, vqvae in self.vqvaes.items() if vqvae.config.target == target}
 
     def to(self, device) -> "FourMProcessor":
-        """Move the VQ-VAEs to ``device`` (inputs follow them); returns self."""
+        """Move the VQ-VAEs to ``device`` (inputs follow them) and keep them there; returns self."""
         for vqvae in self.vqvaes.values():
             vqvae.to(device)
+        self._offload_device = None
+        return self
+
+    def offload_tokenizers(self, device) -> "FourMProcessor":
+        """Rest the VQ-VAEs on the CPU; each moves to ``device`` only while it encodes or decodes, and
+        back afterwards, also after an error (``tokenizer_placement.placed``). Returns self."""
+        self.to("cpu")._offload_device = None if device is None else torch.device(device)
         return self
 
     # ----------------------------------------------------------------------------------- encode
@@ -349,9 +353,8 @@ class FourMProcessor(ProcessorMixin):
         vqvae = self.vqvaes[name]
         batch = torch.as_tensor(np.asarray(batch))
         batch = batch.long() if vqvae.config.input_kind == "semseg" else batch.float()
-        device = next(vqvae.parameters()).device
-        with torch.inference_mode():
-            ids = vqvae.encode(batch.to(device))
+        with placed(vqvae, self._offload_device), torch.inference_mode():
+            ids = vqvae.encode(batch.to(next(vqvae.parameters()).device))
         return ids.reshape(ids.shape[0], -1).cpu().clone()
 
     def encode_vectors(self, vectors: Mapping, target: str = VECTOR_TARGET) -> dict[str, torch.Tensor]:
@@ -369,9 +372,8 @@ class FourMProcessor(ProcessorMixin):
             vqvae = self.vqvaes[name]
             prepare = vqvae.prepare_vectors if target == VECTOR_TARGET else vqvae.prepare_edges
             batch = prepare(value, f"{argument}[{name!r}]")
-            device = next(vqvae.parameters()).device
-            with torch.inference_mode():
-                ids = vqvae.encode(batch.to(device))
+            with placed(vqvae, self._offload_device), torch.inference_mode():
+                ids = vqvae.encode(batch.to(next(vqvae.parameters()).device))
             tokens[name] = ids.reshape(ids.shape[0], -1).cpu().clone()
         return tokens
 
@@ -420,10 +422,9 @@ class FourMProcessor(ProcessorMixin):
 
         Returns a dict with, per modality present:
 
-        - image-token modality ``m``: ``{"array": ..., "image": [PIL RGB, one per sample]}`` where
-          ``array`` is rgb uint8 (B, S, S, 3), depth float32 metres (B, S, S), normal float32 unit
-          vectors (B, S, S, 3), semseg int64 class ids (B, S, S), feature float32 (B, S, S, C)
-          (features have ``image`` None);
+        - image-token modality: ``{"array", "image": [PIL RGB per sample]}``, ``array`` rgb uint8 (B, S, S, 3),
+          depth float32 metres (B, S, S), normal float32 (B, S, S, 3), semseg int64 (B, S, S), feature
+          float32 (B, S, S, C) (features have ``image`` None);
         - vector modality (released MLP tokenizers, (B, num_tokens) ids): ``{"array": float32 (B, C)
           or poses (B, 23, 3, 3), "image": None}``;
         - ``"rgb"`` (from ``pixel_values``): ``{"array": uint8 (B, S, S, 3), "image": [...]}``;
@@ -466,7 +467,8 @@ class FourMProcessor(ProcessorMixin):
     def decode_image_tokens(self, name: str, ids, num_diffusion_steps=None, generator=None) -> dict:
         """(B, N) or (N,) ids of modality ``name`` (N = G*G, or ``num_tokens`` of a vector tokenizer) -> ``{"array": ..., "image": [PIL]}``
         (``token_decoding.decode_image_tokens``)."""
-        return decode_image_tokens(self.vqvaes[name], name, ids, num_diffusion_steps, generator)
+        with placed(self.vqvaes[name], self._offload_device):
+            return decode_image_tokens(self.vqvaes[name], name, ids, num_diffusion_steps, generator)
 
     def decode_pixel_values(self, pixel_values) -> dict:
         """ImageNet-normalised (B, 3, S, S) -> ``{"array": uint8 (B, S, S, 3), "image": [PIL]}``."""

@@ -102,7 +102,10 @@ class GroupNorm32(nn.GroupNorm):
         super().__init__(GROUP_NORM_GROUPS, channels, eps=GROUP_NORM_EPS)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return super().forward(hidden.float()).type(hidden.dtype)
+        if hidden.dtype == torch.bfloat16 and hidden.device.type == "cpu":
+            # the CPU kernel takes bf16 in and accumulates in float32 itself: no float32 copy in and out
+            return F.group_norm(hidden, self.num_groups, self.weight.to(hidden.dtype), self.bias.to(hidden.dtype), self.eps)
+        return F.group_norm(hidden.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).type(hidden.dtype)
 
 
 class ResBlock(nn.Module):
@@ -267,13 +270,19 @@ class PatchedUNet(nn.Module):
             )
 
     def embed_timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """``[B]`` integer timesteps -> ``[B, 4*model_channels]`` (``time_embed`` of the sinusoid)."""
-        return self.time_embed(timestep_embedding(timesteps, self.size.model_channels))
+        """``[B]`` integer timesteps -> ``[B, 4*model_channels]`` (``time_embed`` of the sinusoid, which is
+        computed in float32 and then given in the UNet's dtype)."""
+        sinusoid = timestep_embedding(timesteps, self.size.model_channels)
+        return self.time_embed(sinusoid.to(self.time_embed[0].weight.dtype))
 
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, codes: torch.Tensor, intermediates: dict | None = None) -> torch.Tensor:
         """sample [B, C, H, W], timesteps [B] (or a scalar, shared), codes [B, L, h, w] -> [B, C, H, W].
 
-        ``intermediates`` (optional) receives ``time_embedding`` [B, 4*model_channels].
+        Runs in the UNet's dtype (bf16 after ``.to(torch.bfloat16)``; GroupNorm and softmax accumulate in
+        float32) and layout (NHWC after ``.to(memory_format=torch.channels_last)``); returns that dtype.
+        A scalar timestep (sampling: one t for the whole batch) is embedded once, [1, 4*model_channels],
+        and broadcast over the batch, as the reference does; per-sample timesteps give [B, 4*model_channels].
+        ``intermediates`` (optional) receives that ``time_embedding``.
         """
         if sample.dim() != 4 or sample.shape[1] != self.in_channels:
             raise ValueError(f"PatchedUNet: expected a sample of shape (B, {self.in_channels}, H, W), got {tuple(sample.shape)}.")
@@ -285,14 +294,19 @@ class PatchedUNet(nn.Module):
         self.check_image_size(height, width)
         timesteps = torch.as_tensor(timesteps, device=sample.device)
         if timesteps.dim() == 0:
-            timesteps = timesteps.expand(batch)
+            timesteps = timesteps[None]
+        elif timesteps.shape != (batch,):
+            raise ValueError(f"PatchedUNet: expected timesteps of shape ({batch},) or a scalar, got {tuple(timesteps.shape)}.")
         emb = self.embed_timesteps(timesteps)
         if intermediates is not None:
             intermediates["time_embedding"] = emb.detach()
         patch = self.size.patch_size
-        hidden = F.pixel_unshuffle(sample, patch)  # channel (c*P + pr)*P + pc
+        hidden = F.pixel_unshuffle(sample.to(emb.dtype), patch)  # channel (c*P + pr)*P + pc
         codes = F.interpolate(codes.to(hidden.dtype), size=hidden.shape[2:], mode="nearest")
         hidden = torch.cat([hidden, codes], dim=1)
+        if self.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last):
+            # after ``.to(memory_format=torch.channels_last)`` the convolutions run on NHWC activations
+            hidden = hidden.contiguous(memory_format=torch.channels_last)
         skips = []
         for block in self.input_blocks:
             hidden = block(hidden, emb)

@@ -128,6 +128,7 @@ def context_key_values(model, encoded: FourMEncoderOutput) -> list[tuple[torch.T
 
 def target_logits(model, target: str, states: torch.Tensor) -> torch.Tensor:
     """(R, T, D) decoder states -> (R, T, V) float32 logits over the vocabulary of modality ``target``
-    (its decoder embedding's tied output weight); used by the image and the sequence decoders."""
-    return F.linear(states, model.decoder_embeddings[target].logits_weight).float()
+    (its decoder embedding's output head, in the model's dtype or int8-quantised; only the output is
+    cast, so sampling works on float32 probabilities); used by the image and the sequence decoders."""
+    return model.decoder_embeddings[target].logits(states).float()
 
