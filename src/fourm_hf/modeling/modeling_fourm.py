@@ -189,17 +189,6 @@ CHECKPOINT_LOADERS: list = []
 class FourMModel(FourMPreTrainedModel):
     """The 4M encoder-decoder over packed multimodal tokens (see the module docstring)."""
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' ``from_pretrained``; a released 4M checkpoint (``EPFL-VILAB/4M-21_XL`` or its folder)
-        is converted on load by the registered ``CHECKPOINT_LOADERS`` (see ``docs/loading-by-name.md``)."""
-        if not args:
-            for loader in CHECKPOINT_LOADERS:
-                model = loader(cls, pretrained_model_name_or_path, kwargs)
-                if model is not None:
-                    return model
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
     def __init__(self, config: FourMConfig):
         config = with_encoder_decoder(config, True)
         super().__init__(config)
@@ -217,7 +206,15 @@ class FourMModel(FourMPreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load a 4M checkpoint; tensors missing from it, left over or (without ``ignore_mismatched_sizes``)
         of another shape are a ValueError, unless ``output_loading_info=True`` asks for the report
-        (``(model, loading_info)`` is then returned, as in transformers)."""
+        (``(model, loading_info)`` is then returned, as in transformers).
+
+        A released 4M checkpoint (``EPFL-VILAB/4M-21_XL`` or its folder) is converted on load by the
+        registered ``CHECKPOINT_LOADERS`` (see ``docs/loading-by-name.md``)."""
+        if not args:
+            for loader in CHECKPOINT_LOADERS:
+                model = loader(cls, pretrained_model_name_or_path, kwargs)
+                if model is not None:
+                    return model
         wants_report = kwargs.pop("output_loading_info", False)
         model, loading_info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         if wants_report:
