@@ -66,9 +66,7 @@ def test_docs_links_point_to_existing_pages_or_say_they_are_pending():
 
 
 # Pages other branches are writing; the README links them before they land. Remove a name once it exists.
-PENDING_PAGES = {"docs/finetuning.md", "docs/loading-by-name.md", "docs/robustness.md", "docs/performance.md",
-                 "docs/architecture.md", "finetuning.md", "loading-by-name.md", "robustness.md",
-                 "performance.md", "architecture.md"}
+PENDING_PAGES = {"docs/robustness.md", "robustness.md"}
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.language != "text"], ids=lambda block: block.id)
