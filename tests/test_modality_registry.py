@@ -14,6 +14,7 @@ from fourm_hf import FourMImageProcessor, FourMModel, FourMProcessor, ModalitySp
 from fourm_hf.modalities import (get_modality, modalities_for_argument, temporary_modalities, registered_modalities,
                                  registry_order, unregister_modality)
 from fourm_hf.modeling.generation import build_generation_schedule, generate
+from fourm_hf.pipelines.grid import make_grid, save_grid
 from fourm_hf.pipelines.modality_names import ModalityNames
 from fourm_hf.processing.processor_inputs import map_arguments, map_keys
 from fourm_hf.testing_utils import tiny_config, tiny_vqvae
@@ -231,3 +232,16 @@ def test_an_unread_input_and_an_undecodable_target_are_named_errors(albedo_pipe,
         ModalityNames(tiny_config(), {}).check_input("clip", "sample 0")
     names = ModalityNames(albedo_pipe.model.config, {})  # a processor without the albedo VQ-VAE
     assert "albedo" not in names.targets and "no VQ-VAE to decode tok_albedo" in names.why_not_a_target("albedo")
+
+
+def test_the_grid_shows_a_registered_modality_given_and_generated(albedo_pipe, image, tmp_path):
+    albedo = albedo_map(4)
+    out = albedo_pipe({"rgb": image, "albedo": albedo}, target_modalities=["depth"], **FAST)
+    path = save_grid({"rgb": image, "albedo": albedo}, out, tmp_path / "inputs.png")
+    assert Image.open(path).size[0] > 0
+    generated = albedo_pipe(image, target_modalities=["albedo"], **FAST)
+    grid = make_grid(image, generated, tile_size=SIZE)
+    assert grid.size[0] >= 2 * SIZE  # the input and the generated albedo, side by side
+    with pytest.raises(ValueError, match="cannot draw modality 'albedo'"):
+        make_grid({"rgb": image, "albedo": albedo.astype(np.float32)}, generated)
+

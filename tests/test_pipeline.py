@@ -154,7 +154,7 @@ def test_boxes_come_back_with_labels_scores_and_a_drawing(pipe, scenes):
 
 
 def test_box_scores_average_the_probabilities_of_each_box_tokens(pipe):
-    from fourm_hf.pipelines.box_scores import box_scores, box_token_spans
+    from fourm_hf.text.box_scores import box_scores, box_token_spans, scored_boxes
 
     tokenizer = pipe.processor.tokenizer
     first, second = tokenizer.class_names[:2]
@@ -174,6 +174,11 @@ def test_box_scores_average_the_probabilities_of_each_box_tokens(pipe):
     assert box_scores(tokenizer, row, probs) == pytest.approx([0.9, 0.3])
     kept = [index for index, i in enumerate(row) if i != tokenizer.eos_token_id]  # the ml4m stop rule stores no [EOS]
     assert box_scores(tokenizer, [row[i] for i in kept], [probs[i] for i in kept]) == pytest.approx([0.9, 0.3])
+    # what decoding uses: the same boxes and scores, each box's tokens decoded once
+    decoded, scores = scored_boxes(tokenizer, row, probs)
+    assert decoded == tokenizer.decode_boxes(row) and scores == pytest.approx([0.9, 0.3])
+    with pytest.raises(ValueError, match="have no probability"):
+        scored_boxes(tokenizer, row, [float("nan")] * len(row))
     with pytest.raises(ValueError, match="det: 24 token ids but 23 token probabilities"):
         box_scores(tokenizer, row[:24], probs[:23])
     given = list(probs)
@@ -614,33 +619,49 @@ def calls(pipe, monkeypatch):
     for name in ("decode", "decode_image_tokens", "decode_pixel_values", "encode_texts"):
         counting(pipe.processor, name)
     counting(pipe.processor.tokenizer, "decode_boxes")
+    decode_boxes = pipe.processor.tokenizer.decode_boxes  # the counting wrapper: also record what it reads
+    counts_ids = counts.setdefault("box_token_ids", [])
+
+    def recording(ids, *args, **kwargs):
+        counts_ids.extend(int(i) for i in ids)
+        return decode_boxes(ids, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.processor.tokenizer, "decode_boxes", recording)
     return counts
 
 
 def test_a_call_encodes_once_and_decodes_only_its_targets(pipe, scenes, calls):
     pipe([scenes[0]["rgb"], scenes[1]["rgb"]], target_modalities=["depth"], batch_size=2, seed=0, **FAST)
     # one batch: one encoding, one decoding of the one target, no box or input-image decoding
-    assert calls == {"encode": 1, "decode": 1, "decode_image_tokens": 1}
+    assert calls == {"encode": 1, "decode": 1, "decode_image_tokens": 1, "box_token_ids": []}
 
 
 def test_boxes_are_decoded_once_and_drawn_on_the_decoded_input_image(pipe, scenes, calls):
-    out = pipe([scenes[0]["rgb"], scenes[1]["rgb"]], target_modalities=["det"], batch_size=2, seed=0, **FAST)
-    # each sample's det row decoded once; the input image decoded once, as the boxes' background
-    assert calls == {"encode": 1, "decode": 1, "decode_pixel_values": 1, "decode_boxes": 2}
-    assert all(box["score"] == 1.0 for result in out for box in result["det"]["boxes"])
+    out = pipe([scenes[0]["rgb"], scenes[1]["rgb"]], target_modalities=["det"], batch_size=2, seed=0,
+               return_tokens=True, **FAST)
+    # the input image decoded once, as the boxes' background; no det token decoded twice
+    read = calls.pop("box_token_ids")
+    calls.pop("decode_boxes", None)
+    assert calls == {"encode": 1, "decode": 1, "decode_pixel_values": 1}
+    generated = [int(i) for result in out for i in result["tokens"]["det"]]
+    assert len(read) <= len(generated) and not set(read) - set(generated)
+    assert all(0 < box["score"] <= 1 for result in out for box in result["det"]["boxes"])
     assert out[0]["det"]["image"].size == (SIZE, SIZE)
 
 
 def test_text_to_rgb_and_boxes_draws_on_the_generated_rgb_without_decoding_it_twice(pipe, calls):
-    out = pipe(text="a green cube.", target_modalities=["rgb", "det"], seed=0, **FAST)
-    assert calls == {"encode": 1, "decode": 1, "decode_image_tokens": 1, "decode_boxes": 1}
+    out = pipe(text="a green cube.", target_modalities=["rgb", "det"], seed=0, return_tokens=True, **FAST)
+    assert len(calls.pop("box_token_ids")) <= len(out["tokens"]["det"])  # no det token decoded twice
+    calls.pop("decode_boxes", None)
+    # the caption's ids come from the processor's text encoder, inside the one encoding
+    assert calls == {"encode": 1, "encode_texts": 1, "decode": 1, "decode_image_tokens": 1}
     if not out["det"]["boxes"]:  # with no box drawn, the background is the generated RGB itself
         np.testing.assert_array_equal(np.asarray(out["det"]["image"]), out["rgb"]["array"])
 
 
 def test_samples_in_two_batches_are_encoded_and_decoded_once_per_batch(pipe, scenes, calls):
     pipe([scenes[0]["rgb"], {"semseg": scenes[0]["semseg"]}], target_modalities=["depth"], batch_size=2, seed=0, **FAST)
-    assert calls == {"encode": 2, "decode": 2, "decode_image_tokens": 2}
+    assert calls == {"encode": 2, "decode": 2, "decode_image_tokens": 2, "box_token_ids": []}
     calls.clear()
     pipe(text="a green cube.", negative_prompt="a white cone.", target_modalities=["rgb"], seed=0, **FAST)
     # the negative prompt is a second caption condition: the processor's text encoder runs for the prompt

@@ -35,7 +35,7 @@ Output per sample, keyed by the public names of the generated targets:
 * ``det``: ``{"boxes": [{"label", "score", "box": [x0, y0, x1, y1] normalised}], "image": PIL}``
   with the boxes drawn on the input image (else the generated RGB, else grey). 4M writes boxes as
   text; a box's ``score`` in (0, 1] is the mean probability the model gave the tokens it generated
-  for that box (``pipelines/box_scores.py``);
+  for that box (``text/box_scores.py``);
 * ``human_poses`` / ``sam_instance`` / ``color_palette`` / ``metadata``: ``{"text", "data", "error"}``:
   the generated text, its parsed structure (``HumanPose`` list, ``SamPoint`` list, ``ColorPalette``,
   ``{key id: value}``; see ``text/sequence_modalities.py``) or, where the text does not
@@ -89,7 +89,6 @@ from ..modeling.generation import (DEFAULT_DECODING, build_generation_schedule, 
 from ..modeling.generation.options import check_int, check_pipeline_options
 from ..modeling.modeling_fourm import FourMModel
 from ..processing.sequence_tokens import add_sequence_decodings
-from .box_scores import box_scores
 from .call_inputs import batch_indices, load_image
 from .modality_names import IMAGE_ARGUMENT, ModalityNames
 from .t5_condition import check_caption_encoding, t5_conditions
@@ -370,12 +369,10 @@ class FourMAnyToAnyPipeline(AnyToAnyPipeline):
         draws_boxes = "det" in decode_input
         if draws_boxes and model_outputs.get("input_image") is not None:
             decode_input["pixel_values"] = model_outputs["input_image"]
-        det_probs = model_outputs.get("token_probs", {}).get("det")
-        scores = None  # without the generated tokens' probabilities (tokens decoded on their own) boxes have no score
-        if draws_boxes and det_probs is not None:
-            scores = [box_scores(self.processor.tokenizer, row.tolist(), probs.tolist())
-                      for row, probs in zip(tokens["det"].cpu(), det_probs)]
-        decoded = self.processor.decode(decode_input, image=model_outputs.get("backgrounds"), box_scores=scores,
+        # a box's score is the mean probability of its generated tokens; without them (tokens decoded on their
+        # own) boxes have no score
+        det_probs = model_outputs.get("token_probs", {}).get("det") if draws_boxes else None
+        decoded = self.processor.decode(decode_input, image=model_outputs.get("backgrounds"), box_token_probs=det_probs,
                                         num_diffusion_steps=num_diffusion_steps, generator=generator)
         add_sequence_decodings(decoded, getattr(self.processor, "sequence_tokenizers", None),  # SAM masks, poses
                                self.processor.image_size, self.processor.tokenizer.coord_bins)

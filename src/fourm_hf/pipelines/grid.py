@@ -234,8 +234,11 @@ def _input_tile(name: str, value, input_image: Image.Image | None) -> Image.Imag
     if name in EDGE_INPUTS:  # (H, W) edge map in [0, 1], drawn white on black
         edges = np.clip(array.reshape(array.shape[:2]).astype(np.float32), 0.0, 1.0)
         return Image.fromarray(np.round(edges * 255.0).astype(np.uint8), mode="L").convert("RGB")
+    if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3))):
+        return Image.fromarray(array.reshape(array.shape[:2]) if array.ndim == 3 and array.shape[-1] == 1 else array
+                               ).convert("RGB")  # another (registered) modality's map, given as a uint8 picture
     raise ValueError(f"inputs: cannot draw modality {name!r}; expected rgb, depth, normal, semseg, "
-                     f"{', '.join(EDGE_INPUTS)}, caption or det")
+                     f"{', '.join(EDGE_INPUTS)}, caption, det or a uint8 (H, W) / (H, W, 3) picture")
 
 
 __all__ = ["grid_size", "make_grid", "save_grid"]

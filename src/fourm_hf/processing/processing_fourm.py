@@ -404,7 +404,8 @@ class FourMProcessor(ProcessorMixin):
 
     # ----------------------------------------------------------------------------------- decode
 
-    def decode(self, tokens=None, *args, image=None, box_scores=None, num_diffusion_steps=None, generator=None, **kwargs):
+    def decode(self, tokens=None, *args, image=None, box_scores=None, box_token_probs=None, num_diffusion_steps=None,
+               generator=None, **kwargs):
         """Turn a (generated) token dict back into arrays, images, text and boxes (``token_decoding.py``).
 
         Given anything but a dict, behaves like ``tokenizer.decode`` (the ProcessorMixin contract).
@@ -416,6 +417,8 @@ class FourMProcessor(ProcessorMixin):
                 decoded ``tok_rgb``, else the image in ``pixel_values``, else a grey canvas.
             box_scores: optional scores: one number for every box, or one list per sample with one value
                 per decoded box.
+            box_token_probs: instead of ``box_scores``, the generated ``det`` tokens' probabilities, (B, L) or
+                one list per sample: a box's score is the mean over its tokens (``text/box_scores.py``).
             num_diffusion_steps / generator: DDIM steps and noise seed (a ``torch.Generator`` or an int)
                 for released DiVAE tokenizers (RGB, depth, normals); default: each tokenizer's own
                 ``num_diffusion_steps``.
@@ -456,7 +459,8 @@ class FourMProcessor(ProcessorMixin):
         if DET_MODALITY in tokens:
             rows = sequence_rows(tokens[DET_MODALITY], DET_MODALITY)
             backgrounds = box_backgrounds(len(rows), decoded, image, self.vqvaes, self.image_size)
-            decoded[DET_MODALITY] = decode_boxes(self.tokenizer, rows, backgrounds, box_scores)
+            probs = None if box_token_probs is None else [list(map(float, row)) for row in box_token_probs]
+            decoded[DET_MODALITY] = decode_boxes(self.tokenizer, rows, backgrounds, box_scores, probs)
         for name in SEQUENCE_MODALITIES:
             if name in tokens:
                 decoded[name] = decode_sequences(self.tokenizer, name, sequence_rows(tokens[name], name))

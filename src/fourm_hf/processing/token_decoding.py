@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..text.box_scores import scored_boxes
 from .visualization import colorize_depth, colorize_normals, colorize_semseg, draw_boxes
 
 
@@ -80,23 +81,37 @@ def decode_pixel_values(pixel_values, image_mean, image_std) -> dict:
     return {"array": rgb, "image": [Image.fromarray(sample) for sample in rgb]}
 
 
-def decode_boxes(tokenizer, rows: list[list[int]], backgrounds: list[Image.Image], box_scores=None) -> dict:
+def decode_boxes(tokenizer, rows: list[list[int]], backgrounds: list[Image.Image], box_scores=None,
+                 token_probs=None) -> dict:
     """``det`` id rows -> ``{"boxes": [[{"label", "score", "box"}]], "image": [PIL with the boxes drawn]}``.
 
     ``box_scores``: None, one number for every box, or one list per row with one score per decoded box.
+    ``token_probs``: instead, one list per row of the generated tokens' probabilities: each box is scored
+    by the mean probability of its tokens (``text/box_scores.py``), its tokens decoded once.
     """
+    if box_scores is not None and token_probs is not None:
+        raise ValueError("decode: give box_scores or box_token_probs, not both")
     box_lists = []
     for index, row in enumerate(rows):
-        boxes = tokenizer.decode_boxes(row)
-        if box_scores is None or isinstance(box_scores, (int, float)):
-            scores = None if box_scores is None else [box_scores] * len(boxes)
+        if token_probs is not None:
+            boxes, scores = scored_boxes(tokenizer, row, token_probs[index])
         else:
-            scores = list(box_scores[index])
+            boxes = tokenizer.decode_boxes(row)
+            scores = _given_scores(box_scores, index, len(boxes))
         if scores is not None and len(scores) != len(boxes):
             raise ValueError(f"box_scores[{index}]: {len(scores)} scores for {len(boxes)} decoded boxes")
         box_lists.append([{"label": box["label"], "score": None if scores is None else float(scores[j]),
                            "box": box["box"]} for j, box in enumerate(boxes)])
     return {"boxes": box_lists, "image": [draw_boxes(bg, boxes) for bg, boxes in zip(backgrounds, box_lists)]}
+
+
+def _given_scores(box_scores, index: int, count: int) -> list | None:
+    """Row ``index``'s scores from ``box_scores`` (None, one number for every box, or one list per row)."""
+    if box_scores is None:
+        return None
+    if isinstance(box_scores, (int, float)):
+        return [box_scores] * count
+    return list(box_scores[index])
 
 
 def sequence_rows(ids, name: str) -> list[list[int]]:

@@ -21,6 +21,11 @@ def box_token_spans(tokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:
     else the trailing ``[PAD]`` padding); ranges that do not parse into a box (malformed groups, which the decoder
     skips) are left out.
     """
+    return [(start, end) for start, end, _ in parsed_box_spans(tokenizer, ids)]
+
+
+def parsed_box_spans(tokenizer, ids: Sequence[int]) -> list[tuple[int, int, dict]]:
+    """``[(start, end, box)]``: :func:`box_token_spans` with the box each range decodes to (each range decoded once)."""
     ids = [int(i) for i in ids]
     end = ids.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in ids else len(ids)
     while end > 0 and ids[end - 1] == tokenizer.pad_token_id:
@@ -29,8 +34,9 @@ def box_token_spans(tokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:
     starts = [index for index in range(end) if first_v0 <= ids[index] <= last_v0]
     spans = []
     for start, next_start in zip(starts, starts[1:] + [end]):
-        if len(tokenizer.decode_boxes(ids[start:next_start])) == 1:
-            spans.append((start, next_start))
+        boxes = tokenizer.decode_boxes(ids[start:next_start])
+        if len(boxes) == 1:
+            spans.append((start, next_start, boxes[0]))
     return spans
 
 
@@ -60,4 +66,24 @@ def box_scores(tokenizer, ids: Sequence[int], probs: Sequence[float]) -> list[fl
     return scores
 
 
-__all__ = ["box_scores", "box_token_spans"]
+def scored_boxes(tokenizer, ids: Sequence[int], probs: Sequence[float]) -> tuple[list[dict], list[float]]:
+    """``(boxes, scores)`` of generated ``det`` ids: the boxes ``decode_boxes(ids)`` gives (built from the
+    box token ranges, so each box's tokens are decoded once) and :func:`box_scores`' score of each.
+
+    ``probs`` (L,) the tokens' probabilities; ValueError on a length mismatch or a box token without one.
+    """
+    ids, probs = [int(i) for i in ids], [float(p) for p in probs]
+    if len(ids) != len(probs):
+        raise ValueError(f"det: {len(ids)} token ids but {len(probs)} token probabilities; expected one per token")
+    boxes, scores = [], []
+    for start, end, box in parsed_box_spans(tokenizer, ids):
+        span = probs[start:end]
+        if any(math.isnan(p) for p in span):
+            raise ValueError(f"det: tokens {start}..{end - 1} have no probability (given, not generated); "
+                             "only generated boxes get scores")
+        boxes.append(box)
+        scores.append(sum(span) / len(span))
+    return boxes, scores
+
+
+__all__ = ["box_scores", "box_token_spans", "parsed_box_spans", "scored_boxes"]
