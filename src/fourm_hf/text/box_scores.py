@@ -45,24 +45,14 @@ def box_scores(tokenizer, ids: Sequence[int], probs: Sequence[float]) -> list[fl
 
     ``ids`` (L,) generated ``det`` ids and ``probs`` (L,) their probabilities. ValueError when the lengths differ,
     when a box token has no probability (NaN: given, not generated) or when the boxes cannot be matched to token
-    ranges (the scores would then belong to other boxes).
+    ranges (the scores would then belong to other boxes). :func:`scored_boxes` is the same without the
+    whole-sequence check, for decoding (each token decoded once).
     """
-    ids, probs = [int(i) for i in ids], [float(p) for p in probs]
-    if len(ids) != len(probs):
-        raise ValueError(f"det: {len(ids)} token ids but {len(probs)} token probabilities; expected one per token")
-    spans = box_token_spans(tokenizer, ids)
-    boxes = tokenizer.decode_boxes(ids)
-    matched = [tokenizer.decode_boxes(ids[start:end])[0] for start, end in spans]
-    if matched != boxes:
-        raise ValueError(f"det: the {len(boxes)} decoded boxes do not match the {len(spans)} box token ranges; "
+    boxes, scores = scored_boxes(tokenizer, ids, probs)
+    decoded = tokenizer.decode_boxes([int(i) for i in ids])
+    if boxes != decoded:
+        raise ValueError(f"det: the {len(decoded)} decoded boxes do not match the {len(boxes)} box token ranges; "
                          "cannot give them scores")
-    scores = []
-    for start, end in spans:
-        span = probs[start:end]
-        if any(math.isnan(p) for p in span):
-            raise ValueError(f"det: tokens {start}..{end - 1} have no probability (given, not generated); "
-                             "only generated boxes get scores")
-        scores.append(sum(span) / len(span))
     return scores
 
 
