@@ -142,6 +142,8 @@ def test_quantize_int8_parts_and_refusals(fp32_model):
     assert type(model.encoder[0].mlp.fc1) is nn.Linear  # the encoder stays float32 by default
     assert type(model.decoder[0].mlp.fc1) is not nn.Linear and type(model.decoder_proj_context) is not nn.Linear
     assert quantized_parts(fp32_model) == []
+    with pytest.raises(ValueError, match="int8-quantised layers"):
+        model.save_pretrained("unused-folder")
     with pytest.raises(ValueError, match="already quantised"):
         quantize_int8(model, ["decoder"])
     with pytest.raises(ValueError, match="parts must be"):

@@ -117,6 +117,9 @@ class FourMPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """``PreTrainedModel.save_pretrained`` plus the flat model code ``auto_map`` points at."""
+        if any(type(module).__module__.startswith("torch.ao.nn.quantized") for module in self.modules()):
+            raise ValueError("save_pretrained: this model has int8-quantised layers (quantize_int8), which are an "
+                             "inference transform; save the float32 model and quantise it again after loading.")
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_class_code(save_directory, type(self))
