@@ -17,6 +17,7 @@ share of greedy tokens identical to fp32 fast (greedy runs only, ``--greedy``).
     python benchmarks/bench_fast_decoding.py --preset base --scenarios caption --repeats 2
     python benchmarks/bench_fast_decoding.py --kernels      # one linear layer in each format (and torchao if installed)
     python benchmarks/bench_fast_decoding.py --agreement    # greedy tokens vs fp32 on the bundled checkpoint
+    python benchmarks/bench_fast_decoding.py --profile --formats fp32 --scenarios caption   # where the time goes
 """
 
 from __future__ import annotations
@@ -211,6 +212,17 @@ def bundled_agreement(args) -> list[dict]:
     return rows
 
 
+def profile_fast_path(model, schedule, batch, config, args) -> None:
+    """torch.profiler table (self CPU time, top 12 ops) of one fast ``generate`` after a warm-up run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    pixel_values = torch.randn(batch, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(1))
+    run_once(model, schedule, pixel_values, False, args.seed)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        run_once(model, schedule, pixel_values, False, args.seed)
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="base")
@@ -223,6 +235,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kernels", action="store_true", help="time one linear layer per format instead")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of the fast path instead")
     parser.add_argument("--agreement", action="store_true", help="greedy agreement with fp32 on --checkpoint instead")
     parser.add_argument("--checkpoint", default="src/fourm_hf/checkpoints/fourm-scenes64")
     parser.add_argument("--scenes", type=int, default=8)
@@ -243,8 +256,12 @@ def main() -> None:
         rows = []
         for name in args.scenarios:
             schedule, batch = table[name]
-            rows += bench_scenario(name, schedule, batch, models, config, args)
-        _print_table(rows)
+            if args.profile:
+                profile_fast_path(models[args.formats[0]], schedule, batch, config, args)
+            else:
+                rows += bench_scenario(name, schedule, batch, models, config, args)
+        if rows:
+            _print_table(rows)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         temporary = args.json + ".tmp"
