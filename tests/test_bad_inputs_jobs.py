@@ -137,7 +137,7 @@ def test_upload_selection_skips_trainer_state_and_checkpoints_and_refuses_pickle
 def test_assemble_ml4m_refuses_the_dinov2_global_tokenizer_for_imagebind_global(tmp_path):
     import torch
 
-    from fourm_hf.ml4m.assembly import check_tokenizer_fits
+    from fourm_hf.ml4m.tokenizer_fit import check_tokenizer_fits
     from fourm_hf.modalities import get_modality
     from fourm_hf.tokenizers.mlp_vqvae import FourMMLPVQVAE, FourMMLPVQVAEConfig
     from fourm_hf.tokenizers.released import FourMTokenizerModel

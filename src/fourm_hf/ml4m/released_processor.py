@@ -44,9 +44,9 @@ from ..processing.sequence_tokens import (POSE_IDS, SAM_GRID, SAM_MASK_SIZE, SEQ
 from ..text.tokenization_fourm import FourMTextTokenizer
 from ..tokenizers.lazy_released import HUB_OPTIONS, LazyReleasedTokenizer
 from ..tokenizers.released_modalities import KIND_TARGETS, VECTOR_KINDS, ModalityTokenizerConfig, modality_kind
-from .assembly import _why_not_servable, check_text_tokenizer
 from .catalogue import TEXT_TOKENIZER_FILE, TEXT_TOKENIZER_URL, ReleasedModel, released_model
 from .released_loading import converted_folder
+from .tokenizer_fit import check_text_tokenizer, why_not_servable
 
 TEXT_TOKENIZER_ENV = "FOURM_TEXT_TOKENIZER"
 PROCESSOR_OPTIONS = ("text_tokenizer", "feature_models", "num_diffusion_steps", "device")
@@ -114,7 +114,7 @@ def lazy_tokenizers(entry: ReleasedModel, config: FourMConfig, feature_models: b
     """One not-yet-downloaded tokenizer per catalogue modality the processor can serve for this model."""
     tokenizers = {}
     for modality, repo_id in entry.tokenizers.items():
-        if modality not in config.modality_specs or _why_not_servable(config, modality) is not None:
+        if modality not in config.modality_specs or why_not_servable(config, modality) is not None:
             continue  # not a modality of this model, or not an image-token grid at its resolution (sequences, @448)
         kind = modality_kind(modality)
         is_vector = kind in VECTOR_KINDS
