@@ -4,7 +4,7 @@ A folder is uploaded as its safetensors weights, JSON configs, text files (model
 and remote code (``.py``), at the top and in subfolders (the processor's tokenizer folders).
 Left out: intermediate ``checkpoint-N`` folders, hidden files and folders, TensorBoard ``runs/``,
 and the Trainer's own state (``optimizer.pt``, ``scheduler.pt``, ``scaler.pt``, ``rng_state*.pth``,
-``training_args.bin``), which are pickles nobody loads from a model repo. Any other pickle
+``training_args.bin``; train-tokenizer's ``checkpoint.pt``), which are pickles nobody loads from a model repo. Any other pickle
 (``pytorch_model.bin``, ``*.pt``, ...) is refused: loading a pickle runs code, so 4M checkpoints
 are shared as safetensors only.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 UPLOADED_SUFFIXES = (".safetensors", ".json", ".md", ".txt", ".py")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz")
-TRAINER_STATE_FILES = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|training_args\.bin)$")
+# the Trainer's state, and train-tokenizer's resumable checkpoint.pt
+TRAINER_STATE_FILES = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth|training_args\.bin|checkpoint\.pt)$")
 SKIPPED_FOLDERS = re.compile(r"^(checkpoint-\d+|runs|__pycache__|\..*)$")
 
 

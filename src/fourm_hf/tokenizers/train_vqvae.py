@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..modalities import get_modality
+from ..output_paths import check_output_dir
 from .vqvae import INPUT_KINDS, FourMVQVAE, FourMVQVAEConfig, arrays_to_batch, codebook_usage_stats
 
 # Model sizes: "tiny" for tests, "small" for 64-128 px training on CPU (~1M parameters).
@@ -181,7 +182,7 @@ def train_tokenizer(
     finishing, as an interruption would; ``resume=True`` continues from ``<out>/checkpoint.pt``.
     Returns a summary dict (final step, last eval metrics, output folder).
     """
-    out_dir = Path(out)
+    out_dir = check_output_dir(out, "train-tokenizer: --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if checkpoint_path.exists() and not resume:
