@@ -58,6 +58,17 @@ def test_an_unwritable_out_is_refused_up_front_with_the_users_path(tmp_path, cap
     assert f"--out {out}: {blocker} is a file, not a folder" in one_line_error(capsys, command)
 
 
+def test_train_checks_its_output_dir_before_training(tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"model": {"preset": "tiny"}, "data": {"train": str(tmp_path / "corpus")},
+                                      "training": {"output_dir": "/proc/fourm-train-out"}}))
+    assert cli_main(["train", "--config", str(config)]) == 2
+    err = one_line_error(capsys, "train")
+    assert "--output-dir /proc/fourm-train-out: cannot create folders in /proc" in err
+
+
 def test_a_folder_where_nothing_can_be_created_is_named():
     with pytest.raises(ValueError, match=r"--out /proc/fourm-out: cannot create folders in /proc"):
         check_output_dir("/proc/fourm-out")

@@ -12,6 +12,7 @@ import sys
 
 import yaml
 
+from ..output_paths import check_output_dir
 from ..training.checkpoints import checkpoint_step, finish_complete_run, rerun_resume_point, save_settings, saved_settings
 from ..training.pretrain import build_trainer, load_settings
 
@@ -38,6 +39,8 @@ def main(args: argparse.Namespace) -> int:
         if isinstance(resume, str) and not os.path.isdir(resume):
             raise ValueError(f"--resume-from-checkpoint: {resume!r} is not a checkpoint folder.")
         settings = load_settings(args.config, overrides)
+        if args.output_dir or settings["training"].get("output_dir"):  # before anything is loaded or built
+            check_output_dir(args.output_dir or settings["training"]["output_dir"], "--output-dir")
         trainer = build_trainer(settings, output_dir=args.output_dir)
         output_dir = trainer.args.output_dir
         resolved = {**settings, "training": {**settings["training"], "output_dir": output_dir}}
