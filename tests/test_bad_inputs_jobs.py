@@ -33,7 +33,7 @@ def one_line_error(capsys, command: str) -> str:
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--num", "2", "--size", "100000"], r"multiple of 8 in \[32, 2048\]"),
+    (["--num", "2", "--size", "100000"], r"multiple of 8, at least 32 and at most 2048 pixels"),
     (["--num", "2", "--size", "1024"], r"would hold 20\.5 GiB in memory; lower --shard-size to at most 97"),
 ])
 def test_make_scenes_sizes_have_upper_bounds(tmp_path, capsys, arguments, message):

@@ -98,7 +98,7 @@ def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise TypeError(f"scene size must be an int (pixels), got {type(size).__name__}")
     if size < 32 or size % 8 != 0 or size > MAX_SCENE_SIZE:
-        raise ValueError(f"scene size must be a multiple of 8 in [32, {MAX_SCENE_SIZE}] pixels, got {size}")
+        raise ValueError(f"scene size must be a multiple of 8, at least 32 and at most {MAX_SCENE_SIZE} pixels, got {size}")
     return int(size)
 
 
