@@ -48,6 +48,8 @@ def check_number(option: str, value, *, low: float | None = None, high: float | 
         raise ValueError(f"{option} must be a finite number{what}, got {number}.")
     below = low is not None and (number <= low if low_open else number < low)
     above = high is not None and (number >= high if high_open else number > high)
+    if below and high is None:
+        raise ValueError(f"{option} must be a finite number {'>' if low_open else '>='} {low}{what}, got {number}.")
     if below or above:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
