@@ -8,6 +8,7 @@ import argparse
 from tqdm.auto import tqdm
 
 from ..data.shards import load_dataset_split
+from ..output_paths import check_output_dir, clean_stale_staging
 from ..text.text_layout import DEFAULT_COORD_BINS, DEFAULT_NUM_SENTINELS, normalize_class_name
 from ..text.tokenization_fourm import save_atomically, train_text_tokenizer
 
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")
+    clean_stale_staging(args.out)  # what a killed earlier run left
     dataset = load_dataset_split(args.dataset, args.split)
     columns = [_resolve_column(dataset, column.strip()) for column in args.columns.split(",") if column.strip()]
     if not columns:

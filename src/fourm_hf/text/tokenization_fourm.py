@@ -24,7 +24,6 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 from transformers import PreTrainedTokenizerFast
 
-from ..output_paths import check_output_dir, staging_dir
 from .box_text import bin_to_coordinate, boxes_to_text, coordinate_to_bin, text_to_boxes
 from .text_layout import (
     DEFAULT_COORD_BINS,
@@ -376,9 +375,12 @@ def train_text_tokenizer(
 
 def save_atomically(tokenizer: FourMTextTokenizer, out_dir: str) -> None:
     """save_pretrained into a temporary sibling folder, then swap it into place."""
-    out_dir = os.path.abspath(check_output_dir(out_dir, "train-text-tokenizer: --out"))
+    out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    staging = str(staging_dir(out_dir, hidden=True))  # removes what a killed earlier run left
+    # .<name>.tmp-<pid>: fourm-hf train-text-tokenizer removes the ones killed runs left (output_paths.py)
+    staging = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
     try:
         tokenizer.save_pretrained(staging)
         if os.path.isdir(out_dir):
