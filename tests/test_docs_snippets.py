@@ -60,13 +60,10 @@ def test_docs_links_point_to_existing_pages_or_say_they_are_pending():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            if not (page.parent / target).exists() and target not in PENDING_PAGES:
+            if not (page.parent / target).exists():
                 missing.append(f"{_page_id(page)} -> {target}")
     assert not missing, "links to missing files: " + ", ".join(missing)
 
-
-# Pages other branches are writing; the README links them before they land. Remove a name once it exists.
-PENDING_PAGES = {"docs/robustness.md", "robustness.md"}
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.language != "text"], ids=lambda block: block.id)
