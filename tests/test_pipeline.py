@@ -577,7 +577,7 @@ def test_negative_prompts_per_sample_keep_their_order(pipe):
     (dict(negative_prompt="a white cone.", target_modalities=["caption"]), "caption is a target"),
     (dict(negative_prompt=["a", "b"], target_modalities=["rgb"]), "2 prompts for 1 samples"),
     (dict(negative_prompt=3, target_modalities=["rgb"]), "must be a str"),
-    (dict(negative_prompt="a white cone.", negative_scale=-1.0, target_modalities=["rgb"]), "negative_scale must lie in"),
+    (dict(negative_prompt="a white cone.", negative_scale=-1.0, target_modalities=["rgb"]), "negative_scale must be a finite number >= 0"),
     (dict(negative_prompt="a white cone.", negative_scale="2", target_modalities=["rgb"]), "negative_scale must be"),
     (dict(negative_prompt="a white cone.", guidance={"depth": 2.0}, cfg_scale=2.0, target_modalities=["rgb"]), "not both"),
 ])
