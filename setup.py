@@ -53,7 +53,8 @@ setup(
         # ZeRO-2/3 through accelerate launch (docs/distributed.md); an sdist built against the installed torch,
         # so install it with: pip install --no-build-isolation 'fourm-hf[deepspeed]'
         "deepspeed": ["deepspeed>=0.19"],
-        "all": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "hypothesis>=6.100", "peft>=0.13", "scikit-image>=0.22", "gradio>=6.0,<7"],
+        "all": ["pytest>=8.0", "selenium>=4.20", "parameterized>=0.9", "hypothesis>=6.100", "scipy>=1.10", "peft>=0.13",
+                "scikit-image>=0.22", "gradio>=6.0,<7"],
     },
     entry_points={"console_scripts": ["fourm-hf=fourm_hf.cli:main"]},
 )
