@@ -24,6 +24,7 @@ import time
 import torch
 
 from fourm_hf import FourMDiVAE, FourMDiVAEConfig
+from fourm_hf.output_paths import write_atomic
 
 
 def released_rgb_divae() -> FourMDiVAE:
@@ -91,10 +92,7 @@ def main() -> None:
               f"{row['max_abs_vs_fp32_plain'] if row['max_abs_vs_fp32_plain'] is not None else float('nan'):>20.2e}")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        temporary = args.json + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(rows, handle, indent=1)
-        os.replace(temporary, args.json)
+        write_atomic(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

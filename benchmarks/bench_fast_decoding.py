@@ -37,6 +37,7 @@ from bench_generate import scenarios
 from fourm_hf import FourMConfig, FourMModel
 from fourm_hf.modeling.generation import build_generation_schedule, generate
 from fourm_hf.modeling.quantization import quantize_int8
+from fourm_hf.output_paths import write_atomic
 
 FORMATS = ("fp32", "bf16", "int8", "int8-all")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -264,10 +265,7 @@ def main() -> None:
             _print_table(rows)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        temporary = args.json + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(rows, handle, indent=1)
-        os.replace(temporary, args.json)
+        write_atomic(args.json, json.dumps(rows, indent=1))
 
 
 def _print_table(rows: list[dict]) -> None:

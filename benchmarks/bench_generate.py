@@ -31,6 +31,7 @@ import torch
 
 from fourm_hf import FourMConfig, FourMModel
 from fourm_hf.modeling.generation import build_generation_schedule, generate, reveal_counts
+from fourm_hf.output_paths import write_atomic
 
 DENSE = ["tok_rgb", "tok_depth", "tok_normal", "tok_semseg", "tok_clip"]
 
@@ -140,10 +141,7 @@ def main() -> None:
             print(f"{row['preset']:<6} {row['token_schedule']:<14} {row['decoder_queries']:>15} {row['seconds']:>8.3f}")
         rows += comparison
     if args.json:
-        temporary = args.json + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(rows, handle, indent=1)
-        os.replace(temporary, args.json)
+        write_atomic(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

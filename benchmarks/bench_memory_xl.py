@@ -30,6 +30,7 @@ import torch
 from fourm_hf import FourMDiVAE, FourMDiVAEConfig, FourMModel
 from fourm_hf.ml4m.conversion import config_from_reference
 from fourm_hf.modeling.generation import build_generation_schedule, generate
+from fourm_hf.output_paths import write_atomic
 
 from bench_convert import released_config
 
@@ -136,10 +137,7 @@ def main() -> None:
     rows = {k: round(v, 3) for k, v in rows.items()}
     print("\n" + "\n".join(f"{k:<45} {v:>8.3f}" for k, v in rows.items()))
     if args.json:
-        temporary = args.json + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(rows, handle, indent=1)
-        os.replace(temporary, args.json)
+        write_atomic(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from .modeling.modeling_fourm import FourMModel
-from .output_paths import check_output_dir, staging_dir
+from .output_paths import check_output_dir, staging_dir, write_atomic
 from .processing.processing_fourm import FourMProcessor
 from .remote_code import PACKAGE_ROOT, remote_code_closure, write_remote_code
 from .upload_selection import upload_files
@@ -144,7 +144,7 @@ def write_model_card(folder: str | os.PathLike, repo_id: str | None = None, **ca
     for key, value in found.items():
         card_options.setdefault(key, value)
     text = model_card(config, repo_id=repo_id, **card_options)
-    return _atomic_write_text(folder / CARD_NAME, text)
+    return write_atomic(folder / CARD_NAME, text)
 
 
 def _architecture_table(config: Mapping, num_parameters: int | None) -> str:
@@ -320,7 +320,7 @@ def add_custom_pipeline(folder: str | os.PathLike) -> dict | None:
     entry = {"impl": f"{Path(PIPELINE_MODULE).stem}.{PIPELINE_CLASS}", "pt": ["AutoModel"], "type": "multimodal"}
     config = _read_json(folder / CONFIG_NAME)
     config["custom_pipelines"] = {PIPELINE_TASK: entry}
-    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return entry
 
 
@@ -444,14 +444,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
 
 
 def _count_parameters(folder: Path) -> int | None:

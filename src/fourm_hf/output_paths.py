@@ -4,7 +4,8 @@ A long job (make-scenes, build-corpus, pseudo-label, train-tokenizer, convert-ml
 writes ``<out>`` as ``<out>.tmp-<pid>`` (or ``.<name>.tmp-<pid>``) and renames it when complete.
 A job killed before the rename leaves that folder behind; the next run of any job writing ``<out>``
 removes it when its process is gone (:func:`clean_stale_staging`). :func:`check_output_dir` tells
-up front, with the user's path, when ``<out>`` cannot be written at all.
+up front, with the user's path, when ``<out>`` cannot be written at all; :func:`write_atomic` writes one
+file the same way.
 """
 
 from __future__ import annotations
@@ -85,3 +86,13 @@ def staging_dir(out, hidden: bool = False) -> Path:
 
 
 __all__ = ["check_output_dir", "clean_stale_staging", "process_alive", "staging_dir", "staging_pattern"]
+
+
+def write_atomic(path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return path

@@ -34,7 +34,7 @@ from ..checkpoints import bundled_checkpoint
 from ..data.photos import PHOTO_CAPTIONS, load_photos
 from ..evaluation.heldout import HELDOUT_DATASET_SEED, heldout_scenes
 from ..evaluation.predictors import pipeline_prediction
-from ..evaluation.report import write_atomic
+from ..output_paths import write_atomic
 from ..evaluation.scoring import COLUMNS, format_score, score_predictions
 from ..pipelines.grid import save_grid
 from ..processing.visualization import centre_square

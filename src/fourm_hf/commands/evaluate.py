@@ -13,8 +13,8 @@ from ..evaluation.report import (
     parse_comparisons,
     parse_specialists,
     run_evaluation,
-    write_atomic,
 )
+from ..output_paths import write_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

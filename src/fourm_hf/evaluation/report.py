@@ -18,7 +18,6 @@ memory at the processor's image size (``heldout.py``). The JSON (``--out``) and 
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 
 from ..configuration_fourm import FourMConfig
@@ -225,12 +224,3 @@ def format_report(result: dict) -> str:
     lines.append(f"Trivial-baseline statistics: {result['train_stats']['source']}.")
     lines.append(f"Command: `{result['command'] or 'run_evaluation(...)'}` ({result['date']}).")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..modalities import get_modality
-from ..output_paths import check_output_dir
+from ..output_paths import check_output_dir, write_atomic
 from .vqvae import INPUT_KINDS, FourMVQVAE, FourMVQVAEConfig, arrays_to_batch, codebook_usage_stats
 
 # Model sizes: "tiny" for tests, "small" for 64-128 px training on CPU (~1M parameters).
@@ -122,9 +122,7 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def atomic_write_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def save_pretrained_atomic(model: FourMVQVAE, out_dir: Path) -> None:
