@@ -105,15 +105,16 @@ class ViTAttention(nn.Module):
 
 
 class ViTMLP(nn.Module):
-    """``fc1`` -> exact GELU -> ``fc2``, both with bias. [B, N, D] -> [B, N, D]."""
+    """``fc1`` -> activation (exact GELU; tanh in the post-MLP) -> ``fc2``, both with bias. [B, N, D] -> [B, N, D]."""
 
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, activation=F.gelu):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
+        self.activation = activation
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(tokens)))
+        return self.fc2(self.activation(self.fc1(tokens)))
 
 
 class ViTBlock(nn.Module):
@@ -131,19 +132,6 @@ class ViTBlock(nn.Module):
         return tokens + self.mlp(self.norm2(tokens))
 
 
-class TanhMLP(nn.Module):
-    """The post-MLP's layers: ``fc2(tanh(fc1(x)))`` (the residual and its LayerNorm live in the caller,
-    whose state-dict names are ``norm_mlp`` and ``post_mlp``)."""
-
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.tanh(self.fc1(tokens)))
-
-
 class _ViTTrunk(nn.Module):
     """Position table + blocks + optional post-MLP, shared by the encoder and the decoder."""
 
@@ -155,7 +143,7 @@ class _ViTTrunk(nn.Module):
         self.use_post_mlp = post_mlp
         if post_mlp:
             self.norm_mlp = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-            self.post_mlp = TanhMLP(dim, dim * mlp_ratio)
+            self.post_mlp = ViTMLP(dim, dim * mlp_ratio, activation=torch.tanh)  # the residual and norm_mlp live here
 
     def run_trunk(self, tokens: torch.Tensor, grid: tuple[int, int], intermediates: dict | None) -> torch.Tensor:
         """tokens [B, h*w, D] (raster order) -> [B, h*w, D]: + resized positions, blocks, post-MLP."""
@@ -302,7 +290,6 @@ def _record(intermediates: dict | None, name: str, tensor: torch.Tensor) -> None
 __all__ = [
     "VIT_PRESETS",
     "ConvNeXtBlock",
-    "TanhMLP",
     "ViTAttention",
     "ViTBlock",
     "ViTDecoder",
