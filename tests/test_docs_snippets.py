@@ -253,27 +253,26 @@ def test_only_a_missing_optional_extra_turns_a_failure_into_a_skip(monkeypatch):
     assert _missing_extra("KeyError: 'no_such_extra_module'") is None
 
 
-def test_a_failing_fourm_hf_command_fails_its_block(tmp_path):
-    page = _page(tmp_path, "```bash\nfourm-hf make-scenes --no-such-flag\n```\n")
+def _run_first_block(page, tmp_path) -> dict:
+    """Run a page's first block through tests/doc_snippets.py, as the page test does; its result entry."""
+    import json
+
     blocks = extract_blocks(page, tmp_path)[0]
     (tmp_path / "blocks.json").write_text(blocks_json(blocks), encoding="utf-8")
     subprocess.run([sys.executable, str(Path(__file__).with_name("doc_snippets.py")), str(tmp_path / "blocks.json"),
                     str(tmp_path / "results.json")], cwd=tmp_path, env=subprocess_env(), check=True, timeout=300)
-    import json
+    return json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))[blocks[0].id]
 
-    result = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))[blocks[0].id]
+
+def test_a_failing_fourm_hf_command_fails_its_block(tmp_path):
+    page = _page(tmp_path, "```bash\nfourm-hf make-scenes --no-such-flag\n```\n")
+    result = _run_first_block(page, tmp_path)
     assert not result["ok"] and "fourm-hf make-scenes --no-such-flag exited with 2" in result["error"]
 
 
 def test_a_run_block_with_other_commands_is_refused(tmp_path):
     page = _page(tmp_path, "```bash\npip install something\n```\n")
-    blocks = extract_blocks(page, tmp_path)[0]
-    (tmp_path / "blocks.json").write_text(blocks_json(blocks), encoding="utf-8")
-    subprocess.run([sys.executable, str(Path(__file__).with_name("doc_snippets.py")), str(tmp_path / "blocks.json"),
-                    str(tmp_path / "results.json")], cwd=tmp_path, env=subprocess_env(), check=True, timeout=300)
-    import json
-
-    result = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))[blocks[0].id]
+    result = _run_first_block(page, tmp_path)
     assert not result["ok"] and "mark the block <!-- snippet: parse-only (reason) -->" in result["error"]
 
 
