@@ -53,18 +53,19 @@ resumes where it stopped and gives the same dataset as an uninterrupted run. Sha
 sets the defaults through ``WORLD_SIZE`` / ``RANK``); ``merge_shards`` then concatenates them.
 
 The package has one module per concern: ``images`` (decoding, RGB conversion, crop), ``geometry``
-(stored depth, normals from depth), ``base`` (the ``Labeller`` interface), one module per labeller
-(``depth``, ``normals``, ``segmentation``, ``detection``, ``features``, ``caption``), ``build``
+(stored depth, normals from depth), ``base`` (the ``Labeller`` interface), one module per labeller,
+in ``labellers/`` when a pretrained model computes the column (``depth``, ``segmentation``, ``detection``,
+``features``, ``caption``) and in ``derived/`` when it is computed without one (``normals``), ``build``
 (``build_labellers``), ``source`` (the input images) and ``runner`` (shards, resume, merge). The
 command ``fourm-hf pseudo-label`` is ``fourm_hf.commands.pseudo_label``.
 """
 
 from .base import Labeller, check_model_task
 from .build import build_labellers
-from .caption import CaptionLabeller
-from .depth import METRIC_DEPTH_MODEL_TYPES, DepthLabeller
-from .detection import DetectionLabeller
-from .features import FeatureLabeller
+from .labellers.caption import CaptionLabeller
+from .labellers.depth import METRIC_DEPTH_MODEL_TYPES, DepthLabeller
+from .labellers.detection import DetectionLabeller
+from .labellers.features import FeatureLabeller
 from .geometry import (
     DEFAULT_FIELD_OF_VIEW_DEGREES,
     MAX_RELATIVE_DEPTH,
@@ -79,9 +80,9 @@ from .images import (
     resize_and_center_crop,
     to_rgb,
 )
-from .normals import NormalsFromDepthLabeller
+from .derived.normals import NormalsFromDepthLabeller
 from .runner import load_metadata, merge_shards, output_features, pseudo_label_dataset
-from .segmentation import UNLABELLED_CLASS, SegmentationLabeller
+from .labellers.segmentation import UNLABELLED_CLASS, SegmentationLabeller
 from .source import ImageSource
 
 __all__ = [

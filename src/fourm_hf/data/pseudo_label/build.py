@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from .base import Labeller
-from .caption import CaptionLabeller
-from .depth import DepthLabeller
-from .detection import DetectionLabeller
-from .features import FeatureLabeller
+from .labellers.caption import CaptionLabeller
+from .labellers.depth import DepthLabeller
+from .labellers.detection import DetectionLabeller
+from .labellers.features import FeatureLabeller
 from .geometry import DEFAULT_FIELD_OF_VIEW_DEGREES
-from .normals import NormalsFromDepthLabeller
-from .segmentation import SegmentationLabeller
+from .derived.normals import NormalsFromDepthLabeller
+from .labellers.segmentation import SegmentationLabeller
 
 
 def build_labellers(

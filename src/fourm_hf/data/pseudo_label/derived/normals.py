@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Labeller
-from .geometry import DEFAULT_FIELD_OF_VIEW_DEGREES, normals_from_depth
+from ..base import Labeller
+from ..geometry import DEFAULT_FIELD_OF_VIEW_DEGREES, normals_from_depth
 
 
 class NormalsFromDepthLabeller(Labeller):

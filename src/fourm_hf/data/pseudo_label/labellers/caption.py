@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Labeller, _pipeline, check_model_task
+from ..base import Labeller, _pipeline, check_model_task
 
 
 class CaptionLabeller(Labeller):

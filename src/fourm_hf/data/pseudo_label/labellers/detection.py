@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Labeller, _pipeline, check_model_task
+from ..base import Labeller, _pipeline, check_model_task
 
 
 class DetectionLabeller(Labeller):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Labeller
+from ..base import Labeller
 
 
 class FeatureLabeller(Labeller):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Labeller, _pipeline, check_model_task
+from ..base import Labeller, _pipeline, check_model_task
 
 UNLABELLED_CLASS = 255
 """``semseg`` value of a pixel that no predicted segment covers (semantic post-processing covers all)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Labeller, _pipeline, check_model_task
-from .geometry import MAX_RELATIVE_DEPTH, depth_from_inverse_depth
+from ..base import Labeller, _pipeline, check_model_task
+from ..geometry import MAX_RELATIVE_DEPTH, depth_from_inverse_depth
 
 METRIC_DEPTH_MODEL_TYPES = ("zoedepth", "depth_pro")
 """Model types whose depth output is in metres (Depth Anything says so in ``depth_estimation_type``)."""
