@@ -346,6 +346,35 @@ def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes
     with pytest.raises(ValueError, match="--processor .*not a saved FourMProcessor"):
         report.check_checkpoint(model_only, ["depth"], processor=model_only)
 
+    # a specialist that was not retrained: its row carried from this run's JSON into the next table
+    again = tmp_path / "eval-again.json"
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--num-scenes", str(NUM_SCENES), "--batch-size", "3",
+                 "--train-stats-scenes", "3", "--caption-prompts", "0", "--processor", str(checkpoint),
+                 "--carry-row", f"{out}=specialist (depth)", "--out", str(again)])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads(again.read_text())["rows"]
+    assert rows[-1]["name"] == f"specialist (depth) (carried from eval.json, {result['date'][:10]})"
+    assert rows[-1]["scores"] == result["rows"][4]["scores"]
+    assert "--carry-row" in json.loads(again.read_text())["command"]
+
+
+def test_carried_rows_must_come_from_the_same_held_out_scenes(tmp_path):
+    earlier = {"num_scenes": 200, "image_size": 64, "heldout_dataset_seed": HELDOUT_DATASET_SEED, "seed": 0,
+               "date": "2026-12-01T19:23:16+00:00", "rows": [{"name": "specialist (depth)", "scores": {"depth_rmse": 1.0}}]}
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(earlier))
+    held_out = {key: earlier[key] for key in ("num_scenes", "image_size", "heldout_dataset_seed", "seed")}
+    (row,) = report.carried_rows([(str(path), "specialist (depth)")], held_out)
+    assert row == {"name": "specialist (depth) (carried from eval.json, 2026-12-01)", "scores": {"depth_rmse": 1.0}}
+    with pytest.raises(ValueError, match="other held-out scenes .*num_scenes 200 there, 64 here"):
+        report.carried_rows([(str(path), "specialist (depth)")], dict(held_out, num_scenes=64))
+    with pytest.raises(ValueError, match=r"no row named 'specialist \(semseg\)'; its rows are \['specialist \(depth\)'\]"):
+        report.carried_rows([(str(path), "specialist (semseg)")], held_out)
+    with pytest.raises(ValueError, match="cannot read an evaluation JSON"):
+        report.carried_rows([(str(tmp_path / "missing.json"), "x")], held_out)
+    with pytest.raises(ValueError, match="FILE=ROW NAME"):
+        report.parse_carried_rows(["eval.json"])
+
 
 def test_pipeline_predictor_with_the_real_pipeline(checkpoint, scenes):
     pytest.importorskip("fourm_hf.pipelines.any_to_any", reason="the any-to-any pipeline is not in this checkout")

@@ -10,6 +10,7 @@ import shlex
 from ..evaluation.predictors import TARGETS
 from ..evaluation.report import (
     DEFAULT_CAPTION_PROMPTS,
+    parse_carried_rows,
     parse_comparisons,
     parse_specialists,
     run_evaluation,
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="another FourM checkpoint scored on every target, in a row called NAME (repeatable)")
     parser.add_argument("--specialist", action="append", default=[], metavar="TARGET=DIR",
                         help="a single-task FourM checkpoint for TARGET, scored on it alone (repeatable)")
+    parser.add_argument("--carry-row", action="append", default=[], metavar="FILE=ROW NAME",
+                        help="copy row ROW NAME from an earlier --out JSON of the same held-out scenes, e.g. a specialist "
+                             "that was not retrained (repeatable)")
     parser.add_argument("--train-stats", default=None, metavar="DATASET_DIR",
                         help="scene dataset for the trivial baseline's statistics (default: render --train-stats-scenes scenes)")
     parser.add_argument("--train-stats-scenes", type=int, default=200, help="scenes rendered for the statistics without --train-stats")
@@ -49,6 +53,8 @@ def command_line(args: argparse.Namespace, program: str = "fourm-hf evaluate") -
         parts += ["--compare", value]
     for value in args.specialist:
         parts += ["--specialist", value]
+    for value in args.carry_row:
+        parts += ["--carry-row", value]
     if args.train_stats is not None:
         parts += ["--train-stats", str(args.train_stats)]
     else:
@@ -68,7 +74,7 @@ def main(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> int:
         specialists=parse_specialists(args.specialist), comparisons=parse_comparisons(args.compare),
         train_stats=args.train_stats,
         train_stats_scenes=args.train_stats_scenes, caption_prompts=args.caption_prompts, seed=args.seed,
-        device=args.device, processor=args.processor, command=command,
+        device=args.device, processor=args.processor, command=command, carry_rows=parse_carried_rows(args.carry_row),
     )
     print(result["markdown"])
     if args.out:

@@ -10,7 +10,9 @@ ceiling`` (the true maps through the checkpoint's own VQ-VAEs / text tokenizer),
 ``--train-stats`` or from scenes rendered with the default training seed) and one row per
 ``--specialist`` (a FourM checkpoint of the same format trained for one target, run through the same
 pipeline on that target only); ``--compare NAME=DIR`` adds a row for another 4M checkpoint, scored
-like ``--checkpoint`` (e.g. the same model at the specialists' compute). Columns: see ``scoring.py``.
+like ``--checkpoint`` (e.g. the same model at the specialists' compute); ``--carry-row FILE=NAME`` copies
+row NAME from an earlier ``--out`` JSON of the same held-out scenes (a specialist whose weights did not
+change need not be run again; the row's name says where it came from). Columns: see ``scoring.py``.
 Below the table: caption -> RGB (see ``caption_to_rgb.py``). The held-out scenes are rendered in
 memory at the processor's image size (``heldout.py``). The JSON (``--out``) and markdown (``--markdown``) files are written atomically.
 """
@@ -18,6 +20,7 @@ memory at the processor's image size (``heldout.py``). The JSON (``--out``) and 
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 from ..configuration_fourm import FourMConfig
@@ -87,6 +90,45 @@ def parse_specialists(values) -> dict[str, str]:
     return specialists
 
 
+def parse_carried_rows(values) -> list[tuple[str, str]]:
+    """``["eval.json=specialist (depth)", ...]`` -> ``[("eval.json", "specialist (depth)"), ...]``."""
+    carried = []
+    for value in values or []:
+        path, separator, name = value.partition("=")
+        if not separator or not path or not name:
+            raise ValueError(f"--carry-row {value!r}: expected FILE=ROW NAME, e.g. 'eval.json=specialist (depth)'")
+        carried.append((path, name))
+    return carried
+
+
+def carried_rows(carried: list[tuple[str, str]], held_out: dict) -> list[dict]:
+    """The rows ``carried`` names, read from earlier evaluation JSON files.
+
+    ``held_out``: this run's ``num_scenes``, ``image_size``, ``heldout_dataset_seed`` and ``seed``; a file
+    scored on other scenes (or with another generation seed) is refused, since its numbers would not be
+    comparable. Each row's name gets `` (carried from <file>, <date>)``.
+    """
+    rows = []
+    for path, name in carried:
+        try:
+            earlier = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--carry-row {path}: cannot read an evaluation JSON ({error})") from error
+        if not isinstance(earlier, dict):
+            raise ValueError(f"--carry-row {path}: not an evaluation JSON (expected the object `fourm-hf evaluate --out` writes)")
+        different = {key: (earlier.get(key), value) for key, value in held_out.items() if earlier.get(key) != value}
+        if different:
+            detail = ", ".join(f"{key} {old!r} there, {new!r} here" for key, (old, new) in different.items())
+            raise ValueError(f"--carry-row {path}: scored on other held-out scenes ({detail}); its rows are not comparable")
+        matches = [row for row in earlier.get("rows", []) if row.get("name") == name]
+        if not matches:
+            names = [row.get("name") for row in earlier.get("rows", [])]
+            raise ValueError(f"--carry-row {path}: no row named {name!r}; its rows are {names}")
+        row = dict(matches[0], name=f"{name} (carried from {Path(path).name}, {str(earlier.get('date', '?'))[:10]})")
+        rows.append(row)
+    return rows
+
+
 def run_evaluation(
     checkpoint,
     num_scenes: int = 200,
@@ -101,6 +143,7 @@ def run_evaluation(
     device=None,
     processor=None,
     command: str | None = None,
+    carry_rows: list[tuple[str, str]] | None = None,
 ) -> dict:
     """Everything ``fourm-hf evaluate`` reports, as a JSON-able dict (``rows``, ``markdown``, ...).
 
@@ -108,7 +151,8 @@ def run_evaluation(
     ``comparisons``: ``{row name: folder}`` of other 4M checkpoints scored like ``checkpoint`` (e.g. the
     same model earlier in training); ``specialists``: ``{target: folder}`` scored on their target only.
     ``processor``: a FourMProcessor folder for checkpoints that hold only the model (e.g. ``fourm-hf
-    train`` outputs); a checkpoint with its own processor uses that one.
+    train`` outputs); a checkpoint with its own processor uses that one. ``carry_rows``: ``[(JSON file, row
+    name)]`` of earlier evaluations of the same held-out scenes, appended to the table (``carried_rows``).
     """
     targets = check_targets(targets)
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
@@ -135,6 +179,9 @@ def run_evaluation(
     comparison_processors = {name: check_checkpoint(folder, targets, what=f"--compare {name}=", processor=processor)
                              for name, folder in comparisons.items()}
     model_processor = FourMProcessor.from_pretrained(processor_folder or str(checkpoint))
+    held_out = {"num_scenes": num_scenes, "image_size": model_processor.image_size,
+                "heldout_dataset_seed": HELDOUT_DATASET_SEED, "seed": seed}
+    earlier_rows = carried_rows(list(carry_rows or []), held_out)
     ceiling = TokenizerCeiling(model_processor, targets)
     size = model_processor.image_size
 
@@ -158,6 +205,7 @@ def run_evaluation(
         predictors.append(PipelinePredictor(folder, [target], name=f"specialist ({target})", seed=seed,
                                             batch_size=batch_size, device=device, processor=specialist_processors[target]))
     rows = [evaluate_predictor(predictor, scenes, batch_size=batch_size) for predictor in predictors]
+    rows += earlier_rows
 
     caption_to_rgb = None
     if caption_prompts:
