@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..data.pseudo_label import DEFAULT_FIELD_OF_VIEW_DEGREES, build_labellers, merge_shards, pseudo_label_dataset
+from ..data.pseudo_label.derived.canny_edge import DEFAULT_CANNY_SIGMA, DEFAULT_CANNY_THRESHOLDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-dtype", choices=("float16", "float32"), default="float16")
     parser.add_argument("--caption-prompt", default="", help="text the caption continues (e.g. 'a picture of')")
     parser.add_argument("--caption-max-new-tokens", type=int, default=30)
+    parser.add_argument("--t5-model", help="T5 model (local folder or Hub id) whose encoder embeds the caption column into 't5_caption' (4M-21: google/t5-v1_1-xxl)")
+    parser.add_argument("--t5-max-length", type=int, default=77, help="most T5 tokens kept per caption (4M-21: 77)")
+    parser.add_argument("--t5-dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="compute dtype of the T5 encoder (stored as float16)")
+    parser.add_argument("--canny", action="store_true", help="add 'canny_edge': Canny edges of the grayscale image")
+    parser.add_argument("--canny-sigma", type=float, default=DEFAULT_CANNY_SIGMA, help="Gaussian smoothing of the Canny detector (pixels)")
+    parser.add_argument("--canny-thresholds", type=float, nargs=2, default=DEFAULT_CANNY_THRESHOLDS, metavar=("LOW", "HIGH"), help="Canny hysteresis thresholds on the [0, 1] grayscale gradient")
+    parser.add_argument("--color-palette", action="store_true", help="add 'color_palette': 1..7 dominant colours of the image")
+    parser.add_argument("--palette-colors", default="random", help="colours per palette: 1..7, or 'random' (a per-image size in 1..7, as 4M-21 draws)")
+    parser.add_argument("--metadata", action="store_true", help="add 'metadata': 4M-21's metadata keys computed from the image and the other columns")
+
+
+def _palette_colors(value: str):
+    if value == "random":
+        return value
+    if not value.isdigit():
+        raise ValueError(f"pseudo-label: --palette-colors must be 'random' or an integer 1..7, got {value!r}")
+    return int(value)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,6 +66,9 @@ def main(args: argparse.Namespace) -> int:
             device=device, batch_size=args.batch_size, normals=not args.no_normals, field_of_view_degrees=args.field_of_view,
             depth_kind=args.depth_kind, detection_threshold=args.detection_threshold, feature_dtype=args.feature_dtype,
             caption_prompt=args.caption_prompt, caption_max_new_tokens=args.caption_max_new_tokens,
+            t5_model=args.t5_model, t5_max_length=args.t5_max_length, t5_dtype=args.t5_dtype, canny=args.canny,
+            canny_sigma=args.canny_sigma, canny_thresholds=tuple(args.canny_thresholds), color_palette=args.color_palette,
+            palette_colors=_palette_colors(args.palette_colors), metadata=args.metadata,
         )
         dataset = pseudo_label_dataset(
             args.images, args.out, labellers, size=args.size, batch_size=args.batch_size, shard_size=args.shard_size,

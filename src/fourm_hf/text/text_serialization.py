@@ -101,6 +101,16 @@ class _Reader:
 
 
 # ---- metadata -------------------------------------------------------------------------------------
+METADATA_KEYS = (
+    "original_width", "original_height", "caption_n_chars", "caption_n_words", "caption_n_sentences", "n_humans",
+    "n_sam_instances", "n_coco_instances", "coco_instance_diversity", "colorfulness", "brightness", "contrast",
+    "saturation", "entropy", "walkability", "objectness", "semantic_diversity", "geometric_complexity",
+    "occlusion_score", "watermark_score", "aesthetic_score",
+)
+"""The reference's metadata keys in key-id order: ``v1=k`` names ``METADATA_KEYS[k]`` (its explicit id map, so
+that keys added later do not move existing ids). Pass it as ``metadata_keys=`` to use names instead of ids."""
+
+
 def serialize_metadata(values: Mapping[str, int], keys: Sequence[str]) -> list[str]:
     """{key: binned value} -> chunks ``"v1=<index of key in keys> v0=<value>"`` in the order of ``values``."""
     chunks = []

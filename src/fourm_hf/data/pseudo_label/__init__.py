@@ -37,6 +37,12 @@ schema as the rendered scene corpus (``data/scenes.py``), so the same downstream
               hidden state is already (C, h, w) are transposed to (h, w, C).
 - ``caption`` str: ``image-text-to-text`` pipeline (BLIP, GIT, VisionEncoderDecoder...), greedy
               decoding of at most ``max_new_tokens`` after an optional ``prompt``.
+- ``t5_caption`` float16 (N, d): ``T5EncoderModel`` last hidden states of the row's ``caption`` (from the caption
+              labeller or the input dataset), the caption's tokens only, at most 77 (4M-21's T5-XXL: d 4096).
+- ``canny_edge`` uint8 (size, size) in {0, 1}: ``skimage.feature.canny`` of the grayscale image.
+- ``color_palette`` ``[[r, g, b], ...]``: 1..7 colours of the image (0..255), k-means, largest cluster first.
+- ``metadata`` str: JSON ``{key: bin}`` of 4M-21's metadata keys, from the image and the other columns.
+              These four are defined in docs/pseudo-labeling-4m21.md.
 - ``source``  str: the image file's path relative to the input folder, or the row index in the
               input dataset.
 
@@ -55,7 +61,8 @@ sets the defaults through ``WORLD_SIZE`` / ``RANK``); ``merge_shards`` then conc
 The package has one module per concern: ``images`` (decoding, RGB conversion, crop), ``geometry``
 (stored depth, normals from depth), ``base`` (the ``Labeller`` interface), one module per labeller,
 in ``labellers/`` when a pretrained model computes the column (``depth``, ``segmentation``, ``detection``,
-``features``, ``caption``) and in ``derived/`` when it is computed without one (``normals``), ``build``
+``features``, ``caption``, ``t5_caption``) and in ``derived/`` when it is computed without one (``normals``,
+``canny_edge``, ``color_palette``, ``metadata``), ``build``
 (``build_labellers``), ``source`` (the input images) and ``runner`` (shards, resume, merge). The
 command ``fourm-hf pseudo-label`` is ``fourm_hf.commands.pseudo_label``.
 """
@@ -80,13 +87,18 @@ from .images import (
     resize_and_center_crop,
     to_rgb,
 )
+from .derived.canny_edge import CannyEdgeLabeller, canny_edges
+from .derived.color_palette import MAX_PALETTE_COLORS, ColorPaletteLabeller, extract_palette
+from .derived.metadata import MetadataLabeller
 from .derived.normals import NormalsFromDepthLabeller
+from .labellers.t5_caption import T5CaptionLabeller
 from .runner import load_metadata, merge_shards, output_features, pseudo_label_dataset
 from .labellers.segmentation import UNLABELLED_CLASS, SegmentationLabeller
 from .source import ImageSource
 
 __all__ = [
-    "CaptionLabeller", "DEFAULT_FIELD_OF_VIEW_DEGREES", "DepthLabeller", "DetectionLabeller", "FeatureLabeller",
+    "CannyEdgeLabeller", "ColorPaletteLabeller", "MAX_PALETTE_COLORS", "MetadataLabeller", "T5CaptionLabeller",
+    "canny_edges", "extract_palette", "CaptionLabeller", "DEFAULT_FIELD_OF_VIEW_DEGREES", "DepthLabeller", "DetectionLabeller", "FeatureLabeller",
     "IMAGE_EXTENSIONS", "ImageSource", "Labeller", "MAX_RELATIVE_DEPTH", "METRIC_DEPTH_MODEL_TYPES",
     "NormalsFromDepthLabeller", "SKY_NORMAL", "SegmentationLabeller", "UNLABELLED_CLASS", "UnreadableImageError",
     "build_labellers", "check_model_task", "decode_image", "depth_from_inverse_depth", "load_metadata",

@@ -45,16 +45,24 @@ def _pipeline(task: str, model_id: str, device: str):
     return pipeline(task, model=model_id, device=device)
 
 
+ORIGINAL_SIZE = "original_size"
+"""Key of ``labels`` holding each image's (width, height) before the resize and crop (never a column)."""
+
+
 class Labeller:
     """What ``pseudo_label_dataset`` needs from a labeller (subclass it for a custom model).
 
     ``columns``: the column names it writes. ``features(size)``: their ``datasets`` features.
     ``label(images, labels)``: ``images`` is a list of ``size`` x ``size`` RGB PIL images, ``labels``
-    the columns of earlier labellers for the same images; returns ``{column: [value per image]}``.
+    ``{name: [value per image]}``: the input dataset's other columns, the columns of earlier labellers for
+    the same images (which replace same-named input columns) and ``ORIGINAL_SIZE``; returns
+    ``{column: [value per image]}``. ``requires``: columns that must exist before it runs (written by an
+    earlier labeller or an input column); ``pseudo_label_dataset`` checks them before labelling anything.
     ``metadata()``: JSON-able description stored with the dataset (model id, scaling, classes).
     """
 
     columns: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
 
     def features(self, size: int) -> dict:
         raise NotImplementedError

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...output_paths import check_output_dir, clean_stale_staging
 from ..shards import quiet_datasets, shard_bounds, shard_name, start_sharded_run, unwritten_shards
-from .base import Labeller
+from .base import ORIGINAL_SIZE, Labeller
 from .images import UnreadableImageError, resize_and_center_crop
 from .source import ImageSource
 
@@ -26,6 +26,7 @@ def output_features(source: ImageSource, labellers: list[Labeller], size: int, r
 
     features = {"rgb": Image(), "source": Value("string")}
     for labeller in labellers:
+        _check_requirements(labeller, set(features) | set(source.extra_features))
         for name, feature in labeller.features(size).items():
             if name in features:
                 raise ValueError(f"pseudo-label: two labellers write column {name!r}")
@@ -39,17 +40,34 @@ def output_features(source: ImageSource, labellers: list[Labeller], size: int, r
     return Features(features)
 
 
+_WRITERS = {"caption": "--caption-model", "depth": "--depth-model", "normal": "--depth-model", "semseg": "--segmentation-model",
+            "boxes": "--detection-model"}
+
+
+def _check_requirements(labeller: Labeller, available: set) -> None:
+    """Raise ValueError when ``labeller`` needs a column that no earlier labeller and no input column provides."""
+    for name in getattr(labeller, "requires", ()):
+        if name not in available:
+            writer = f" ({_WRITERS[name]} writes it)" if name in _WRITERS else ""
+            what = ",".join(labeller.columns) or type(labeller).__name__
+            raise ValueError(
+                f"{what}: needs a {name!r} column, which no earlier labeller writes and the input does not have; add the "
+                f"labeller that writes it{writer} or use an input dataset with a {name!r} column"
+            )
+
+
 def _label_items(source, labellers, indices, size, batch_size, progress=None):
     """Label items ``indices`` in batches; returns (rows as columns, skipped records)."""
     columns, skipped = {}, []
     for start in range(0, len(indices), batch_size):
-        images, rows = [], {"source": [], "rgb": []}
+        images, rows, original_sizes = [], {"source": [], "rgb": []}, []
         for index in indices[start : start + batch_size]:
             try:
                 image, extra = source.read(index)
             except UnreadableImageError as error:
                 skipped.append({"index": int(index), "source": source.sources[index], "error": str(error)})
                 continue
+            original_sizes.append(image.size)
             image = resize_and_center_crop(image, size)
             images.append(image)
             rows["source"].append(source.sources[index])
@@ -57,7 +75,9 @@ def _label_items(source, labellers, indices, size, batch_size, progress=None):
             for name, value in extra.items():
                 rows.setdefault(name, []).append(value)
         if images:
-            labels = {}
+            # what labellers may read besides the images: the input dataset's columns and the sizes before the crop
+            labels = {name: list(values) for name, values in rows.items() if name not in ("source", "rgb")}
+            labels[ORIGINAL_SIZE] = original_sizes
             for labeller in labellers:
                 produced = labeller.label(images, labels)
                 for name, values in produced.items():
@@ -65,6 +85,7 @@ def _label_items(source, labellers, indices, size, batch_size, progress=None):
                         raise ValueError(f"{name}: labeller {type(labeller).__name__} returned {len(values)} values for {len(images)} images")
                 labels.update(produced)
             rows.update(labels)
+            rows.pop(ORIGINAL_SIZE)
             for name, values in rows.items():
                 columns.setdefault(name, []).extend(values)
         if progress is not None:

@@ -10,6 +10,7 @@ class NormalsFromDepthLabeller(Labeller):
     """``normal`` derived from the ``depth`` column written by an earlier labeller."""
 
     columns = ("normal",)
+    requires = ("depth",)
 
     def __init__(self, field_of_view_degrees: float = DEFAULT_FIELD_OF_VIEW_DEGREES):
         if not 0.0 < field_of_view_degrees < 180.0:
