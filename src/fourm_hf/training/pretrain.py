@@ -70,14 +70,13 @@ import yaml
 from transformers import set_seed
 
 from ..configuration_fourm import FOURM7_INPUTS, FOURM7_OUTPUTS, FourMConfig
-from ..data.corpus import CORPUS_INFO_FILE, RGB_IMAGE_COLUMN, to_training_format
-from ..data.corpus import load_corpus as load_built_corpus
-from ..data.masking import PIXEL_VALUES_FIELD, SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator, sample_field
+from ..data.masking import SAMPLE_INDEX_FIELD, DirichletMasking, FourMMaskingCollator
 from ..data.synthetic_corpus import random_corpus
 from ..modalities import get_modality
 from ..modeling.modeling_fourm import FourMModel
 from ..text.tokenization_fourm import FourMTextTokenizer
 from ..tokenizers.vqvae import FourMVQVAEConfig
+from .corpus_checks import check_corpus, load_corpus
 from .finetune_settings import (
     LOSS_TYPES,
     PRETRAINED_KEYS,
@@ -86,6 +85,7 @@ from .finetune_settings import (
     frozen_warmup_callback,
     load_pretrained,
 )
+from .mixture_settings import MIXTURE_ONLY_DATA_KEYS, build_mixture, is_mixture, parse_datasets
 from .trainer import FourMTrainer
 
 SECTIONS = ("model", "masking", "data", "training")
@@ -318,86 +318,6 @@ class RepeatedSampleDataset(torch.utils.data.Dataset):
         return {**sample, SAMPLE_INDEX_FIELD: index}
 
 
-def corpus_columns(config: FourMConfig) -> dict[str, str]:
-    """Modality name -> the corpus column it is read from."""
-    return {name: sample_field(config, name) for name in config.modality_names}
-
-
-def load_corpus(path, split: str | None, field: str):
-    """A ``datasets.Dataset`` from a ``save_to_disk`` folder (a DatasetDict folder needs ``split``)."""
-    import datasets
-
-
-    if not Path(path).exists():
-        raise ValueError(f"data.{field}: {str(path)!r} does not exist (expected a datasets.save_to_disk folder).")
-    if (Path(path) / CORPUS_INFO_FILE).is_file():  # written by fourm-hf build-corpus: uint8 rgb_image + transform
-        return load_built_corpus(path)
-    loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        if split is None or split not in loaded:
-            raise ValueError(
-                f"data.{field}: {str(path)!r} is a DatasetDict with splits {list(loaded)}; set data.{field}_split to one."
-            )
-        loaded = loaded[split]
-    return loaded
-
-
-def check_corpus(corpus, config: FourMConfig, field: str, allow_missing_modalities: bool = False):
-    """Columns, emptiness and (for a ``datasets.Dataset``) the id range of every token column.
-
-    Returns the corpus restricted to the columns the collator reads, in numpy format.
-    """
-    import datasets
-
-
-    if len(corpus) == 0:
-        raise ValueError(f"data.{field}: the dataset is empty; there is nothing to train or evaluate on.")
-    columns = corpus_columns(config)
-    if not isinstance(corpus, datasets.Dataset):
-        return corpus
-    present = {}
-    for name, column in columns.items():
-        if column == PIXEL_VALUES_FIELD and column not in corpus.column_names and RGB_IMAGE_COLUMN in corpus.column_names:
-            column = RGB_IMAGE_COLUMN  # build-corpus stores uint8 crops; to_training_format makes pixel_values
-        if column in corpus.column_names:
-            present[name] = column
-        elif not allow_missing_modalities:
-            raise ValueError(
-                f"data.{field}: modality {name!r} has no column {column!r} in the corpus (columns: {corpus.column_names}); "
-                f"add it or remove the modality from model.input_modalities/output_modalities."
-            )
-    if corpus._indices is None:  # a selected/shuffled view would also scan the rows it hides
-        for name, column in present.items():
-            spec = config.modality(name)
-            if not spec.is_continuous:
-                _check_id_range(corpus, column, spec.vocab_size, field, name)
-    if corpus.format["type"] == "custom":  # the caller's transform (e.g. load_corpus's) makes the samples
-        return corpus
-    if RGB_IMAGE_COLUMN in present.values():
-        return corpus.with_transform(to_training_format(), columns=list(present.values()))
-    return corpus.with_format("numpy", columns=list(present.values()))
-
-
-def _check_id_range(corpus, column: str, vocab_size: int, field: str, name: str) -> None:
-    """Min and max id of a list column over the whole Arrow table (fast, no Python loop)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    array = corpus.data.column(column)
-    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
-        array = pc.list_flatten(array)
-    if not pa.types.is_integer(array.type):
-        raise ValueError(f"data.{field}: modality {name!r} column {column!r} must hold integer ids, got {array.type}.")
-    extremes = pc.min_max(array).as_py()
-    low, high = extremes["min"], extremes["max"]
-    if low is not None and (low < 0 or high >= vocab_size):
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"data.{field}: modality {name!r} column {column!r} holds token id {bad}, outside the vocabulary "
-            f"[0, {vocab_size}) of the model config."
-        )
-
-
 def prepare_dataset(corpus, config, collator, field: str, repeats: int = 1, validate_samples=DEFAULT_VALIDATE_SAMPLES,
                     max_samples: int | None = None) -> RepeatedSampleDataset:
     """Check a corpus and wrap it for the Trainer (sample indices, repeated sampling)."""
@@ -454,6 +374,10 @@ def build_trainer(settings: Mapping, output_dir: str | None = None, train_datase
     settings = validate_settings(settings)
     model_settings, masking_settings, data_settings = settings["model"], settings["masking"], settings["data"]
     training_settings = {k: v for k, v in settings["training"].items() if k not in TOKEN_LENGTH_KEYS}
+    mixture = train_dataset is None and is_mixture(data_settings.get("train"))
+    if mixture:  # each rank reads its own part of the stream (mixture_settings)
+        given = dict(training_settings.get("accelerator_config") or {})
+        training_settings["accelerator_config"] = {"dispatch_batches": False, **given}
     args = build_training_arguments(training_settings, output_dir)
     model = None
     if model_settings.get("pretrained") is not None:
@@ -467,21 +391,26 @@ def build_trainer(settings: Mapping, output_dir: str | None = None, train_datase
     tokenizer_dir = model_settings.get("text_tokenizer") or model_settings.get("processor")
     text_tokenizer = _load_text_tokenizer(tokenizer_dir) if tokenizer_dir else None
     collator = build_collator(config, masking_settings, text_tokenizer)
+    eval_collator = None
+    validate_samples = data_settings.get("validate_samples", DEFAULT_VALIDATE_SAMPLES)
 
-    if train_dataset is None:
+    if mixture:
+        train_dataset, collator, eval_collator = _mixture_for_training(
+            data_settings, config, masking_settings, text_tokenizer, args, validate_samples)
+    elif train_dataset is None:
         if not data_settings.get("train"):
             raise ValueError("data.train is not set: give the path of a corpus saved with datasets.save_to_disk.")
         train_dataset = load_corpus(data_settings["train"], data_settings.get("train_split", "train"), "train")
     if eval_dataset is None and data_settings.get("eval"):
         eval_dataset = load_corpus(data_settings["eval"], data_settings.get("eval_split", "validation"), "eval")
-    validate_samples = data_settings.get("validate_samples", DEFAULT_VALIDATE_SAMPLES)
-    train_dataset = prepare_dataset(
-        train_dataset, config, collator, "train", int(data_settings.get("repeat_sampling", 1)), validate_samples,
-        data_settings.get("max_train_samples"),
-    )
+    if not mixture:
+        train_dataset = prepare_dataset(
+            train_dataset, config, collator, "train", int(data_settings.get("repeat_sampling", 1)), validate_samples,
+            data_settings.get("max_train_samples"),
+        )
     if eval_dataset is not None:
         eval_dataset = prepare_dataset(
-            eval_dataset, config, collator, "eval", 1, validate_samples, data_settings.get("max_eval_samples")
+            eval_dataset, config, eval_collator or collator, "eval", 1, validate_samples, data_settings.get("max_eval_samples")
         )
     elif args.eval_strategy != "no":
         raise ValueError(f"training.eval_strategy is {args.eval_strategy!r} but data.eval is not set.")
@@ -494,8 +423,26 @@ def build_trainer(settings: Mapping, output_dir: str | None = None, train_datase
     warmup = frozen_warmup_callback(model, model_settings, args)
     return FourMTrainer(
         model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        callbacks=[warmup] if warmup is not None else None,
+        callbacks=[warmup] if warmup is not None else None, eval_data_collator=eval_collator,
     )
+
+
+def _mixture_for_training(data_settings, config, masking_settings, text_tokenizer, args, validate_samples):
+    """``(stream, MixtureCollator, eval collator)`` of a ``data.train`` list (``mixture_settings``)."""
+    for key in MIXTURE_ONLY_DATA_KEYS:
+        if data_settings.get(key) is not None:
+            raise ValueError(f"data.{key} does not apply to a mixture (data.train is a list or a streamed source); "
+                             "a mixture streams without end, weighted per dataset.")
+    if args.max_steps is None or args.max_steps <= 0:
+        raise ValueError("data.train is a mixture, which streams without end: set training.max_steps.")
+    entries = parse_datasets(data_settings["train"], config, MASKING_KEYS)
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    train_dataset, collator = build_mixture(
+        entries, config, dict(masking_settings), lambda masking: build_collator(config, masking, text_tokenizer),
+        seed, args.world_size, validate_samples,
+    )
+    eval_collator = build_collator(config, masking_settings, text_tokenizer)  # its own epoch: fixed masks
+    return train_dataset, collator, eval_collator
 
 
 

@@ -54,6 +54,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
+from ..data.masking.mixture_collator import MixtureCollator
 from .checkpoints import clean_staging, last_checkpoint, publish_checkpoint, staging_root
 from .finetune import FrozenWarmupCallback
 from .sharding import check_requested_sharding, enable_fsdp_on_cpu
@@ -121,7 +122,7 @@ class FourMTrainer(Trainer):
             eval_data_collator = copy.copy(self.data_collator)
             eval_data_collator.set_epoch(0)
         self.eval_data_collator = eval_data_collator if eval_data_collator is not None else self.data_collator
-        if isinstance(self.data_collator, FourMMaskingCollator) and not any(
+        if isinstance(self.data_collator, (FourMMaskingCollator, MixtureCollator)) and not any(
             isinstance(cb, MaskingEpochCallback) and cb.collator is self.data_collator
             for cb in self.callback_handler.callbacks
         ):

@@ -474,7 +474,11 @@ class FourMMaskingCollator:
         """
         if len(samples) == 0:
             raise ValueError("Cannot collate an empty list of samples.")
-        batch_size, l_in, l_dec = len(samples), self.input_budget, self.target_budget
+        return self.pack([self.mask_sample(sample) for sample in samples])
+
+    def pack(self, masked_samples: Sequence[MaskedSample]) -> dict[str, torch.Tensor]:
+        """Pad masked samples (each within this collator's budgets) into the batch ``__call__`` returns."""
+        batch_size, l_in, l_dec = len(masked_samples), self.input_budget, self.target_budget
         input_ids = np.zeros((batch_size, l_in), dtype=np.int64)
         input_modality_ids = np.zeros_like(input_ids)
         input_positions = np.zeros_like(input_ids)
@@ -486,8 +490,7 @@ class FourMMaskingCollator:
         labels = np.full((batch_size, l_dec), IGNORE_INDEX, dtype=np.int64)
         dense_rows = []
 
-        for row, sample in enumerate(samples):
-            masked = self.mask_sample(sample)
+        for row, masked in enumerate(masked_samples):
             n_in, n_dec = len(masked.input_ids), len(masked.labels)
             input_ids[row, :n_in] = masked.input_ids
             input_modality_ids[row, :n_in] = masked.input_modality_ids
