@@ -1,7 +1,9 @@
 """A minimal Hugging Face Hub on 127.0.0.1 for tests: enough of the API for huggingface_hub 2.4.0 to
-create a repo, commit files (inline base64, never LFS / Xet) and download them again.
+create a repo, commit files (inline base64, never LFS / Xet) and download them again, and for
+``datasets`` to stream a dataset repo's files through ``hf://datasets/...`` (HfFileSystem).
 
-Endpoints (model repos only, ids ``namespace/name``):
+Endpoints (model repos, ids ``namespace/name``; dataset repos the same under ``/api/datasets/`` and
+``/datasets/{repo}/resolve/``, stored as ``datasets/namespace/name``):
 
     POST /api/repos/create                           create_repo (409 when it exists)
     POST /api/validate-yaml                          README.md metadata check before a commit
@@ -9,7 +11,9 @@ Endpoints (model repos only, ids ``namespace/name``):
     POST /api/models/{repo}/commit/{revision}        NDJSON commit: header, file (base64), deletedFile/Folder
     GET  /api/models/{repo}[/revision/{revision}]    repo_info / model_info (sha, siblings)
     GET  /api/models/{repo}/tree/{revision}[/{path}] list_repo_tree (recursive or not)
+    POST /api/models/{repo}/paths-info/{revision}    get_paths_info (HfFileSystem.info)
     HEAD/GET /{repo}/resolve/{revision}/{path}       file metadata (X-Repo-Commit, ETag, Content-Length) and bytes
+                                                     (a ``Range: bytes=a-b`` header gets 206 and those bytes)
 
 Errors follow the Hub's conventions (``X-Error-Code`` RepoNotFound / RevisionNotFound / EntryNotFound,
 a JSON ``{"error": message}`` body) so the client raises its usual exception types. Writes need the
@@ -137,9 +141,11 @@ class HubServer:
         return oid, repo.commits[oid]
 
     def create_repo(self, payload: dict) -> dict:
-        if payload.get("type", "model") != "model":
-            raise HubError(400, "This test Hub only hosts model repos")
+        if payload.get("type", "model") not in ("model", "dataset"):
+            raise HubError(400, "This test Hub only hosts model and dataset repos")
         repo_id = f"{payload.get('organization') or DEFAULT_NAMESPACE}/{payload['name']}"
+        if payload.get("type") == "dataset":
+            repo_id = f"datasets/{repo_id}"
         with self._lock:
             if repo_id in self.repos:
                 # the Hub's 409 names the existing repo's url; create_repo(exist_ok=True) reads it
@@ -191,15 +197,18 @@ class HubServer:
 # ------------------------------------------------------------------------------------------------ HTTP
 
 _REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
+_API = r"^/api/(?P<kind>models|datasets)/" + _REPO
+_RESOLVE = rf"^/(?:(?P<kind>datasets)/)?{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$"
 _API_ROUTES = [
     ("POST", "create", re.compile(r"^/api/repos/create$")),
     ("POST", "validate-yaml", re.compile(r"^/api/validate-yaml$")),
-    ("POST", "preupload", re.compile(rf"^/api/models/{_REPO}/preupload/(?P<revision>[^/]+)$")),
-    ("POST", "commit", re.compile(rf"^/api/models/{_REPO}/commit/(?P<revision>[^/]+)$")),
-    ("GET", "tree", re.compile(rf"^/api/models/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?$")),
-    ("GET", "info", re.compile(rf"^/api/models/{_REPO}(?:/revision/(?P<revision>[^/]+))?$")),
-    ("GET", "resolve", re.compile(rf"^/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")),
-    ("HEAD", "resolve", re.compile(rf"^/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")),
+    ("POST", "preupload", re.compile(rf"{_API}/preupload/(?P<revision>[^/]+)$")),
+    ("POST", "commit", re.compile(rf"{_API}/commit/(?P<revision>[^/]+)$")),
+    ("POST", "paths-info", re.compile(rf"{_API}/paths-info/(?P<revision>[^/]+)$")),
+    ("GET", "tree", re.compile(rf"{_API}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?$")),
+    ("GET", "info", re.compile(rf"{_API}(?:/revision/(?P<revision>[^/]+))?$")),
+    ("GET", "resolve", re.compile(_RESOLVE)),
+    ("HEAD", "resolve", re.compile(_RESOLVE)),
 ]
 _WRITE_ROUTES = {"create", "preupload", "commit"}
 
@@ -232,7 +241,10 @@ def _make_handler(hub: HubServer):
                         hub.take_failure(route)
                         if route in _WRITE_ROUTES and self.headers.get("Authorization") != f"Bearer {hub.token}":
                             raise HubError(401, "Invalid credentials in Authorization header")
-                        return getattr(self, f"serve_{route.replace('-', '_')}")(match, parse_qs(url.query), body, method)
+                        groups = match.groupdict()
+                        if groups.get("kind") == "datasets":  # dataset repos are stored as datasets/<id>
+                            groups["repo"] = f"datasets/{groups['repo']}"
+                        return getattr(self, f"serve_{route.replace('-', '_')}")(groups, parse_qs(url.query), body, method)
                 raise HubError(404, f"No such endpoint: {method} {path}")
             except HubError as error:
                 self.send_error_json(error)
@@ -296,7 +308,8 @@ def _make_handler(hub: HubServer):
         def serve_info(self, match, query, body, method):
             repo = hub.repo(match["repo"])
             oid, tree = hub.snapshot(match["repo"], match["revision"] or DEFAULT_BRANCH)
-            self.send_json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": oid, "private": repo.private,
+            public_id = repo.repo_id.removeprefix("datasets/")
+            self.send_json({"id": public_id, "modelId": public_id, "sha": oid, "private": repo.private,
                             "siblings": [{"rfilename": path} for path in sorted(tree)]})
 
         def serve_tree(self, match, query, body, method):
@@ -320,15 +333,36 @@ def _make_handler(hub: HubServer):
                     entries.append({"type": "file", "oid": git_blob_sha1(tree[path]), "size": len(tree[path]), "path": path})
             self.send_json(entries)
 
+        def serve_paths_info(self, match, query, body, method):
+            _, tree = hub.snapshot(match["repo"], match["revision"])
+            form = parse_qs(body.decode()) if not body.startswith(b"{") else json.loads(body)
+            entries = []
+            for path in form.get("paths", []):
+                if path in tree:
+                    entries.append({"type": "file", "oid": git_blob_sha1(tree[path]), "size": len(tree[path]), "path": path})
+                elif any(name.startswith(path.rstrip("/") + "/") for name in tree):
+                    entries.append({"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "path": path})
+            self.send_json(entries)
+
         def serve_resolve(self, match, query, body, method):
             oid, tree = hub.snapshot(match["repo"], match["revision"])
             content = tree.get(match["path"])
             if content is None:
                 raise HubError(404, f"Entry {match['path']} not found", "EntryNotFound")
-            self.send_response(200)
+            etag = git_blob_sha1(content)
+            byte_range = re.match(r"^bytes=(\d*)-(\d*)$", self.headers.get("Range") or "")
+            if byte_range and content:
+                first, last = byte_range.groups()
+                start = int(first) if first else max(0, len(content) - int(last))
+                stop = min(len(content) - 1, int(last)) if first and last else len(content) - 1
+                content = content[start: stop + 1]
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{stop}/{len(tree[match['path']])}")
+            else:
+                self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(content)))
-            self.send_header("ETag", f'"{git_blob_sha1(content)}"')
+            self.send_header("ETag", f'"{etag}"')
             self.send_header("X-Repo-Commit", oid)
             self.end_headers()
             if method == "GET" and match["path"].rsplit("/", 1)[-1] == hub._cut_filename:
