@@ -380,8 +380,8 @@ def _make_handler(hub: HubServer):
 def huggingface_hub_pointed_at(server: HubServer, cache):
     """Point huggingface_hub at ``server`` with an empty cache folder ``cache``, here and in child processes.
 
-    huggingface_hub reads HF_ENDPOINT and the cache folder when it is imported, so the module constants
-    that hold them are set too; a child process sees the environment variables. Undone on exit.
+    huggingface_hub (and datasets) read HF_ENDPOINT and the cache folder when imported, so the module
+    constants that hold them are set too; a child process sees the environment variables. Undone on exit.
     """
     import huggingface_hub.constants as hub_constants
     import pytest
@@ -398,4 +398,8 @@ def huggingface_hub_pointed_at(server: HubServer, cache):
         patch.setattr(hub_constants, "HF_HUB_CACHE", str(cache / "hub"))
         patch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
         patch.setattr(hub_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        with contextlib.suppress(ImportError):  # datasets reads the endpoint at import (hf://datasets streaming)
+            import datasets.config
+
+            patch.setattr(datasets.config, "HF_ENDPOINT", server.url)
         yield server
