@@ -16,7 +16,9 @@ The config has four sections (every key is checked; an unknown one is a ``ValueE
                 # name, the path of a reference alphas YAML file, or a list of {input_alphas,
                 # target_alphas, weight, name, keep}), input_budget, target_budget, min_input_tokens,
                 # min_target_tokens (random budgets), seed, allow_missing_modalities, num_sentinels
-    data:       # train: DIR (datasets.save_to_disk), eval: DIR, train_split / eval_split (for a
+    data:       # train: DIR (datasets.save_to_disk), or a list of datasets with weights, modalities and
+                # masking each, or a Parquet shards folder / hf://datasets/... (a weighted, streamed
+                # mixture: training.mixture_settings, docs/mixtures.md), eval: DIR, train_split / eval_split (for a
                 # DatasetDict folder), repeat_sampling, validate_samples, max_train_samples,
                 # max_eval_samples
     training:   # any transformers.TrainingArguments field (output_dir, max_steps, learning_rate, ...),
