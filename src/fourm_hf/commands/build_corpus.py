@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoints import bundled_checkpoint
-from ..data.corpus import CROP_MODES, build_corpus
+from ..data.corpus import CROP_MODES, build_corpus, build_info
 from ..data.shards import load_dataset_split
 from ..processing.processing_fourm import FourMProcessor
 
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="crop k of image i uses default_rng((seed, i, k))")
     parser.add_argument("--batch-size", type=int, default=16, help="source images per VQ-VAE batch")
     parser.add_argument("--shard-size", type=int, default=1024, help="source images per resumable shard")
+    parser.add_argument("--modalities", nargs="+", default=None,
+                        help="corpus columns to write (tok_rgb, sam_instance, ...); default: every one the dataset and "
+                             "the processor allow (a named one that cannot be written is an error)")
     parser.add_argument("--device", default=None, help="device for the VQ-VAEs (e.g. cuda)")
 
 
@@ -35,6 +38,9 @@ def main(args: argparse.Namespace) -> int:
         folder = bundled_checkpoint()
     processor = FourMProcessor.from_pretrained(folder, device=args.device)
     corpus = build_corpus(dataset, processor, args.out, crops=args.crops, batch_size=args.batch_size,
-                          shard_size=args.shard_size, seed=args.seed, crop=args.crop)
+                          shard_size=args.shard_size, seed=args.seed, crop=args.crop, modalities=args.modalities)
+    skipped = build_info(args.out).get("skipped", {})
+    for column, why in skipped.items():
+        print(f"skipped column {column!r}: {why}")
     print(f"wrote {len(corpus)} rows ({len(dataset)} images x {args.crops} crops) to {args.out}: {sorted(corpus.features)}")
     return 0

@@ -44,6 +44,9 @@ import numpy as np
 
 from ..output_paths import check_output_dir, clean_stale_staging
 from ..processing.image_processing_fourm import IMAGENET_MEAN, IMAGENET_STD
+from ..processing.processor_inputs import map_keys
+from ..text.sequence_modalities import SEQUENCE_MODALITIES
+from .corpus_columns import RELEASED_COLUMNS, released_column_plan, released_features, tokenize_released_columns
 from .masking import with_sample_index
 from .shards import quiet_datasets, shard_bounds, shard_name, start_sharded_run, unwritten_shards
 
@@ -53,30 +56,66 @@ RGB_IMAGE_COLUMN = "rgb_image"
 CROP_MODES = ("random", "center", "none")
 # Dense-map columns of the scene schema -> the image processor's argument for them.
 MAP_COLUMNS = {"rgb": "images", "depth": "depth", "normal": "normal", "semseg": "semseg"}
+RELEASED_COLUMNS_BY_NAME = {column: name for column, (name, _) in RELEASED_COLUMNS.items()}
+# 4M-21 columns read as numpy arrays (the others, nested lists / dicts / JSON, come as Python objects)
+ARRAY_COLUMNS = ("canny_edge", "sam_edge", "clip", "dinov2", "dinov2_global")
 
 
 # ------------------------------------------------------------------------------------------ schema
 
 
-def corpus_modalities(processor, column_names) -> dict:
+def corpus_modalities(processor, column_names, modalities=None) -> dict:
     """What a corpus built from a dataset with ``column_names`` holds.
 
-    Returns ``{"maps": [dense-map columns read], "tokens": [VQ-VAE modalities written],
-    "caption": bool, "det": bool, "rgb_image": bool}``.
+    Returns ``{"maps": [dense-map columns read], "tokens": [VQ-VAE modalities encoded from them],
+    "caption": bool, "det": bool, "rgb_image": bool, "released": {4M-21 dataset column: corpus column}
+    (``corpus_columns.py``), "skipped": {dataset column: why the processor cannot tokenize it}}``.
+    ``modalities``: the corpus columns to write (default: every one the processor and the dataset allow);
+    one that cannot be written is a ValueError naming it.
     """
     columns = set(column_names)
+    released, skipped = released_column_plan(processor, columns)
+    from_columns = set(released.values())
     maps = [column for column in MAP_COLUMNS if column in columns and (column == "rgb" or processor.vqvaes_for(column))]
-    tokens = [name for name, vqvae in processor.vqvaes.items() if vqvae.config.target in maps]
+    tokens = [name for name, vqvae in processor.vqvaes.items() if vqvae.config.target in maps
+              and getattr(vqvae.config, "can_encode", True) and name not in from_columns]
     if not maps:
         raise ValueError(
             f"build-corpus: the dataset has none of the map columns {list(MAP_COLUMNS)} that the processor can use "
             f"(columns {sorted(columns)}, VQ-VAEs {sorted(processor.vqvaes)})"
         )
-    return {"maps": maps, "tokens": tokens, "caption": "caption" in columns, "det": "boxes" in columns,
-            "rgb_image": "rgb" in columns}
+    found = {"maps": maps, "tokens": tokens, "caption": "caption" in columns, "det": "boxes" in columns,
+             "rgb_image": "rgb" in columns, "released": released, "skipped": skipped}
+    if modalities is not None:
+        found = _select(found, list(modalities), columns)
+    if found["released"] and "rgb" not in columns:
+        raise ValueError(f"build-corpus: the dataset has 4M-21 columns {sorted(found['released'])} but no 'rgb' column; "
+                         "the shared crop of a sample is chosen on its rgb image, so the dataset needs one")
+    return found
 
 
-def corpus_features(processor, modalities: dict):
+def _select(found: dict, wanted: list, columns: set) -> dict:
+    """Keep only the corpus columns ``wanted``; a name that cannot be written is a ValueError saying why."""
+    writable = [*found["tokens"], *(["caption"] if found["caption"] else []), *(["det"] if found["det"] else []),
+                *([RGB_IMAGE_COLUMN] if found["rgb_image"] else []), *found["released"].values()]
+    source = {name: column for column, name in RELEASED_COLUMNS_BY_NAME.items()}
+    for name in wanted:
+        if name in writable:
+            continue
+        column = source.get(name)
+        if column in found["skipped"]:
+            why = f"the dataset has its column {column!r} but {found['skipped'][column]}"
+        elif column is not None and column not in columns:
+            why = f"the dataset has no {column!r} column"
+        else:
+            why = "not a corpus column this processor writes"
+        raise ValueError(f"build-corpus: --modalities {name}: {why}; this dataset and processor can write {writable}")
+    return {**found, "tokens": [n for n in found["tokens"] if n in wanted], "caption": found["caption"] and "caption" in wanted,
+            "det": found["det"] and "det" in wanted, "rgb_image": found["rgb_image"] and RGB_IMAGE_COLUMN in wanted,
+            "released": {c: n for c, n in found["released"].items() if n in wanted}}
+
+
+def corpus_features(processor, modalities: dict, dataset_features=None):
     """Explicit ``datasets.Features`` of a corpus row (see the module docstring)."""
     from datasets import Array3D, Features, List, Value
 
@@ -89,6 +128,7 @@ def corpus_features(processor, modalities: dict):
         features["caption"] = List(Value("int32"))
     if modalities["det"]:
         features["det"] = List(Value("int32"))
+    features.update(released_features(processor, modalities.get("released", {}), dataset_features))
     if modalities["rgb_image"]:
         features[RGB_IMAGE_COLUMN] = Array3D((size, size, 3), "uint8")
     features["source_index"] = Value("int64")
@@ -140,9 +180,9 @@ def tokenize_rows(processor, rows: dict, source_indices, modalities: dict, crops
     if modalities["det"]:
         arguments["boxes"] = [list(boxes or []) for boxes in box_lists]
     processed = processor.image_processor(**arguments, crop_box=np.asarray(crop_boxes, dtype=np.int64), flip=False)
-    tokens = processor.encode_maps(processed)
-
-    columns = {name: tokens[name].numpy().astype(np.int32) for name in modalities["tokens"]}
+    keys = map_keys()
+    columns = {name: processor.encode_map(name, processed[keys[processor.vqvaes[name].config.target]]).numpy().astype(np.int32)
+               for name in modalities["tokens"]}
     if modalities["caption"]:
         captions = []
         for position, source_index in enumerate(source_indices):
@@ -157,6 +197,11 @@ def tokenize_rows(processor, rows: dict, source_indices, modalities: dict, crops
                                              f"det (row {source})", processor.max_text_length)
             for boxes, source in zip(processed["boxes"], sources)
         ]
+    if modalities.get("released"):
+        positions = [position for position in range(len(source_indices)) for _ in range(crops)]
+        sizes = [_image_size({"rgb": rows["rgb"][position]}) for position in range(len(source_indices))]
+        columns.update(tokenize_released_columns(processor, rows, modalities["released"], positions, crop_boxes, sizes,
+                                                 [f"row {source}" for source in sources]))
     if modalities["rgb_image"]:
         rgb = np.asarray(processed["tokenizer_rgb"]).transpose(0, 2, 3, 1)
         columns[RGB_IMAGE_COLUMN] = np.clip(np.round((rgb + 1.0) * 127.5), 0, 255).astype(np.uint8)
@@ -186,6 +231,7 @@ def _write_shard(dataset, processor, modalities, features, shards_dir: Path, sha
     from datasets import Dataset
 
     columns = [c for c in MAP_COLUMNS if c in modalities["maps"]]
+    columns += [c for c in ARRAY_COLUMNS if c in modalities.get("released", {})]
     view = dataset.with_format("numpy", columns=columns, output_all_columns=True)
     parts = []
     for batch_start in range(start, stop, batch_size):
@@ -209,7 +255,8 @@ def _check_params(path: Path, params: dict, what: str) -> None:
 
 
 def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 16, shard_size: int = 1024,
-                 seed: int = 0, crop: str = "random", progress: bool = True, _stop_after_shards: int | None = None):
+                 seed: int = 0, crop: str = "random", progress: bool = True, modalities=None,
+                 _stop_after_shards: int | None = None):
     """Tokenize ``dataset`` with ``processor`` into a corpus saved at ``out_dir``; returns it (``load_from_disk``).
 
     Args:
@@ -221,6 +268,8 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
         seed: crop ``k`` of image ``i`` uses ``crop_generator(seed, i, k)``.
         crop: ``"random"`` (RandomResizedCrop-style, the processor's ``crop_scale`` / ``crop_ratio``),
             ``"center"`` or ``"none"`` (whole image).
+        modalities: the corpus columns to write (default: all that the dataset and the processor allow;
+            ``corpus_modalities``).
     ``_stop_after_shards`` (tests only) raises ``KeyboardInterrupt`` after writing that many new shards.
     If ``out_dir`` already holds the finished corpus for the same arguments it is loaded as is.
     """
@@ -234,8 +283,8 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
         raise ValueError(f"build-corpus: crop must be one of {CROP_MODES}, got {crop!r}")
     if len(dataset) == 0:
         raise ValueError("build-corpus: the dataset is empty")
-    modalities = corpus_modalities(processor, dataset.column_names)
-    features = corpus_features(processor, modalities)
+    modalities = corpus_modalities(processor, dataset.column_names, modalities)
+    features = corpus_features(processor, modalities, dataset.features)
     out_dir = check_output_dir(out_dir, "build-corpus: --out")
     clean_stale_staging(out_dir)  # a kill during an earlier final save
     # A rerun must see the same dataset: its length and the arguments are checked, not its content.
@@ -282,6 +331,11 @@ def build_corpus(dataset, processor, out_dir, crops: int = 1, batch_size: int = 
 # ------------------------------------------------------------------------------------------- reading
 
 
+def build_info(path) -> dict:
+    """The ``modalities`` entry of a built corpus's ``corpus_info.json`` (what was written and skipped)."""
+    return json.loads((Path(path) / CORPUS_INFO_FILE).read_text())["modalities"]
+
+
 def to_training_format(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD):
     """A batched transform: ``rgb_image`` uint8 (S, S, 3) -> ``pixel_values`` float32 (3, S, S),
     ``(x / 255 - mean) / std``; token columns become int64 numpy arrays. Other columns pass through."""
@@ -294,8 +348,10 @@ def to_training_format(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD):
             if name == RGB_IMAGE_COLUMN:
                 images = np.asarray(values, dtype=np.float32).transpose(0, 3, 1, 2) / 255.0
                 out["pixel_values"] = list((images - mean) / std)
-            elif name == "crop_box" or name == "caption" or name == "det" or name.startswith("tok_"):
+            elif name in ("crop_box", "caption", "det", *SEQUENCE_MODALITIES) or name.startswith("tok_"):
                 out[name] = [np.asarray(value, dtype=np.int64) for value in values]
+            elif name == "t5_caption":
+                out[name] = [np.asarray(value, dtype=np.float32) for value in values]
             else:
                 out[name] = values
         return out

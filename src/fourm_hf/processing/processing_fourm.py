@@ -86,7 +86,9 @@ from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, Proces
 
 from ..remote_code import write_class_code
 from .image_processing_fourm import FourMImageProcessor
-from .processor_files import VQVAE_FOLDER, load_vqvaes, local_folder, push_folder
+from .processor_files import (VQVAE_FOLDER, load_sequence_tokenizers, load_vqvaes, local_folder, push_folder,
+                              save_sequence_tokenizers)
+from .sequence_tokens import SequenceTokenizers
 from .processor_inputs import crop_own_maps, is_batch, map_arguments, map_keys, take_generator, tensor_type
 from .tokenizer_placement import placed
 from ..text.sequence_format import fit_sequence, pad_sequences, sequence_options
@@ -484,11 +486,17 @@ class FourMProcessor(ProcessorMixin):
         # The VQ-VAEs are saved as their own folders, not in processor_config.json; leave them out
         # of the base class's deep copy of __dict__.
         vqvaes = self.__dict__.pop("vqvaes", {})
+        sequence_tokenizers = self.__dict__.pop("sequence_tokenizers", None)
         try:
             output = super().to_dict()
         finally:
             self.vqvaes = vqvaes
+            if sequence_tokenizers is not None:
+                self.sequence_tokenizers = sequence_tokenizers
         output["vqvae_modalities"] = sorted(vqvaes)
+        loaded = [name for name, tokenizer in (sequence_tokenizers or {}).items() if getattr(tokenizer, "is_loaded", True)]
+        if loaded:
+            output["sequence_tokenizer_modalities"] = sorted(loaded)
         return output
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
@@ -503,6 +511,7 @@ class FourMProcessor(ProcessorMixin):
         self.image_processor.save_pretrained(save_directory)
         for name, vqvae in self.vqvaes.items():
             vqvae.save_pretrained(os.path.join(save_directory, VQVAE_FOLDER, name))
+        save_sequence_tokenizers(save_directory, getattr(self, "sequence_tokenizers", None))
         write_class_code(save_directory, type(self))
         if push_to_hub:
             push_folder(save_directory, repo_id, **kwargs)
@@ -552,7 +561,11 @@ class FourMProcessor(ProcessorMixin):
             components["tokenizer"] = FourMTextTokenizer.from_pretrained(str(folder), **kwargs)
         if "vqvaes" not in components:
             components["vqvaes"] = load_vqvaes(folder, config.get("vqvae_modalities", []), device)
-        return cls(**components, **options)
+        processor = cls(**components, **options)
+        if config.get("sequence_tokenizer_modalities"):  # the pose / SAM-instance tokenizers (sequence_tokens.py)
+            processor.sequence_tokenizers = SequenceTokenizers(
+                load_sequence_tokenizers(folder, config["sequence_tokenizer_modalities"], device))
+        return processor
 
 
 __all__ = ["FourMProcessor", "FourMProcessorKwargs", "FourMImagesKwargs", "VQVAE_FOLDER"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..tokenizers.vqvae import FourMVQVAE
 
 VQVAE_FOLDER = "vqvae"
+SEQUENCE_TOKENIZER_FOLDER = "sequence_tokenizer"
 
 
 def push_folder(folder, repo_id: str, **kwargs):
@@ -46,6 +47,30 @@ def load_vqvaes(folder: Path, names: Sequence[str], device=None) -> dict:
     return vqvaes
 
 
+def save_sequence_tokenizers(folder, tokenizers) -> list[str]:
+    """Write the released pose / SAM-instance tokenizers (``processor.sequence_tokenizers``) under
+    ``sequence_tokenizer/<modality>/``; returns the modalities written. Lazy ones not downloaded yet stay out."""
+    written = []
+    for name, tokenizer in (tokenizers or {}).items():
+        if getattr(tokenizer, "is_loaded", True):
+            tokenizer.save_pretrained(os.path.join(folder, SEQUENCE_TOKENIZER_FOLDER, name))
+            written.append(name)
+    return sorted(written)
+
+
+def load_sequence_tokenizers(folder: Path, names: Sequence[str], device=None) -> dict:
+    """The ``sequence_tokenizer/<modality>/`` folders listed in processor_config.json."""
+    tokenizers = {}
+    for name in names:
+        tokenizer_folder = folder / SEQUENCE_TOKENIZER_FOLDER / name
+        if not tokenizer_folder.is_dir():
+            raise ValueError(f"{folder}: processor_config.json lists sequence tokenizer {name!r} but {tokenizer_folder} is missing")
+        tokenizers[name] = load_modality_vqvae(tokenizer_folder).eval().requires_grad_(False)
+        if device is not None:
+            tokenizers[name].to(device)
+    return tokenizers
+
+
 def load_modality_vqvae(folder: Path):
     """A ``vqvae/<modality>/`` folder: our FSQ ``FourMVQVAE``, or a released tokenizer saved by
     ``ReleasedModalityTokenizer`` (relative imports, so remote code carries the released tokenizer families)."""
@@ -72,4 +97,5 @@ def local_folder(path, kwargs) -> Path:
     return folder / subfolder if subfolder else folder
 
 
-__all__ = ["VQVAE_FOLDER", "load_modality_vqvae", "load_vqvaes", "local_folder", "push_folder"]
+__all__ = ["SEQUENCE_TOKENIZER_FOLDER", "VQVAE_FOLDER", "load_modality_vqvae", "load_sequence_tokenizers", "load_vqvaes",
+           "local_folder", "push_folder", "save_sequence_tokenizers"]
