@@ -287,6 +287,22 @@ def test_kill_and_resume_gives_the_uninterrupted_corpus(workdir, processor_dir, 
         assert resumed[name] == corpus[name], name
 
 
+def test_sequence_tokenizers_join_a_processor_folder_from_the_command_line(workdir, processor, corpus, capsys):
+    plain = workdir / "plain_processor"
+    FourMProcessor(processor.image_processor, processor.tokenizer, vqvaes=processor.vqvaes).save_pretrained(plain)
+    folders = _fixture_folders()
+    args = ["build-corpus", "--dataset", str(workdir / "labelled"), "--processor", str(plain), "--crops", str(CROPS),
+            "--batch-size", "2", "--shard-size", "2", "--seed", "3", "--modalities", "sam_instance", "human_poses"]
+    assert cli_main([*args, "--out", str(workdir / "plain_corpus")]) == 2  # no tokenizer for them in the folder
+    assert "no sam_instance tokenizer" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(workdir / "plain_corpus"), "--sequence-tokenizers",
+                     f"sam_instance={folders['sam_instance']}", f"human_poses={folders['human_poses']}"]) == 0
+    built = load_from_disk(str(workdir / "plain_corpus"))
+    assert built["sam_instance"] == corpus["sam_instance"] and built["human_poses"] == corpus["human_poses"]
+    assert cli_main([*args, "--out", str(workdir / "bad0"), "--sequence-tokenizers", f"tok_rgb={folders['tok_rgb']}"]) == 2
+    assert "this option takes the human_poses / sam_instance tokenizers" in capsys.readouterr().err
+
+
 def test_training_format_and_streaming_read_the_new_columns(corpus_dir):
     row = load_corpus(corpus_dir)[0]
     assert row["t5_caption"].dtype == np.float32 and row["sam_instance"].dtype == np.int64
