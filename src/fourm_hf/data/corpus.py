@@ -19,6 +19,14 @@ segmentation, and the boxes are mapped into it. One row (``corpus_features``)::
     crop_box                                       List(int32, length=4)  (left, top, right, bottom)
                                                    in source pixels, right/bottom exclusive
 
+4M-21 (a processor of released tokenizers, ``docs/corpus-4m21.md``): a pseudo-labelled dataset's 4M-21
+columns (``canny_edge``, ``sam_edge``, ``clip``, ``dinov2``, ``dinov2_global``, ``sam_instance``,
+``human_poses``, ``color_palette``, ``metadata``, ``t5_caption``) become ``tok_canny_edge``, ...,
+``sam_instance`` ... under the same shared crop (``corpus_columns.py``, ``corpus_instances.py``); a
+column the processor has no tokenizer for is skipped and listed in ``corpus_info.json`` (``skipped``),
+and ``modalities=[...]`` names the columns to write (one that cannot be written is an error). The
+shared crop is then chosen on the ``rgb`` column, which the dataset must have.
+
 The ``rgb`` pixels modality is stored compactly as the cropped uint8 image (4x smaller than float32
 pixels); :func:`to_training_format` (applied by :func:`load_corpus` with ``set_transform`` / a lazy
 ``map``) turns it into ImageNet-normalised float32 ``pixel_values`` (3, S, S) on access. Those
