@@ -228,7 +228,7 @@ def test_one_crop_is_shared_by_boxes_points_and_maps(corpus, dataset, processor)
         # the det box [0.1, 0.1, 0.5, 0.5] moves into the crop as transform_boxes says: x' = (x*W - left) / (right - left)
         expected = np.clip([(0.1 * SOURCE - left) / (right - left), (0.1 * SOURCE - top) / (bottom - top),
                             (0.5 * SOURCE - left) / (right - left), (0.5 * SOURCE - top) / (bottom - top)], 0, 1)
-        [det] = processor.decode({"det": torch.tensor([row["det"]])}, image=None)["det"]["boxes"] or [[]]
+        det = processor.decode({"det": torch.tensor([row["det"]])})["det"]["boxes"][0]
         if expected[2] > expected[0] and expected[3] > expected[1]:
             assert np.allclose(det[0]["box"], expected, atol=1.5 / 999)
         # SAM query points: those inside the crop, in crop coordinates (bins)
@@ -336,17 +336,29 @@ def test_a_dataset_without_rgb_is_refused(workdir, dataset, processor):
     ({"point": [0.5, 0.5], "masks": [{"box": [0.6, 0.1, 0.5, 0.5], "mask": b"\x00" * 512}]}, r"xmin > xmax"),
     ({"point": [1.5, 0.5], "masks": []}, r"outside \[0, 1\]"),
 ])
-def test_malformed_sam_instance_names_the_row_and_field(workdir, dataset, processor, broken, message):
+def test_malformed_sam_instance_names_the_row_and_field(tmp_path, dataset, processor, broken, message):
     rows = dataset.select(range(1)).to_list()
     rows[0]["sam_instance"] = [broken]
     bad = Dataset.from_list(rows, features=FEATURES)
     with pytest.raises(ValueError, match=rf"row 0 column 'sam_instance'\[0\].*{message}"):
-        build_corpus(bad, processor, workdir / "bad3", modalities=["sam_instance"], **BUILD)
+        build_corpus(bad, processor, tmp_path / "out", modalities=["sam_instance"], **BUILD)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("metadata", json.dumps({"no_such_key": 1}), r"unknown metadata key 'no_such_key'"),
+    ("metadata", "{not json", r"not JSON"),
+    ("color_palette", [[1, 2]], r"a colour is 3 integer bins"),
+])
+def test_malformed_palette_and_metadata_name_the_row(tmp_path, dataset, processor, column, value, message):
+    rows = dataset.select(range(1)).to_list()
+    rows[0][column] = value
+    features = Features({**FEATURES, "color_palette": List(List(Value("int32")))})
+    with pytest.raises(ValueError, match=rf"row 0 column '{column}': {message}"):
+        build_corpus(Dataset.from_list(rows, features=features), processor, tmp_path / "out", modalities=[column], **BUILD)
 
 
 def test_feature_maps_of_another_width_are_refused(workdir, dataset, processor):
     rows = dataset.select(range(1)).to_list()
-    rows[0]["clip"] = np.zeros((3, 3, 512), dtype=np.float16)
     features = Features({**FEATURES, "clip": Array3D((3, 3, 8), "float16")})
     rows[0]["clip"] = np.zeros((3, 3, 8), dtype=np.float16)
     bad = Dataset.from_list(rows, features=features)
