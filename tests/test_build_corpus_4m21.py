@@ -4,8 +4,9 @@ The processor holds the released tokenizer fixtures (``../shared/fixtures/ml4m/t
 semseg and CLIP feature-map ViT VQ-VAEs, the DINOv2-global and pose MLPs, the SAM-instance VQ-VAE) and,
 for the released families without a fixture folder (depth / normal / edge DiVAEs, the DINOv2 feature map
 ViT VQ-VAE), tiny random models of the same classes, all written in the released Hub layout and loaded from
-there. The dataset is built here from scikit-image photographs at 48 px with the contract's columns and
-simple deterministic labels (Canny edges, threshold masks, ramps).
+there. The dataset is built here from scikit-image photographs at 48 px with the contract's columns: Canny
+edges and palettes from the pseudo-label labellers, the others simple deterministic labels (threshold
+masks, ramps, seeded random features).
 """
 
 from __future__ import annotations
@@ -21,19 +22,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image as PILImage
 from datasets import Array2D, Array3D, Dataset, Features, Image as ImageFeature, List, Value, load_from_disk
 
 import fourm_hf  # noqa: F401  (registers the Auto classes)
 from fourm_hf import FourMDiVAE, FourMDiVAEConfig, FourMTokenizerModel, FourMViTVQVAE, FourMViTVQVAEConfig
 from fourm_hf.cli import main as cli_main
 from fourm_hf.data.corpus import build_corpus, load_corpus
-from fourm_hf.data.corpus_columns import METADATA_KEYS, crop_feature_grid
+from fourm_hf.data.corpus_columns import crop_feature_grid
+from fourm_hf.data.pseudo_label.derived.canny_edge import canny_edges
+from fourm_hf.data.pseudo_label.derived.color_palette import extract_palette
 from fourm_hf.data.corpus_instances import crop_box_and_mask
 from fourm_hf.ml4m.assembly import modality_from_released_name
 from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
 from fourm_hf.processing.processing_fourm import FourMProcessor
 from fourm_hf.processing.sequence_tokens import SequenceTokenizers
 from fourm_hf.text.sequence_modalities import decode_sequences
+from fourm_hf.text.text_serialization import METADATA_KEYS
 from fourm_hf.text.tokenization_fourm import FourMTextTokenizer
 from fourm_hf.tokenizers.released_layout import save_in_released_layout
 from fourm_hf.tokenizers.released_modalities import ReleasedModalityTokenizer
@@ -112,11 +117,9 @@ def _photos():
 
 
 def _labels(rgb: np.ndarray, index: int, clip_width: int) -> dict:
-    from skimage.feature import canny
-
     gray = rgb.mean(axis=2) / 255.0
     mask = gray > np.median(gray)
-    edge = canny(gray, sigma=1.0).astype(np.uint8)
+    edge = canny_edges(PILImage.fromarray(rgb))  # the pseudo-label labellers of canny_edge and color_palette
     rows, cols = np.nonzero(mask)
     box = [cols.min() / SOURCE, rows.min() / SOURCE, (cols.max() + 1) / SOURCE, (rows.max() + 1) / SOURCE]
     crop64 = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
@@ -137,7 +140,7 @@ def _labels(rgb: np.ndarray, index: int, clip_width: int) -> dict:
         "dinov2_global": rng.normal(size=(1, 768)).astype(np.float16),
         "t5_caption": rng.normal(size=(5 + index, 8)).astype(np.float16),
         "sam_instance": points, "human_poses": [person] if index % 2 == 0 else [],
-        "color_palette": [[int(c) for c in rgb.reshape(-1, 3)[k * 97]] for k in range(3)],
+        "color_palette": extract_palette(PILImage.fromarray(rgb), 3),
         "metadata": json.dumps({"original_width": SOURCE // 32, "brightness": int(gray.mean() * 49), "n_humans": index % 2}),
     }
 

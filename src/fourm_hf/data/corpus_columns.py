@@ -16,7 +16,7 @@ dataset column      corpus column       how (``processor`` = the ``FourMProcesso
 ``human_poses``     ``human_poses``     processor's ``sam_instance=`` / ``human_poses=`` serialisations
 ``color_palette``   ``color_palette``   list of (r, g, b) bins: the processor's ``color_palette=``
 ``metadata``        ``metadata``        JSON ``{key: bin}``: the processor's ``metadata=`` (names -> the
-                                        reference's key ids, :data:`METADATA_KEYS`)
+                                        reference's key ids, ``text_serialization.METADATA_KEYS``)
 ``t5_caption``      ``t5_caption``      (N, d) float16 T5 states of the caption, stored as they are
 ==================  ==================  =====================================================================
 
@@ -44,6 +44,7 @@ from PIL import Image
 
 from ..processing.image_modalities import resize_float, resize_ids
 from ..processing.tokenizer_placement import placed
+from ..text.text_serialization import METADATA_KEYS
 from .corpus_instances import crop_human_poses, crop_sam_instances, human_pose_entries, sam_instance_points
 
 # dataset column -> (corpus column, how it is served)
@@ -55,13 +56,6 @@ RELEASED_COLUMNS = {
     "color_palette": ("color_palette", "text"), "metadata": ("metadata", "text"),
     "t5_caption": ("t5_caption", "embedding"),
 }
-# The reference's metadata keys in the order of their ids (its MetadataTransform: key k is written ``v1=k``).
-METADATA_KEYS = (
-    "original_width", "original_height", "caption_n_chars", "caption_n_words", "caption_n_sentences", "n_humans",
-    "n_sam_instances", "n_coco_instances", "coco_instance_diversity", "colorfulness", "brightness", "contrast",
-    "saturation", "entropy", "walkability", "objectness", "semantic_diversity", "geometric_complexity",
-    "occlusion_score", "watermark_score", "aesthetic_score",
-)
 
 
 # ------------------------------------------------------------------------------------------ the plan
@@ -263,5 +257,5 @@ def _sequence_ids(processor, name: str, samples: list, empty_text: str | None = 
     return [row if row is not None else list(empty) for row in rows]
 
 
-__all__ = ["METADATA_KEYS", "RELEASED_COLUMNS", "crop_feature_grid", "released_column_plan", "released_features",
+__all__ = ["RELEASED_COLUMNS", "crop_feature_grid", "released_column_plan", "released_features",
            "tokenize_released_columns", "why_not_served"]
