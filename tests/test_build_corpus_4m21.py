@@ -306,6 +306,24 @@ def test_sequence_tokenizers_join_a_processor_folder_from_the_command_line(workd
     assert "this option takes the human_poses / sam_instance tokenizers" in capsys.readouterr().err
 
 
+def test_the_pseudo_label_output_builds_a_corpus(workdir, processor_dir, processor):
+    """pseudo-label's model-free 4M-21 labellers (canny_edge, color_palette, metadata) -> build-corpus."""
+    photos = workdir / "photos"
+    photos.mkdir()
+    for index, rgb in enumerate(_photos()[:2]):
+        PILImage.fromarray(rgb).save(photos / f"{index}.png")
+    assert cli_main(["pseudo-label", "--images", str(photos), "--out", str(workdir / "pl"), "--size", str(SOURCE),
+                     "--canny", "--color-palette", "--metadata", "--no-normals"]) == 0
+    assert cli_main(["build-corpus", "--dataset", str(workdir / "pl"), "--processor", str(processor_dir),
+                     "--out", str(workdir / "pl_corpus"), "--crops", "2", "--seed", "1"]) == 0
+    built = load_from_disk(str(workdir / "pl_corpus"))
+    assert {"tok_rgb", "tok_canny_edge", "color_palette", "metadata", "rgb_image"} <= set(built.column_names)
+    labelled = load_from_disk(str(workdir / "pl"))
+    for row, decoded in zip(built, decode_sequences(processor.tokenizer, "metadata", built["metadata"],
+                                                    metadata_keys=list(METADATA_KEYS))):
+        assert decoded["data"] == json.loads(labelled[row["source_index"]]["metadata"])
+
+
 def test_training_format_and_streaming_read_the_new_columns(corpus_dir):
     row = load_corpus(corpus_dir)[0]
     assert row["t5_caption"].dtype == np.float32 and row["sam_instance"].dtype == np.int64
