@@ -33,6 +33,7 @@ from fourm_hf.data.corpus_columns import crop_feature_grid
 from fourm_hf.data.pseudo_label.derived.canny_edge import canny_edges
 from fourm_hf.data.pseudo_label.derived.color_palette import extract_palette
 from fourm_hf.data.corpus_instances import crop_box_and_mask
+from fourm_hf.data.parquet_shards import open_parquet_shards, write_parquet_shards
 from fourm_hf.ml4m.assembly import modality_from_released_name
 from fourm_hf.processing.image_processing_fourm import FourMImageProcessor
 from fourm_hf.processing.processing_fourm import FourMProcessor
@@ -329,6 +330,10 @@ def test_training_format_and_streaming_read_the_new_columns(corpus_dir):
     assert row["t5_caption"].dtype == np.float32 and row["sam_instance"].dtype == np.int64
     streamed = next(iter(load_corpus(corpus_dir, streaming=True)))
     assert np.array_equal(streamed["tok_dinov2"], row["tok_dinov2"])
+    shards = write_parquet_shards(corpus_dir, corpus_dir.parent / "parquet", shard_size=4)  # the mixtures' format
+    from_parquet = next(iter(open_parquet_shards(str(shards))))
+    for name in ("t5_caption", "sam_instance", "tok_dinov2", "metadata"):
+        assert np.array_equal(from_parquet[name], row[name]), name
 
 
 # ---- bad input ------------------------------------------------------------------------------------------
