@@ -195,9 +195,9 @@ def test_sam_instance_column_becomes_instance_text_that_parses_back(labelled):
     assert total_masks > 0
 
 
-def test_sam_edges_lie_on_the_instance_masks(models):
+def test_sam_edges_lie_on_the_instance_masks(models, photo_dir):
     labellers = pl.build_labellers(sam_model=models["sam"], batch_size=2, **SAM_ARGS)
-    images = [Image.fromarray(np.asarray(Image.open(p))).convert("RGB").resize((SIZE, SIZE)) for p in sorted(Path(write_photos_tmp()).glob("*.png"))]
+    images = [Image.open(p).convert("RGB").resize((SIZE, SIZE)) for p in sorted(Path(photo_dir).glob("*.png"))]
     labels = {}
     for labeller in labellers:
         labels.update(labeller.label(images, labels))
@@ -205,14 +205,6 @@ def test_sam_edges_lie_on_the_instance_masks(models):
         assert masks.shape[1:] == (SIZE, SIZE) and masks.dtype == bool
         assert not (edges.astype(bool) & ~masks.any(axis=0)).any()
         np.testing.assert_array_equal(edges, instance_edges(masks, (SIZE, SIZE)))
-
-
-def write_photos_tmp():
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="photos-")
-    write_photos(folder)
-    return folder
 
 
 def test_dinov2_grid_and_global_match_a_direct_model_call(models, labelled):
@@ -281,9 +273,11 @@ def _person(seed: int = 0) -> dict:
 
 
 def _dataset_with_poses(folder, poses) -> str:
+    """A saved dataset of photographs (``image``) with a ``human_poses`` column, at ``folder``."""
     from datasets import Dataset, Image as ImageFeature
 
-    photos = sorted(Path(write_photos_tmp()).glob("*.png"))[: len(poses)]
+    write_photos(Path(folder).parent / "photos")
+    photos = sorted((Path(folder).parent / "photos").glob("*.png"))[: len(poses)]
     Dataset.from_dict({"image": [str(p) for p in photos], "human_poses": poses}).cast_column("image", ImageFeature()).save_to_disk(str(folder))
     return str(folder)
 
