@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color-palette", action="store_true", help="add 'color_palette': 1..7 dominant colours of the image")
     parser.add_argument("--palette-colors", default="random", help="colours per palette: 1..7, or 'random' (a per-image size in 1..7, as 4M-21 draws)")
     parser.add_argument("--metadata", action="store_true", help="add 'metadata': 4M-21's metadata keys computed from the image and the other columns")
+    parser.add_argument("--sam-model", help="SamModel for 4M-21's sam_instance (and sam_edge): facebook/sam-vit-huge, ...")
+    parser.add_argument("--sam-points-per-side", type=int, default=32, help="point prompts per side of SAM's automatic mask generation")
+    parser.add_argument("--sam-query-points-per-side", type=int, default=7, help="query points per side stored in sam_instance (the reference's 7)")
+    parser.add_argument("--sam-pred-iou-thresh", type=float, default=0.88, help="keep SAM masks whose predicted IoU is above this")
+    parser.add_argument("--sam-stability-thresh", type=float, default=0.95, help="keep SAM masks whose stability score is above this")
+    parser.add_argument("--no-sam-edges", action="store_true", help="do not draw sam_edge from the SAM instance masks")
+    parser.add_argument("--dinov2-model", help="Dinov2Model for 4M-21's dinov2 patch features and dinov2_global CLS: facebook/dinov2-base, ...")
+    parser.add_argument("--human-poses-model", help="not available: transformers has no SMPL regressor (the error says what to do instead)")
+    parser.add_argument("--human-poses-from-input", action="store_true", help="validate and carry through the input dataset's human_poses column")
 
 
 def _palette_colors(value: str):
@@ -69,6 +78,11 @@ def main(args: argparse.Namespace) -> int:
             t5_model=args.t5_model, t5_max_length=args.t5_max_length, t5_dtype=args.t5_dtype, canny=args.canny,
             canny_sigma=args.canny_sigma, canny_thresholds=tuple(args.canny_thresholds), color_palette=args.color_palette,
             palette_colors=_palette_colors(args.palette_colors), metadata=args.metadata,
+            sam_model=args.sam_model, sam_points_per_side=args.sam_points_per_side,
+            sam_query_points_per_side=args.sam_query_points_per_side, sam_pred_iou_thresh=args.sam_pred_iou_thresh,
+            sam_stability_score_thresh=args.sam_stability_thresh, sam_edges=not args.no_sam_edges,
+            dinov2_model=args.dinov2_model, human_poses_model=args.human_poses_model,
+            human_poses_from_input=args.human_poses_from_input,
         )
         dataset = pseudo_label_dataset(
             args.images, args.out, labellers, size=args.size, batch_size=args.batch_size, shard_size=args.shard_size,

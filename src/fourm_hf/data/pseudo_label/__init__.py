@@ -43,6 +43,10 @@ schema as the rendered scene corpus (``data/scenes.py``), so the same downstream
 - ``color_palette`` ``[[r, g, b], ...]``: 1..7 colours of the image (0..255), k-means, largest cluster first.
 - ``metadata`` str: JSON ``{key: bin}`` of 4M-21's metadata keys, from the image and the other columns.
               These four are defined in docs/pseudo-labeling-4m21.md.
+- ``sam_instance``, ``sam_edge``, ``dinov2``, ``dinov2_global``, ``human_poses``: 4M-21's modalities, in the
+              formats of docs/pseudo-labeling-4m21.md (``labellers/sam_instance.py``, ``derived/sam_edge.py``,
+              ``labellers/dinov2.py``; ``human_poses`` has no labeller in the HF stack and is validated and
+              passed through from the input dataset, ``labellers/human_poses.py``).
 - ``source``  str: the image file's path relative to the input folder, or the row index in the
               input dataset.
 
@@ -73,6 +77,10 @@ from .labellers.caption import CaptionLabeller
 from .labellers.depth import METRIC_DEPTH_MODEL_TYPES, DepthLabeller
 from .labellers.detection import DetectionLabeller
 from .labellers.features import FeatureLabeller
+from .labellers.dinov2 import Dinov2Labeller
+from .labellers.human_poses import HumanPosesFromInput
+from .labellers.sam_instance import SamInstanceLabeller, pack_instance_mask, unpack_instance_mask
+from .derived.sam_edge import SamEdgeLabeller
 from .geometry import (
     DEFAULT_FIELD_OF_VIEW_DEGREES,
     MAX_RELATIVE_DEPTH,
@@ -98,7 +106,9 @@ from .source import ImageSource
 
 __all__ = [
     "CannyEdgeLabeller", "ColorPaletteLabeller", "MAX_PALETTE_COLORS", "MetadataLabeller", "T5CaptionLabeller",
-    "canny_edges", "extract_palette", "CaptionLabeller", "DEFAULT_FIELD_OF_VIEW_DEGREES", "DepthLabeller", "DetectionLabeller", "FeatureLabeller",
+    "canny_edges", "extract_palette", "CaptionLabeller", "DEFAULT_FIELD_OF_VIEW_DEGREES", "DepthLabeller", "DetectionLabeller",
+    "Dinov2Labeller", "FeatureLabeller",
+    "HumanPosesFromInput", "SamEdgeLabeller", "SamInstanceLabeller", "pack_instance_mask", "unpack_instance_mask",
     "IMAGE_EXTENSIONS", "ImageSource", "Labeller", "MAX_RELATIVE_DEPTH", "METRIC_DEPTH_MODEL_TYPES",
     "NormalsFromDepthLabeller", "SKY_NORMAL", "SegmentationLabeller", "UNLABELLED_CLASS", "UnreadableImageError",
     "build_labellers", "check_model_task", "decode_image", "depth_from_inverse_depth", "load_metadata",

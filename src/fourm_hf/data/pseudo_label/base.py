@@ -58,6 +58,10 @@ class Labeller:
     the same images (which replace same-named input columns) and ``ORIGINAL_SIZE``; returns
     ``{column: [value per image]}``. ``requires``: columns that must exist before it runs (written by an
     earlier labeller or an input column); ``pseudo_label_dataset`` checks them before labelling anything.
+    Keys starting with ``_`` are private: handed to later labellers of the same batch, never stored
+    (``_sources`` holds the images' ``source`` values). ``input_columns``: input-dataset columns it reads and
+    rewrites (validated pass-through), which then need no ``replace_existing``; the run fails early when the
+    input lacks one.
     ``metadata()``: JSON-able description stored with the dataset (model id, scaling, classes).
     """
 

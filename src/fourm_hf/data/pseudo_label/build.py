@@ -13,9 +13,14 @@ from .labellers.depth import DepthLabeller
 from .labellers.detection import DetectionLabeller
 from .labellers.features import FeatureLabeller
 from .labellers.segmentation import SegmentationLabeller
+from .labellers.dinov2 import Dinov2Labeller
+from .labellers.human_poses import HumanPosesFromInput, human_poses_model_unavailable
+from .labellers.sam_instance import DEFAULT_QUERY_POINTS_PER_SIDE, SamInstanceLabeller
 from .labellers.t5_caption import T5CaptionLabeller
+from .derived.sam_edge import SamEdgeLabeller
 
-_OPTIONS = "--depth-model, --segmentation-model, --detection-model, --feature-model, --caption-model, --t5-model, --canny, --color-palette, --metadata"
+_OPTIONS = ("--depth-model, --segmentation-model, --detection-model, --feature-model, --caption-model, --t5-model, --sam-model, "
+            "--dinov2-model, --human-poses-from-input, --canny, --color-palette, --metadata")
 
 
 def build_labellers(
@@ -24,11 +29,17 @@ def build_labellers(
     depth_kind: str = "auto", detection_threshold: float = 0.5, feature_dtype: str = "float16", caption_prompt: str = "",
     caption_max_new_tokens: int = 30, t5_model=None, t5_max_length: int = 77, t5_dtype: str = "float32",
     canny: bool = False, canny_sigma: float = DEFAULT_CANNY_SIGMA, canny_thresholds=DEFAULT_CANNY_THRESHOLDS,
-    color_palette: bool = False, palette_colors="random", metadata: bool = False,
+    color_palette: bool = False, palette_colors="random", metadata: bool = False, sam_model=None,
+    sam_points_per_side: int = 32, sam_query_points_per_side: int = DEFAULT_QUERY_POINTS_PER_SIDE,
+    sam_pred_iou_thresh: float = 0.88, sam_stability_score_thresh: float = 0.95, sam_edges: bool = True,
+    dinov2_model=None, human_poses_model=None, human_poses_from_input: bool = False,
 ) -> list[Labeller]:
     """The labellers for the given model ids and switches, in the order their columns are written: the model
-    labellers, normals after depth, ``t5_caption`` after ``caption``, then the derived ``canny_edge`` and
-    ``color_palette``, and ``metadata`` last (it reads every earlier column)."""
+    labellers, normals after depth, ``t5_caption`` after ``caption``, ``sam_edge`` after ``sam_instance``, the
+    ``human_poses`` pass-through, then the derived ``canny_edge`` and ``color_palette``, and ``metadata`` last
+    (it reads every earlier column). ``human_poses_model`` is always an error (no SMPL regressor in transformers)."""
+    if human_poses_model:
+        raise human_poses_model_unavailable(human_poses_model)
     labellers = []
     if depth_model:
         labellers.append(DepthLabeller(depth_model, device, batch_size, depth_kind))
@@ -46,6 +57,17 @@ def build_labellers(
         labellers.append(CaptionLabeller(caption_model, device, batch_size, caption_prompt, caption_max_new_tokens))
     if t5_model:
         labellers.append(T5CaptionLabeller(t5_model, device, batch_size, t5_max_length, dtype=t5_dtype))
+    if sam_model:
+        labellers.append(SamInstanceLabeller(
+            sam_model, device, batch_size, points_per_side=sam_points_per_side, query_points_per_side=sam_query_points_per_side,
+            pred_iou_thresh=sam_pred_iou_thresh, stability_score_thresh=sam_stability_score_thresh,
+        ))
+        if sam_edges:
+            labellers.append(SamEdgeLabeller())
+    if dinov2_model:
+        labellers.append(Dinov2Labeller(dinov2_model, device, batch_size))
+    if human_poses_from_input:
+        labellers.append(HumanPosesFromInput())
     if canny:
         labellers.append(CannyEdgeLabeller(canny_sigma, canny_thresholds))
     if color_palette:

@@ -25,15 +25,21 @@ def output_features(source: ImageSource, labellers: list[Labeller], size: int, r
     from datasets import Features, Image, Value
 
     features = {"rgb": Image(), "source": Value("string")}
+    passed_through = set()
     for labeller in labellers:
         _check_requirements(labeller, set(features) | set(source.extra_features))
+        for name in getattr(labeller, "input_columns", ()):
+            if name not in source.extra_features:
+                raise ValueError(f"pseudo-label: the {type(labeller).__name__} labeller reads the input dataset's {name!r} column, "
+                                 f"but --images {source.location} has no such column (its columns: {sorted(source.extra_features)})")
+            passed_through.add(name)
         for name, feature in labeller.features(size).items():
             if name in features:
                 raise ValueError(f"pseudo-label: two labellers write column {name!r}")
             features[name] = feature
     for name, feature in source.extra_features.items():
         if name in features:
-            if not replace_existing:
+            if not replace_existing and name not in passed_through:
                 raise ValueError(f"pseudo-label: the input dataset already has a column {name!r} that a labeller writes; pass --replace-existing to replace it")
             continue
         features[name] = feature
@@ -78,13 +84,14 @@ def _label_items(source, labellers, indices, size, batch_size, progress=None):
             # what labellers may read besides the images: the input dataset's columns and the sizes before the crop
             labels = {name: list(values) for name, values in rows.items() if name not in ("source", "rgb")}
             labels[ORIGINAL_SIZE] = original_sizes
+            labels["_sources"] = rows["source"]  # private: "_" keys are handed between labellers, never stored
             for labeller in labellers:
                 produced = labeller.label(images, labels)
                 for name, values in produced.items():
                     if len(values) != len(images):
                         raise ValueError(f"{name}: labeller {type(labeller).__name__} returned {len(values)} values for {len(images)} images")
                 labels.update(produced)
-            rows.update(labels)
+            rows.update({name: values for name, values in labels.items() if not name.startswith("_")})
             rows.pop(ORIGINAL_SIZE)
             for name, values in rows.items():
                 columns.setdefault(name, []).extend(values)

@@ -40,27 +40,32 @@ class FeatureLabeller(Labeller):
 
     def _feature_maps(self, images) -> list[np.ndarray]:
         """(h, w, C) arrays of ``dtype``, one per image."""
+        maps, _ = self._forward(images)
+        return [m.astype(self.dtype) for m in maps.numpy()]
+
+    def _forward(self, images):
+        """One model call: ((B, h, w, C) float32 patch grid, (B, P, C) float32 prefix tokens (CLS first, then
+        registers; P = 0 for convolutional backbones)), on the CPU."""
         import torch
 
         pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
         with torch.no_grad():
             hidden = self.model(pixel_values=pixel_values).last_hidden_state.float()
         if hidden.ndim == 4:  # convolutional backbone: (B, C, h, w)
-            maps = hidden.permute(0, 2, 3, 1)
-        elif hidden.ndim == 3:  # transformer: (B, prefix + h * w, C)
-            config = getattr(self.model.config, "vision_config", self.model.config)
-            patch = getattr(config, "patch_size", None)
-            patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-            if patch is None:
-                raise ValueError(f"{self.column}: model {self.model_id!r} has no patch_size; cannot reshape its tokens to a grid")
-            rows, cols = pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
-            prefix = hidden.shape[1] - rows * cols
-            if prefix < 0:
-                raise ValueError(f"{self.column}: model {self.model_id!r} gave {hidden.shape[1]} tokens for a {rows}x{cols} patch grid")
-            maps = hidden[:, prefix:].reshape(hidden.shape[0], rows, cols, hidden.shape[-1])
-        else:
+            return hidden.permute(0, 2, 3, 1).cpu(), hidden.new_zeros((hidden.shape[0], 0, hidden.shape[1])).cpu()
+        if hidden.ndim != 3:
             raise ValueError(f"{self.column}: model {self.model_id!r} last_hidden_state has shape {tuple(hidden.shape)}, expected 3 or 4 dims")
-        return [m.astype(self.dtype) for m in maps.cpu().numpy()]
+        config = getattr(self.model.config, "vision_config", self.model.config)  # transformer: (B, prefix + h * w, C)
+        patch = getattr(config, "patch_size", None)
+        patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+        if patch is None:
+            raise ValueError(f"{self.column}: model {self.model_id!r} has no patch_size; cannot reshape its tokens to a grid")
+        rows, cols = pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+        prefix = hidden.shape[1] - rows * cols
+        if prefix < 0:
+            raise ValueError(f"{self.column}: model {self.model_id!r} gave {hidden.shape[1]} tokens for a {rows}x{cols} patch grid")
+        maps = hidden[:, prefix:].reshape(hidden.shape[0], rows, cols, hidden.shape[-1])
+        return maps.cpu(), hidden[:, :prefix].cpu()
 
     def features(self, size):
         from datasets import Array3D
