@@ -35,6 +35,7 @@ COMMANDS = {
     "push-to-hub": ("fourm_hf.commands.push_to_hub", "upload a 4M checkpoint folder (model, processor, generated model card) to the Hugging Face Hub in one commit"),
     "train-text-tokenizer": ("fourm_hf.commands.train_text_tokenizer", "train the WordPiece text tokenizer (4M id layout) on a caption corpus"),
     "train-tokenizer": ("fourm_hf.commands.train_tokenizer", "train a VQ-VAE tokenizer for one dense modality on a scene dataset"),
+    "write-shards": ("fourm_hf.commands.write_shards", "cut a corpus (save_to_disk folder) into Parquet shards that datasets streams from a folder or a Hub dataset repo"),
     "train": ("fourm_hf.commands.train", "pretrain a 4M model with the Trainer from a YAML config (model, masking, data, training)"),
 }
 

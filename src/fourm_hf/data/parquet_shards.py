@@ -40,7 +40,7 @@ def parquet_shard_name(shard: int, num_shards: int, split: str = "train") -> str
 
 
 def write_parquet_shards(dataset, out_dir, shard_size: int = 1000, split: str = "train",
-                         _stop_after_shards: int | None = None) -> Path:
+                         columns: list[str] | None = None, _stop_after_shards: int | None = None) -> Path:
     """Write ``dataset`` (a ``datasets.Dataset`` or a ``save_to_disk`` folder) as Parquet shards under ``out_dir``.
 
     Args:
@@ -48,7 +48,8 @@ def write_parquet_shards(dataset, out_dir, shard_size: int = 1000, split: str = 
             file copied beside the shards.
         shard_size: rows per shard (the last one may be shorter). Each rank of a DDP run reads whole
             shards when their number is a multiple of the world size.
-        split: the split name in the file names.
+        split: the split to read from a ``DatasetDict`` folder, and the split name in the file names.
+        columns: write only these columns (e.g. ``["caption"]`` for a text-only dataset); default all.
     Returns ``out_dir``. ``_stop_after_shards`` (tests only) raises ``KeyboardInterrupt`` after that
     many new shards.
     """
@@ -60,6 +61,8 @@ def write_parquet_shards(dataset, out_dir, shard_size: int = 1000, split: str = 
         dataset = load_dataset_split(source_dir, split, "write_parquet_shards: dataset")
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"write_parquet_shards: shard_size must be an int >= 1, got {shard_size!r}.")
+    if columns is not None:
+        dataset = _select_columns(dataset, columns)
     if len(dataset) == 0:
         raise ValueError("write_parquet_shards: the dataset is empty; there is nothing to write.")
     out_dir = check_output_dir(out_dir, "write_parquet_shards: out_dir")
@@ -85,6 +88,19 @@ def write_parquet_shards(dataset, out_dir, shard_size: int = 1000, split: str = 
     return out_dir
 
 
+def _select_columns(dataset, columns):
+    """``dataset`` with only ``columns`` (in that order); unknown or repeated names are a ValueError."""
+    if isinstance(columns, str) or not all(isinstance(name, str) for name in columns):
+        raise TypeError(f"write_parquet_shards: columns must be a list of column names, got {columns!r}.")
+    columns = list(columns)
+    if not columns or len(set(columns)) != len(columns):
+        raise ValueError(f"write_parquet_shards: columns must name at least one column, each once; got {columns}.")
+    missing = [name for name in columns if name not in dataset.column_names]
+    if missing:
+        raise ValueError(f"write_parquet_shards: the dataset has no column {missing}; its columns are {sorted(dataset.column_names)}.")
+    return dataset.select_columns(columns)
+
+
 def _start_or_check(out_dir: Path, params: dict) -> None:
     """Create ``out_dir/data`` and its ``parquet_shards.json``, or check an existing one has ``params``."""
     info = out_dir / SHARDS_INFO_FILE
@@ -93,7 +109,7 @@ def _start_or_check(out_dir: Path, params: dict) -> None:
         if existing != params:
             differing = sorted(k for k in set(existing) | set(params) if existing.get(k) != params.get(k))
             raise ValueError(f"write_parquet_shards: {out_dir} holds shards written with other {differing}; "
-                             "use the same dataset and shard_size, or another out_dir.")
+                             "use the same dataset, shard_size and columns, or another out_dir.")
     elif out_dir.is_dir() and any(out_dir.iterdir()):
         raise ValueError(f"write_parquet_shards: {out_dir} exists and holds no {SHARDS_INFO_FILE}; choose an empty or new folder.")
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
