@@ -31,11 +31,14 @@ def _processor(name: str, **kwargs):
     return getattr(transformers, f"{name}Pil", getattr(transformers, name))(**kwargs)
 
 
-def _tiny_tokenizer():
+CAPTION_WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "the", "on"]
+
+
+def _tiny_tokenizer(words=CAPTION_WORDS):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizer
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat", "dog", "red", "blue", "the", "on"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     backend = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -43,8 +46,10 @@ def _tiny_tokenizer():
     return BertTokenizer(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
-def build_tiny_models(root) -> dict:
-    """Save tiny random DPT, SegFormer, YOLOS, CLIP vision, BLIP and BERT models under ``root``; returns name -> folder."""
+def build_tiny_models(root, det_classes=DET_CLASSES, caption_words=CAPTION_WORDS) -> dict:
+    """Save tiny random DPT, SegFormer, YOLOS, CLIP vision, BLIP and BERT models under ``root``; returns name -> folder.
+
+    ``det_classes`` name YOLOS's labels, ``caption_words`` are BLIP's vocabulary (besides its special tokens)."""
     import transformers as T
 
     torch.manual_seed(0)
@@ -70,13 +75,13 @@ def build_tiny_models(root) -> dict:
     save("segmentation", T.SegformerForSemanticSegmentation(segformer), _processor("SegformerImageProcessor", size={"height": 32, "width": 32}))
     yolos = T.YolosConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=[32, 32], patch_size=8,
-        num_detection_tokens=5, num_labels=len(DET_CLASSES), id2label=dict(enumerate(DET_CLASSES)),
-        label2id={n: i for i, n in enumerate(DET_CLASSES)},
+        num_detection_tokens=5, num_labels=len(det_classes), id2label=dict(enumerate(det_classes)),
+        label2id={n: i for i, n in enumerate(det_classes)},
     )
     save("detection", T.YolosForObjectDetection(yolos), _processor("YolosImageProcessor", size={"shortest_edge": 32, "longest_edge": 32}))
     clip = T.CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
     save("features", T.CLIPVisionModel(clip), _processor("CLIPImageProcessor", size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}))
-    tokenizer = _tiny_tokenizer()
+    tokenizer = _tiny_tokenizer(caption_words)
     blip = T.BlipConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
                          max_position_embeddings=64, bos_token_id=2, sep_token_id=3, eos_token_id=3, pad_token_id=0, encoder_hidden_size=32),

@@ -34,8 +34,8 @@ SAM_ARGS = dict(sam_points_per_side=4, sam_query_points_per_side=5, sam_pred_iou
 SAM_TOKENIZER = Path(os.environ.get("FOURM_ML4M_FIXTURES", SHARED_DIR / "fixtures" / "ml4m")) / "tokenizers" / "sam_instance_vqvae"
 
 
-def build_tiny_sam_and_dinov2(root: str) -> dict:
-    """Tiny random SamModel and Dinov2Model (+ their PIL image processors) saved under ``root``."""
+def build_tiny_sam_and_dinov2(root: str, dinov2_width: int = 32) -> dict:
+    """Tiny random SamModel and Dinov2Model (``dinov2_width`` wide; + their PIL image processors) saved under ``root``."""
     import transformers as T
 
     torch.manual_seed(0)
@@ -47,7 +47,7 @@ def build_tiny_sam_and_dinov2(root: str) -> dict:
                                  mask_decoder_config=decoder.to_dict()))
     sam_processor = _processor("SamImageProcessor", size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
                                mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
-    dinov2 = T.Dinov2Model(T.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
+    dinov2 = T.Dinov2Model(T.Dinov2Config(hidden_size=dinov2_width, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
                                           patch_size=8, image_size=32))
     dinov2_processor = _processor("BitImageProcessor", size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
     paths = {}

@@ -34,8 +34,8 @@ def _photo(name: str, size=(56, 48)) -> Image.Image:
     return Image.fromarray(getattr(skimage.data, name)()).resize(size, Image.Resampling.BILINEAR)
 
 
-def build_tiny_t5(folder) -> str:
-    """A randomly initialised T5EncoderModel and a unigram T5Tokenizer saved in ``folder``."""
+def build_tiny_t5(folder, d_model: int = 16) -> str:
+    """A randomly initialised T5EncoderModel (``d_model`` wide) and a unigram T5Tokenizer saved in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
@@ -48,7 +48,7 @@ def build_tiny_t5(folder) -> str:
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer = T5Tokenizer(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0)
     torch.manual_seed(0)
-    model = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2))
+    model = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=32, num_layers=2, num_heads=2))
     model.eval().save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return str(folder)
