@@ -393,3 +393,18 @@ def test_feature_maps_of_another_width_are_refused(workdir, dataset, processor):
 
 
 assert SHARED_DIR  # the fixtures are found under ../shared (tests skip through shared_path when it is absent)
+
+
+def test_a_row_of_more_sam_points_than_fit_keeps_an_evenly_spread_subset(processor):
+    """SAM's 7x7 query grid gives ~21 ids per masked point: far more than the 290 ids the model reads."""
+    from fourm_hf.data.corpus_columns import _fit_sam_points
+    from fourm_hf.text.sequence_modalities import SEQUENCE_MAX_LENGTHS
+
+    points = [{"point": (i % 7, i // 7), "masks": [{"box": (0, 0, 1, 1), "token_ids": list(range(16))}]} for i in range(49)]
+    kept = _fit_sam_points(processor.tokenizer, points)
+    assert 1 < len(kept) < len(points) and kept[0] is points[0] and kept[-1] is points[-1]
+    ids = processor(sam_instance=[kept], return_tensors="np")["sam_instance"][0]
+    assert len(ids[ids != 0]) <= SEQUENCE_MAX_LENGTHS["sam_instance"]
+    with pytest.raises(ValueError, match="exceed max_length"):
+        processor(sam_instance=[points])
+    assert _fit_sam_points(processor.tokenizer, points[:3]) == points[:3] and _fit_sam_points(processor.tokenizer, []) == []

@@ -145,7 +145,6 @@ def test_bad_structured_inputs_are_refused_clearly(tokenizer_file, samples):
         (dict(metadata={"brightness": 3}), r"key 'brightness' must be an integer key id"),
         (dict(metadata={1: 2.5}), r"metadata\[1\]: expected an integer bin"),
         (dict(metadata=[{1: 2}, "v1=1"]), "ends where"),
-        (dict(human_poses=[]), "nothing to encode"),
         (dict(human_poses=[{"box": (1, 2, 3, 4)}]), "needs the HumanPose fields"),
         (dict(human_poses=[HumanPose(person.box, person.global_orientation, person.pose_ids[:3], person.camera, person.shape)]),
          "'pose' has 8 values"),
@@ -158,6 +157,10 @@ def test_bad_structured_inputs_are_refused_clearly(tokenizer_file, samples):
             processor(**arguments)
     with pytest.raises(ValueError, match="not a text-serialised 4M-21 modality"):
         to_text("caption", "a cat")
+    # nobody in the image: the reference's "none", which decodes back to no people
+    ids = processor(human_poses=[])["human_poses"]
+    assert processor.tokenizer.decode(ids[0][:-1]) == "none"
+    assert processor.decode({"human_poses": ids})["human_poses"][0]["data"] == []
 
 
 def test_a_tokenizer_without_the_serialisation_keywords_is_refused():

@@ -103,3 +103,10 @@ def test_structured_values_read_back():
 def test_malformed_input_gets_a_clear_error(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_no_people_is_the_references_none_both_ways():
+    from fourm_hf.text.text_serialization import parse_human_poses, serialize_human_poses
+
+    assert serialize_human_poses([]) == "none"
+    assert parse_human_poses("none") == [] and parse_human_poses("none ") == []

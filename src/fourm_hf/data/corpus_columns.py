@@ -44,6 +44,7 @@ from PIL import Image
 
 from ..processing.image_modalities import resize_float, resize_ids
 from ..processing.tokenizer_placement import placed
+from ..text.sequence_modalities import SEQUENCE_MAX_LENGTHS, id_split_for, to_text
 from ..text.text_serialization import METADATA_KEYS
 from .corpus_instances import crop_human_poses, crop_sam_instances, human_pose_entries, sam_instance_points
 
@@ -137,7 +138,7 @@ def tokenize_released_columns(processor, rows: dict, plan: dict, positions, crop
         elif column == "sam_instance":
             cropped = [crop_sam_instances(v, s, b, label) for v, s, b, label in zip(values, row_sizes, crop_boxes, labels)]
             entries = sam_instance_points(cropped, processor.sequence_tokenizers[name], processor.tokenizer.coord_bins)
-            columns[name] = _sequence_ids(processor, name, entries)
+            columns[name] = _sequence_ids(processor, name, [_fit_sam_points(processor.tokenizer, e) for e in entries])
         elif column == "human_poses":
             cropped = [crop_human_poses(v, s, b, label) for v, s, b, label in zip(values, row_sizes, crop_boxes, labels)]
             entries = human_pose_entries(cropped, processor.sequence_tokenizers[name], processor.tokenizer.coord_bins)
@@ -241,6 +242,25 @@ def _palette(value, label) -> list:
             raise ValueError(f"{label}: a colour is 3 integer bins, got {color.tolist()}")
         colors.append(tuple(int(c) for c in color))
     return colors
+
+
+def _fit_sam_points(tokenizer, points: list[dict]) -> list[dict]:
+    """The query points of one row that fit ``sam_instance``'s released length, spread over the row.
+
+    SAM's automatic masks at the reference's 7x7 query grid easily give more ids than the 290 the model reads
+    (21 per mask). The reference samples points per sample; here a row keeps the largest evenly spaced
+    subset of its points (in their grid order) whose serialisation + [EOS] fits, so no row is refused.
+    """
+    if not points:
+        return points
+    id_split = id_split_for(tokenizer)
+    lengths = [len(tokenizer(to_text("sam_instance", [p], id_split), add_special_tokens=False)["input_ids"]) for p in points]
+    budget = SEQUENCE_MAX_LENGTHS["sam_instance"] - 1  # [EOS]
+    for count in range(len(points), 0, -1):
+        keep = sorted(set(np.linspace(0, len(points) - 1, count).round().astype(int).tolist()))
+        if sum(lengths[i] for i in keep) <= budget:
+            return [points[i] for i in keep]
+    return []
 
 
 def _sequence_ids(processor, name: str, samples: list, empty_text: str | None = None) -> list[list[int]]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 ID_SPLIT = 512
 POSE_SECTIONS = {"global": 9, "pose": 8, "camera": 3, "shape": 10}  # section -> number of values
 SAM_MASK_TOKENS = 16
+NO_HUMANS = "none"  # the reference's human_poses text for an image without people
 
 
 # ---- single tokens --------------------------------------------------------------------------------
@@ -176,7 +177,10 @@ class HumanPose:
 
 
 def serialize_human_poses(humans: Sequence[HumanPose], id_split: int = ID_SPLIT) -> str:
-    """People -> ``"human <box> <section> <values> ... "`` (with the reference's trailing space)."""
+    """People -> ``"human <box> <section> <values> ... "`` (with the reference's trailing space); nobody ->
+    ``"none"``, the reference's text for an image without people."""
+    if not humans:
+        return NO_HUMANS
     parts = []
     for human in humans:
         parts.append("human " + " ".join(coordinate(level, v) for level, v in enumerate(human.box)))
@@ -193,7 +197,10 @@ def serialize_human_poses(humans: Sequence[HumanPose], id_split: int = ID_SPLIT)
 
 
 def parse_human_poses(text: str, id_split: int = ID_SPLIT) -> list[HumanPose]:
+    """``serialize_human_poses``'s text -> people (``"none"`` -> no one)."""
     reader, humans = _Reader(text, "human_poses"), []
+    if reader.tokens == [NO_HUMANS]:
+        return []
     while not reader.done():
         reader.keyword("human")
         box, sections, order = reader.box(), {}, []
