@@ -412,3 +412,33 @@ def test_caption_prompts_are_the_first_captions_that_fit_the_model(tmp_path, che
     config.save_pretrained(folder)
     with pytest.raises(ValueError, match="no held-out caption fits"):
         report.caption_prompts_that_fit(scenes, 1, folder, processor)
+
+
+def test_dtype_and_int8_reach_the_pipeline_model(checkpoint, scenes, tmp_path, capsys):
+    pytest.importorskip("fourm_hf.pipelines.any_to_any", reason="the any-to-any pipeline is not in this checkout")
+    import torch
+
+    from fourm_hf.cli import main
+    from fourm_hf.evaluation.predictors import PipelinePredictor
+    from fourm_hf.modeling.quantization import quantized_parts
+
+    half = PipelinePredictor(checkpoint, ["depth"], seed=1, batch_size=2, dtype="bfloat16")
+    assert {p.dtype for p in half.pipe.model.parameters()} == {torch.bfloat16}
+    assert half.predict(scenes[:2], "depth")[0].shape == (SIZE, SIZE)
+    quantized = PipelinePredictor(checkpoint, ["det"], seed=1, batch_size=2, int8=True)
+    assert quantized_parts(quantized.pipe.model) == ["encoder", "decoder", "heads"]
+    assert isinstance(quantized.predict(scenes[:1], "det")[0], list)
+    with pytest.raises(ValueError, match="--dtype must be one of"):
+        PipelinePredictor(checkpoint, ["depth"], dtype="float16")
+    with pytest.raises(ValueError, match="--int8 quantises float32 weights"):
+        report.run_evaluation(checkpoint, num_scenes=1, targets=["depth"], dtype="bfloat16", int8=True)
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--num-scenes", "2", "--batch-size", "2", "--targets", "depth",
+                 "--train-stats-scenes", "2", "--caption-prompts", "0", "--dtype", "bfloat16", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["dtype"] == "bfloat16" and not result["int8"]
+    assert "models in bfloat16" in result["markdown"] and "--dtype bfloat16" in result["command"]
+    with pytest.raises(SystemExit) as error:
+        main(["evaluate", "--checkpoint", str(checkpoint), "--dtype", "float16"])
+    assert error.value.code == 2

@@ -7,7 +7,7 @@ import argparse
 import json
 import shlex
 
-from ..evaluation.predictors import TARGETS
+from ..evaluation.predictors import MODEL_DTYPES, TARGETS
 from ..evaluation.report import (
     DEFAULT_CAPTION_PROMPTS,
     parse_carried_rows,
@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"held-out captions for caption -> RGB (default: {DEFAULT_CAPTION_PROMPTS} or --num-scenes if fewer; 0 = skip)")
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     parser.add_argument("--device", default=None, help="pipeline device, e.g. cuda:0 (default: the pipeline's choice)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(MODEL_DTYPES),
+                        help="load the 4M models in this format (default float32)")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantise the float32 4M models to dynamic int8 (encoder, decoder, heads; CPU only)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--markdown", default=None, help="write the markdown report here")
 
@@ -62,6 +66,10 @@ def command_line(args: argparse.Namespace, program: str = "fourm-hf evaluate") -
     if args.caption_prompts is not None:
         parts += ["--caption-prompts", str(args.caption_prompts)]
     parts += ["--seed", str(args.seed)]
+    if getattr(args, "dtype", "float32") != "float32":
+        parts += ["--dtype", args.dtype]
+    if getattr(args, "int8", False):
+        parts += ["--int8"]
     return shlex.join(parts)
 
 
@@ -75,6 +83,7 @@ def main(args: argparse.Namespace, program: str = "fourm-hf evaluate") -> int:
         train_stats=args.train_stats,
         train_stats_scenes=args.train_stats_scenes, caption_prompts=args.caption_prompts, seed=args.seed,
         device=args.device, processor=args.processor, command=command, carry_rows=parse_carried_rows(args.carry_row),
+        dtype=args.dtype, int8=args.int8,
     )
     print(result["markdown"])
     if args.out:

@@ -38,6 +38,8 @@ from ..processing.image_processing_fourm import FourMImageProcessor
 from .heldout import check_not_heldout
 
 TARGETS = ("depth", "normal", "semseg", "det", "caption")
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""The numeric formats a pipeline predictor can load its model in (``--dtype``)."""
 """Targets scored from RGB, in table order."""
 
 DENSE_TARGETS = ("depth", "normal", "semseg")
@@ -91,22 +93,34 @@ class PipelinePredictor:
         device: passed to ``pipeline`` when building it from a folder.
         generate_kwargs: extra decoding options for every call (``num_steps``, ``temperature``, ...).
         processor: a FourMProcessor (or its folder) when ``checkpoint`` is a folder holding only the model.
+        dtype: ``"float32"`` (default) or ``"bfloat16"``: the model's weights, KV cache and activations
+            (``pipeline(..., dtype=...)``; the processor's tokenizers keep their own dtype).
+        int8: quantise the float32 model's decoder, heads and encoder to dynamic int8 (CPU only;
+            ``fourm_hf.modeling.quantization.quantize_int8``).
     """
 
     def __init__(self, checkpoint, targets=TARGETS, name: str = "4M", seed: int = 0, batch_size: int = 16,
-                 device=None, generate_kwargs: dict | None = None, processor=None):
+                 device=None, generate_kwargs: dict | None = None, processor=None, dtype: str = "float32",
+                 int8: bool = False):
         self.name = name
         self.targets = check_targets(targets)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.generate_kwargs = dict(generate_kwargs or {})
+        check_model_format(dtype, int8)
         if isinstance(checkpoint, (str, Path)):
             options = {} if device is None else {"device": device}
             if processor is not None:
                 options["processor"] = processor
+            if dtype != "float32":
+                options["dtype"] = MODEL_DTYPES[dtype]
             self.pipe = pipeline("any-to-any", model=str(checkpoint), **options)
         else:
             self.pipe = checkpoint
+        if int8:
+            from ..modeling.quantization import QUANTIZABLE_PARTS, quantize_int8
+
+            quantize_int8(self.pipe.model, parts=QUANTIZABLE_PARTS)
 
     def predict(self, scenes: list[dict], target: str) -> list:
         _check_target(self, target)
@@ -116,6 +130,14 @@ class PipelinePredictor:
         if len(outputs) != len(scenes):
             raise ValueError(f"{self.name}: the pipeline returned {len(outputs)} outputs for {len(scenes)} images")
         return [pipeline_prediction(output, target) for output in outputs]
+
+
+def check_model_format(dtype: str, int8: bool) -> None:
+    """``dtype`` names one of :data:`MODEL_DTYPES`; ``int8`` starts from float32 weights."""
+    if dtype not in MODEL_DTYPES:
+        raise ValueError(f"--dtype must be one of {sorted(MODEL_DTYPES)}, got {dtype!r}")
+    if int8 and dtype != "float32":
+        raise ValueError(f"--int8 quantises float32 weights; it cannot be combined with --dtype {dtype}")
 
 
 def pipeline_prediction(output: dict, target: str):

@@ -2,7 +2,7 @@
 
     fourm-hf evaluate --checkpoint DIR [--num-scenes 200] [--batch-size 16] [--targets depth semseg ...]
         [--compare NAME=DIR] [--specialist depth=DIR --specialist semseg=DIR] [--train-stats DATASET_DIR]
-        [--caption-prompts 20] [--out eval.json] [--markdown table.md]
+        [--caption-prompts 20] [--dtype float32|bfloat16] [--int8] [--out eval.json] [--markdown table.md]
 
 Rows: ``4M`` (the any-to-any pipeline, RGB -> each target with its default schedule), ``tokenizer
 ceiling`` (the true maps through the checkpoint's own VQ-VAEs / text tokenizer), ``trivial baseline``
@@ -12,7 +12,8 @@ ceiling`` (the true maps through the checkpoint's own VQ-VAEs / text tokenizer),
 pipeline on that target only); ``--compare NAME=DIR`` adds a row for another 4M checkpoint, scored
 like ``--checkpoint`` (e.g. the same model at the specialists' compute); ``--carry-row FILE=NAME`` copies
 row NAME from an earlier ``--out`` JSON of the same held-out scenes (a specialist whose weights did not
-change need not be run again; the row's name says where it came from). Columns: see ``scoring.py``.
+change need not be run again; the row's name says where it came from). ``--dtype`` / ``--int8`` load every
+4M row's model in that format (the references do not run a model). Columns: see ``scoring.py``.
 Below the table: caption -> RGB (see ``caption_to_rgb.py``). The held-out scenes are rendered in
 memory at the processor's image size (``heldout.py``). The JSON (``--out``) and markdown (``--markdown``) files are written atomically.
 """
@@ -27,7 +28,16 @@ from ..configuration_fourm import FourMConfig
 from ..processing.processing_fourm import FourMProcessor
 from .caption_to_rgb import caption_to_rgb_check
 from .heldout import HELDOUT_DATASET_SEED, TRAIN_STATS_DATASET_SEED, heldout_scenes, render_scene_set
-from .predictors import TARGET_MODALITIES, TARGETS, PipelinePredictor, TokenizerCeiling, TrainStatistics, TrivialBaseline, check_targets
+from .predictors import (
+    TARGET_MODALITIES,
+    TARGETS,
+    PipelinePredictor,
+    TokenizerCeiling,
+    TrainStatistics,
+    TrivialBaseline,
+    check_model_format,
+    check_targets,
+)
 from .scoring import evaluate_predictor, markdown_table
 
 DEFAULT_CAPTION_PROMPTS = 20
@@ -144,6 +154,8 @@ def run_evaluation(
     processor=None,
     command: str | None = None,
     carry_rows: list[tuple[str, str]] | None = None,
+    dtype: str = "float32",
+    int8: bool = False,
 ) -> dict:
     """Everything ``fourm-hf evaluate`` reports, as a JSON-able dict (``rows``, ``markdown``, ...).
 
@@ -153,8 +165,10 @@ def run_evaluation(
     ``processor``: a FourMProcessor folder for checkpoints that hold only the model (e.g. ``fourm-hf
     train`` outputs); a checkpoint with its own processor uses that one. ``carry_rows``: ``[(JSON file, row
     name)]`` of earlier evaluations of the same held-out scenes, appended to the table (``carried_rows``).
+    ``dtype`` (``"float32"`` or ``"bfloat16"``) and ``int8`` (dynamic int8 of the float32 model, CPU only): the format every 4M pipeline's model runs in.
     """
     targets = check_targets(targets)
+    check_model_format(dtype, int8)
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
         raise ValueError(f"--num-scenes must be an int >= 1, got {num_scenes!r}")
     if int(batch_size) < 1:
@@ -194,16 +208,18 @@ def run_evaluation(
             render_scene_set(train_stats_scenes, size, TRAIN_STATS_DATASET_SEED, desc="rendering statistics scenes"))
         stats_source = f"{train_stats_scenes} scenes rendered with dataset seed {TRAIN_STATS_DATASET_SEED}"
 
+    model_format = {"dtype": dtype, "int8": int8}
     model = PipelinePredictor(checkpoint, targets, name="4M", seed=seed, batch_size=batch_size, device=device,
-                              processor=processor_folder)
+                              processor=processor_folder, **model_format)
     predictors = [model]
     for name, folder in comparisons.items():
         predictors.append(PipelinePredictor(folder, targets, name=name, seed=seed, batch_size=batch_size, device=device,
-                                            processor=comparison_processors[name]))
+                                            processor=comparison_processors[name], **model_format))
     predictors += [ceiling, TrivialBaseline(statistics, targets)]
     for target, folder in specialists.items():
         predictors.append(PipelinePredictor(folder, [target], name=f"specialist ({target})", seed=seed,
-                                            batch_size=batch_size, device=device, processor=specialist_processors[target]))
+                                            batch_size=batch_size, device=device, processor=specialist_processors[target],
+                                            **model_format))
     rows = [evaluate_predictor(predictor, scenes, batch_size=batch_size) for predictor in predictors]
     rows += earlier_rows
 
@@ -222,6 +238,8 @@ def run_evaluation(
         "image_size": size,
         "heldout_dataset_seed": HELDOUT_DATASET_SEED,
         "seed": seed,
+        "dtype": dtype,
+        "int8": bool(int8),
         "targets": list(targets),
         "train_stats": {"source": stats_source, "num_scenes": statistics.num_scenes},
         "specialists": specialists,
@@ -251,11 +269,20 @@ def caption_prompts_that_fit(scenes: list[dict], count: int, checkpoint, process
     return prompts, too_long
 
 
+def model_format_note(result: dict) -> str:
+    """``""`` for float32 models, else how the 4M rows' models ran (``"; models in bfloat16"``)."""
+    if result.get("int8"):
+        return "; models in dynamic int8 (encoder, decoder, heads)"
+    dtype = result.get("dtype", "float32")
+    return "" if dtype == "float32" else f"; models in {dtype}"
+
+
 def format_report(result: dict) -> str:
     """The table, the caption -> RGB line and the command/date line, as markdown."""
     lines = [
         f"Held-out scenes: {result['num_scenes']} at {result['image_size']} px "
-        f"(dataset seed {result['heldout_dataset_seed']}); generation seed {result['seed']}.",
+        f"(dataset seed {result['heldout_dataset_seed']}); generation seed {result['seed']}"
+        f"{model_format_note(result)}.",
         "",
         markdown_table(result["rows"], result["targets"]),
         "",
