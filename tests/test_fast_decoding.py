@@ -136,6 +136,46 @@ def test_kv_cache_and_logits_follow_the_model_dtype(models, config, inputs):
     assert logits[0].dtype == torch.float32 and logits[0].shape == (BATCH, 4, config.modality("tok_depth").vocab_size)
 
 
+@pytest.mark.parametrize("format_name", ["fp32", "bf16"])
+def test_preallocated_kv_cache_equals_the_growing_cache_step_by_step(models, fp32_model, config, inputs, format_name):
+    model = fp32_model if format_name == "fp32" else models[format_name]
+    tokens, _ = inputs
+    schedule = build_generation_schedule(config, ["tok_rgb"], ["caption"])
+    state = prepare_state(config, dict(tokens), schedule, None, None, None, torch.device("cpu"), None)
+    encoded = model.encode(**pack_encoder_inputs(state, ["tok_rgb"]))
+    key_values = model.decoder_context_key_values(encoded)
+    steps, caption = 6, config.modality_id("caption")
+    growing, preallocated = [KVCache() for _ in model.decoder], [KVCache(steps) for _ in model.decoder]
+    ids = torch.full((BATCH, 1), 2)
+    for step in range(steps):
+        outputs = [model.decode(encoded, ids, torch.full_like(ids, caption), torch.full_like(ids, step),
+                                context_key_values=key_values, kv_caches=caches)[0] for caches in (growing, preallocated)]
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+        ids = model.decoder_embeddings["caption"].logits(outputs[0]).argmax(-1)
+    assert len(preallocated[0]) == steps and preallocated[0].key.dtype == growing[0].key.dtype
+    torch.testing.assert_close(preallocated[0].key, growing[0].key, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="exceed its capacity 6"):
+        preallocated[0].append(growing[0].key[:, :, :1], growing[0].value[:, :, :1])
+    with pytest.raises(ValueError, match="capacity must be an int >= 1"):
+        KVCache(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_query_attention_on_the_cpu_equals_sdpa(dtype):
+    from fourm_hf.modeling.layers import attention
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, 4, length, 16, generator=generator).to(dtype) for length in (1, 9, 9))
+    allowed = torch.ones(2, 1, 9, dtype=torch.bool)
+    allowed[1, 0, 5:] = False
+    bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    out, weights = attention(query, key, value, bias, "sdpa")
+    expected = torch.nn.functional.scaled_dot_product_attention(query.float(), key.float(), value.float(),
+                                                                 attn_mask=bias.float())
+    assert weights is None and out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, **({} if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)))
+
+
 def test_quantize_int8_parts_and_refusals(fp32_model):
     model = quantize_int8(copy.deepcopy(fp32_model))
     assert quantized_parts(model) == ["decoder", "heads"]

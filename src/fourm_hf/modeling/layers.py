@@ -45,11 +45,13 @@ def attention(
     """Scaled dot-product attention. q (B,H,L,d), k/v (B,H,S,d), bias (B,1,L,S) -> (B,H,L,d), weights.
 
     ``weights`` (B, H, L, S) only with ``output_attentions`` (computed eagerly whatever the
-    implementation, since SDPA does not return them), else None.
+    implementation, since SDPA does not return them), else None. One query on the CPU (a cached decoding
+    step) is computed eagerly too, the same arithmetic: SDPA's CPU kernel is slower there (1.0-1.3x in
+    float32, 2.5-5.8x in bfloat16; benchmarks/RESULTS.md, "Fast decoding").
     """
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}.")
-    if implementation == "sdpa" and not output_attentions:
+    if implementation == "sdpa" and not output_attentions and not (query.shape[-2] == 1 and query.device.type == "cpu"):
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias), None
     scores = (query @ key.transpose(-2, -1)) * query.shape[-1] ** -0.5
     if bias is not None:
@@ -229,21 +231,40 @@ class KVCache:
     """Self-attention keys/values of one decoder block, grown one chunk at a time.
 
     Used by autoregressive decoding: every step appends the new token's k/v (B, H, 1, d) instead of
-    recomputing the whole prefix.
+    recomputing the whole prefix. With ``capacity`` (the most keys it will hold) the first append
+    allocates (B, H, capacity, d) buffers in the keys' dtype and every append writes into them in place
+    (no copy of the cache per step); without it each append concatenates (the cache grows by a copy).
     """
 
-    def __init__(self):
+    def __init__(self, capacity: int | None = None):
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"KVCache capacity must be an int >= 1 or None, got {capacity!r}.")
+        self.capacity = capacity
         self.key: torch.Tensor | None = None
         self.value: torch.Tensor | None = None
+        self.length = 0
 
     def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """key/value (B, H, L, d) -> all keys/values so far (B, H, S + L, d)."""
+        """key/value (B, H, L, d) -> all keys/values so far (B, H, S + L, d) (views of the buffers with ``capacity``)."""
+        new_length = self.length + key.shape[2]
+        if self.capacity is None:
+            if self.key is None:
+                self.key, self.value = key, value
+            else:
+                self.key = torch.cat([self.key, key], dim=2)
+                self.value = torch.cat([self.value, value], dim=2)
+            self.length = new_length
+            return self.key, self.value
+        if new_length > self.capacity:
+            raise ValueError(f"KVCache: {new_length} keys exceed its capacity {self.capacity}.")
         if self.key is None:
-            self.key, self.value = key, value
-        else:
-            self.key = torch.cat([self.key, key], dim=2)
-            self.value = torch.cat([self.value, value], dim=2)
-        return self.key, self.value
+            shape = (*key.shape[:2], self.capacity, key.shape[3])
+            self.key = key.new_empty(shape)
+            self.value = value.new_empty(shape)
+        self.key[:, :, self.length:new_length] = key
+        self.value[:, :, self.length:new_length] = value
+        self.length = new_length
+        return self.key[:, :, :new_length], self.value[:, :, :new_length]
 
     def __len__(self) -> int:
-        return 0 if self.key is None else self.key.shape[2]
+        return self.length

@@ -367,8 +367,10 @@ class FourMModel(FourMPreTrainedModel):
                 appended to it and the new tokens attend to everything cached before them.
             self_attention_mask: (B, T, S) bool, True where new token i may attend to key j of the
                 S = cached + T self-attention keys. Default: the modality rule among the new tokens and
-                every cached key allowed (one sequence decoded token by token).
+                every cached key allowed (one sequence decoded token by token; one new token without a
+                ``decoder_attention_mask`` sees every key, so no mask is built).
         """
+        one_new_token = kv_caches is not None and decoder_attention_mask is None and decoder_input_ids.shape[1] == 1
         if decoder_attention_mask is None:
             decoder_attention_mask = torch.ones_like(decoder_input_ids)
         content, placement = self.decoder_embeddings(
@@ -380,13 +382,13 @@ class FourMModel(FourMPreTrainedModel):
             self.encoder_modality_embeddings(),
         )
         hidden_states = content + placement
-        if self_attention_mask is None:
+        if self_attention_mask is None and not one_new_token:
             self_attention_mask = self.decoder_self_attention_mask(decoder_modality_ids, decoder_attention_mask)
             cached = len(kv_caches[0]) if kv_caches is not None else 0
             if cached:
                 seen = torch.ones(*self_attention_mask.shape[:2], cached, dtype=torch.bool, device=self_attention_mask.device)
                 self_attention_mask = torch.cat([seen, self_attention_mask], dim=-1)
-        self_bias = mask_to_bias(self_attention_mask, hidden_states.dtype)
+        self_bias = None if self_attention_mask is None else mask_to_bias(self_attention_mask, hidden_states.dtype)
         cross_bias = mask_to_bias(encoded.attention_mask.bool()[:, None, :], hidden_states.dtype)
         context = self.encoder_context(encoded) if context_key_values is None else None
         all_states = (hidden_states,) if output_hidden_states else None

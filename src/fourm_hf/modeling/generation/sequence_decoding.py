@@ -45,8 +45,8 @@ def decode_sequence_target(
     """Autoregressive decoding of one sequence target after its given prefix; fills ``state`` in place.
 
     Cached: one encoder pass (all guidance views stacked, or one per view without
-    ``batch_guidance``), the cross-attention keys/values computed once, a self-attention KV cache,
-    one decoder token per step. ``naive``: one encoder pass per view, then at every step the whole
+    ``batch_guidance``), the cross-attention keys/values computed once, a self-attention KV cache
+    preallocated for the longest row and written in place, one decoder token per step. ``naive``: one encoder pass per view, then at every step the whole
     decoded prefix goes through the decoder again, per view. With ``plan.sequence_start ==
     "sentinel"`` the encoder holds ``[S_1]`` after the prefix also for an empty one. The decoder's
     positions start at 0 either way (the target is its own sequence, as both sides train it).
@@ -79,7 +79,7 @@ def decode_sequence_target(
         cached_groups = []
         for group in groups:
             encoded = stack_encoded([model.encode(**b) for b in group])
-            cached_groups.append((len(group), encoded, context_key_values(model, encoded), [KVCache() for _ in model.decoder]))
+            cached_groups.append((len(group), encoded, context_key_values(model, encoded), [KVCache(max_new) for _ in model.decoder]))
     history = torch.full((batch, 1), START_SENTINEL_ID, dtype=torch.long, device=device)
     generated = torch.full((batch, max_new), PAD_ID, dtype=torch.long, device=device)
     generated_probs = torch.full((batch, max_new), float("nan"), device=device) if state.token_probs is not None else None
