@@ -24,13 +24,15 @@ def test_dry_run_writes_json_and_markdown(tmp_path):
     completed = run("--dry-run", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
-    assert set(report["sections"]) == {"train", "caption", "guided", "rgb_to_all", "formats", "divae", "offloading"}
+    assert set(report["sections"]) == {"train", "caption", "caption_x8", "guided", "rgb_to_all", "formats", "divae",
+                                          "offloading"}
     assert not any("error" in section for section in report["sections"].values()), report["sections"]
     assert report["sections"]["offloading"]["restored_after_error"] is True
     assert 0 < report["sections"]["divae"]["bf16 fast max_abs_vs_fp32"] < 1.0
     assert report["sections"]["formats"]["bf16_identical_share"] > 0
     assert report["sections"]["train"]["sdpa"]["tokens_per_s"] > 0
     assert report["sections"]["caption"]["same_tokens"] and report["sections"]["guided"]["same_tokens"]
+    assert report["sections"]["caption_x8"]["same_tokens"]
     table = (tmp_path / "out" / "gpu_check.md").read_text()
     assert "| train (batch 2) | sdpa |" in table and "| guided | naive |" in table
 
