@@ -10,6 +10,11 @@ the plain decode in the same format, and of each decode from the fp32 plain deco
 weights are perturbed by N(0, 0.02) so the zero-initialised output layers do not make every image 0.
 
     python benchmarks/bench_divae_decode.py --images 2 --steps 1 --repeats 1
+    python benchmarks/bench_divae_decode.py --images 1 --steps 1 --islands   # bf16 with float32 islands
+
+``--islands`` adds two bf16 variants of the plain path: ``bf16 autocast`` (float32 weights under
+``torch.autocast("cpu", dtype=torch.bfloat16)``) and ``bf16 fp32-head`` (the bf16 UNet with its output head,
+GroupNorm -> SiLU -> conv, in float32 with float32 weights): how close float32 islands bring bf16 to fp32.
 """
 
 from __future__ import annotations
@@ -36,14 +41,31 @@ def released_rgb_divae() -> FourMDiVAE:
     return model
 
 
-def decode(model, ids, noise, steps: int, per_image: bool) -> tuple[float, torch.Tensor]:
+class Float32Head(torch.nn.Module):
+    """A float32 copy of the UNet's output head, fed the bf16 activations cast to float32."""
+
+    def __init__(self, head: torch.nn.Module):
+        super().__init__()
+        self.head = copy.deepcopy(head).float()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden.float())
+
+
+def decode(model, ids, noise, steps: int, per_image: bool, autocast: bool = False) -> tuple[float, torch.Tensor]:
     start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        images = _decode(model, ids, noise, steps, per_image)
+    return time.perf_counter() - start, images.float()
+
+
+def _decode(model, ids, noise, steps: int, per_image: bool) -> torch.Tensor:
     if per_image:
         images = [model.decode(ids[i:i + 1], num_steps=steps, initial_noise=noise[i:i + 1], progress=False) for i in range(len(ids))]
         images = torch.cat(images)
     else:
         images = model.decode(ids, num_steps=steps, initial_noise=noise, progress=False)
-    return time.perf_counter() - start, images
+    return images
 
 
 def main() -> None:
@@ -53,6 +75,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--formats", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--islands", action="store_true", help="also bf16 under autocast and bf16 with a float32 head")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,10 +89,14 @@ def main() -> None:
         plain = base if fmt == "fp32" else copy.deepcopy(base).to(torch.bfloat16)
         models[(fmt, "plain")] = plain
         models[(fmt, "fast")] = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    if args.islands and "bf16" in args.formats:
+        models[("bf16", "autocast")] = base
+        models[("bf16", "fp32-head")] = copy.deepcopy(models[("bf16", "plain")])
+        models[("bf16", "fp32-head")].decoder.out = Float32Head(base.decoder.out)
     times, images = {key: [] for key in models}, {}
     for _ in range(args.repeats):
         for (fmt, path), model in models.items():
-            seconds, decoded = decode(model, ids, noise, args.steps, per_image=path == "plain")
+            seconds, decoded = decode(model, ids, noise, args.steps, per_image=path != "fast", autocast=path == "autocast")
             times[(fmt, path)].append(seconds)
             images[(fmt, path)] = decoded
     calls = len(base.noise_scheduler.timesteps)

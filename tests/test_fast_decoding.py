@@ -160,22 +160,6 @@ def test_preallocated_kv_cache_equals_the_growing_cache_step_by_step(models, fp3
         KVCache(0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_one_query_attention_on_the_cpu_equals_sdpa(dtype):
-    from fourm_hf.modeling.layers import attention
-
-    generator = torch.Generator().manual_seed(0)
-    query, key, value = (torch.randn(2, 4, length, 16, generator=generator).to(dtype) for length in (1, 9, 9))
-    allowed = torch.ones(2, 1, 9, dtype=torch.bool)
-    allowed[1, 0, 5:] = False
-    bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-    out, weights = attention(query, key, value, bias, "sdpa")
-    expected = torch.nn.functional.scaled_dot_product_attention(query.float(), key.float(), value.float(),
-                                                                 attn_mask=bias.float())
-    assert weights is None and out.dtype == dtype
-    torch.testing.assert_close(out.float(), expected, **({} if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)))
-
-
 def test_quantize_int8_parts_and_refusals(fp32_model):
     model = quantize_int8(copy.deepcopy(fp32_model))
     assert quantized_parts(model) == ["decoder", "heads"]

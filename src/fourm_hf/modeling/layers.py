@@ -45,13 +45,11 @@ def attention(
     """Scaled dot-product attention. q (B,H,L,d), k/v (B,H,S,d), bias (B,1,L,S) -> (B,H,L,d), weights.
 
     ``weights`` (B, H, L, S) only with ``output_attentions`` (computed eagerly whatever the
-    implementation, since SDPA does not return them), else None. One query on the CPU (a cached decoding
-    step) is computed eagerly too, the same arithmetic: SDPA's CPU kernel is slower there (1.0-1.3x in
-    float32, 2.5-5.8x in bfloat16; benchmarks/RESULTS.md, "Fast decoding").
+    implementation, since SDPA does not return them), else None.
     """
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}.")
-    if implementation == "sdpa" and not output_attentions and not (query.shape[-2] == 1 and query.device.type == "cpu"):
+    if implementation == "sdpa" and not output_attentions:
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias), None
     scores = (query @ key.transpose(-2, -1)) * query.shape[-1] ** -0.5
     if bias is not None:

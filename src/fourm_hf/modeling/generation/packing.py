@@ -123,7 +123,9 @@ def context_key_values(model, encoded: FourMEncoderOutput) -> list[tuple[torch.T
     batch with longer views.
     """
     keep = encoded.attention_mask.to(encoded.last_hidden_state.dtype)[:, None, :, None]  # B, 1, L, 1
-    return [(key, value * keep) for key, value in model.decoder_context_key_values(encoded)]
+    # contiguous once here: the keys are a strided view of the fused k|v projection, which every cached step's
+    # one-query attention (a batched matmul) would otherwise copy again
+    return [(key.contiguous(), value * keep) for key, value in model.decoder_context_key_values(encoded)]
 
 
 def target_logits(model, target: str, states: torch.Tensor) -> torch.Tensor:
