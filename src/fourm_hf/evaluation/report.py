@@ -165,7 +165,8 @@ def run_evaluation(
     ``processor``: a FourMProcessor folder for checkpoints that hold only the model (e.g. ``fourm-hf
     train`` outputs); a checkpoint with its own processor uses that one. ``carry_rows``: ``[(JSON file, row
     name)]`` of earlier evaluations of the same held-out scenes, appended to the table (``carried_rows``).
-    ``dtype`` (``"float32"`` or ``"bfloat16"``) and ``int8`` (dynamic int8 of the float32 model, CPU only): the format every 4M pipeline's model runs in.
+    ``dtype`` (``"float32"`` or ``"bfloat16"``) and ``int8`` (dynamic int8 of the float32 model, CPU
+    only): the format every 4M pipeline's model runs in.
     """
     targets = check_targets(targets)
     check_model_format(dtype, int8)
