@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -414,11 +415,11 @@ def test_interrupted_run_resumes_to_the_same_dataset(labellers, labelled, image_
     _assert_same_dataset(resumed, reference)
 
 
-_KILL_SCRIPT = """
+_KILL_PREAMBLE = """
 import os, signal, sys
 import torch
 from fourm_hf.data import pseudo_label as pl
-depth, images, out, threads = sys.argv[1:5]
+images, out, threads, size = sys.argv[1:5]
 torch.set_num_threads(int(threads))  # as in the parent: float reductions then agree bit for bit
 real_replace, calls = os.replace, []
 def replace_then_die(src, dst):
@@ -427,24 +428,27 @@ def replace_then_die(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
     real_replace(src, dst)
 os.replace = replace_then_die
-labellers = pl.build_labellers(depth_model=depth, batch_size=2)
-pl.pseudo_label_dataset(images, out, labellers, size=32, batch_size=2, shard_size=2)
 """
 
 
-def test_killed_process_resumes_to_the_same_dataset(models, image_dir, tmp_path):
+def label_until_killed(labellers_code: str, images, out, size: int) -> None:
+    """Run ``pseudo_label_dataset`` (2 images per shard) with the labellers ``labellers_code`` builds, in a child
+    process that is SIGKILLed while it saves its second shard; check it left shard 0 and the debris of shard 1."""
     from conftest import subprocess_env
 
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-c", _KILL_SCRIPT, models["depth"], image_dir, str(out), str(torch.get_num_threads())],
-        env=subprocess_env(), capture_output=True, text=True, timeout=300,
-    )
+    script = _KILL_PREAMBLE + (f"labellers = {labellers_code}\n"
+                               "pl.pseudo_label_dataset(images, out, labellers, size=int(size), batch_size=2, shard_size=2)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(images), str(out), str(torch.get_num_threads()), str(size)],
+                            env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == -9, result.stderr[-2000:]
-    shards = tmp_path / "out.shards"
-    names = sorted(p.name for p in shards.iterdir() if p.is_dir())
+    names = sorted(p.name for p in Path(f"{out}.shards").iterdir() if p.is_dir())
     assert names[0] == "shard-00000-of-00002" and names[1].startswith("shard-00001-of-00002.tmp-"), names
-    assert not out.exists()
+    assert not Path(out).exists()
+
+
+def test_killed_process_resumes_to_the_same_dataset(models, image_dir, tmp_path):
+    out = tmp_path / "out"
+    label_until_killed(f"pl.build_labellers(depth_model={models['depth']!r}, batch_size=2)", image_dir, out, SIZE)
 
     labellers = pl.build_labellers(depth_model=models["depth"], batch_size=2)
     resumed = pl.pseudo_label_dataset(image_dir, out, labellers, size=SIZE, batch_size=2, shard_size=2)

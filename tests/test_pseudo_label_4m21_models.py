@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from fourm_hf.data.pseudo_label.labellers.sam_instance import (
 )
 from fourm_hf.text.text_serialization import SamMask, SamPoint, parse_sam_instances, serialize_sam_instances
 
-from conftest import SHARED_DIR, subprocess_env
+from conftest import SHARED_DIR
 from test_pseudo_label import _assert_same_dataset, _processor
 
 SIZE = 32
@@ -228,33 +226,12 @@ def test_dinov2_grid_and_global_match_a_direct_model_call(models, labelled):
     assert meta["labellers"]["dinov2,dinov2_global"]["model"] == models["dinov2"]
 
 
-_KILL_SCRIPT = """
-import os, signal, sys
-import torch
-from fourm_hf.data import pseudo_label as pl
-sam, dinov2, images, out, threads = sys.argv[1:6]
-torch.set_num_threads(int(threads))
-real_replace, calls = os.replace, []
-def replace_then_die(src, dst):
-    calls.append(dst)
-    if len(calls) == 3:  # 1: params file, 2: shard 0; the 2nd shard is saved to its temp folder, not renamed
-        os.kill(os.getpid(), signal.SIGKILL)
-    real_replace(src, dst)
-os.replace = replace_then_die
-labellers = pl.build_labellers(sam_model=sam, dinov2_model=dinov2, batch_size=2, **%r)
-pl.pseudo_label_dataset(images, out, labellers, size=32, batch_size=2, shard_size=2)
-""" % SAM_ARGS
-
-
 def test_killed_process_resumes_to_the_same_dataset(models, labellers, labelled, photo_dir, tmp_path):
+    from test_pseudo_label import label_until_killed
+
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-c", _KILL_SCRIPT, models["sam"], models["dinov2"], photo_dir, str(out), str(torch.get_num_threads())],
-        env=subprocess_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == -9, result.stderr[-2000:]
-    names = sorted(p.name for p in (tmp_path / "out.shards").iterdir() if p.is_dir())
-    assert names[0] == "shard-00000-of-00002" and names[1].startswith("shard-00001-of-00002.tmp-"), names
+    label_until_killed(f"pl.build_labellers(sam_model={models['sam']!r}, dinov2_model={models['dinov2']!r}, batch_size=2, "
+                       f"**{SAM_ARGS!r})", photo_dir, out, SIZE)
     resumed = pl.pseudo_label_dataset(photo_dir, out, labellers, size=SIZE, batch_size=2, shard_size=2)
     _assert_same_dataset(resumed, labelled)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -255,35 +253,12 @@ def test_dataset_columns_follow_the_contract(t5_folder, photo_dataset, tmp_path)
     assert meta["t5_caption"]["max_length"] == 77 and meta["canny_edge"]["sigma"] == 1.0
 
 
-_KILL_SCRIPT = """
-import os, signal, sys
-import torch
-from fourm_hf.data import pseudo_label as pl
-t5, images, out, threads = sys.argv[1:5]
-torch.set_num_threads(int(threads))
-real_replace, calls = os.replace, []
-def replace_then_die(src, dst):
-    calls.append(dst)
-    if len(calls) == 3:  # 1: params file, 2: shard 0; the 2nd shard is saved to its temp folder, not renamed
-        os.kill(os.getpid(), signal.SIGKILL)
-    real_replace(src, dst)
-os.replace = replace_then_die
-labellers = pl.build_labellers(t5_model=t5, batch_size=2, canny=True, color_palette=True, metadata=True)
-pl.pseudo_label_dataset(images, out, labellers, size=40, batch_size=2, shard_size=2)
-"""
-
-
 def test_killed_process_resumes_to_the_same_dataset(t5_folder, photo_dataset, tmp_path):
-    from conftest import subprocess_env
+    from test_pseudo_label import label_until_killed
 
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-c", _KILL_SCRIPT, t5_folder, photo_dataset, str(out), str(torch.get_num_threads())],
-        env=subprocess_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == -9, result.stderr[-2000:]
-    names = sorted(p.name for p in (tmp_path / "out.shards").iterdir() if p.is_dir())
-    assert names[0] == "shard-00000-of-00002" and names[1].startswith("shard-00001-of-00002.tmp-"), names
+    label_until_killed(f"pl.build_labellers(t5_model={t5_folder!r}, batch_size=2, canny=True, color_palette=True, metadata=True)",
+                       photo_dataset, out, SIZE)
     labellers = _labellers(t5_folder)
     resumed = pl.pseudo_label_dataset(photo_dataset, out, labellers, size=SIZE, batch_size=2, shard_size=2)
     reference = pl.pseudo_label_dataset(photo_dataset, tmp_path / "ref", labellers, size=SIZE, batch_size=2, shard_size=2)
