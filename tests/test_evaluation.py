@@ -356,6 +356,7 @@ def test_evaluate_command_writes_the_table_and_json(tmp_path, checkpoint, scenes
     assert rows[-1]["name"] == f"specialist (depth) (carried from eval.json, {result['date'][:10]})"
     assert rows[-1]["scores"] == result["rows"][4]["scores"]
     assert "--carry-row" in json.loads(again.read_text())["command"]
+    assert "scored by an earlier run on the same held-out scenes" in json.loads(again.read_text())["markdown"]
 
 
 def test_carried_rows_must_come_from_the_same_held_out_scenes(tmp_path):

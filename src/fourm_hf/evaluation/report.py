@@ -297,6 +297,9 @@ def format_report(result: dict) -> str:
                if check.get("skipped_too_long") else ".")
         )
         lines.append("")
+    if any("(carried from " in row["name"] for row in result["rows"]):
+        lines.append("Rows \"carried from\" a file were scored by an earlier run on the same held-out scenes and seed "
+                     "(`--carry-row`), with the metric definitions of that run.")
     lines.append(f"Trivial-baseline statistics: {result['train_stats']['source']}.")
     lines.append(f"Command: `{result['command'] or 'run_evaluation(...)'}` ({result['date']}).")
     return "\n".join(lines) + "\n"
