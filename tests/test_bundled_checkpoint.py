@@ -188,6 +188,27 @@ def test_the_committed_recipe_describes_the_bundled_checkpoint():
         assert config.modality(name).max_length == length
 
 
+def test_the_recipe_stages_chain_and_reproduce_sh_assembles_the_last_one():
+    """Each stage starts from the previous stage's output, and reproduce.sh runs them all and bundles the last."""
+    from conftest import REPO_ROOT
+    from fourm_hf.training.pretrain import load_settings
+
+    folder = REPO_ROOT / "examples" / "scenes64"
+    if not (folder / "reproduce.sh").is_file():
+        pytest.skip(f"{folder} is not part of an installed package (source checkout only)")
+    stages = [folder / "fourm_scenes64.yaml"] + sorted(folder.glob("fourm_scenes64_stage*.yaml"))
+    assert len(stages) >= 3
+    settings = [load_settings(stage) for stage in stages]
+    for previous, stage in zip(settings, settings[1:]):
+        assert stage["model"]["pretrained"] == previous["training"]["output_dir"]
+    script = (folder / "reproduce.sh").read_text()
+    for stage in stages:
+        assert f"train examples/scenes64/{stage.name} " in script, stage.name
+    last_output = settings[-1]["training"]["output_dir"].replace("runs/scenes64", "$RUN")
+    assert f'assemble-checkpoint --model "{last_output}"' in script
+    assert f'evaluate --checkpoint "{last_output}"' in script
+
+
 def test_the_bundled_checkpoint_carries_no_code_and_a_saved_copy_does(tmp_path):
     """The bundled folder ships inside the package: no flat code in it. A folder saved from it gets the
     code (as every saved folder does), and so does a copy prepared for the Hub; both then load with

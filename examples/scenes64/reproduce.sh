@@ -38,7 +38,7 @@ fourm-hf assemble-processor --text-tokenizer "$RUN/text_tokenizer" \
 fourm-hf build-corpus --dataset "$RUN/scenes" --processor "$RUN/processor" --crop none --out "$RUN/corpus/train"
 fourm-hf build-corpus --dataset "$RUN/scenes_val" --processor "$RUN/processor" --crop none --out "$RUN/corpus/validation"
 
-# 4. The 4M in two stages, then the two single-task specialists of the evaluation table. Give each run
+# 4. The 4M in three stages, then the two single-task specialists of the evaluation table. Give each run
 #    the cores it may use alone (torch threads fighting over a core run several times slower). A
 #    re-run resumes from the last checkpoint.
 train() {  # CONFIG OUTPUT_SUBDIR THREADS
@@ -48,14 +48,16 @@ train() {  # CONFIG OUTPUT_SUBDIR THREADS
 }
 train examples/scenes64/fourm_scenes64.yaml fourm 2
 train examples/scenes64/fourm_scenes64_stage2.yaml fourm_stage2 2
+train examples/scenes64/fourm_scenes64_stage3.yaml fourm_stage3 2
 train examples/scenes64/specialist_depth.yaml specialist_depth 2
 train examples/scenes64/specialist_semseg.yaml specialist_semseg 2
 
 # 5. The evaluation table (benchmarks/RESULTS.md, the model card), then the bundled folder.
-OMP_NUM_THREADS=1 fourm-hf evaluate --checkpoint "$RUN/fourm_stage2" --processor "$RUN/processor" --num-scenes 200 \
+OMP_NUM_THREADS=1 fourm-hf evaluate --checkpoint "$RUN/fourm_stage3" --processor "$RUN/processor" --num-scenes 200 \
+    --compare "4M after stage 2 (9000 steps)=$RUN/fourm_stage2" \
     --compare "4M after stage 1 (3000 steps: the specialists' compute)=$RUN/fourm" \
     --specialist depth="$RUN/specialist_depth" --specialist semseg="$RUN/specialist_semseg" \
     --train-stats "$RUN/scenes" --out "$RUN/eval.json" --markdown "$RUN/eval.md"
 cp "$RUN/eval.json" examples/scenes64/eval.json   # the committed record (and the card's table)
-fourm-hf assemble-checkpoint --model "$RUN/fourm_stage2" --processor "$RUN/processor" --evaluation "$RUN/eval.json" \
+fourm-hf assemble-checkpoint --model "$RUN/fourm_stage3" --processor "$RUN/processor" --evaluation "$RUN/eval.json" \
     --bundled --no-remote-code --out src/fourm_hf/checkpoints/fourm-scenes64
