@@ -5,8 +5,8 @@
 #
 # Cost on the 2-core development machine (shared with other work; see benchmarks/RESULTS.md):
 # scenes 0.5 min, tokenizers 8 CPU-min, corpus 2 min, 4M stage 1 41 min (on 1 thread, beside a
-# specialist on the other core), stage 2 46 min (2 threads), each specialist 27 min (1 thread),
-# evaluation 6 min (measured 2026-12-01 from each run's train_runtime).
+# specialist on the other core), stage 2 46 min (2 threads), stage 3 121 min (1 thread, 2026-12-06),
+# each specialist 27 min (1 thread), evaluation 6 min (measured 2026-12-01 from each run's train_runtime).
 set -euo pipefail
 RUN=runs/scenes64
 THREADS="--num-threads 1"
