@@ -73,12 +73,14 @@ def test_rgb_to_depth_and_semseg_beat_the_trivial_baseline(pipe, scenes):
     assert model["semseg_miou"] >= trivial["semseg_miou"] + 0.2, (model, trivial)
 
 
-def test_rgb_to_caption_names_the_objects(pipe, scenes):
+def test_rgb_to_caption_names_the_objects(pipe):
+    """On 16 scenes: the object F1 of 8 scenes moves by +-0.1 between checkpoints of the same 200-scene F1."""
     from fourm_hf.data.scenes import COLORS, SHAPES
     from fourm_hf.training.metrics import CaptionObjectF1
 
+    scenes = heldout_scenes(2 * NUM_SCENES, pipe.processor.image_size)
     outputs = pipe([Image.fromarray(scene["rgb"]) for scene in scenes], target_modalities=["caption"], seed=0,
-                   batch_size=NUM_SCENES)
+                   batch_size=2 * NUM_SCENES)
     metric = CaptionObjectF1(colours=list(COLORS), shapes=list(SHAPES), keep_in_memory=True)
     result = metric.compute(predictions=[out["caption"] for out in outputs], references=[s["caption"] for s in scenes])
     assert result["f1"] >= 0.5, [out["caption"] for out in outputs]
