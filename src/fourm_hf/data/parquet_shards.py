@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..output_paths import check_output_dir, clean_stale_staging, write_atomic
 from .corpus import CORPUS_INFO_FILE, to_training_format
-from .shards import load_dataset_split, quiet_datasets, shard_bounds
+from .shards import differing_keys, load_dataset_split, quiet_datasets, shard_bounds
 
 SHARDS_INFO_FILE = "parquet_shards.json"
 HUB_PREFIX = "hf://datasets/"
@@ -107,7 +107,7 @@ def _start_or_check(out_dir: Path, params: dict) -> None:
     if info.is_file():
         existing = json.loads(info.read_text())
         if existing != params:
-            differing = sorted(k for k in set(existing) | set(params) if existing.get(k) != params.get(k))
+            differing = differing_keys(existing, params)
             raise ValueError(f"write_parquet_shards: {out_dir} holds shards written with other {differing}; "
                              "use the same dataset, shard_size and columns, or another out_dir.")
     elif out_dir.is_dir() and any(out_dir.iterdir()):

@@ -41,6 +41,11 @@ def unwritten_shards(shards_dir: Path, bounds, num_shards: int) -> list[tuple[in
     return unwritten
 
 
+def differing_keys(existing: dict, params: dict) -> list[str]:
+    """The keys whose values differ between a run's saved parameters and this call's (either side may lack one)."""
+    return sorted(key for key in set(existing) | set(params) if existing.get(key) != params.get(key))
+
+
 def start_sharded_run(out_dir: Path, run_params: dict, params_file: str, command: str) -> Path:
     """The shards folder ``<out_dir>.shards`` of a run with ``run_params``, created if missing.
 
@@ -55,7 +60,7 @@ def start_sharded_run(out_dir: Path, run_params: dict, params_file: str, command
     if path.is_file():
         existing = json.loads(path.read_text())
         if existing != params:
-            differing = sorted(key for key in set(existing) | set(params) if existing.get(key) != params.get(key))
+            differing = differing_keys(existing, params)
             raise ValueError(f"{command}: {shards_dir} holds an unfinished run with different {differing}; "
                              "rerun with its arguments or delete it")
     else:
