@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import subprocess_env
 from fourm_hf.cli import main as cli_main
-from fourm_hf.training.checkpoints import STAGING_DIR
+from fourm_hf.training.checkpoints import FINAL_MODEL_STAGING, STAGING_DIR
 from fourm_hf.training.pretrain import build_model_config, random_corpus
 
 TINY_MODEL = dict(
@@ -45,6 +45,23 @@ def then_kill(self, *args, **kwargs):
 
 setattr(owner, name, then_kill)
 sys.exit(main(["train", "--config", config]))
+"""
+
+
+# Runs `fourm-hf train` in a child process that SIGKILLs itself halfway through writing the final model.
+KILLED_FINAL_SAVE = r"""
+import os, signal, sys
+from fourm_hf.cli import main
+from fourm_hf.training.trainer import FourMTrainer
+
+def dies_while_writing(self, output_dir=None, state_dict=None):
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "model.safetensors"), "wb") as handle:
+        handle.write(b"half a file")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+FourMTrainer._save = dies_while_writing
+sys.exit(main(["train", "--config", sys.argv[1]]))
 """
 
 
@@ -100,6 +117,25 @@ def test_sigkill_during_a_checkpoint_save_then_rerun_equals_an_uninterrupted_run
         assert weights.keys() == expected.keys()
         for name, tensor in expected.items():
             assert torch.equal(weights[name], tensor), (point, name)
+
+
+def test_sigkill_while_writing_the_final_model_leaves_the_earlier_files_whole(corpus_dir):
+    """The final model is staged and renamed into place file by file: a kill halfway through writing it
+    leaves the output folder's earlier model.safetensors as it was, and the next run removes the leftover."""
+    config = write_config(corpus_dir, "final-save")
+    assert cli_main(["train", "--config", config]) == 0
+    out = corpus_dir / "final-save"
+    written = (out / "model.safetensors").read_bytes()
+    # the rerun of a complete run writes its final model again, and dies halfway through
+    killed = subprocess.run([sys.executable, "-c", KILLED_FINAL_SAVE, config], capture_output=True, text=True,
+                            timeout=300, env=subprocess_env())
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / "model.safetensors").read_bytes() == written
+    assert (out / STAGING_DIR / FINAL_MODEL_STAGING / "model.safetensors").read_bytes() == b"half a file"
+
+    assert cli_main(["train", "--config", config]) == 0
+    assert not (out / STAGING_DIR).exists()
+    assert (out / "model.safetensors").read_bytes() == written  # the same weights, written whole
 
 
 def test_rerun_with_other_settings_is_refused_and_names_the_flag(corpus_dir, capsys):

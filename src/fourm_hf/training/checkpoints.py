@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import yaml
 
 STAGING_DIR = ".checkpoint-staging"
+FINAL_MODEL_STAGING = "final-model"  # under STAGING_DIR: the model a run saves at its end, before its files move into place
 SAVED_CONFIG_NAME = "fourm_pretrain.yaml"  # the resolved settings of the run, next to its checkpoints
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -51,6 +52,25 @@ def publish_checkpoint(run_dir: str, name: str) -> str:
     else:
         os.replace(staged, final)
     return final
+
+
+def publish_files(staged_dir: str, output_dir: str) -> list[str]:
+    """Move every file of ``staged_dir`` into ``output_dir``, each with one atomic rename (``os.replace``);
+    sub-folders (a processor's tokenizer folders, say) are moved whole, replacing an older one of that
+    name as :func:`publish_checkpoint` does. Returns the names moved."""
+    os.makedirs(output_dir, exist_ok=True)
+    names = sorted(os.listdir(staged_dir))
+    for name in names:
+        source, target = os.path.join(staged_dir, name), os.path.join(output_dir, name)
+        if os.path.isdir(source):
+            replaced = os.path.join(staged_dir, f"{name}.replaced")
+            if os.path.isdir(target):
+                os.replace(target, replaced)
+            os.replace(source, target)
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.replace(source, target)
+    return names
 
 
 def checkpoint_folders(output_dir: str) -> list[str]:

@@ -33,7 +33,8 @@ What differs from the stock ``Trainer`` and why:
 6. **Checkpoints are complete or absent**: each ``checkpoint-N`` is written under
    ``<output_dir>/.checkpoint-staging`` and renamed into place when complete; a kill during a save
    leaves only a staging folder, removed by the next save or run, and ``resume_from_checkpoint=True``
-   takes the last complete checkpoint (:mod:`fourm_hf.training.checkpoints`).
+   takes the last complete checkpoint (:mod:`fourm_hf.training.checkpoints`). The model saved at the end
+   (``save_model``) is staged the same way and each of its files renamed into ``output_dir``.
 
 6. **Frozen warm-up** (:class:`~fourm_hf.training.finetune.FrozenWarmupCallback`, ``model.frozen_model_steps``):
    the frozen parameters' gradients are dropped before gradient clipping, so they neither move nor
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 
 import torch
 from accelerate.utils import DistributedType
@@ -55,7 +57,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ..data.masking import FourMMaskingCollator, MaskingEpochCallback
 from ..data.masking.mixture_collator import MixtureCollator
-from .checkpoints import clean_staging, last_checkpoint, publish_checkpoint, staging_root
+from .checkpoints import FINAL_MODEL_STAGING, clean_staging, last_checkpoint, publish_checkpoint, publish_files, staging_root
 from .finetune import FrozenWarmupCallback
 from .sharding import check_requested_sharding, enable_fsdp_on_cpu
 
@@ -187,20 +189,43 @@ class FourMTrainer(Trainer):
         check_requested_sharding(self.accelerator, self.args)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Stock ``save_model``; under FSDP with sharded checkpoints the final model is still one full safetensors file.
+        """Stock ``save_model``, with every file of a model saved by the user (``_internal_call=False``) written
+        whole or not at all, and under FSDP with sharded checkpoints one full safetensors file.
 
-        The stock Trainer writes no model at all when FSDP's ``state_dict_type`` is ``SHARDED_STATE_DICT``
-        (checkpoints then hold per-rank shards only). The model saved at the end (``_internal_call=False``)
-        is gathered here instead, on every rank, and written by the main process, so the output folder
-        loads with ``from_pretrained``. Checkpoints stay sharded.
+        The files are written under ``<output_dir>/.checkpoint-staging/final-model`` and each is then renamed
+        into ``output_dir`` (``os.replace``), so a kill during the save leaves the earlier files (or none) and a
+        staging folder that the next save or run removes, never a truncated ``model.safetensors``. A save
+        inside a checkpoint (``_internal_call=True``) writes directly: the checkpoint folder itself is staged.
+        The push to the Hub that ``push_to_hub`` asks for happens after the files are in place.
         """
+        if _internal_call:
+            self._write_model(output_dir, _internal_call=True)
+            return
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        staged = os.path.join(staging_root(output_dir), FINAL_MODEL_STAGING)
+        if self.args.should_save:
+            shutil.rmtree(staged, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._write_model(staged, _internal_call=False)
+        self.accelerator.wait_for_everyone()  # every rank has written what it writes
+        if self.args.should_save:
+            publish_files(staged, output_dir)
+            clean_staging(output_dir)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _write_model(self, output_dir: str, _internal_call: bool) -> None:
+        """The stock save without its Hub push; under FSDP with ``SHARDED_STATE_DICT`` the final model is
+        gathered on every rank and written by the main process (the stock Trainer writes no model then),
+        so the output folder loads with ``from_pretrained``. Checkpoints stay sharded."""
         if self.is_fsdp_enabled and not _internal_call and (
             "FULL_STATE_DICT" not in str(self.accelerator.state.fsdp_plugin.state_dict_type)
         ):
             state_dict = self.accelerator.get_state_dict(self.model)  # a collective: all ranks take part
-            self._save(output_dir if output_dir is not None else self.args.output_dir, state_dict=state_dict)
+            self._save(output_dir, state_dict=state_dict)
             return
-        super().save_model(output_dir, _internal_call=_internal_call)
+        super().save_model(output_dir, _internal_call=True)
 
     # ---- helpers -------------------------------------------------------------------------------------
     @property
