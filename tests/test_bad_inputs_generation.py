@@ -117,7 +117,7 @@ GENERATE_CASES = [
     (dict(seed=2**70), ValueError, r"seed must be an integer in \[0"),
     (dict(seed="1"), TypeError, r"seed must be an integer"),
     (dict(naive="yes"), TypeError, r"naive must be True or False"),
-    (dict(batch_guidance=None), TypeError, r"batch_guidance must be True or False"),
+    (dict(batch_guidance="yes"), TypeError, r"batch_guidance must be True, False or None"),
     (dict(return_known=1), TypeError, r"return_known must be True or False"),
     (dict(num_sentinels=-1), ValueError, r"num_sentinels must be an integer >= 0"),
     (dict(generator="cpu"), TypeError, r"generator must be a torch.Generator"),

@@ -143,6 +143,20 @@ def test_batched_guidance_equals_sequential_with_a_context_bias(model):
         assert torch.equal(batched[name], sequential[name]), name
 
 
+def test_guidance_views_run_one_at_a_time_on_the_cpu_by_default(model, monkeypatch):
+    """``batch_guidance=None`` (the default) is False on the CPU: as many decoder forwards as with False."""
+    schedule = build_generation_schedule(model.config, ["tok_rgb"], ["tok_depth", "caption"], cfg_scales=3.0,
+                                         greedy=True, decoding_steps=3, tokens_per_target=[None, 4])
+    calls, real_decode = [], model.decode
+    monkeypatch.setattr(model, "decode", lambda *a, **k: calls.append(1) or real_decode(*a, **k))
+    counts = {}
+    for batch_guidance in (None, False, True):
+        calls.clear()
+        generate(model, rgb_tokens(model.config), schedule, batch_guidance=batch_guidance)
+        counts[batch_guidance] = len(calls)
+    assert counts[None] == counts[False] > counts[True], counts
+
+
 def test_unconditional_view_without_tokens_reads_a_zero_context(model):
     """Cross-attention over no real key returns 0 (the reference's empty encoder), not the bias."""
     stacked, _ = _guidance_logits(model, rgb_tokens(model.config))

@@ -161,16 +161,18 @@ def check_pipeline_options(*, num_steps=None, temperature=None, top_k=None, top_
             check_bool(option, value)
 
 
-def check_generate_options(*, generator=None, seed=None, naive=False, batch_guidance=True, progress=False,
+def check_generate_options(*, generator=None, seed=None, naive=False, batch_guidance=None, progress=False,
                            return_known=False, num_sentinels=0, batch_size=None) -> None:
     """The options of :func:`~.sampler.generate` other than tokens and schedule."""
     if generator is not None:
         check_generator(generator)
     if seed is not None:
         check_seed(seed)
-    for option, value in (("naive", naive), ("batch_guidance", batch_guidance), ("progress", progress),
-                          ("return_known", return_known)):
+    for option, value in (("naive", naive), ("progress", progress), ("return_known", return_known)):
         check_bool(option, value)
+    if batch_guidance is not None and not isinstance(batch_guidance, bool):
+        raise TypeError(f"batch_guidance must be True, False or None (batched on an accelerator, one view at a time "
+                        f"on the CPU), got {batch_guidance!r}.")
     check_int("num_sentinels", num_sentinels, low=0, accepts="[S_i] ids of the text vocabulary")
     if batch_size is not None:
         check_int("batch_size", batch_size, low=1)

@@ -33,7 +33,7 @@ def generate(
     batch_size: int | None = None,
     progress: bool = False,
     naive: bool = False,
-    batch_guidance: bool = True,
+    batch_guidance: bool | None = None,
     return_known: bool = False,
     seed: int | None = None,
     num_sentinels: int = NUM_SENTINELS,
@@ -57,9 +57,11 @@ def generate(
         batch_size: needed only when nothing else gives it (unconditional generation).
         progress: show a tqdm bar over decoding steps.
         naive: the slow reference path (no KV cache, one forward per guidance pass).
-        batch_guidance: run the guidance passes as one forward of (1 + K) * B rows (fast on a GPU);
-            False runs them one after the other, which avoids padding the shorter unconditional
-            inputs and is faster on a single CPU thread (see benchmarks/RESULTS.md). Same tokens.
+        batch_guidance: True runs the guidance passes' decoder (and a sequence target's encoder) as one
+            forward of (1 + K) * B rows, which pays on a GPU; False runs them one after the other, which
+            avoids padding the shorter unconditional inputs and is what pays on a CPU, where a forward's cost
+            grows with its rows (see benchmarks/RESULTS.md). None (the default): True on an accelerator,
+            False on the CPU. Same tokens either way.
         return_known: also return the known masks (e.g. when ``tokens_per_target`` left positions open).
         seed: re-seed ``generator`` with ``seed + step`` before every decoding step (an image step
             or a whole sequence target), as the reference's ``generate(seed=...)`` does.
@@ -83,6 +85,8 @@ def generate(
     check_generate_options(generator=generator, seed=seed, naive=naive, batch_guidance=batch_guidance, progress=progress,
                            return_known=return_known, num_sentinels=num_sentinels, batch_size=batch_size)
     device = model_device(model)
+    if batch_guidance is None:
+        batch_guidance = device.type != "cpu"
     state = prepare_state(model.config, tokens, schedule, known, pixel_values, batch_size, device, variant_tokens,
                           continuous_inputs)
     if generator is None:  # fresh entropy, never the global RNG
