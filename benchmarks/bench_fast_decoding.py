@@ -8,7 +8,8 @@ cross-attention keys/values, a self-attention KV cache, batched guidance); the n
 through the decoder again with the cross-attention keys/values recomputed, one forward per guidance
 pass. Scenarios as ``bench_generate.py`` (random weights, 224 px, real 4M-7 vocabularies, one thread).
 Every variant of a scenario runs once per repeat, interleaved (fp32 fast, fp32 naive, bf16 fast, ...),
-so machine-load drift hits all alike; the median is reported.
+so machine-load drift hits all alike; the median is reported. Every format and path first runs an untimed
+4-token caption (`--no-warmup` skips it).
 
 Per variant: seconds, generated tokens per second, the peak resident memory *during* the call above the
 resident memory before it (activations, caches; sampled every 2 ms), the model's weight bytes, and the
@@ -94,6 +95,16 @@ def run_once(model, schedule, pixel_values, naive: bool, seed: int):
         tokens = generate(model, {}, schedule, torch.Generator().manual_seed(seed), pixel_values=pixel_values, naive=naive)
         seconds = time.perf_counter() - start
     return seconds, memory.above_start, tokens
+
+
+def warm_up(models: dict, config, args) -> None:
+    """One untimed 4-token caption per format and path, so no timed variant pays first-call costs (kernel
+    selection, allocator growth, lazy initialisation)."""
+    schedule, batch = scenarios(config, 4, args.steps, args.cfg_scale, caption_batch=1)["caption"]
+    pixel_values = torch.zeros(batch, 3, config.image_size, config.image_size)
+    for model in models.values():
+        for naive in (False, True):
+            run_once(model, schedule, pixel_values, naive, args.seed)
 
 
 def generated_count(tokens: dict, config) -> int:
@@ -241,6 +252,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="src/fourm_hf/checkpoints/fourm-scenes64")
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the untimed 4-token caption that every format and path runs first")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU, load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -254,6 +267,8 @@ def main() -> None:
         base = FourMModel(config).eval()
         models = {fmt: in_format(base, fmt) for fmt in args.formats}
         table = scenarios(config, args.caption_tokens, args.steps, args.cfg_scale, caption_batch=8)
+        if not args.no_warmup:
+            warm_up(models, config, args)
         rows = []
         for name in args.scenarios:
             schedule, batch = table[name]
