@@ -37,37 +37,37 @@ def clean_staging(run_dir: str) -> None:
     shutil.rmtree(staging_root(run_dir), ignore_errors=True)
 
 
-def publish_checkpoint(run_dir: str, name: str) -> str:
-    """Move the finished ``.checkpoint-staging/<name>`` to ``<run_dir>/<name>`` (one atomic rename).
-
-    An older folder of that name (a run resumed from an earlier checkpoint saves it again) is first
-    renamed away, so a kill at any point leaves either the old or the new complete folder."""
-    staged, final = os.path.join(staging_root(run_dir), name), os.path.join(run_dir, name)
+def replace_folder(staged: str, final: str, set_aside: str) -> None:
+    """Move the folder ``staged`` to ``final``. An older ``final`` is first renamed to ``set_aside`` and removed
+    after, so a kill at any point leaves either the old or the new complete folder under ``final``'s name
+    (or, between the two renames, the old one under ``set_aside``)."""
     if os.path.exists(final):
-        replaced = os.path.join(staging_root(run_dir), f"{name}.replaced")
-        shutil.rmtree(replaced, ignore_errors=True)
-        os.replace(final, replaced)
+        shutil.rmtree(set_aside, ignore_errors=True)
+        os.replace(final, set_aside)
         os.replace(staged, final)
-        shutil.rmtree(replaced, ignore_errors=True)
+        shutil.rmtree(set_aside, ignore_errors=True)
     else:
         os.replace(staged, final)
+
+
+def publish_checkpoint(run_dir: str, name: str) -> str:
+    """Move the finished ``.checkpoint-staging/<name>`` to ``<run_dir>/<name>`` (one atomic rename; an older
+    folder of that name, from a run resumed from an earlier checkpoint, is replaced by :func:`replace_folder`)."""
+    final = os.path.join(run_dir, name)
+    replace_folder(os.path.join(staging_root(run_dir), name), final, os.path.join(staging_root(run_dir), f"{name}.replaced"))
     return final
 
 
 def publish_files(staged_dir: str, output_dir: str) -> list[str]:
-    """Move every file of ``staged_dir`` into ``output_dir``, each with one atomic rename (``os.replace``);
-    sub-folders (a processor's tokenizer folders, say) are moved whole, replacing an older one of that
-    name as :func:`publish_checkpoint` does. Returns the names moved."""
+    """Move every entry of ``staged_dir`` into ``output_dir``, each with one atomic rename (``os.replace``);
+    a sub-folder (a processor's tokenizer folders, say) replaces an older one of that name as
+    :func:`replace_folder` does. Returns the names moved."""
     os.makedirs(output_dir, exist_ok=True)
     names = sorted(os.listdir(staged_dir))
     for name in names:
         source, target = os.path.join(staged_dir, name), os.path.join(output_dir, name)
         if os.path.isdir(source):
-            replaced = os.path.join(staged_dir, f"{name}.replaced")
-            if os.path.isdir(target):
-                os.replace(target, replaced)
-            os.replace(source, target)
-            shutil.rmtree(replaced, ignore_errors=True)
+            replace_folder(source, target, os.path.join(staged_dir, f"{name}.replaced"))
         else:
             os.replace(source, target)
     return names
