@@ -26,10 +26,12 @@ BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "fourm-scenes64"
 """Folder of the bundled checkpoint (model + processor + model card)."""
 
 BUNDLED_TRAINING_DATA = (
-    "The embedded scene corpus of `fourm-hf`: 10,000 procedurally rendered 64x64 scenes (`fourm-hf make-scenes "
-    "--num 10000 --size 64 --seed 0`) of 1-4 coloured spheres, cubes, cylinders and cones on a floor, with exact "
-    "depth, surface normals, semantic segmentation, boxes and captions. Trained on a 2-core CPU in two stages, "
-    "`examples/scenes64/fourm_scenes64.yaml` (3000 steps of batch 32) then `fourm_scenes64_stage2.yaml` (6000 more); "
+    "The embedded scene corpus of `fourm-hf`: procedurally rendered 64x64 scenes (`fourm-hf make-scenes --size 64 "
+    "--seed 0`) of 1-4 coloured spheres, cubes, cylinders and cones on a floor, with exact depth, surface normals, "
+    "semantic segmentation, boxes and captions. Trained on a 2-core CPU in four stages of batch 32: "
+    "`examples/scenes64/fourm_scenes64.yaml` (3000 steps), `fourm_scenes64_stage2.yaml` (6000 more) and "
+    "`fourm_scenes64_stage3.yaml` (6500 more, caption-biased mixture) on 10,000 scenes, then "
+    "`fourm_scenes64_stage4.yaml` (6500 more) on 40,000 scenes (the first 10,000 the same); "
     "`examples/scenes64/reproduce.sh` rebuilds everything, tokenizers and evaluation included."
 )
 
